@@ -1,0 +1,2 @@
+//! Timer wheel benchmark (being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! One core's protocol host (being written).

@@ -1,0 +1,2 @@
+//! The `xtcp` command.
+fn main() {}

@@ -1,0 +1,1 @@
+//! The TCP connection state machine (being written).

@@ -1,0 +1,39 @@
+//! Zero-copy views over frames and their parsed representations.
+//!
+//! Every header has two types, as in smoltcp: a `Packet<T: AsRef<[u8]>>` view over bytes with field accessors
+//! (offsets are named ranges in a private `field` module), and a `Repr`, the parsed meaning, with `parse`,
+//! `buffer_len` and `emit`. Untrusted bytes go through `new_checked`, which validates lengths once so that the
+//! accessors cannot panic; emitting into our own buffer uses `new_unchecked`.
+//!
+//! Nothing here panics on any input: every malformed frame ends as an [`Error`], which the engine counts.
+
+pub mod arp;
+pub mod checksum;
+pub mod ethernet;
+pub mod ipv4;
+pub mod tcp;
+
+pub use tcp::{SackBlocks, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
+
+/// Why bytes were not accepted as a header. Each variant maps to a drop counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Error {
+    /// Shorter than the header or than a length field says.
+    #[error("truncated")]
+    Truncated,
+    /// A field holds a value the format forbids (version, header length, option length...).
+    #[error("malformed")]
+    Malformed,
+    /// The checksum does not verify.
+    #[error("bad checksum")]
+    Checksum,
+    /// An IPv4 fragment: xtcp does not reassemble, it drops and counts.
+    #[error("fragment")]
+    Fragment,
+    /// Well formed but not something this stack handles (another EtherType, protocol, ARP hardware type...).
+    #[error("unsupported")]
+    Unsupported,
+}
+
+/// The result of parsing.
+pub type Result<T> = core::result::Result<T, Error>;
