@@ -1,0 +1,1407 @@
+//! One transmission control block and its state machine (RFC 9293 §3.10).
+//!
+//! Field names follow the RFC (`snd_una`, `snd_nxt`, `rcv_nxt`, `snd_wl1`...). Input handling is split as the RFC
+//! splits it: [`Connection::process`] dispatches to the SYN-SENT rules (§3.10.7.3) or to the rules of the other
+//! states (§3.10.7.4), whose comments number the RFC's checks. Output is state-driven: processing sets what is
+//! owed (an ACK, a SYN, data, a probe) and [`Connection::poll_transmit`] turns that into segments.
+
+use core::time::Duration;
+use std::net::SocketAddrV4;
+
+use super::buffer::{RecvBuffer, SendBuffer};
+use super::congestion::{AckAction, NewReno};
+use super::isn::IsnGenerator;
+use super::rtt::RttEstimator;
+use super::{CloseReason, Config, Event, State, TimerKind};
+use crate::time::Instant;
+use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpRepr};
+
+/// The MSS assumed when the peer's SYN carries none (RFC 9293 §3.7.1).
+const DEFAULT_PEER_MSS: usize = 536;
+/// Bytes the timestamp option takes in every segment once negotiated (NOP, NOP, kind 8).
+const TIMESTAMP_OPTION_LEN: usize = 12;
+/// RFC 7323 §2.3: the shift count is at most 14.
+const MAX_WINDOW_SCALE: u8 = 14;
+
+const EV_CONNECTED: u8 = 1;
+const EV_READABLE: u8 = 2;
+const EV_WRITABLE: u8 = 4;
+const EV_PEER_CLOSED: u8 = 8;
+const EV_CLOSED: u8 = 16;
+
+/// What one connection counted over its life.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Segments handed to `process`.
+    pub segs_in: u64,
+    /// Segments produced by `poll_transmit`.
+    pub segs_out: u64,
+    /// Payload bytes accepted in order.
+    pub bytes_in: u64,
+    /// Payload bytes sent, retransmissions included.
+    pub bytes_out: u64,
+    /// Segments sent again (timeouts, fast retransmit, SYN and SYN-ACK resends).
+    pub retransmits: u64,
+    /// Retransmission timer expiries.
+    pub rto_timeouts: u64,
+    /// Fast retransmits (third duplicate ACK, or a partial ACK in recovery).
+    pub fast_retransmits: u64,
+    /// Duplicate ACKs received.
+    pub dup_acks: u64,
+    /// Segments that arrived out of order.
+    pub ooo_segments: u64,
+    /// Out-of-order segments dropped because the reassembly limit was reached.
+    pub ooo_dropped: u64,
+    /// Segments dropped by PAWS (RFC 7323 §5).
+    pub paws_drops: u64,
+    /// Segments outside the receive window, answered with an ACK.
+    pub out_of_window: u64,
+    /// Challenge ACKs sent (RFC 5961).
+    pub challenge_acks: u64,
+    /// Zero-window probes sent.
+    pub window_probes: u64,
+    /// Keep-alive probes sent.
+    pub keepalive_probes: u64,
+}
+
+/// Something owed to the peer that is not data: a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// One byte past the closed window (RFC 9293 §3.8.6.1).
+    Window,
+    /// `SEG.SEQ = SND.NXT - 1` with no data (RFC 1122 §4.2.3.6).
+    Keepalive,
+}
+
+/// One TCP connection: the transmission control block of RFC 9293 §3.3.1 and its state machine.
+#[derive(Debug)]
+pub struct Connection {
+    cfg: Config,
+    state: State,
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    /// Opened by a listener (SYN_RECEIVED returns to LISTEN on RST) rather than by `connect`.
+    passive: bool,
+
+    // Send sequence variables.
+    iss: SeqNumber,
+    snd_una: SeqNumber,
+    snd_nxt: SeqNumber,
+    /// The highest sequence number sent, plus one. `snd_nxt` goes back to `snd_una` after a timeout.
+    snd_max: SeqNumber,
+    snd_wnd: usize,
+    snd_wl1: SeqNumber,
+    snd_wl2: SeqNumber,
+    snd_wscale: u8,
+    /// Both SYNs carried the window scale option (RFC 7323 §2.2); otherwise neither side scales.
+    window_scale_agreed: bool,
+    max_snd_wnd: usize,
+    /// Payload bytes per segment we send: the peer's MSS less the options we put in every segment.
+    smss: usize,
+    syn_acked: bool,
+
+    // Receive sequence variables.
+    irs: SeqNumber,
+    rcv_nxt: SeqNumber,
+    /// Right edge of the window last advertised: RCV.NXT + RCV.WND as the peer knows it.
+    rcv_adv: SeqNumber,
+    rcv_wscale: u8,
+    /// Largest payload seen in one segment; "full-sized" for the delayed-ACK rule.
+    rcv_mss: usize,
+
+    // Timestamps (RFC 7323).
+    ts_enabled: bool,
+    ts_offset: u32,
+    ts_recent: u32,
+    last_ack_sent: SeqNumber,
+
+    send_buf: SendBuffer,
+    recv_buf: RecvBuffer,
+    /// The application closed: a FIN follows the queued data.
+    fin_queued: bool,
+    fin_acked: bool,
+    /// A FIN that arrived before data it follows; processed once RCV.NXT reaches it.
+    peer_fin: Option<SeqNumber>,
+    peer_fin_received: bool,
+
+    rtt: RttEstimator,
+    /// Karn's algorithm without timestamps: the sequence number being timed and when it was sent.
+    rtt_timing: Option<(SeqNumber, Instant)>,
+    cc: NewReno,
+    /// Consecutive retransmission timeouts without progress.
+    retries: u32,
+    /// Unanswered zero-window or keep-alive probes.
+    probes: u32,
+
+    timers: [Option<Instant>; 5],
+    ack_now: bool,
+    unacked_bytes: usize,
+    send_syn: bool,
+    fast_retransmit: bool,
+    probe: Option<Probe>,
+    /// The persist timer fired while a small window was open: send what fits even if SWS avoidance would wait.
+    override_sws: bool,
+    pending_rst: Option<TcpRepr<'static>>,
+    /// The application was refused bytes; tell it when room opens.
+    send_refused: bool,
+
+    events: u8,
+    close_reason: Option<CloseReason>,
+    stats: ConnectionStats,
+}
+
+/// Why `send` or `close` could not be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    /// The connection is closing or closed (RFC 9293 §3.10.2: "connection closing").
+    #[error("connection closing")]
+    Closing,
+}
+
+impl Connection {
+    fn new(
+        cfg: Config,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        iss: SeqNumber,
+        ts_offset: u32,
+    ) -> Connection {
+        let rtt = RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max);
+        let mut rcv_wscale = 0;
+        while rcv_wscale < MAX_WINDOW_SCALE && (cfg.recv_buffer_bytes >> rcv_wscale) > 65535 {
+            rcv_wscale += 1;
+        }
+        let ts_len = if cfg.timestamps {
+            TIMESTAMP_OPTION_LEN
+        } else {
+            0
+        };
+        let smss = (DEFAULT_PEER_MSS - ts_len).max(1);
+        Connection {
+            cfg,
+            state: State::Closed,
+            local,
+            remote,
+            passive: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            snd_wl1: SeqNumber(0),
+            snd_wl2: iss,
+            snd_wscale: 0,
+            window_scale_agreed: false,
+            max_snd_wnd: 0,
+            smss,
+            syn_acked: false,
+            irs: SeqNumber(0),
+            rcv_nxt: SeqNumber(0),
+            rcv_adv: SeqNumber(0),
+            rcv_wscale: if cfg.window_scaling { rcv_wscale } else { 0 },
+            rcv_mss: usize::from(cfg.mss).saturating_sub(ts_len).max(1),
+            ts_enabled: false,
+            ts_offset,
+            ts_recent: 0,
+            last_ack_sent: SeqNumber(0),
+            send_buf: SendBuffer::new(cfg.send_buffer_bytes.max(1)),
+            recv_buf: RecvBuffer::new(cfg.recv_buffer_bytes.max(1)),
+            fin_queued: false,
+            fin_acked: false,
+            peer_fin: None,
+            peer_fin_received: false,
+            rtt,
+            rtt_timing: None,
+            cc: NewReno::new(smss, cfg.initial_window_segments, iss),
+            retries: 0,
+            probes: 0,
+            timers: [None; 5],
+            ack_now: false,
+            unacked_bytes: 0,
+            send_syn: false,
+            fast_retransmit: false,
+            probe: None,
+            override_sws: false,
+            pending_rst: None,
+            send_refused: false,
+            events: 0,
+            close_reason: None,
+            stats: ConnectionStats::default(),
+        }
+    }
+
+    /// Active OPEN (RFC 9293 §3.10.1): a connection in SYN_SENT whose SYN goes out on the next
+    /// [`Connection::poll_transmit`].
+    pub fn connect(
+        cfg: Config,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        isn: &IsnGenerator,
+        now: Instant,
+    ) -> Connection {
+        let iss = isn.isn(local, remote, now);
+        let mut c = Connection::new(cfg, local, remote, iss, isn.timestamp_offset(local, remote));
+        c.state = State::SynSent;
+        c.send_syn = true;
+        c
+    }
+
+    /// A listener's SYN (RFC 9293 §3.10.7.2, after [`super::listen_input`] said `Accept`): a connection in
+    /// SYN_RECEIVED whose SYN-ACK goes out on the next [`Connection::poll_transmit`].
+    pub fn accept(
+        cfg: Config,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        syn: &TcpRepr<'_>,
+        isn: &IsnGenerator,
+        now: Instant,
+    ) -> Connection {
+        let iss = isn.isn(local, remote, now);
+        let mut c = Connection::new(cfg, local, remote, iss, isn.timestamp_offset(local, remote));
+        c.passive = true;
+        c.state = State::SynReceived;
+        c.irs = syn.seq_number;
+        c.rcv_nxt = syn.seq_number + 1;
+        c.rcv_adv = c.rcv_nxt;
+        c.last_ack_sent = c.rcv_nxt;
+        c.negotiate(&syn.options);
+        // The window in a SYN is never scaled (RFC 7323 §2.2).
+        c.set_send_window(syn.seq_number, iss, usize::from(syn.window_len));
+        c.send_syn = true;
+        c.last_activity(now);
+        c
+    }
+
+    // ----- Accessors -----
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Our end.
+    pub fn local(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// The peer's end.
+    pub fn remote(&self) -> SocketAddrV4 {
+        self.remote
+    }
+
+    /// The settings this connection was made with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    /// The initial send sequence number.
+    pub fn iss(&self) -> SeqNumber {
+        self.iss
+    }
+
+    /// The initial receive sequence number (valid once the peer's SYN arrived).
+    pub fn irs(&self) -> SeqNumber {
+        self.irs
+    }
+
+    /// SND.UNA: the oldest unacknowledged sequence number.
+    pub fn snd_una(&self) -> SeqNumber {
+        self.snd_una
+    }
+
+    /// SND.NXT: the next sequence number to send.
+    pub fn snd_nxt(&self) -> SeqNumber {
+        self.snd_nxt
+    }
+
+    /// RCV.NXT: the next sequence number expected.
+    pub fn rcv_nxt(&self) -> SeqNumber {
+        self.rcv_nxt
+    }
+
+    /// SND.WND: the peer's window in bytes, scaled.
+    pub fn snd_wnd(&self) -> usize {
+        self.snd_wnd
+    }
+
+    /// The payload bytes per segment we send (negotiated MSS less per-segment options).
+    pub fn send_mss(&self) -> usize {
+        self.smss
+    }
+
+    /// Window scale shifts in use: (ours, applied to what we advertise; the peer's, applied to what it does).
+    pub fn window_scales(&self) -> (u8, u8) {
+        (self.rcv_wscale, self.snd_wscale)
+    }
+
+    /// True when timestamps were negotiated.
+    pub fn timestamps_enabled(&self) -> bool {
+        self.ts_enabled
+    }
+
+    /// The congestion window in bytes.
+    pub fn congestion_window(&self) -> usize {
+        self.cc.window()
+    }
+
+    /// The round-trip estimator.
+    pub fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// Bytes queued for sending and not yet acknowledged.
+    pub fn send_queue_len(&self) -> usize {
+        self.send_buf.len()
+    }
+
+    /// Room in the send buffer.
+    pub fn send_capacity(&self) -> usize {
+        self.send_buf.free()
+    }
+
+    /// In-order bytes waiting to be read.
+    pub fn recv_queue_len(&self) -> usize {
+        self.recv_buf.len()
+    }
+
+    /// The out-of-order ranges held for reassembly.
+    pub fn out_of_order_ranges(&self) -> &[(SeqNumber, SeqNumber)] {
+        self.recv_buf.out_of_order().ranges()
+    }
+
+    /// True once the peer's FIN was processed: after the buffered bytes, the stream ends.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_fin_received
+    }
+
+    /// The deadline of one timer, if it runs.
+    pub fn timer(&self, kind: TimerKind) -> Option<Instant> {
+        self.timers[kind as usize]
+    }
+
+    /// The earliest timer deadline.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    /// Whether a segment is owed right now (an ACK, a SYN, a probe, a reset, or sendable data is not decided here:
+    /// [`Connection::poll_transmit`] decides; this is a cheap hint for the engine's dirty list).
+    pub fn wants_transmit(&self) -> bool {
+        self.ack_now
+            || self.send_syn
+            || self.fast_retransmit
+            || self.probe.is_some()
+            || self.pending_rst.is_some()
+    }
+
+    // ----- Application calls (RFC 9293 §3.10.2–3.10.5) -----
+
+    /// SEND: queues as much of `data` as fits in the send buffer and returns how much. Allowed before the
+    /// connection is established (the data waits) and in CLOSE_WAIT.
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, UserError> {
+        match self.state {
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait
+                if !self.fin_queued =>
+            {
+                let n = self.send_buf.enqueue(data);
+                if n < data.len() {
+                    self.send_refused = true;
+                }
+                Ok(n)
+            }
+            _ => Err(UserError::Closing),
+        }
+    }
+
+    /// RECEIVE: copies out up to `buf.len()` in-order bytes. Returns 0 when none wait (check
+    /// [`Connection::peer_closed`] for end of stream).
+    pub fn recv(&mut self, buf: &mut [u8]) -> usize {
+        let n = self.recv_buf.read(buf);
+        if n > 0 {
+            self.after_read();
+        }
+        n
+    }
+
+    /// The longest contiguous run of unread bytes, to read without copying; follow with
+    /// [`Connection::recv_consume`].
+    pub fn recv_peek(&self) -> &[u8] {
+        self.recv_buf.peek()
+    }
+
+    /// Drops `n` bytes after [`Connection::recv_peek`].
+    pub fn recv_consume(&mut self, n: usize) {
+        self.recv_buf.consume(n);
+        if n > 0 {
+            self.after_read();
+        }
+    }
+
+    /// CLOSE (RFC 9293 §3.10.4): no more data from us. The FIN follows the queued data.
+    pub fn close(&mut self) -> Result<(), UserError> {
+        match self.state {
+            State::Closed | State::Listen => Err(UserError::Closing),
+            State::SynSent => {
+                self.enter_closed(CloseReason::Aborted);
+                Ok(())
+            }
+            // Queued for processing after entering ESTABLISHED.
+            State::SynReceived if !self.fin_queued => {
+                self.fin_queued = true;
+                Ok(())
+            }
+            State::Established => {
+                self.fin_queued = true;
+                self.state = State::FinWait1;
+                Ok(())
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.state = State::LastAck;
+                Ok(())
+            }
+            _ => Err(UserError::Closing),
+        }
+    }
+
+    /// ABORT (RFC 9293 §3.10.5): drops everything and, in a state where the peer has a connection, sends RST.
+    pub fn abort(&mut self) {
+        if matches!(
+            self.state,
+            State::SynReceived
+                | State::Established
+                | State::FinWait1
+                | State::FinWait2
+                | State::CloseWait
+        ) {
+            self.pending_rst = Some(self.rst_segment(self.snd_nxt, None));
+        }
+        if self.state != State::Closed {
+            self.enter_closed(CloseReason::Aborted);
+        }
+    }
+
+    /// Turns keep-alive on or off for this connection.
+    pub fn set_keepalive(&mut self, keepalive: Option<super::Keepalive>, now: Instant) {
+        self.cfg.keepalive = keepalive;
+        self.probes = 0;
+        self.last_activity(now);
+    }
+
+    /// Turns Nagle's algorithm off (`true`, TCP_NODELAY) or on.
+    pub fn set_nodelay(&mut self, nodelay: bool) {
+        self.cfg.nagle = !nodelay;
+    }
+
+    /// The next event for the application, each pending one once.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        for (bit, ev) in [
+            (EV_CONNECTED, Event::Connected),
+            (EV_READABLE, Event::Readable),
+            (EV_WRITABLE, Event::Writable),
+            (EV_PEER_CLOSED, Event::PeerClosed),
+        ] {
+            if self.events & bit != 0 {
+                self.events &= !bit;
+                return Some(ev);
+            }
+        }
+        if self.events & EV_CLOSED != 0 {
+            self.events &= !EV_CLOSED;
+            return Some(Event::Closed(
+                self.close_reason.unwrap_or(CloseReason::Normal),
+            ));
+        }
+        None
+    }
+
+    /// RFC 6191: may a SYN for this 4-tuple end this TIME_WAIT connection and open a new one? Yes when its
+    /// timestamp is newer than the last one seen, or, without timestamps, its sequence number is past RCV.NXT.
+    pub fn accepts_reopen(&self, syn: &TcpRepr<'_>) -> bool {
+        if self.state != State::TimeWait || !syn.flags.syn() || syn.flags.ack() || syn.flags.rst() {
+            return false;
+        }
+        match (self.ts_enabled, syn.options.timestamp) {
+            (true, Some((tsval, _))) => (tsval.wrapping_sub(self.ts_recent) as i32) > 0,
+            _ => syn.seq_number.diff(self.rcv_nxt) > 0,
+        }
+    }
+
+    // ----- Input -----
+
+    /// SEGMENT ARRIVES (RFC 9293 §3.10.7): one segment for this connection's 4-tuple, already checksummed.
+    pub fn process(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        self.stats.segs_in += 1;
+        match self.state {
+            State::Closed | State::Listen => {}
+            State::SynSent => self.process_syn_sent(now, seg),
+            _ => self.process_other(now, seg),
+        }
+    }
+
+    /// RFC 9293 §3.10.7.3.
+    fn process_syn_sent(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let flags = seg.flags;
+        // First, check the ACK bit.
+        if flags.ack()
+            && (seg.ack_number.diff(self.iss) <= 0 || seg.ack_number.diff(self.snd_max) > 0)
+        {
+            if !flags.rst() {
+                self.pending_rst = Some(self.rst_segment(seg.ack_number, None));
+            }
+            return;
+        }
+        // Second, the RST bit: only with an acceptable ACK (RFC 5961 §3.2 leaves SYN-SENT as RFC 793 had it).
+        if flags.rst() {
+            if flags.ack() {
+                self.enter_closed(CloseReason::Refused);
+            }
+            return;
+        }
+        // Fourth, the SYN bit.
+        if !flags.syn() {
+            return;
+        }
+        self.irs = seg.seq_number;
+        self.rcv_nxt = seg.seq_number + 1;
+        self.last_ack_sent = self.rcv_nxt;
+        self.negotiate(&seg.options);
+        self.last_activity(now);
+        if flags.ack() {
+            // Our SYN is acknowledged: ESTABLISHED.
+            self.rtt_sample_on_ack(now, seg);
+            self.snd_una = seg.ack_number;
+            self.syn_acked = true;
+            self.set_send_window(seg.seq_number, seg.ack_number, usize::from(seg.window_len));
+            self.rcv_adv = self.rcv_nxt + self.recv_buf.free().min(65535);
+            self.retries = 0;
+            self.rtt.reset_backoff();
+            self.set_timer(TimerKind::Retransmit, None);
+            self.enter_established(now);
+            self.ack_now = true;
+        } else {
+            // Simultaneous open: SYN_RECEIVED, and our SYN goes again as a SYN-ACK with the same ISS.
+            self.state = State::SynReceived;
+            self.snd_nxt = self.iss;
+            self.set_send_window(seg.seq_number, self.iss, usize::from(seg.window_len));
+            self.send_syn = true;
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4, for SYN_RECEIVED and the synchronized states.
+    fn process_other(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let mut seq = seg.seq_number;
+        let mut flags = seg.flags;
+        let mut payload = seg.payload;
+
+        if self.state == State::SynReceived && flags.syn() && seq == self.irs {
+            if !flags.ack() {
+                // The peer did not get our SYN-ACK and sent its SYN again.
+                self.send_syn = true;
+                return;
+            }
+            // Simultaneous open: the peer's SYN-ACK. Its SYN octet is old; trim it and go on with the ACK.
+            seq += 1;
+            flags = TcpFlags(flags.0 & !TcpFlags::SYN.0);
+        }
+
+        // PAWS (RFC 7323 §5.3): a timestamp older than TS.Recent marks an old duplicate.
+        if self.ts_enabled && !flags.rst() {
+            if let Some((tsval, _)) = seg.options.timestamp {
+                if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+                    self.stats.paws_drops += 1;
+                    self.ack_now = true;
+                    return;
+                }
+            }
+        }
+
+        // First, check the sequence number.
+        let seg_len = payload.len() + usize::from(flags.syn()) + usize::from(flags.fin());
+        if !self.acceptable(seq, seg_len, !payload.is_empty()) {
+            if !flags.rst() {
+                self.stats.out_of_window += 1;
+                self.ack_now = true;
+                if self.state == State::TimeWait && flags.fin() {
+                    // A retransmitted FIN: our last ACK was lost. Re-ACK it and restart 2·MSL.
+                    self.set_timer(TimerKind::Close, Some(now + self.cfg.msl * 2));
+                }
+            }
+            return;
+        }
+
+        // Second, the RST bit (RFC 5961 §3.2): only an exact match resets; in-window otherwise gets a challenge.
+        if flags.rst() {
+            if seq != self.rcv_nxt {
+                self.challenge_ack();
+                return;
+            }
+            let reason = match self.state {
+                State::SynReceived if self.passive => CloseReason::ReturnedToListen,
+                State::SynReceived => CloseReason::Refused,
+                State::Closing | State::LastAck | State::TimeWait => CloseReason::Normal,
+                _ => CloseReason::Reset,
+            };
+            self.enter_closed(reason);
+            return;
+        }
+
+        // Fourth, the SYN bit (RFC 5961 §4): a SYN in a synchronized state gets a challenge ACK.
+        if flags.syn() {
+            if self.state != State::TimeWait {
+                self.challenge_ack();
+            }
+            return;
+        }
+
+        // Fifth, the ACK field.
+        if !flags.ack() {
+            return;
+        }
+        // TS.Recent follows segments that start at or before the last ACK we sent (RFC 7323 §4.3).
+        if self.ts_enabled {
+            if let Some((tsval, _)) = seg.options.timestamp {
+                if seq.diff(self.last_ack_sent) <= 0
+                    && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0
+                {
+                    self.ts_recent = tsval;
+                }
+            }
+        }
+        if self.state == State::SynReceived {
+            if seg.ack_number.diff(self.snd_una) > 0 && seg.ack_number.diff(self.snd_max) <= 0 {
+                self.enter_established(now);
+                self.set_send_window(
+                    seq,
+                    seg.ack_number,
+                    usize::from(seg.window_len) << self.snd_wscale,
+                );
+            } else {
+                self.pending_rst = Some(self.rst_segment(seg.ack_number, None));
+                return;
+            }
+        }
+        self.last_activity(now);
+        if self.state != State::TimeWait && !self.process_ack(now, seq, seg) {
+            return;
+        }
+
+        // Seventh, the segment text (URG, the sixth, is not supported: RFC 6093 lets data flow as normal).
+        let mut fin = flags.fin();
+        if seq.diff(self.rcv_nxt) < 0 {
+            let skip = self.rcv_nxt - seq;
+            payload = payload.get(skip..).unwrap_or(&[]);
+            seq = self.rcv_nxt;
+        }
+        let room = (self.rcv_adv - self.rcv_nxt).min(self.recv_buf.free());
+        let limit = (seq - self.rcv_nxt) + payload.len();
+        if limit > room {
+            let keep = room.saturating_sub(seq - self.rcv_nxt);
+            payload = &payload[..keep.min(payload.len())];
+            fin = false;
+        }
+        if !payload.is_empty() {
+            match self.state {
+                State::Established | State::FinWait1 | State::FinWait2 => {
+                    self.receive_data(now, seq, payload)
+                }
+                // After the peer's FIN no more data can be valid.
+                _ => {}
+            }
+        }
+
+        // Eighth, the FIN bit.
+        if fin {
+            self.receive_fin(now, seq + payload.len());
+        } else if let Some(fin_seq) = self.peer_fin {
+            if fin_seq == self.rcv_nxt {
+                self.receive_fin(now, fin_seq);
+            }
+        }
+    }
+
+    /// The acceptability test of RFC 9293 §3.10.7.4 (the table of four cases).
+    fn acceptable(&self, seq: SeqNumber, seg_len: usize, has_data: bool) -> bool {
+        let wnd = self.rcv_adv - self.rcv_nxt;
+        let in_window = |s: SeqNumber| s.diff(self.rcv_nxt) >= 0 && s.diff(self.rcv_nxt + wnd) < 0;
+        match (seg_len, wnd) {
+            (0, 0) => seq == self.rcv_nxt,
+            (0, _) => in_window(seq),
+            // A bare FIN at RCV.NXT needs no buffer space: take it even with a zero window, as Linux does.
+            (1, 0) => seq == self.rcv_nxt && !has_data,
+            (_, 0) => false,
+            (_, _) => in_window(seq) || in_window(seq + (seg_len - 1)),
+        }
+    }
+
+    /// The ACK processing of ESTABLISHED and its neighbours. Returns false when the segment is to be dropped.
+    fn process_ack(&mut self, now: Instant, seq: SeqNumber, seg: &TcpRepr<'_>) -> bool {
+        let ack = seg.ack_number;
+        if ack.diff(self.snd_max) > 0 {
+            // Acknowledges something not yet sent: send an ACK, drop the segment.
+            self.ack_now = true;
+            return false;
+        }
+        // RFC 5961 §5.2: an ACK too far in the past is answered with a challenge.
+        let oldest = self.snd_una - self.max_snd_wnd.max(1);
+        if ack.diff(oldest) < 0 {
+            self.challenge_ack();
+            return false;
+        }
+        let wnd = usize::from(seg.window_len) << self.snd_wscale;
+        let flight = self.snd_max - self.snd_una;
+        if ack.diff(self.snd_una) > 0 {
+            self.on_new_ack(now, seg, flight);
+        } else if ack == self.snd_una
+            && flight > 0
+            && seg.payload.is_empty()
+            && !seg.flags.fin()
+            && wnd == self.snd_wnd
+        {
+            // A duplicate ACK (RFC 5681 §2).
+            self.stats.dup_acks += 1;
+            if self.cc.on_duplicate_ack(ack, flight, self.snd_max) == AckAction::Retransmit {
+                self.fast_retransmit = true;
+                self.stats.fast_retransmits += 1;
+            }
+        }
+        self.update_send_window(seq, ack, wnd);
+        if self.fin_acked {
+            match self.state {
+                State::FinWait1 => {
+                    self.state = State::FinWait2;
+                    let limit = self.cfg.fin_wait_2_timeout.map(|t| now + t);
+                    self.set_timer(TimerKind::Close, limit);
+                }
+                State::Closing => self.enter_time_wait(now),
+                State::LastAck => {
+                    self.enter_closed(CloseReason::Normal);
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
+    fn on_new_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, flight: usize) {
+        let ack = seg.ack_number;
+        let acked = ack - self.snd_una;
+        let mut data_acked = acked;
+        let data_end = self.data_start() + self.send_buf.len();
+        if !self.syn_acked {
+            self.syn_acked = true;
+            data_acked -= 1;
+        }
+        if self.fin_queued && !self.fin_acked && ack == data_end + 1 {
+            self.fin_acked = true;
+            data_acked -= 1;
+        }
+        self.rtt_sample_on_ack(now, seg);
+        self.send_buf.consume(data_acked);
+        self.snd_una = ack;
+        if self.snd_nxt.diff(ack) < 0 {
+            self.snd_nxt = ack;
+        }
+        self.retries = 0;
+        self.probes = 0;
+        self.rtt.reset_backoff();
+        if self.cc.on_new_ack(ack, acked, flight) == AckAction::Retransmit {
+            self.fast_retransmit = true;
+            self.stats.fast_retransmits += 1;
+        }
+        // RFC 6298 §5.2–5.3: stop the timer when everything is acknowledged, restart it otherwise.
+        let deadline = if self.snd_una == self.snd_max {
+            None
+        } else {
+            Some(now + self.rtt.rto())
+        };
+        self.set_timer(TimerKind::Retransmit, deadline);
+        if self.send_refused && data_acked > 0 {
+            self.send_refused = false;
+            self.events |= EV_WRITABLE;
+        }
+    }
+
+    /// SND.WND and its guards SND.WL1, SND.WL2 (RFC 9293 §3.10.7.4, fifth check).
+    fn update_send_window(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: usize) {
+        if self.snd_wl1.diff(seq) < 0 || (self.snd_wl1 == seq && self.snd_wl2.diff(ack) <= 0) {
+            self.set_send_window(seq, ack, wnd);
+        }
+    }
+
+    fn set_send_window(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: usize) {
+        self.snd_wnd = wnd;
+        self.snd_wl1 = seq;
+        self.snd_wl2 = ack;
+        self.max_snd_wnd = self.max_snd_wnd.max(wnd);
+        if wnd > 0 {
+            self.set_timer(TimerKind::Persist, None);
+            self.probes = 0;
+        }
+    }
+
+    fn receive_data(&mut self, now: Instant, seq: SeqNumber, data: &[u8]) {
+        let had_gap = !self.recv_buf.out_of_order().is_empty();
+        let Some(next) = self.recv_buf.write(self.rcv_nxt, seq, data) else {
+            self.stats.ooo_dropped += 1;
+            self.ack_now = true;
+            return;
+        };
+        self.rcv_mss = self.rcv_mss.max(data.len());
+        if seq != self.rcv_nxt {
+            // Out of order: a duplicate ACK at once tells the sender about the hole (RFC 5681 §4.2).
+            self.stats.ooo_segments += 1;
+            self.ack_now = true;
+            return;
+        }
+        self.stats.bytes_in += (next - self.rcv_nxt) as u64;
+        self.rcv_nxt = next;
+        self.events |= EV_READABLE;
+        self.unacked_bytes += data.len();
+        // Filling a hole is acknowledged at once; otherwise every second full-sized segment, or on the timer.
+        if had_gap || self.unacked_bytes >= 2 * self.rcv_mss {
+            self.ack_now = true;
+        } else if self.timer(TimerKind::DelayedAck).is_none() {
+            self.set_timer(TimerKind::DelayedAck, Some(now + self.cfg.delayed_ack));
+        }
+    }
+
+    fn receive_fin(&mut self, now: Instant, fin_seq: SeqNumber) {
+        if fin_seq != self.rcv_nxt {
+            // Data before the FIN is missing: remember where the stream ends.
+            if fin_seq.diff(self.rcv_nxt) > 0 {
+                self.peer_fin = Some(fin_seq);
+            }
+            self.ack_now = true;
+            return;
+        }
+        self.peer_fin = None;
+        self.rcv_nxt += 1;
+        self.ack_now = true;
+        if !self.peer_fin_received {
+            self.peer_fin_received = true;
+            self.events |= EV_PEER_CLOSED;
+        }
+        match self.state {
+            State::SynReceived | State::Established => self.state = State::CloseWait,
+            State::FinWait1 => self.state = State::Closing,
+            State::FinWait2 | State::TimeWait => self.enter_time_wait(now),
+            _ => {}
+        }
+    }
+
+    // ----- Timers -----
+
+    /// A timer came due. A stale call (the deadline moved later or was cleared since the engine scheduled it)
+    /// does nothing: the engine re-reads [`Connection::timer`] afterwards.
+    pub fn on_timer(&mut self, now: Instant, kind: TimerKind) {
+        match self.timer(kind) {
+            Some(deadline) if deadline <= now => self.set_timer(kind, None),
+            _ => return,
+        }
+        match kind {
+            TimerKind::Retransmit => self.on_retransmit_timeout(),
+            TimerKind::Persist => {
+                self.probe = Some(Probe::Window);
+                self.probes = self.probes.saturating_add(1);
+            }
+            TimerKind::DelayedAck => self.ack_now = true,
+            TimerKind::Keepalive => self.on_keepalive_timeout(now),
+            TimerKind::Close => self.enter_closed(if self.state == State::TimeWait {
+                CloseReason::Normal
+            } else {
+                CloseReason::TimedOut
+            }),
+        }
+    }
+
+    fn on_retransmit_timeout(&mut self) {
+        match self.state {
+            State::SynSent | State::SynReceived => {
+                if self.retries >= self.cfg.syn_retries {
+                    let reason = if self.passive {
+                        CloseReason::ReturnedToListen
+                    } else {
+                        CloseReason::TimedOut
+                    };
+                    self.enter_closed(reason);
+                    return;
+                }
+                self.snd_nxt = self.iss;
+                self.send_syn = true;
+            }
+            State::Established
+            | State::FinWait1
+            | State::Closing
+            | State::CloseWait
+            | State::LastAck => {
+                if self.snd_una == self.snd_max {
+                    return;
+                }
+                if self.retries >= self.cfg.data_retries {
+                    self.enter_closed(CloseReason::TimedOut);
+                    return;
+                }
+                // RFC 5681 §3.1: one segment's window; go back to SND.UNA and resend from there.
+                self.cc
+                    .on_timeout(self.snd_max - self.snd_una, self.snd_max);
+                self.snd_nxt = self.snd_una;
+            }
+            _ => return,
+        }
+        self.stats.rto_timeouts += 1;
+        self.retries += 1;
+        self.rtt.back_off();
+        self.rtt_timing = None;
+    }
+
+    fn on_keepalive_timeout(&mut self, now: Instant) {
+        let Some(ka) = self.cfg.keepalive else { return };
+        if !matches!(self.state, State::Established | State::CloseWait) {
+            return;
+        }
+        if self.snd_una != self.snd_max || !self.send_buf.is_empty() {
+            // Data in flight: the retransmission timer watches the peer.
+            self.set_timer(TimerKind::Keepalive, Some(now + ka.idle));
+            return;
+        }
+        if self.probes >= ka.probes {
+            self.enter_closed(CloseReason::TimedOut);
+            return;
+        }
+        self.probes += 1;
+        self.probe = Some(Probe::Keepalive);
+        self.set_timer(TimerKind::Keepalive, Some(now + ka.interval));
+    }
+
+    // ----- Output -----
+
+    /// Produces every segment owed now, in order, handing each to `emit`. `emit` returns false when the device
+    /// has no room; what was not sent stays owed and goes out on a later call.
+    pub fn poll_transmit(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) {
+        if let Some(rst) = self.pending_rst {
+            if !emit(&rst) {
+                return;
+            }
+            self.stats.segs_out += 1;
+            self.pending_rst = None;
+        }
+        match self.state {
+            State::Closed | State::Listen => {}
+            State::SynSent | State::SynReceived => {
+                if self.send_syn {
+                    self.emit_syn(now, emit);
+                } else if self.ack_now && self.state == State::SynReceived {
+                    let _ = self.emit_segment(now, self.snd_nxt, TcpFlags::ACK, 0, false, emit);
+                }
+            }
+            State::TimeWait => {
+                if self.ack_now {
+                    let _ = self.emit_segment(now, self.snd_nxt, TcpFlags::ACK, 0, false, emit);
+                }
+            }
+            _ => self.transmit_synchronized(now, emit),
+        }
+    }
+
+    fn emit_syn(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) -> bool {
+        let mut repr = self.header(now, self.iss, TcpFlags::SYN);
+        let passive_reply = self.state == State::SynReceived;
+        if passive_reply {
+            repr.flags |= TcpFlags::ACK;
+            repr.ack_number = self.rcv_nxt;
+        }
+        repr.window_len = self.recv_buf.free().min(65535) as u16;
+        repr.options.mss = Some(self.cfg.mss);
+        // Offer what we want; in a SYN-ACK only what the peer's SYN offered too (RFC 7323 §1.3).
+        let offer_ws = self.cfg.window_scaling && (!passive_reply || self.window_scale_agreed);
+        repr.options.window_scale = offer_ws.then_some(self.rcv_wscale);
+        let offer_ts = self.cfg.timestamps && (!passive_reply || self.ts_enabled);
+        if offer_ts {
+            repr.options.timestamp = Some((
+                self.ts_now(now),
+                if passive_reply { self.ts_recent } else { 0 },
+            ));
+        }
+        if !emit(&repr) {
+            return false;
+        }
+        self.stats.segs_out += 1;
+        if self.snd_max != self.iss {
+            self.stats.retransmits += 1;
+        } else if self.retries == 0 {
+            self.rtt_timing = Some((self.iss, now));
+        }
+        if passive_reply {
+            self.rcv_adv = self.rcv_nxt + usize::from(repr.window_len);
+            self.sent_ack();
+        }
+        self.send_syn = false;
+        self.snd_nxt = self.iss + 1;
+        self.snd_max = self.snd_max.max(self.snd_nxt);
+        if self.timer(TimerKind::Retransmit).is_none() {
+            self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
+        }
+        true
+    }
+
+    fn transmit_synchronized(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) {
+        if self.fast_retransmit {
+            let len = self.smss.min(self.send_buf.len());
+            let Some(used) = self.emit_segment(now, self.snd_una, TcpFlags::ACK, len, true, emit)
+            else {
+                return;
+            };
+            self.stats.retransmits += 1;
+            self.fast_retransmit = false;
+            let end = self.snd_una + used;
+            if self.snd_nxt.diff(end) < 0 {
+                self.snd_nxt = end;
+            }
+        }
+        match self.probe {
+            Some(Probe::Window) if self.snd_wnd == 0 => {
+                // One byte past the closed window, without advancing SND.NXT: if the peer takes it, its ACK moves
+                // SND.UNA past SND.NXT and sending resumes from there.
+                let unsent = self
+                    .send_buf
+                    .len()
+                    .saturating_sub(self.snd_nxt - self.data_start());
+                if unsent > 0 {
+                    let seq = self.snd_nxt;
+                    if self
+                        .emit_segment(now, seq, TcpFlags::ACK, 1, false, emit)
+                        .is_none()
+                    {
+                        return;
+                    }
+                    self.snd_max = self.snd_max.max(seq + 1);
+                    self.stats.window_probes += 1;
+                }
+                self.probe = None;
+            }
+            Some(Probe::Window) => {
+                self.override_sws = true;
+                self.probe = None;
+            }
+            Some(Probe::Keepalive) => {
+                if self
+                    .emit_segment(now, self.snd_nxt - 1, TcpFlags::ACK, 0, false, emit)
+                    .is_none()
+                {
+                    return;
+                }
+                self.stats.keepalive_probes += 1;
+                self.probe = None;
+            }
+            None => {}
+        }
+        while let Some((len, fin)) = self.next_segment(now) {
+            let mut flags = TcpFlags::ACK;
+            if fin {
+                flags |= TcpFlags::FIN;
+            }
+            if len > 0 {
+                flags |= TcpFlags::PSH;
+            }
+            let seq = self.snd_nxt;
+            let retransmission = seq.diff(self.snd_max) < 0;
+            let Some(used) = self.emit_segment(now, seq, flags, len, false, emit) else {
+                return;
+            };
+            self.override_sws = false;
+            if retransmission {
+                self.stats.retransmits += 1;
+            } else if self.rtt_timing.is_none() && !self.ts_enabled && self.retries == 0 {
+                self.rtt_timing = Some((seq, now));
+            }
+            self.snd_nxt = seq + used;
+            self.snd_max = self.snd_max.max(self.snd_nxt);
+            if self.timer(TimerKind::Retransmit).is_none() {
+                self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
+            }
+        }
+        if self.ack_now {
+            let _ = self.emit_segment(now, self.snd_nxt, TcpFlags::ACK, 0, false, emit);
+        }
+    }
+
+    /// The next new segment the windows, Nagle and sender SWS avoidance (RFC 9293 §3.8.6.2.1) allow: its payload
+    /// length and whether it carries the FIN. Arms the persist timer when a zero window blocks data.
+    fn next_segment(&mut self, now: Instant) -> Option<(usize, bool)> {
+        let data_end = self.data_start() + self.send_buf.len();
+        let offset = self.snd_nxt - self.data_start();
+        let unsent = self.send_buf.len().saturating_sub(offset);
+        let fin_pending = self.fin_queued && self.snd_nxt.diff(data_end) <= 0;
+        if unsent == 0 {
+            return fin_pending.then_some((0, true));
+        }
+        let flight = self.snd_nxt - self.snd_una;
+        let usable = self.snd_wnd.min(self.cc.window()).saturating_sub(flight);
+        let len = unsent.min(self.smss).min(usable);
+        if len == 0 {
+            if self.snd_wnd == 0 && flight == 0 && self.timer(TimerKind::Persist).is_none() {
+                let backoff = self
+                    .rtt
+                    .rto()
+                    .saturating_mul(1 << self.probes.min(16))
+                    .min(self.cfg.rto_max);
+                self.set_timer(TimerKind::Persist, Some(now + backoff));
+            }
+            return None;
+        }
+        let all = len == unsent;
+        let send = len == self.smss
+            || (all && (flight == 0 || !self.cfg.nagle || self.fin_queued))
+            || (self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2)
+            || self.override_sws;
+        if !send {
+            // Nothing in flight means no ACK will come to release this: the persist timer is the override timeout
+            // of RFC 9293 §3.8.6.2.1.
+            if flight == 0 && self.timer(TimerKind::Persist).is_none() {
+                self.set_timer(TimerKind::Persist, Some(now + self.rtt.rto()));
+            }
+            return None;
+        }
+        // The ring may wrap: the segment then ends at the wrap and the rest follows in the next one.
+        let len = self.send_buf.peek(offset, len).len();
+        let fin = fin_pending && self.snd_nxt + len == data_end;
+        Some((len, fin))
+    }
+
+    /// Sends one segment starting at `seq` with up to `len` bytes of queued data; with `fin_if_last` the FIN is
+    /// added when the data reaches it. Returns the sequence space the segment took, or `None` when `emit` had no
+    /// room.
+    fn emit_segment(
+        &mut self,
+        now: Instant,
+        seq: SeqNumber,
+        flags: TcpFlags,
+        len: usize,
+        fin_if_last: bool,
+        emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool,
+    ) -> Option<usize> {
+        let mut repr = self.header(now, seq, flags);
+        repr.ack_number = self.rcv_nxt;
+        repr.window_len = self.advertise_window();
+        let data_start = self.data_start();
+        let data_end = data_start + self.send_buf.len();
+        if len > 0 && seq.diff(data_start) >= 0 {
+            repr.payload = self.send_buf.peek(seq - data_start, len);
+        }
+        if fin_if_last
+            && self.fin_queued
+            && seq + repr.payload.len() == data_end
+            && seq.diff(data_end) <= 0
+        {
+            repr.flags |= TcpFlags::FIN;
+        }
+        if !emit(&repr) {
+            return None;
+        }
+        let used = repr.segment_len();
+        self.stats.segs_out += 1;
+        self.stats.bytes_out += repr.payload.len() as u64;
+        self.sent_ack();
+        Some(used)
+    }
+
+    /// A segment carrying our ACK left: nothing more is owed for what arrived so far.
+    fn sent_ack(&mut self) {
+        self.ack_now = false;
+        self.unacked_bytes = 0;
+        self.last_ack_sent = self.rcv_nxt;
+        self.set_timer(TimerKind::DelayedAck, None);
+    }
+
+    fn header(&self, now: Instant, seq: SeqNumber, flags: TcpFlags) -> TcpRepr<'static> {
+        let mut options = TcpOptions::default();
+        if self.ts_enabled {
+            options.timestamp = Some((self.ts_now(now), self.ts_recent));
+        }
+        TcpRepr {
+            src_port: self.local.port(),
+            dst_port: self.remote.port(),
+            seq_number: seq,
+            ack_number: SeqNumber(0),
+            flags,
+            window_len: 0,
+            urgent_pointer: 0,
+            options,
+            payload: &[],
+        }
+    }
+
+    fn rst_segment(&self, seq: SeqNumber, ack: Option<SeqNumber>) -> TcpRepr<'static> {
+        let mut repr = TcpRepr {
+            src_port: self.local.port(),
+            dst_port: self.remote.port(),
+            seq_number: seq,
+            ack_number: SeqNumber(0),
+            flags: TcpFlags::RST,
+            window_len: 0,
+            urgent_pointer: 0,
+            options: TcpOptions::default(),
+            payload: &[],
+        };
+        if let Some(ack) = ack {
+            repr.flags |= TcpFlags::ACK;
+            repr.ack_number = ack;
+        }
+        repr
+    }
+
+    /// The window field to send, with receiver SWS avoidance (RFC 9293 §3.8.6.2.2): the right edge moves only by a
+    /// meaningful amount and never moves left.
+    fn advertise_window(&mut self) -> u16 {
+        let free = self.recv_buf.free();
+        let current = self.rcv_adv - self.rcv_nxt;
+        let step = (self.recv_buf.capacity() / 2).min(self.rcv_mss).max(1);
+        let grow = free >= current + step;
+        let wnd = if grow { free } else { current };
+        let wnd = wnd.min(65535usize << self.rcv_wscale);
+        let unit = 1usize << self.rcv_wscale;
+        // Keeping the old edge rounds up so that scaling never shrinks it; growing rounds down.
+        let field = if grow { wnd / unit } else { wnd.div_ceil(unit) }.min(65535);
+        let edge = self.rcv_nxt + field * unit;
+        self.rcv_adv = self.rcv_adv.max(edge);
+        field as u16
+    }
+
+    /// After the application read: if the window we could offer has at least doubled, say so now.
+    fn after_read(&mut self) {
+        if !self.state.is_synchronized() || self.peer_fin_received {
+            return;
+        }
+        let current = self.rcv_adv - self.rcv_nxt;
+        let free = self.recv_buf.free();
+        if free >= 2 * current && free - current >= self.rcv_mss {
+            self.ack_now = true;
+        }
+    }
+
+    // ----- Helpers -----
+
+    /// The sequence number of the first data byte in the send buffer.
+    fn data_start(&self) -> SeqNumber {
+        if self.syn_acked {
+            self.snd_una
+        } else {
+            self.iss + 1
+        }
+    }
+
+    fn ts_now(&self, now: Instant) -> u32 {
+        (now.total_millis() as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// Option negotiation from the peer's SYN (RFC 9293 §3.7.1 MSS, RFC 7323 window scale and timestamps).
+    fn negotiate(&mut self, opts: &TcpOptions) {
+        match (self.cfg.window_scaling, opts.window_scale) {
+            (true, Some(shift)) => {
+                self.snd_wscale = shift.min(MAX_WINDOW_SCALE);
+                self.window_scale_agreed = true;
+            }
+            _ => {
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+                self.window_scale_agreed = false;
+            }
+        }
+        self.ts_enabled = self.cfg.timestamps && opts.timestamp.is_some();
+        if let Some((tsval, _)) = opts.timestamp {
+            self.ts_recent = tsval;
+        }
+        let peer_mss = opts.mss.map_or(DEFAULT_PEER_MSS, usize::from);
+        let ts_len = if self.ts_enabled {
+            TIMESTAMP_OPTION_LEN
+        } else {
+            0
+        };
+        self.smss = peer_mss
+            .min(usize::from(self.cfg.mss))
+            .saturating_sub(ts_len)
+            .max(1);
+        self.rcv_mss = usize::from(self.cfg.mss).saturating_sub(ts_len).max(1);
+        self.cc.set_mss(self.smss, self.cfg.initial_window_segments);
+    }
+
+    fn rtt_sample_on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        if self.ts_enabled {
+            if let Some((_, tsecr)) = seg.options.timestamp {
+                if tsecr != 0 {
+                    let ms = self.ts_now(now).wrapping_sub(tsecr);
+                    if (ms as i32) >= 0 {
+                        self.rtt.sample(Duration::from_millis(u64::from(ms)));
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some((timed, sent_at)) = self.rtt_timing {
+            if seg.ack_number.diff(timed) > 0 {
+                self.rtt.sample(now - sent_at);
+                self.rtt_timing = None;
+            }
+        }
+    }
+
+    fn challenge_ack(&mut self) {
+        self.stats.challenge_acks += 1;
+        self.ack_now = true;
+    }
+
+    fn enter_established(&mut self, now: Instant) {
+        self.state = State::Established;
+        self.events |= EV_CONNECTED;
+        if self.send_buf.is_empty() {
+            self.send_refused = false;
+        }
+        if self.fin_queued {
+            self.state = State::FinWait1;
+        }
+        self.last_activity(now);
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = State::TimeWait;
+        self.timers = [None; 5];
+        self.set_timer(TimerKind::Close, Some(now + self.cfg.msl * 2));
+    }
+
+    fn enter_closed(&mut self, reason: CloseReason) {
+        self.state = State::Closed;
+        self.timers = [None; 5];
+        self.close_reason = Some(reason);
+        self.events |= EV_CLOSED;
+        self.ack_now = false;
+        self.send_syn = false;
+        self.fast_retransmit = false;
+        self.probe = None;
+    }
+
+    /// Any segment from the peer, or the start of the connection: the keep-alive idle time starts again.
+    fn last_activity(&mut self, now: Instant) {
+        if let Some(ka) = self.cfg.keepalive {
+            if self.state.is_synchronized() || self.state == State::SynReceived {
+                self.probes = 0;
+                self.set_timer(TimerKind::Keepalive, Some(now + ka.idle));
+            }
+        }
+    }
+
+    fn set_timer(&mut self, kind: TimerKind, deadline: Option<Instant>) {
+        self.timers[kind as usize] = deadline;
+    }
+}

@@ -1,0 +1,123 @@
+//! The retransmission timeout estimator of RFC 6298, with Karn's algorithm left to the caller (it only feeds
+//! samples from segments that were not retransmitted, or from timestamps, RFC 7323 §4).
+
+use core::time::Duration;
+
+/// Clock granularity G of RFC 6298 §2: the engine's timer wheel ticks in milliseconds.
+const GRANULARITY: Duration = Duration::from_millis(1);
+
+/// SRTT, RTTVAR and the current RTO with its exponential backoff.
+#[derive(Debug, Clone, Copy)]
+pub struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    backoff: u32,
+    min: Duration,
+    max: Duration,
+}
+
+impl RttEstimator {
+    /// Before any sample the RTO is `initial` (RFC 6298 §2.1: 1 s), clamped to `[min, max]`.
+    pub fn new(initial: Duration, min: Duration, max: Duration) -> RttEstimator {
+        RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: initial.clamp(min, max),
+            backoff: 0,
+            min,
+            max,
+        }
+    }
+
+    /// Folds in one round-trip sample (RFC 6298 §2.2–2.3) and clears the backoff (§5.7's reset on new data).
+    pub fn sample(&mut self, r: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(srtt) => {
+                let delta = if srtt > r { srtt - r } else { r - srtt };
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + r) / 8);
+            }
+        }
+        let srtt = self.srtt.unwrap_or(r);
+        self.rto = (srtt + GRANULARITY.max(self.rttvar * 4)).clamp(self.min, self.max);
+        self.backoff = 0;
+    }
+
+    /// Doubles the timeout after a retransmission timer expiry (RFC 6298 §5.5), up to the maximum.
+    pub fn back_off(&mut self) {
+        self.backoff = self.backoff.saturating_add(1);
+    }
+
+    /// Clears the backoff without a new sample (a new ACK after a retransmission, RFC 6298 §5.7's spirit).
+    pub fn reset_backoff(&mut self) {
+        self.backoff = 0;
+    }
+
+    /// The current timeout including backoff.
+    pub fn rto(&self) -> Duration {
+        let shift = self.backoff.min(16);
+        self.rto.saturating_mul(1 << shift).min(self.max)
+    }
+
+    /// The smoothed round-trip time, once measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// The round-trip variation.
+    pub fn rttvar(&self) -> Duration {
+        self.rttvar
+    }
+
+    /// How many times in a row the timer has backed off.
+    pub fn backoff(&self) -> u32 {
+        self.backoff
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn first_sample_sets_srtt_and_half_variance() {
+        let mut e = RttEstimator::new(ms(1000), ms(1), ms(60_000));
+        assert_eq!(e.rto(), ms(1000));
+        e.sample(ms(100));
+        assert_eq!(e.srtt(), Some(ms(100)));
+        assert_eq!(e.rttvar(), ms(50));
+        assert_eq!(e.rto(), ms(300));
+    }
+
+    #[test]
+    fn later_samples_follow_rfc6298_gains() {
+        let mut e = RttEstimator::new(ms(1000), ms(1), ms(60_000));
+        e.sample(ms(100));
+        e.sample(ms(200));
+        // RTTVAR = 3/4*50 + 1/4*|100-200| = 62.5; SRTT = 7/8*100 + 1/8*200 = 112.5
+        assert_eq!(e.rttvar(), Duration::from_micros(62_500));
+        assert_eq!(e.srtt(), Some(Duration::from_micros(112_500)));
+        assert_eq!(e.rto(), Duration::from_micros(362_500));
+    }
+
+    #[test]
+    fn backoff_doubles_until_the_maximum_and_a_sample_clears_it() {
+        let mut e = RttEstimator::new(ms(1000), ms(200), ms(5000));
+        e.back_off();
+        assert_eq!(e.rto(), ms(2000));
+        e.back_off();
+        e.back_off();
+        assert_eq!(e.rto(), ms(5000));
+        e.sample(ms(10));
+        assert_eq!(e.rto(), ms(200), "clamped to the minimum, backoff cleared");
+    }
+}
