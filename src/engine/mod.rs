@@ -1,1 +1,781 @@
-//! One core's protocol host (being written).
+//! One core's protocol host: parses frames, finds the connection, runs the TCP state machine, emits replies,
+//! drives the timer wheel and keeps the counters.
+//!
+//! A [`Stack`] owns one shard of the connection table and one timer wheel. It does no I/O of its own: each call to
+//! [`Stack::poll`] is handed the current time and a [`FrameDevice`], so the same code runs over the simulated link
+//! and over AF_XDP. The application talks to it through [`ConnId`] handles and [`StackEvent`]s.
+
+mod counters;
+pub mod sim;
+
+pub use counters::{Counters, Drop};
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::RangeInclusive;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use siphasher::sip::SipHasher13;
+
+use crate::nic::{FrameDevice, Transmit};
+use crate::tcp::{self, CloseReason, Connection, Event, IsnGenerator, ListenAction, State, TimerKind};
+use crate::time::Instant;
+use crate::timer::{TimerHandle, TimerWheel};
+use crate::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IpProtocol,
+    Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr,
+};
+
+/// Settings of one stack, fixed at start.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Our MAC address.
+    pub mac: EthernetAddress,
+    /// Our IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Settings for every connection.
+    pub tcp: tcp::Config,
+    /// Connection table limit, TIME_WAIT included.
+    pub max_connections: usize,
+    /// Half-open (SYN_RECEIVED) connections allowed per listener.
+    pub syn_backlog: usize,
+    /// Listening ports allowed.
+    pub max_listeners: usize,
+    /// Source ports for active opens.
+    pub ephemeral_ports: RangeInclusive<u16>,
+    /// Frames taken from the device per poll.
+    pub rx_batch: usize,
+    /// Verify IPv4 and TCP checksums of received frames.
+    pub verify_checksums: bool,
+    /// Answer ARP for our address and resolve neighbours with ARP (the simulator); off where the kernel keeps ARP.
+    pub arp: bool,
+    /// Neighbour cache entries kept.
+    pub max_neighbors: usize,
+    /// Application events queued before the oldest are dropped (and counted).
+    pub max_events: usize,
+    /// Seed for every random choice of this stack (ISN key, ephemeral ports, table hashing).
+    pub seed: u64,
+}
+
+impl StackConfig {
+    /// Defaults for a stack at `mac`/`ip`, seeded with `seed`.
+    pub fn new(mac: EthernetAddress, ip: Ipv4Addr, seed: u64) -> StackConfig {
+        StackConfig {
+            mac,
+            ip,
+            tcp: tcp::Config::default(),
+            max_connections: 65536,
+            syn_backlog: 1024,
+            max_listeners: 64,
+            ephemeral_ports: 32768..=60999,
+            rx_batch: 64,
+            verify_checksums: true,
+            arp: true,
+            max_neighbors: 1024,
+            max_events: 65536,
+            seed,
+        }
+    }
+}
+
+/// A handle on one connection of a [`Stack`]. Stale once the connection is gone: calls then fail with
+/// [`StackError::NoConnection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    /// The table slot, stable while the connection lives (for display).
+    pub fn slot(self) -> u32 {
+        self.index
+    }
+}
+
+/// What the application hears from the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackEvent {
+    /// A connection made by a listener reached ESTABLISHED.
+    Accepted {
+        /// The new connection.
+        conn: ConnId,
+        /// The listening port it came in on.
+        port: u16,
+    },
+    /// An active open reached ESTABLISHED.
+    Connected(ConnId),
+    /// Data can be read.
+    Readable(ConnId),
+    /// Room opened in the send buffer.
+    Writable(ConnId),
+    /// The peer closed its side: after the buffered data, the stream ends.
+    PeerClosed(ConnId),
+    /// The connection is gone; its [`ConnId`] is stale from now on.
+    Closed(ConnId, CloseReason),
+}
+
+/// Why an application call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StackError {
+    /// The handle is stale or never existed.
+    #[error("no such connection")]
+    NoConnection,
+    /// The connection is closing (RFC 9293 "connection closing").
+    #[error("connection closing")]
+    Closing,
+    /// The connection table is full.
+    #[error("connection table full")]
+    TableFull,
+    /// Every ephemeral port to that peer is in use.
+    #[error("no free ephemeral port")]
+    NoPort,
+    /// The port already has a listener, or the listener limit is reached.
+    #[error("port in use or too many listeners")]
+    ListenerExists,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FourTuple {
+    local_port: u16,
+    remote: SocketAddrV4,
+}
+
+/// SipHash-1-3 keyed from the stack's seed: deterministic for replay, not predictable by a peer choosing 4-tuples.
+#[derive(Debug, Clone, Copy)]
+struct KeyedHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl BuildHasher for KeyedHasher {
+    type Hasher = SipHasher13;
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    entry: Option<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    conn: Connection,
+    tuple: FourTuple,
+    /// The listening port, for a passive open.
+    listener: Option<u16>,
+    /// Wheel entry and its deadline in ms, per [`TimerKind`].
+    timers: [Option<(TimerHandle, u64)>; 5],
+    /// On the dirty list (owes a transmit after an application call).
+    dirty: bool,
+    /// Counted in its listener's SYN backlog.
+    half_open: bool,
+}
+
+#[derive(Debug)]
+struct Listener {
+    half_open: usize,
+}
+
+/// One core's TCP/IP stack. See the [module docs](self).
+#[derive(Debug)]
+pub struct Stack {
+    cfg: StackConfig,
+    isn: IsnGenerator,
+    rng: ChaCha8Rng,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    table: HashMap<FourTuple, u32, KeyedHasher>,
+    listeners: HashMap<u16, Listener>,
+    neighbors: HashMap<Ipv4Addr, EthernetAddress, KeyedHasher>,
+    wheel: TimerWheel<(u32, TimerKind)>,
+    events: VecDeque<StackEvent>,
+    dirty: Vec<u32>,
+    counters: Counters,
+    now: Instant,
+}
+
+impl Stack {
+    /// A stack with `cfg`, its clock starting at `now`. Allocates the table, wheel and queues up front.
+    pub fn new(cfg: StackConfig, now: Instant) -> Stack {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let isn = IsnGenerator::new(rng.gen());
+        let hasher = KeyedHasher { k0: rng.gen(), k1: rng.gen() };
+        let max = cfg.max_connections;
+        Stack {
+            isn,
+            rng,
+            slots: Vec::with_capacity(max),
+            free: Vec::new(),
+            table: HashMap::with_capacity_and_hasher(max, hasher),
+            listeners: HashMap::new(),
+            neighbors: HashMap::with_capacity_and_hasher(cfg.max_neighbors, hasher),
+            wheel: TimerWheel::new(max * TimerKind::ALL.len(), now.total_millis()),
+            events: VecDeque::with_capacity(cfg.max_events.min(65536)),
+            dirty: Vec::with_capacity(max),
+            counters: Counters::default(),
+            now,
+            cfg,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &StackConfig {
+        &self.cfg
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Connections in the table, TIME_WAIT included.
+    pub fn connection_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Pending timer-wheel entries (zero once every connection is gone).
+    pub fn pending_timers(&self) -> usize {
+        self.wheel.len()
+    }
+
+    /// How many connections are in each state, indexed like [`State::ALL`]; LISTEN counts listeners.
+    pub fn state_counts(&self) -> [usize; 11] {
+        let mut counts = [0; 11];
+        for e in self.slots.iter().filter_map(|s| s.entry.as_ref()) {
+            counts[state_index(e.conn.state())] += 1;
+        }
+        counts[state_index(State::Listen)] = self.listeners.len();
+        counts
+    }
+
+    /// Every live connection, in table-slot order.
+    pub fn connections(&self) -> impl Iterator<Item = (ConnId, &Connection)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            s.entry.as_ref().map(|e| (ConnId { index: i as u32, generation: s.generation }, &e.conn))
+        })
+    }
+
+    /// Adds or replaces a neighbour's MAC address (a static entry, or a next hop given on the command line).
+    pub fn add_neighbor(&mut self, ip: Ipv4Addr, mac: EthernetAddress) {
+        if self.neighbors.len() < self.cfg.max_neighbors || self.neighbors.contains_key(&ip) {
+            self.neighbors.insert(ip, mac);
+        }
+    }
+
+    // ----- Application calls -----
+
+    /// Accepts connections on `port`.
+    pub fn listen(&mut self, port: u16) -> Result<(), StackError> {
+        if self.listeners.contains_key(&port) || self.listeners.len() >= self.cfg.max_listeners {
+            return Err(StackError::ListenerExists);
+        }
+        self.listeners.insert(port, Listener { half_open: 0 });
+        Ok(())
+    }
+
+    /// Opens a connection to `remote` from an ephemeral port; its SYN goes out on the next [`Stack::poll`].
+    pub fn connect(&mut self, remote: SocketAddrV4) -> Result<ConnId, StackError> {
+        if self.table.len() >= self.cfg.max_connections {
+            self.counters.table_full += 1;
+            return Err(StackError::TableFull);
+        }
+        let (lo, hi) = (*self.cfg.ephemeral_ports.start(), *self.cfg.ephemeral_ports.end());
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        let start = self.rng.gen_range(0..span);
+        let port = (0..span)
+            .map(|i| lo + ((start + i) % span) as u16)
+            .find(|&p| !self.listeners.contains_key(&p) && !self.table.contains_key(&FourTuple { local_port: p, remote }))
+            .ok_or(StackError::NoPort)?;
+        let local = SocketAddrV4::new(self.cfg.ip, port);
+        let conn = Connection::connect(self.cfg.tcp, local, remote, &self.isn, self.now);
+        let id = self.insert(conn, FourTuple { local_port: port, remote }, None);
+        self.mark_dirty(id.index);
+        Ok(id)
+    }
+
+    /// Queues bytes for sending; returns how many fit.
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, StackError> {
+        let e = self.entry_mut(id)?;
+        let n = e.conn.send(data).map_err(|_| StackError::Closing)?;
+        self.mark_dirty(id.index);
+        Ok(n)
+    }
+
+    /// Reads received bytes; 0 when none wait.
+    pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
+        let e = self.entry_mut(id)?;
+        let n = e.conn.recv(buf);
+        if e.conn.wants_transmit() {
+            self.mark_dirty(id.index);
+        }
+        Ok(n)
+    }
+
+    /// Closes our side (FIN after the queued data).
+    pub fn close(&mut self, id: ConnId) -> Result<(), StackError> {
+        let e = self.entry_mut(id)?;
+        e.conn.close().map_err(|_| StackError::Closing)?;
+        self.mark_dirty(id.index);
+        Ok(())
+    }
+
+    /// Aborts the connection (RST where the peer has one).
+    pub fn abort(&mut self, id: ConnId) -> Result<(), StackError> {
+        let e = self.entry_mut(id)?;
+        e.conn.abort();
+        self.mark_dirty(id.index);
+        Ok(())
+    }
+
+    /// The connection behind a handle.
+    pub fn connection(&self, id: ConnId) -> Result<&Connection, StackError> {
+        match self.slots.get(id.index as usize) {
+            Some(Slot { generation, entry: Some(e) }) if *generation == id.generation => Ok(&e.conn),
+            _ => Err(StackError::NoConnection),
+        }
+    }
+
+    /// Mutable access to a connection, for settings such as keep-alive and no-delay.
+    pub fn connection_mut(&mut self, id: ConnId) -> Result<&mut Connection, StackError> {
+        self.mark_dirty(id.index);
+        Ok(&mut self.entry_mut(id)?.conn)
+    }
+
+    /// The next event for the application.
+    pub fn next_event(&mut self) -> Option<StackEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Stack::poll`] next has work without new frames: now if transmits are owed, else the earliest timer
+    /// (possibly a little early: the wheel reports a lower bound).
+    pub fn poll_at(&self) -> Option<Instant> {
+        if !self.dirty.is_empty() {
+            return Some(self.now);
+        }
+        self.wheel.next_deadline().map(Instant::from_millis)
+    }
+
+    // ----- The loop body -----
+
+    /// One turn of the loop: take a batch of frames from `dev`, run due timers, send what application calls owe,
+    /// flush. Returns the number of frames received.
+    pub fn poll(&mut self, now: Instant, dev: &mut dyn FrameDevice) -> usize {
+        self.now = self.now.max(now);
+        let now = self.now;
+        let budget = self.cfg.rx_batch;
+        let received = dev.receive(now, budget, &mut |frame, tx| self.handle_frame(now, frame, tx));
+        self.run_timers(now, dev);
+        while let Some(index) = self.dirty.pop() {
+            if let Some(e) = self.slots[index as usize].entry.as_mut() {
+                e.dirty = false;
+            }
+            self.after_activity(index, dev);
+        }
+        dev.flush(now);
+        received
+    }
+
+    fn run_timers(&mut self, now: Instant, tx: &mut dyn Transmit) {
+        while let Some(expired) = self.wheel.poll_expired(now.total_millis()) {
+            let (index, kind) = expired.value;
+            let Some(e) = self.slots[index as usize].entry.as_mut() else { continue };
+            e.timers[kind as usize] = None;
+            e.conn.on_timer(now, kind);
+            self.after_activity(index, tx);
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, frame: &[u8], tx: &mut dyn Transmit) {
+        self.counters.rx_frames += 1;
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return self.counters.drop(Drop::Malformed);
+        };
+        let Ok(eth_repr) = EthernetRepr::parse(&eth) else {
+            return self.counters.drop(Drop::Malformed);
+        };
+        if eth_repr.dst_addr != self.cfg.mac && !eth_repr.dst_addr.is_broadcast() {
+            return self.counters.drop(Drop::NotForUs);
+        }
+        match eth_repr.ethertype {
+            EtherType::Ipv4 => self.handle_ipv4(now, eth_repr.src_addr, eth.payload(), tx),
+            EtherType::Arp if self.cfg.arp => self.handle_arp(now, eth.payload(), tx),
+            _ => self.counters.drop(Drop::Unsupported),
+        }
+    }
+
+    fn handle_arp(&mut self, now: Instant, bytes: &[u8], tx: &mut dyn Transmit) {
+        let Ok(repr) = ArpPacket::new_checked(bytes).and_then(|p| ArpRepr::parse(&p)) else {
+            return self.counters.drop(Drop::Malformed);
+        };
+        let ArpRepr::EthernetIpv4 {
+            operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, ..
+        } = repr;
+        self.counters.arp_in += 1;
+        if target_protocol_addr != self.cfg.ip {
+            return;
+        }
+        self.add_neighbor(source_protocol_addr, source_hardware_addr);
+        if operation == ArpOperation::Request {
+            let reply = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: self.cfg.mac,
+                source_protocol_addr: self.cfg.ip,
+                target_hardware_addr: source_hardware_addr,
+                target_protocol_addr: source_protocol_addr,
+            };
+            self.emit_arp(now, source_hardware_addr, &reply, tx);
+        }
+    }
+
+    fn emit_arp(&mut self, now: Instant, dst: EthernetAddress, arp: &ArpRepr, tx: &mut dyn Transmit) {
+        let eth = EthernetRepr { src_addr: self.cfg.mac, dst_addr: dst, ethertype: EtherType::Arp };
+        let len = ETHERNET_HEADER_LEN + arp.buffer_len();
+        let sent = tx.transmit(now, len, &mut |buf| {
+            let mut frame = EthernetFrame::new_unchecked(&mut *buf);
+            eth.emit(&mut frame);
+            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        });
+        if sent {
+            self.counters.tx_frames += 1;
+        } else {
+            self.counters.drop(Drop::TxFull);
+        }
+    }
+
+    fn handle_ipv4(&mut self, now: Instant, src_mac: EthernetAddress, bytes: &[u8], tx: &mut dyn Transmit) {
+        let ip = match Ipv4Packet::new_checked(bytes) {
+            Ok(ip) => ip,
+            Err(e) => return self.counters.drop_wire(e),
+        };
+        if self.cfg.verify_checksums && !ip.verify_checksum() {
+            return self.counters.drop(Drop::BadChecksum);
+        }
+        let ip_repr = match Ipv4Repr::parse(&ip) {
+            Ok(r) => r,
+            // Parse verifies the header checksum too; with verification off, only a checksum error is forgiven.
+            Err(crate::wire::Error::Checksum) if !self.cfg.verify_checksums => match parse_unverified(&ip) {
+                Some(r) => r,
+                None => return self.counters.drop(Drop::Malformed),
+            },
+            Err(e) => return self.counters.drop_wire(e),
+        };
+        if ip_repr.dst_addr != self.cfg.ip {
+            return self.counters.drop(Drop::NotForUs);
+        }
+        if ip_repr.protocol != IpProtocol::Tcp {
+            return self.counters.drop(Drop::Unsupported);
+        }
+        let payload = ip.payload();
+        let tcp = match TcpPacket::new_checked(payload) {
+            Ok(t) => t,
+            Err(e) => return self.counters.drop_wire(e),
+        };
+        let seg = match TcpRepr::parse(&tcp, ip_repr.src_addr, ip_repr.dst_addr, self.cfg.verify_checksums) {
+            Ok(s) => s,
+            Err(e) => return self.counters.drop_wire(e),
+        };
+        if seg.src_port == 0 || seg.dst_port == 0 || ip_repr.src_addr.is_broadcast() || ip_repr.src_addr.is_multicast()
+        {
+            return self.counters.drop(Drop::Malformed);
+        }
+        self.counters.tcp_in += 1;
+        // Learn where replies go (the kernel keeps ARP on the AF_XDP path; this is how we know the peer's MAC).
+        if !self.neighbors.contains_key(&ip_repr.src_addr) {
+            self.add_neighbor(ip_repr.src_addr, src_mac);
+        }
+        self.handle_tcp(now, ip_repr.src_addr, &seg, tx);
+    }
+
+    fn handle_tcp(&mut self, now: Instant, src: Ipv4Addr, seg: &TcpRepr<'_>, tx: &mut dyn Transmit) {
+        let tuple = FourTuple { local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
+        if let Some(&index) = self.table.get(&tuple) {
+            let e = self.slots[index as usize].entry.as_mut().expect("table points at a live slot");
+            if !(e.conn.state() == State::TimeWait && e.conn.accepts_reopen(seg)) {
+                e.conn.process(now, seg);
+                self.after_activity(index, tx);
+                return;
+            }
+            // RFC 6191: a new incarnation takes over the TIME_WAIT 4-tuple.
+            self.counters.time_wait_reopened += 1;
+            self.remove(index);
+        }
+        if !self.listeners.contains_key(&seg.dst_port) {
+            self.counters.drop(Drop::NoConnection);
+            if let Some(rst) = tcp::reset_for(seg) {
+                self.counters.rst_sent += 1;
+                self.emit_tcp(now, tuple.remote, &rst, tx);
+            }
+            return;
+        }
+        match tcp::listen_input(seg) {
+            ListenAction::Drop => self.counters.drop(Drop::NoConnection),
+            ListenAction::Reset(rst) => {
+                self.counters.rst_sent += 1;
+                self.emit_tcp(now, tuple.remote, &rst, tx);
+            }
+            ListenAction::Accept => {
+                let backlog_full =
+                    self.listeners.get(&seg.dst_port).is_some_and(|l| l.half_open >= self.cfg.syn_backlog);
+                if backlog_full {
+                    return self.counters.drop(Drop::SynBacklogFull);
+                }
+                if self.table.len() >= self.cfg.max_connections {
+                    self.counters.table_full += 1;
+                    return self.counters.drop(Drop::TableFull);
+                }
+                let local = SocketAddrV4::new(self.cfg.ip, seg.dst_port);
+                let conn = Connection::accept(self.cfg.tcp, local, tuple.remote, seg, &self.isn, now);
+                let id = self.insert(conn, tuple, Some(seg.dst_port));
+                self.after_activity(id.index, tx);
+            }
+        }
+    }
+
+    /// After a connection took input or a timer: send what it owes, move its timers, pass its events on, and
+    /// free it once closed.
+    fn after_activity(&mut self, index: u32, tx: &mut dyn Transmit) {
+        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        let remote = e.tuple.remote;
+        let local_ip = self.cfg.ip;
+        let mac = self.cfg.mac;
+        let dst_mac = self.neighbors.get(remote.ip()).copied();
+        let counters = &mut self.counters;
+        let now = self.now;
+        let mut unresolved = false;
+        e.conn.poll_transmit(now, &mut |seg| match dst_mac {
+            Some(dst) => {
+                if emit_tcp_frame(tx, now, mac, dst, local_ip, *remote.ip(), seg) {
+                    counters.tx_frames += 1;
+                    counters.tcp_out += 1;
+                    true
+                } else {
+                    counters.drop(Drop::TxFull);
+                    false
+                }
+            }
+            None => {
+                // No MAC for the peer: the segment is lost like on a wire; the retransmission timer tries again.
+                counters.drop(Drop::NoNeighbor);
+                unresolved = true;
+                true
+            }
+        });
+        if unresolved && self.cfg.arp {
+            self.request_arp(now, *remote.ip(), tx);
+        }
+        self.sync_timers(index);
+        self.drain_events(index);
+    }
+
+    fn request_arp(&mut self, now: Instant, ip: Ipv4Addr, tx: &mut dyn Transmit) {
+        let req = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: self.cfg.mac,
+            source_protocol_addr: self.cfg.ip,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: ip,
+        };
+        self.emit_arp(now, EthernetAddress::BROADCAST, &req, tx);
+    }
+
+    /// Keeps at most one wheel entry per timer kind, matching the connection's deadlines. A deadline that moved
+    /// later keeps its old entry, which re-arms when it fires (most restarts of the retransmission timer cost
+    /// nothing); one that moved earlier is rescheduled.
+    fn sync_timers(&mut self, index: u32) {
+        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        for kind in TimerKind::ALL {
+            let k = kind as usize;
+            let want = e.conn.timer(kind).map(|t| t.total_micros().div_ceil(1000));
+            match (want, e.timers[k]) {
+                (None, None) => {}
+                (None, Some((handle, _))) => {
+                    self.wheel.cancel(handle);
+                    e.timers[k] = None;
+                }
+                (Some(ms), None) => match self.wheel.schedule(ms, (index, kind)) {
+                    Ok(handle) => e.timers[k] = Some((handle, ms)),
+                    Err(_) => self.counters.timer_wheel_full += 1,
+                },
+                (Some(ms), Some((handle, at))) if ms < at => {
+                    if self.wheel.reschedule(handle, ms) {
+                        e.timers[k] = Some((handle, ms));
+                    }
+                }
+                (Some(_), Some(_)) => {}
+            }
+        }
+    }
+
+    fn drain_events(&mut self, index: u32) {
+        let generation = self.slots[index as usize].generation;
+        let id = ConnId { index, generation };
+        let mut closed = false;
+        loop {
+            let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+            let Some(ev) = e.conn.poll_event() else { break };
+            let out = match ev {
+                Event::Connected => {
+                    if e.half_open {
+                        e.half_open = false;
+                        if let Some(l) = e.listener.and_then(|p| self.listeners.get_mut(&p)) {
+                            l.half_open = l.half_open.saturating_sub(1);
+                        }
+                    }
+                    match e.listener {
+                        Some(port) => StackEvent::Accepted { conn: id, port },
+                        None => StackEvent::Connected(id),
+                    }
+                }
+                Event::Readable => StackEvent::Readable(id),
+                Event::Writable => StackEvent::Writable(id),
+                Event::PeerClosed => StackEvent::PeerClosed(id),
+                Event::Closed(reason) => {
+                    closed = true;
+                    self.counters.count_close(reason);
+                    StackEvent::Closed(id, reason)
+                }
+            };
+            // A connection that never reached the application (reset in SYN_RECEIVED) closes without a word.
+            let silent = matches!(out, StackEvent::Closed(_, CloseReason::ReturnedToListen));
+            if !silent {
+                if self.events.len() >= self.cfg.max_events {
+                    self.events.pop_front();
+                    self.counters.events_dropped += 1;
+                }
+                self.events.push_back(out);
+            }
+        }
+        if closed {
+            self.remove(index);
+        }
+    }
+
+    fn insert(&mut self, conn: Connection, tuple: FourTuple, listener: Option<u16>) -> ConnId {
+        let half_open = conn.state() == State::SynReceived && listener.is_some();
+        if half_open {
+            if let Some(l) = listener.and_then(|p| self.listeners.get_mut(&p)) {
+                l.half_open += 1;
+            }
+        }
+        let entry = Entry { conn, tuple, listener, timers: [None; 5], dirty: false, half_open };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize].entry = Some(entry);
+                i
+            }
+            None => {
+                self.slots.push(Slot { generation: 0, entry: Some(entry) });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.table.insert(tuple, index);
+        self.counters.conns_opened += 1;
+        ConnId { index, generation: self.slots[index as usize].generation }
+    }
+
+    fn remove(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        let Some(e) = slot.entry.take() else { return };
+        slot.generation = slot.generation.wrapping_add(1);
+        for (handle, _) in e.timers.iter().flatten() {
+            self.wheel.cancel(*handle);
+        }
+        if e.half_open {
+            if let Some(l) = e.listener.and_then(|p| self.listeners.get_mut(&p)) {
+                l.half_open = l.half_open.saturating_sub(1);
+            }
+        }
+        self.table.remove(&e.tuple);
+        self.free.push(index);
+    }
+
+    fn entry_mut(&mut self, id: ConnId) -> Result<&mut Entry, StackError> {
+        match self.slots.get_mut(id.index as usize) {
+            Some(Slot { generation, entry: Some(e) }) if *generation == id.generation => Ok(e),
+            _ => Err(StackError::NoConnection),
+        }
+    }
+
+    fn mark_dirty(&mut self, index: u32) {
+        if let Some(e) = self.slots.get_mut(index as usize).and_then(|s| s.entry.as_mut()) {
+            if !e.dirty {
+                e.dirty = true;
+                self.dirty.push(index);
+            }
+        }
+    }
+
+    fn emit_tcp(&mut self, now: Instant, remote: SocketAddrV4, seg: &TcpRepr<'_>, tx: &mut dyn Transmit) {
+        let Some(&dst) = self.neighbors.get(remote.ip()) else {
+            return self.counters.drop(Drop::NoNeighbor);
+        };
+        if emit_tcp_frame(tx, now, self.cfg.mac, dst, self.cfg.ip, *remote.ip(), seg) {
+            self.counters.tx_frames += 1;
+            self.counters.tcp_out += 1;
+        } else {
+            self.counters.drop(Drop::TxFull);
+        }
+    }
+}
+
+const ETHERNET_HEADER_LEN: usize = 14;
+const IPV4_HEADER_LEN: usize = 20;
+
+/// Writes Ethernet, IPv4 and TCP headers and the payload straight into the device's frame.
+fn emit_tcp_frame(
+    tx: &mut dyn Transmit,
+    now: Instant,
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    seg: &TcpRepr<'_>,
+) -> bool {
+    let tcp_len = seg.buffer_len();
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: IpProtocol::Tcp,
+        payload_len: tcp_len,
+        hop_limit: 64,
+        dscp_ecn: 0,
+        ident: 0,
+        dont_frag: true,
+    };
+    let eth = EthernetRepr { src_addr: src_mac, dst_addr: dst_mac, ethertype: EtherType::Ipv4 };
+    let len = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + tcp_len;
+    tx.transmit(now, len, &mut |buf| {
+        let mut frame = EthernetFrame::new_unchecked(&mut *buf);
+        eth.emit(&mut frame);
+        let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
+        ip.emit(&mut packet);
+        seg.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), src, dst);
+    })
+}
+
+/// An IPv4 header whose checksum is not to be verified (a peer that leaves it to offload).
+fn parse_unverified<T: AsRef<[u8]> + ?Sized>(ip: &Ipv4Packet<&T>) -> Option<Ipv4Repr> {
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    Some(Ipv4Repr {
+        src_addr: ip.src_addr(),
+        dst_addr: ip.dst_addr(),
+        protocol: ip.protocol(),
+        payload_len: ip.payload().len(),
+        hop_limit: ip.hop_limit(),
+        dscp_ecn: ip.dscp_ecn(),
+        ident: ip.ident(),
+        dont_frag: ip.dont_frag(),
+    })
+}
+
+fn state_index(s: State) -> usize {
+    State::ALL.iter().position(|&x| x == s).unwrap_or(0)
+}
