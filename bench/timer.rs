@@ -162,9 +162,7 @@ fn steady_state(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % TIMERS;
-            let handle = wheel
-                .schedule(now_ms + offsets_ms[i], (i as u32, 0))
-                .expect("one free");
+            let handle = wheel.schedule(now_ms + offsets_ms[i], (i as u32, 0)).expect("one free");
             black_box(wheel.cancel(handle))
         })
     });

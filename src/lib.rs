@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod app;
 pub mod engine;
 pub mod nic;
 pub mod tcp;

@@ -26,16 +26,12 @@ impl Instant {
 
     /// An instant `millis` milliseconds after the epoch.
     pub const fn from_millis(millis: u64) -> Instant {
-        Instant {
-            micros: millis.saturating_mul(1000),
-        }
+        Instant { micros: millis.saturating_mul(1000) }
     }
 
     /// An instant `secs` seconds after the epoch.
     pub const fn from_secs(secs: u64) -> Instant {
-        Instant {
-            micros: secs.saturating_mul(1_000_000),
-        }
+        Instant { micros: secs.saturating_mul(1_000_000) }
     }
 
     /// Microseconds since the epoch.
@@ -61,9 +57,7 @@ fn duration_micros(d: Duration) -> u64 {
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, rhs: Duration) -> Instant {
-        Instant {
-            micros: self.micros.saturating_add(duration_micros(rhs)),
-        }
+        Instant { micros: self.micros.saturating_add(duration_micros(rhs)) }
     }
 }
 
@@ -76,9 +70,7 @@ impl AddAssign<Duration> for Instant {
 impl Sub<Duration> for Instant {
     type Output = Instant;
     fn sub(self, rhs: Duration) -> Instant {
-        Instant {
-            micros: self.micros.saturating_sub(duration_micros(rhs)),
-        }
+        Instant { micros: self.micros.saturating_sub(duration_micros(rhs)) }
     }
 }
 
@@ -99,12 +91,7 @@ impl fmt::Debug for Instant {
 impl fmt::Display for Instant {
     /// Seconds with microseconds, as tcpdump prints relative times: `12.000345`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{:06}",
-            self.micros / 1_000_000,
-            self.micros % 1_000_000
-        )
+        write!(f, "{}.{:06}", self.micros / 1_000_000, self.micros % 1_000_000)
     }
 }
 

@@ -140,10 +140,7 @@ impl<T> TimerWheel<T> {
     ///
     /// If `capacity` is `u32::MAX` or more.
     pub fn new(capacity: usize, now_ms: u64) -> TimerWheel<T> {
-        assert!(
-            capacity < NIL as usize,
-            "timer wheel capacity {capacity} does not fit 32-bit indices"
-        );
+        assert!(capacity < NIL as usize, "timer wheel capacity {capacity} does not fit 32-bit indices");
         TimerWheel {
             entries: Vec::with_capacity(capacity),
             capacity,
@@ -189,19 +186,10 @@ impl<T> TimerWheel<T> {
             index
         } else if self.entries.len() < self.capacity {
             // Within the capacity reserved by `new`: this push does not allocate.
-            self.entries.push(Entry {
-                value: None,
-                deadline_ms: 0,
-                prev: NIL,
-                next: NIL,
-                generation: 0,
-                slot: FREE,
-            });
+            self.entries.push(Entry { value: None, deadline_ms: 0, prev: NIL, next: NIL, generation: 0, slot: FREE });
             (self.entries.len() - 1) as u32
         } else {
-            return Err(WheelFull {
-                capacity: self.capacity,
-            });
+            return Err(WheelFull { capacity: self.capacity });
         };
         let entry = &mut self.entries[index as usize];
         entry.value = Some(value);
@@ -269,10 +257,7 @@ impl<T> TimerWheel<T> {
             return None;
         }
         loop {
-            let Some((level, slot, start_ms)) = self
-                .next_expiration()
-                .filter(|&(_, _, start)| start <= now_ms)
-            else {
+            let Some((level, slot, start_ms)) = self.next_expiration().filter(|&(_, _, start)| start <= now_ms) else {
                 self.move_to(now_ms);
                 return None;
             };
@@ -309,16 +294,8 @@ impl<T> TimerWheel<T> {
         // strictly later, never wrapping around.
         debug_assert!(slot > current || (level == 0 && slot == current));
         let block_shift = shift + SLOT_BITS;
-        let block_start = if block_shift >= u64::BITS {
-            0
-        } else {
-            (self.now_ms >> block_shift) << block_shift
-        };
-        Some((
-            level,
-            slot as usize,
-            block_start | (u64::from(slot) << shift),
-        ))
+        let block_start = if block_shift >= u64::BITS { 0 } else { (self.now_ms >> block_shift) << block_shift };
+        Some((level, slot as usize, block_start | (u64::from(slot) << shift)))
     }
 
     /// Sets the wheel's time. Called only with a time at or before the next expiration, so every filed entry stays
@@ -427,10 +404,7 @@ impl<T> TimerWheel<T> {
         entry.next = self.free_head;
         self.free_head = index;
         self.len -= 1;
-        Expired {
-            deadline_ms: entry.deadline_ms,
-            value,
-        }
+        Expired { deadline_ms: entry.deadline_ms, value }
     }
 
     /// Sorts the current level 0 slot by deadline: a bottom-up merge sort over the `next` links (stable, no
@@ -456,8 +430,7 @@ impl<T> TimerWheel<T> {
                     let take_left = right_len == 0
                         || right == NIL
                         || (left_len > 0
-                            && self.entries[left as usize].deadline_ms
-                                <= self.entries[right as usize].deadline_ms);
+                            && self.entries[left as usize].deadline_ms <= self.entries[right as usize].deadline_ms);
                     let taken = if take_left {
                         let taken = left;
                         left = self.entries[left as usize].next;
@@ -507,10 +480,7 @@ impl<T> fmt::Debug for TimerWheel<T> {
             .field("len", &self.len)
             .field("capacity", &self.capacity)
             .field("now_ms", &self.now_ms)
-            .field(
-                "occupied_slots_per_level",
-                &self.occupied.map(u64::count_ones),
-            )
+            .field("occupied_slots_per_level", &self.occupied.map(u64::count_ones))
             .finish()
     }
 }
@@ -542,16 +512,10 @@ mod tests {
     fn drain<T>(wheel: &mut TimerWheel<T>, now_ms: u64) -> Vec<(T, u64)> {
         let mut fired = Vec::new();
         wheel.advance(now_ms, |value, deadline_ms| {
-            assert!(
-                deadline_ms <= now_ms,
-                "fired early: deadline {deadline_ms} at {now_ms}"
-            );
+            assert!(deadline_ms <= now_ms, "fired early: deadline {deadline_ms} at {now_ms}");
             fired.push((value, deadline_ms));
         });
-        assert!(
-            fired.windows(2).all(|w| w[0].1 <= w[1].1),
-            "fired out of deadline order"
-        );
+        assert!(fired.windows(2).all(|w| w[0].1 <= w[1].1), "fired out of deadline order");
         fired
     }
 
@@ -602,9 +566,7 @@ mod tests {
     #[test]
     fn full_wheel_returns_wheel_full() {
         let mut wheel = TimerWheel::new(3, 0);
-        let handles: Vec<_> = (0..3)
-            .map(|i| wheel.schedule(100 + i, i).unwrap())
-            .collect();
+        let handles: Vec<_> = (0..3).map(|i| wheel.schedule(100 + i, i).unwrap()).collect();
         assert_eq!(wheel.schedule(50, 9), Err(WheelFull { capacity: 3 }));
         wheel.cancel(handles[1]).unwrap();
         assert!(wheel.schedule(50, 9).is_ok());
@@ -625,10 +587,7 @@ mod tests {
         for shift in (0..64).step_by(3) {
             let deadline_ms = 1u64 << shift;
             assert!(drain(&mut wheel, deadline_ms - 1).is_empty());
-            assert_eq!(
-                drain(&mut wheel, deadline_ms),
-                vec![(deadline_ms, deadline_ms)]
-            );
+            assert_eq!(drain(&mut wheel, deadline_ms), vec![(deadline_ms, deadline_ms)]);
         }
         assert!(wheel.is_empty());
     }
@@ -697,10 +656,7 @@ mod tests {
             }
         }
         due.sort_unstable();
-        let mut fired: Vec<_> = drain(&mut wheel, 123 + two_hours_ms)
-            .into_iter()
-            .map(|(i, d)| (d, i))
-            .collect();
+        let mut fired: Vec<_> = drain(&mut wheel, 123 + two_hours_ms).into_iter().map(|(i, d)| (d, i)).collect();
         fired.sort_unstable();
         assert_eq!(fired, due);
         assert_eq!(wheel.len(), 10_000 - due.len());
@@ -721,17 +677,11 @@ mod tests {
         assert_eq!(drain(&mut wheel, 1 << 63), vec![("2^63", 1 << 63)]);
         assert!(drain(&mut wheel, u64::MAX - 2).is_empty());
         assert_eq!(wheel.len(), 2);
-        assert_eq!(
-            drain(&mut wheel, u64::MAX),
-            vec![("max-1", u64::MAX - 1), ("max", u64::MAX)]
-        );
+        assert_eq!(drain(&mut wheel, u64::MAX), vec![("max-1", u64::MAX - 1), ("max", u64::MAX)]);
         // At the end of time, new timers are all due.
         wheel.schedule(u64::MAX, "again").unwrap();
         wheel.schedule(3, "past").unwrap();
-        assert_eq!(
-            drain(&mut wheel, u64::MAX),
-            vec![("past", 3), ("again", u64::MAX)]
-        );
+        assert_eq!(drain(&mut wheel, u64::MAX), vec![("past", 3), ("again", u64::MAX)]);
     }
 
     #[test]
@@ -833,13 +783,7 @@ mod tests {
     }
 
     fn offset() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            0..70u64,
-            0..5_000u64,
-            0..10_000_000u64,
-            0..(1u64 << 40),
-            Just(u64::MAX)
-        ]
+        prop_oneof![0..70u64, 0..5_000u64, 0..10_000_000u64, 0..(1u64 << 40), Just(u64::MAX)]
     }
 
     fn op() -> impl Strategy<Value = Op> {

@@ -24,8 +24,8 @@ use crate::tcp::{self, CloseReason, Connection, Event, IsnGenerator, ListenActio
 use crate::time::Instant;
 use crate::timer::{TimerHandle, TimerWheel};
 use crate::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IpProtocol,
-    Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr,
+    ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet,
+    Ipv4Repr, TcpPacket, TcpRepr,
 };
 
 /// Settings of one stack, fixed at start.
@@ -290,7 +290,9 @@ impl Stack {
         let start = self.rng.gen_range(0..span);
         let port = (0..span)
             .map(|i| lo + ((start + i) % span) as u16)
-            .find(|&p| !self.listeners.contains_key(&p) && !self.table.contains_key(&FourTuple { local_port: p, remote }))
+            .find(|&p| {
+                !self.listeners.contains_key(&p) && !self.table.contains_key(&FourTuple { local_port: p, remote })
+            })
             .ok_or(StackError::NoPort)?;
         let local = SocketAddrV4::new(self.cfg.ip, port);
         let conn = Connection::connect(self.cfg.tcp, local, remote, &self.isn, self.now);

@@ -10,6 +10,7 @@ use crate::time::Instant;
 pub mod fault;
 pub mod pcap;
 pub mod sim;
+pub mod trace;
 
 /// The transmit half of a device.
 pub trait Transmit {
@@ -24,12 +25,7 @@ pub trait Transmit {
 pub trait FrameDevice: Transmit {
     /// Hands up to `budget` received frames, one at a time, to `handler` together with the transmit half.
     /// Returns how many frames were handed over.
-    fn receive(
-        &mut self,
-        now: Instant,
-        budget: usize,
-        handler: &mut dyn FnMut(&[u8], &mut dyn Transmit),
-    ) -> usize;
+    fn receive(&mut self, now: Instant, budget: usize, handler: &mut dyn FnMut(&[u8], &mut dyn Transmit)) -> usize;
 
     /// Pushes queued transmissions out (kicks the driver). A device may also send as it goes.
     fn flush(&mut self, now: Instant);

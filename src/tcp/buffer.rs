@@ -17,11 +17,7 @@ struct Ring {
 
 impl Ring {
     fn new(capacity: usize) -> Ring {
-        Ring {
-            bytes: vec![0; capacity].into_boxed_slice(),
-            head: 0,
-            len: 0,
-        }
+        Ring { bytes: vec![0; capacity].into_boxed_slice(), head: 0, len: 0 }
     }
 
     fn capacity(&self) -> usize {
@@ -80,9 +76,7 @@ pub struct SendBuffer {
 impl SendBuffer {
     /// A buffer of `capacity` bytes.
     pub fn new(capacity: usize) -> SendBuffer {
-        SendBuffer {
-            ring: Ring::new(capacity),
-        }
+        SendBuffer { ring: Ring::new(capacity) }
     }
 
     /// Bytes held (unacknowledged plus unsent).
@@ -156,16 +150,8 @@ impl Assembler {
         }
         let (mut start, mut end) = (start, end);
         // First range that ends at or after `start` (could merge), and the first that begins after `end`.
-        let lo = self
-            .ranges()
-            .iter()
-            .position(|r| r.1.diff(start) >= 0)
-            .unwrap_or(self.len);
-        let hi = self
-            .ranges()
-            .iter()
-            .position(|r| r.0.diff(end) > 0)
-            .unwrap_or(self.len);
+        let lo = self.ranges().iter().position(|r| r.1.diff(start) >= 0).unwrap_or(self.len);
+        let hi = self.ranges().iter().position(|r| r.0.diff(end) > 0).unwrap_or(self.len);
         if lo < hi {
             start = start.min(self.ranges[lo].0);
             end = end.max(self.ranges[hi - 1].1);
@@ -213,10 +199,7 @@ pub struct RecvBuffer {
 impl RecvBuffer {
     /// A buffer of `capacity` bytes.
     pub fn new(capacity: usize) -> RecvBuffer {
-        RecvBuffer {
-            ring: Ring::new(capacity),
-            ooo: Assembler::default(),
-        }
+        RecvBuffer { ring: Ring::new(capacity), ooo: Assembler::default() }
     }
 
     /// In-order bytes waiting to be read.
@@ -333,10 +316,7 @@ mod tests {
         for i in 0..(MAX_OOO_RANGES as u32 - 1) {
             assert!(a.insert(s(100 + i * 10), s(105 + i * 10)));
         }
-        assert!(
-            !a.insert(s(1000), s(1001)),
-            "one range too many must be refused"
-        );
+        assert!(!a.insert(s(1000), s(1001)), "one range too many must be refused");
         assert!(a.insert(s(5), s(12)), "merging needs no new range");
         assert_eq!(a.ranges()[0], (s(5), s(40)));
         assert_eq!(a.pop_front_at(s(5)), Some(s(40)));

@@ -35,9 +35,7 @@ impl NewReno {
     /// Initial window per RFC 6928: min(10·SMSS, max(2·SMSS, 14600)), `initial_segments` replacing 10.
     pub fn new(smss: usize, initial_segments: usize, iss: SeqNumber) -> NewReno {
         let smss = smss.max(1);
-        let cwnd = (initial_segments * smss)
-            .min((2 * smss).max(14600))
-            .max(smss);
+        let cwnd = (initial_segments * smss).min((2 * smss).max(14600)).max(smss);
         NewReno {
             cwnd,
             ssthresh: usize::MAX / 2,
@@ -67,9 +65,7 @@ impl NewReno {
     /// Updates the sender MSS once negotiated; the initial window follows it if nothing was sent yet.
     pub fn set_mss(&mut self, smss: usize, initial_segments: usize) {
         self.smss = smss.max(1);
-        self.cwnd = (initial_segments * self.smss)
-            .min((2 * self.smss).max(14600))
-            .max(self.smss);
+        self.cwnd = (initial_segments * self.smss).min((2 * self.smss).max(14600)).max(self.smss);
     }
 
     /// An ACK that advanced SND.UNA by `acked` bytes of sequence space to `ack`, with `flight` bytes outstanding
@@ -79,10 +75,7 @@ impl NewReno {
         if self.in_recovery {
             if ack.diff(self.recover) >= 0 {
                 // Full acknowledgment (RFC 6582 §3.2 step 3): deflate the window.
-                self.cwnd = self
-                    .ssthresh
-                    .min(flight.saturating_sub(acked) + self.smss)
-                    .max(self.smss);
+                self.cwnd = self.ssthresh.min(flight.saturating_sub(acked) + self.smss).max(self.smss);
                 self.in_recovery = false;
                 return AckAction::None;
             }
@@ -110,12 +103,7 @@ impl NewReno {
 
     /// A duplicate ACK (RFC 5681 §2's definition, checked by the caller) with `flight` bytes outstanding and
     /// `snd_max` the highest sequence number sent.
-    pub fn on_duplicate_ack(
-        &mut self,
-        ack: SeqNumber,
-        flight: usize,
-        snd_max: SeqNumber,
-    ) -> AckAction {
+    pub fn on_duplicate_ack(&mut self, ack: SeqNumber, flight: usize, snd_max: SeqNumber) -> AckAction {
         self.dupacks = self.dupacks.saturating_add(1);
         if self.in_recovery {
             // Fast recovery: each further duplicate means a segment left the network (RFC 6582 §3.2 step 5).
@@ -170,47 +158,26 @@ mod tests {
         for i in 0..4 {
             c.on_new_ack(SeqNumber(3000 + i * 1000), 1000, 4000);
         }
-        assert_eq!(
-            c.window(),
-            5000,
-            "one SMSS after a whole window was acknowledged"
-        );
+        assert_eq!(c.window(), 5000, "one SMSS after a whole window was acknowledged");
     }
 
     #[test]
     fn third_duplicate_ack_retransmits_and_full_ack_ends_recovery() {
         let mut c = NewReno::new(1000, 10, SeqNumber(0));
         let una = SeqNumber(1);
-        assert_eq!(
-            c.on_duplicate_ack(una, 10_000, SeqNumber(10_001)),
-            AckAction::None
-        );
-        assert_eq!(
-            c.on_duplicate_ack(una, 10_000, SeqNumber(10_001)),
-            AckAction::None
-        );
-        assert_eq!(
-            c.on_duplicate_ack(una, 10_000, SeqNumber(10_001)),
-            AckAction::Retransmit
-        );
+        assert_eq!(c.on_duplicate_ack(una, 10_000, SeqNumber(10_001)), AckAction::None);
+        assert_eq!(c.on_duplicate_ack(una, 10_000, SeqNumber(10_001)), AckAction::None);
+        assert_eq!(c.on_duplicate_ack(una, 10_000, SeqNumber(10_001)), AckAction::Retransmit);
         assert!(c.in_recovery());
         assert_eq!(c.ssthresh(), 5000);
         assert_eq!(c.window(), 8000);
         c.on_duplicate_ack(una, 10_000, SeqNumber(10_001));
         assert_eq!(c.window(), 9000);
-        assert_eq!(
-            c.on_new_ack(SeqNumber(3001), 3000, 10_000),
-            AckAction::Retransmit,
-            "partial ACK"
-        );
+        assert_eq!(c.on_new_ack(SeqNumber(3001), 3000, 10_000), AckAction::Retransmit, "partial ACK");
         assert!(c.in_recovery());
         assert_eq!(c.on_new_ack(SeqNumber(10_001), 7000, 7000), AckAction::None);
         assert!(!c.in_recovery());
-        assert_eq!(
-            c.window(),
-            1000,
-            "min(ssthresh, flight after the ACK + SMSS)"
-        );
+        assert_eq!(c.window(), 1000, "min(ssthresh, flight after the ACK + SMSS)");
     }
 
     #[test]

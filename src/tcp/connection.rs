@@ -159,23 +159,13 @@ pub enum UserError {
 }
 
 impl Connection {
-    fn new(
-        cfg: Config,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
-        iss: SeqNumber,
-        ts_offset: u32,
-    ) -> Connection {
+    fn new(cfg: Config, local: SocketAddrV4, remote: SocketAddrV4, iss: SeqNumber, ts_offset: u32) -> Connection {
         let rtt = RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max);
         let mut rcv_wscale = 0;
         while rcv_wscale < MAX_WINDOW_SCALE && (cfg.recv_buffer_bytes >> rcv_wscale) > 65535 {
             rcv_wscale += 1;
         }
-        let ts_len = if cfg.timestamps {
-            TIMESTAMP_OPTION_LEN
-        } else {
-            0
-        };
+        let ts_len = if cfg.timestamps { TIMESTAMP_OPTION_LEN } else { 0 };
         let smss = (DEFAULT_PEER_MSS - ts_len).max(1);
         Connection {
             cfg,
@@ -397,11 +387,7 @@ impl Connection {
     /// Whether a segment is owed right now (an ACK, a SYN, a probe, a reset, or sendable data is not decided here:
     /// [`Connection::poll_transmit`] decides; this is a cheap hint for the engine's dirty list).
     pub fn wants_transmit(&self) -> bool {
-        self.ack_now
-            || self.send_syn
-            || self.fast_retransmit
-            || self.probe.is_some()
-            || self.pending_rst.is_some()
+        self.ack_now || self.send_syn || self.fast_retransmit || self.probe.is_some() || self.pending_rst.is_some()
     }
 
     // ----- Application calls (RFC 9293 §3.10.2–3.10.5) -----
@@ -410,9 +396,7 @@ impl Connection {
     /// connection is established (the data waits) and in CLOSE_WAIT.
     pub fn send(&mut self, data: &[u8]) -> Result<usize, UserError> {
         match self.state {
-            State::SynSent | State::SynReceived | State::Established | State::CloseWait
-                if !self.fin_queued =>
-            {
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait if !self.fin_queued => {
                 let n = self.send_buf.enqueue(data);
                 if n < data.len() {
                     self.send_refused = true;
@@ -478,11 +462,7 @@ impl Connection {
     pub fn abort(&mut self) {
         if matches!(
             self.state,
-            State::SynReceived
-                | State::Established
-                | State::FinWait1
-                | State::FinWait2
-                | State::CloseWait
+            State::SynReceived | State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait
         ) {
             self.pending_rst = Some(self.rst_segment(self.snd_nxt, None));
         }
@@ -518,9 +498,7 @@ impl Connection {
         }
         if self.events & EV_CLOSED != 0 {
             self.events &= !EV_CLOSED;
-            return Some(Event::Closed(
-                self.close_reason.unwrap_or(CloseReason::Normal),
-            ));
+            return Some(Event::Closed(self.close_reason.unwrap_or(CloseReason::Normal)));
         }
         None
     }
@@ -553,9 +531,7 @@ impl Connection {
     fn process_syn_sent(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         let flags = seg.flags;
         // First, check the ACK bit.
-        if flags.ack()
-            && (seg.ack_number.diff(self.iss) <= 0 || seg.ack_number.diff(self.snd_max) > 0)
-        {
+        if flags.ack() && (seg.ack_number.diff(self.iss) <= 0 || seg.ack_number.diff(self.snd_max) > 0) {
             if !flags.rst() {
                 self.pending_rst = Some(self.rst_segment(seg.ack_number, None));
             }
@@ -671,9 +647,7 @@ impl Connection {
         // TS.Recent follows segments that start at or before the last ACK we sent (RFC 7323 §4.3).
         if self.ts_enabled {
             if let Some((tsval, _)) = seg.options.timestamp {
-                if seq.diff(self.last_ack_sent) <= 0
-                    && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0
-                {
+                if seq.diff(self.last_ack_sent) <= 0 && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
                     self.ts_recent = tsval;
                 }
             }
@@ -681,11 +655,7 @@ impl Connection {
         if self.state == State::SynReceived {
             if seg.ack_number.diff(self.snd_una) > 0 && seg.ack_number.diff(self.snd_max) <= 0 {
                 self.enter_established(now);
-                self.set_send_window(
-                    seq,
-                    seg.ack_number,
-                    usize::from(seg.window_len) << self.snd_wscale,
-                );
+                self.set_send_window(seq, seg.ack_number, usize::from(seg.window_len) << self.snd_wscale);
             } else {
                 self.pending_rst = Some(self.rst_segment(seg.ack_number, None));
                 return;
@@ -712,9 +682,7 @@ impl Connection {
         }
         if !payload.is_empty() {
             match self.state {
-                State::Established | State::FinWait1 | State::FinWait2 => {
-                    self.receive_data(now, seq, payload)
-                }
+                State::Established | State::FinWait1 | State::FinWait2 => self.receive_data(now, seq, payload),
                 // After the peer's FIN no more data can be valid.
                 _ => {}
             }
@@ -762,11 +730,7 @@ impl Connection {
         let flight = self.snd_max - self.snd_una;
         if ack.diff(self.snd_una) > 0 {
             self.on_new_ack(now, seg, flight);
-        } else if ack == self.snd_una
-            && flight > 0
-            && seg.payload.is_empty()
-            && !seg.flags.fin()
-            && wnd == self.snd_wnd
+        } else if ack == self.snd_una && flight > 0 && seg.payload.is_empty() && !seg.flags.fin() && wnd == self.snd_wnd
         {
             // A duplicate ACK (RFC 5681 §2).
             self.stats.dup_acks += 1;
@@ -821,11 +785,7 @@ impl Connection {
             self.stats.fast_retransmits += 1;
         }
         // RFC 6298 §5.2–5.3: stop the timer when everything is acknowledged, restart it otherwise.
-        let deadline = if self.snd_una == self.snd_max {
-            None
-        } else {
-            Some(now + self.rtt.rto())
-        };
+        let deadline = if self.snd_una == self.snd_max { None } else { Some(now + self.rtt.rto()) };
         self.set_timer(TimerKind::Retransmit, deadline);
         if self.send_refused && data_acked > 0 {
             self.send_refused = false;
@@ -930,22 +890,14 @@ impl Connection {
         match self.state {
             State::SynSent | State::SynReceived => {
                 if self.retries >= self.cfg.syn_retries {
-                    let reason = if self.passive {
-                        CloseReason::ReturnedToListen
-                    } else {
-                        CloseReason::TimedOut
-                    };
+                    let reason = if self.passive { CloseReason::ReturnedToListen } else { CloseReason::TimedOut };
                     self.enter_closed(reason);
                     return;
                 }
                 self.snd_nxt = self.iss;
                 self.send_syn = true;
             }
-            State::Established
-            | State::FinWait1
-            | State::Closing
-            | State::CloseWait
-            | State::LastAck => {
+            State::Established | State::FinWait1 | State::Closing | State::CloseWait | State::LastAck => {
                 if self.snd_una == self.snd_max {
                     return;
                 }
@@ -954,8 +906,7 @@ impl Connection {
                     return;
                 }
                 // RFC 5681 §3.1: one segment's window; go back to SND.UNA and resend from there.
-                self.cc
-                    .on_timeout(self.snd_max - self.snd_una, self.snd_max);
+                self.cc.on_timeout(self.snd_max - self.snd_una, self.snd_max);
                 self.snd_nxt = self.snd_una;
             }
             _ => return,
@@ -1029,10 +980,7 @@ impl Connection {
         repr.options.window_scale = offer_ws.then_some(self.rcv_wscale);
         let offer_ts = self.cfg.timestamps && (!passive_reply || self.ts_enabled);
         if offer_ts {
-            repr.options.timestamp = Some((
-                self.ts_now(now),
-                if passive_reply { self.ts_recent } else { 0 },
-            ));
+            repr.options.timestamp = Some((self.ts_now(now), if passive_reply { self.ts_recent } else { 0 }));
         }
         if !emit(&repr) {
             return false;
@@ -1059,8 +1007,7 @@ impl Connection {
     fn transmit_synchronized(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) {
         if self.fast_retransmit {
             let len = self.smss.min(self.send_buf.len());
-            let Some(used) = self.emit_segment(now, self.snd_una, TcpFlags::ACK, len, true, emit)
-            else {
+            let Some(used) = self.emit_segment(now, self.snd_una, TcpFlags::ACK, len, true, emit) else {
                 return;
             };
             self.stats.retransmits += 1;
@@ -1074,16 +1021,10 @@ impl Connection {
             Some(Probe::Window) if self.snd_wnd == 0 => {
                 // One byte past the closed window, without advancing SND.NXT: if the peer takes it, its ACK moves
                 // SND.UNA past SND.NXT and sending resumes from there.
-                let unsent = self
-                    .send_buf
-                    .len()
-                    .saturating_sub(self.snd_nxt - self.data_start());
+                let unsent = self.send_buf.len().saturating_sub(self.snd_nxt - self.data_start());
                 if unsent > 0 {
                     let seq = self.snd_nxt;
-                    if self
-                        .emit_segment(now, seq, TcpFlags::ACK, 1, false, emit)
-                        .is_none()
-                    {
+                    if self.emit_segment(now, seq, TcpFlags::ACK, 1, false, emit).is_none() {
                         return;
                     }
                     self.snd_max = self.snd_max.max(seq + 1);
@@ -1096,10 +1037,7 @@ impl Connection {
                 self.probe = None;
             }
             Some(Probe::Keepalive) => {
-                if self
-                    .emit_segment(now, self.snd_nxt - 1, TcpFlags::ACK, 0, false, emit)
-                    .is_none()
-                {
+                if self.emit_segment(now, self.snd_nxt - 1, TcpFlags::ACK, 0, false, emit).is_none() {
                     return;
                 }
                 self.stats.keepalive_probes += 1;
@@ -1152,11 +1090,7 @@ impl Connection {
         let len = unsent.min(self.smss).min(usable);
         if len == 0 {
             if self.snd_wnd == 0 && flight == 0 && self.timer(TimerKind::Persist).is_none() {
-                let backoff = self
-                    .rtt
-                    .rto()
-                    .saturating_mul(1 << self.probes.min(16))
-                    .min(self.cfg.rto_max);
+                let backoff = self.rtt.rto().saturating_mul(1 << self.probes.min(16)).min(self.cfg.rto_max);
                 self.set_timer(TimerKind::Persist, Some(now + backoff));
             }
             return None;
@@ -1200,11 +1134,7 @@ impl Connection {
         if len > 0 && seq.diff(data_start) >= 0 {
             repr.payload = self.send_buf.peek(seq - data_start, len);
         }
-        if fin_if_last
-            && self.fin_queued
-            && seq + repr.payload.len() == data_end
-            && seq.diff(data_end) <= 0
-        {
+        if fin_if_last && self.fin_queued && seq + repr.payload.len() == data_end && seq.diff(data_end) <= 0 {
             repr.flags |= TcpFlags::FIN;
         }
         if !emit(&repr) {
@@ -1324,15 +1254,8 @@ impl Connection {
             self.ts_recent = tsval;
         }
         let peer_mss = opts.mss.map_or(DEFAULT_PEER_MSS, usize::from);
-        let ts_len = if self.ts_enabled {
-            TIMESTAMP_OPTION_LEN
-        } else {
-            0
-        };
-        self.smss = peer_mss
-            .min(usize::from(self.cfg.mss))
-            .saturating_sub(ts_len)
-            .max(1);
+        let ts_len = if self.ts_enabled { TIMESTAMP_OPTION_LEN } else { 0 };
+        self.smss = peer_mss.min(usize::from(self.cfg.mss)).saturating_sub(ts_len).max(1);
         self.rcv_mss = usize::from(self.cfg.mss).saturating_sub(ts_len).max(1);
         self.cc.set_mss(self.smss, self.cfg.initial_window_segments);
     }

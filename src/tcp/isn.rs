@@ -65,18 +65,7 @@ mod tests {
         let t = Instant::from_secs(100);
         let a = g.isn(ep(1, 80), ep(2, 40000), t);
         assert_ne!(a, g.isn(ep(1, 80), ep(2, 40001), t));
-        assert_ne!(
-            a,
-            IsnGenerator::new([8; 16]).isn(ep(1, 80), ep(2, 40000), t)
-        );
-        assert_eq!(
-            g.isn(
-                ep(1, 80),
-                ep(2, 40000),
-                Instant::from_micros(100_000_000 + 400)
-            )
-            .diff(a),
-            100
-        );
+        assert_ne!(a, IsnGenerator::new([8; 16]).isn(ep(1, 80), ep(2, 40000), t));
+        assert_eq!(g.isn(ep(1, 80), ep(2, 40000), Instant::from_micros(100_000_000 + 400)).diff(a), 100);
     }
 }

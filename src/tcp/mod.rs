@@ -88,10 +88,7 @@ impl State {
 
     /// The synchronized states (RFC 9293 §3.5.2): both ISNs are known.
     pub fn is_synchronized(self) -> bool {
-        !matches!(
-            self,
-            State::Closed | State::Listen | State::SynSent | State::SynReceived
-        )
+        !matches!(self, State::Closed | State::Listen | State::SynSent | State::SynReceived)
     }
 }
 
@@ -118,13 +115,8 @@ pub enum TimerKind {
 
 impl TimerKind {
     /// Every kind, in a fixed order (the index of each is `kind as usize`).
-    pub const ALL: [TimerKind; 5] = [
-        TimerKind::Retransmit,
-        TimerKind::Persist,
-        TimerKind::DelayedAck,
-        TimerKind::Keepalive,
-        TimerKind::Close,
-    ];
+    pub const ALL: [TimerKind; 5] =
+        [TimerKind::Retransmit, TimerKind::Persist, TimerKind::DelayedAck, TimerKind::Keepalive, TimerKind::Close];
 }
 
 /// Why a connection reached CLOSED.
@@ -172,11 +164,7 @@ pub struct Keepalive {
 
 impl Default for Keepalive {
     fn default() -> Keepalive {
-        Keepalive {
-            idle: Duration::from_secs(7200),
-            interval: Duration::from_secs(75),
-            probes: 9,
-        }
+        Keepalive { idle: Duration::from_secs(7200), interval: Duration::from_secs(75), probes: 9 }
     }
 }
 
@@ -279,11 +267,7 @@ pub fn reset_for(seg: &TcpRepr<'_>) -> Option<TcpRepr<'static>> {
     let (seq_number, ack_number, flags) = if seg.flags.ack() {
         (seg.ack_number, SeqNumber(0), TcpFlags::RST)
     } else {
-        (
-            SeqNumber(0),
-            seg.seq_number + seg.segment_len(),
-            TcpFlags::RST | TcpFlags::ACK,
-        )
+        (SeqNumber(0), seg.seq_number + seg.segment_len(), TcpFlags::RST | TcpFlags::ACK)
     };
     Some(TcpRepr {
         src_port: seg.dst_port,

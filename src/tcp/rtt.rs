@@ -20,14 +20,7 @@ pub struct RttEstimator {
 impl RttEstimator {
     /// Before any sample the RTO is `initial` (RFC 6298 §2.1: 1 s), clamped to `[min, max]`.
     pub fn new(initial: Duration, min: Duration, max: Duration) -> RttEstimator {
-        RttEstimator {
-            srtt: None,
-            rttvar: Duration::ZERO,
-            rto: initial.clamp(min, max),
-            backoff: 0,
-            min,
-            max,
-        }
+        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial.clamp(min, max), backoff: 0, min, max }
     }
 
     /// Folds in one round-trip sample (RFC 6298 §2.2–2.3) and clears the backoff (§5.7's reset on new data).

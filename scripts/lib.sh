@@ -1,0 +1,42 @@
+# Shared helpers for the scripts: sourced, not run.
+
+# Installs the Debian packages that are missing (needs root; asks apt-get only when something is missing).
+ensure_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: missing packages: ${missing[*]} — run as root, or: apt-get install ${missing[*]}" >&2
+        return 1
+    fi
+    echo "installing: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Makes sure cargo, rustfmt and clippy are there; Debian's own Rust is too old for this crate.
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: cargo not found — install Rust 1.80 or newer (rustup) and run again" >&2
+        return 1
+    fi
+    local v
+    v=$(rustc --version | awk '{print $2}')
+    if [ "$(printf '%s\n1.80.0\n' "$v" | sort -V | head -1)" != "1.80.0" ]; then
+        echo "error: rustc $v is older than 1.80 — update Rust (rustup update) and run again" >&2
+        return 1
+    fi
+    for comp in rustfmt clippy; do
+        if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+            command -v rustup >/dev/null 2>&1 && rustup component add "$comp" >/dev/null 2>&1 || {
+                echo "error: cargo $comp missing — rustup component add $comp" >&2
+                return 1
+            }
+        fi
+    done
+}
