@@ -5,6 +5,10 @@
 use core::cmp::Ordering;
 use core::fmt;
 use core::ops::{Add, AddAssign, Sub};
+use std::net::Ipv4Addr;
+
+use super::checksum;
+use super::{Error, Result};
 
 /// A TCP sequence number: arithmetic modulo 2^32, compared with wrapping arithmetic (RFC 9293 §3.4, RFC 1982).
 ///
@@ -258,5 +262,622 @@ impl TcpRepr<'_> {
     /// Sequence space the segment occupies: payload plus one for SYN and one for FIN (RFC 9293 §3.4, SEG.LEN).
     pub fn segment_len(&self) -> usize {
         self.payload.len() + usize::from(self.flags.syn()) + usize::from(self.flags.fin())
+    }
+}
+
+/// The length of a TCP header without options.
+pub const HEADER_LEN: usize = field::URGENT.end;
+
+/// The largest option area: a data offset of 15 words less the fixed header.
+pub const MAX_OPTIONS_LEN: usize = 40;
+
+mod field {
+    use core::ops::Range;
+
+    pub const SRC_PORT: Range<usize> = 0..2;
+    pub const DST_PORT: Range<usize> = 2..4;
+    pub const SEQ_NUM: Range<usize> = 4..8;
+    pub const ACK_NUM: Range<usize> = 8..12;
+    /// Data offset in the high nibble; the low nibble is reserved (AccECN uses its last bit).
+    pub const DATA_OFFSET: usize = 12;
+    pub const FLAGS: usize = 13;
+    pub const WINDOW: Range<usize> = 14..16;
+    pub const CHECKSUM: Range<usize> = 16..18;
+    pub const URGENT: Range<usize> = 18..20;
+
+    pub const OPT_END: u8 = 0;
+    pub const OPT_NOP: u8 = 1;
+    pub const OPT_MSS: u8 = 2;
+    pub const OPT_WS: u8 = 3;
+    pub const OPT_SACKPERM: u8 = 4;
+    pub const OPT_SACKRNG: u8 = 5;
+    pub const OPT_TSTAMP: u8 = 8;
+}
+
+/// A view over the bytes of a TCP segment: header, options and payload.
+///
+/// TCP has no length field: the segment is the whole buffer, which the IPv4 layer cuts at its total length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// Wraps `buffer` without checking; accessors panic on a short buffer. Use it to emit.
+    pub const fn new_unchecked(buffer: T) -> TcpPacket<T> {
+        TcpPacket { buffer }
+    }
+
+    /// Wraps `buffer` after [`TcpPacket::check_len`], so that no accessor can panic.
+    pub fn new_checked(buffer: T) -> Result<TcpPacket<T>> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    /// `Truncated` when the buffer is shorter than 20 bytes or than the data offset says; `Malformed` when the
+    /// data offset is below 5 words.
+    pub fn check_len(&self) -> Result<()> {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        let header_len = self.header_len();
+        if header_len < HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        if header_len > len {
+            return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
+    /// The wrapped buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    fn read_u16(&self, range: core::ops::Range<usize>) -> u16 {
+        let b = &self.buffer.as_ref()[range];
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    fn read_u32(&self, range: core::ops::Range<usize>) -> u32 {
+        let b = &self.buffer.as_ref()[range];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// The source port.
+    pub fn src_port(&self) -> u16 {
+        self.read_u16(field::SRC_PORT)
+    }
+
+    /// The destination port.
+    pub fn dst_port(&self) -> u16 {
+        self.read_u16(field::DST_PORT)
+    }
+
+    /// The sequence number.
+    pub fn seq_number(&self) -> SeqNumber {
+        SeqNumber(self.read_u32(field::SEQ_NUM))
+    }
+
+    /// The acknowledgment number, whatever the ACK flag says.
+    pub fn ack_number(&self) -> SeqNumber {
+        SeqNumber(self.read_u32(field::ACK_NUM))
+    }
+
+    /// The data offset field, in 32-bit words.
+    pub fn data_offset(&self) -> u8 {
+        self.buffer.as_ref()[field::DATA_OFFSET] >> 4
+    }
+
+    /// The header length in bytes, options included: the data offset times four.
+    pub fn header_len(&self) -> usize {
+        usize::from(self.data_offset()) * 4
+    }
+
+    /// The control bits (byte 13).
+    pub fn flags(&self) -> TcpFlags {
+        TcpFlags(self.buffer.as_ref()[field::FLAGS])
+    }
+
+    /// The window field, before scaling.
+    pub fn window_len(&self) -> u16 {
+        self.read_u16(field::WINDOW)
+    }
+
+    /// The checksum field.
+    pub fn checksum(&self) -> u16 {
+        self.read_u16(field::CHECKSUM)
+    }
+
+    /// The urgent pointer.
+    pub fn urgent_pointer(&self) -> u16 {
+        self.read_u16(field::URGENT)
+    }
+
+    /// The option bytes, between the fixed header and the data offset.
+    pub fn options(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..self.header_len()]
+    }
+
+    /// The length of the whole segment: header, options and payload.
+    pub fn segment_len(&self) -> usize {
+        self.buffer.as_ref().len()
+    }
+
+    /// True when the checksum over the pseudo-header and the whole segment verifies.
+    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        segment_sum(self.buffer.as_ref(), src, dst) == 0xffff
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
+    /// The data after the header, borrowed for as long as the buffer.
+    pub fn payload(&self) -> &'a [u8] {
+        &self.buffer.as_ref()[self.header_len()..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    fn write_u16(&mut self, range: core::ops::Range<usize>, value: u16) {
+        self.buffer.as_mut()[range].copy_from_slice(&value.to_be_bytes());
+    }
+
+    fn write_u32(&mut self, range: core::ops::Range<usize>, value: u32) {
+        self.buffer.as_mut()[range].copy_from_slice(&value.to_be_bytes());
+    }
+
+    /// Sets the source port.
+    pub fn set_src_port(&mut self, value: u16) {
+        self.write_u16(field::SRC_PORT, value);
+    }
+
+    /// Sets the destination port.
+    pub fn set_dst_port(&mut self, value: u16) {
+        self.write_u16(field::DST_PORT, value);
+    }
+
+    /// Sets the sequence number.
+    pub fn set_seq_number(&mut self, value: SeqNumber) {
+        self.write_u32(field::SEQ_NUM, value.0);
+    }
+
+    /// Sets the acknowledgment number.
+    pub fn set_ack_number(&mut self, value: SeqNumber) {
+        self.write_u32(field::ACK_NUM, value.0);
+    }
+
+    /// Sets the header length in bytes (a multiple of four, 20 to 60); clears the reserved bits.
+    pub fn set_header_len(&mut self, len_bytes: usize) {
+        self.buffer.as_mut()[field::DATA_OFFSET] = ((len_bytes / 4) as u8) << 4;
+    }
+
+    /// Sets the control bits.
+    pub fn set_flags(&mut self, flags: TcpFlags) {
+        self.buffer.as_mut()[field::FLAGS] = flags.0;
+    }
+
+    /// Sets the window field.
+    pub fn set_window_len(&mut self, value: u16) {
+        self.write_u16(field::WINDOW, value);
+    }
+
+    /// Sets the checksum field.
+    pub fn set_checksum(&mut self, value: u16) {
+        self.write_u16(field::CHECKSUM, value);
+    }
+
+    /// Sets the urgent pointer.
+    pub fn set_urgent_pointer(&mut self, value: u16) {
+        self.write_u16(field::URGENT, value);
+    }
+
+    /// The option bytes, to write options into after setting the header length.
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let end = self.header_len();
+        &mut self.buffer.as_mut()[HEADER_LEN..end]
+    }
+
+    /// The data after the header.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let start = self.header_len();
+        &mut self.buffer.as_mut()[start..]
+    }
+
+    /// Computes the checksum over the pseudo-header and the whole buffer, and writes it.
+    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        self.set_checksum(0);
+        let sum = !segment_sum(self.buffer.as_ref(), src, dst);
+        self.set_checksum(sum);
+    }
+}
+
+/// The one's complement sum of the pseudo-header and `segment`.
+fn segment_sum(segment: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
+    let len = u32::try_from(segment.len()).unwrap_or(u32::MAX);
+    checksum::combine(&[
+        checksum::pseudo_header(src, dst, TCP_PROTOCOL, len),
+        checksum::data(segment),
+    ])
+}
+
+/// The IPv4 protocol number of TCP.
+const TCP_PROTOCOL: u8 = 6;
+
+/// One TCP option as found on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TcpOption<'a> {
+    /// End of option list (kind 0): the parser stops here.
+    EndOfList,
+    /// No-operation (kind 1), used for alignment.
+    NoOperation,
+    /// Maximum segment size (kind 2, length 4).
+    MaxSegmentSize(u16),
+    /// Window scale shift count (kind 3, length 3).
+    WindowScale(u8),
+    /// SACK permitted (kind 4, length 2).
+    SackPermitted,
+    /// SACK blocks (kind 5, length 2 + 8n, n from 1 to 4).
+    SackRange(SackBlocks),
+    /// Timestamps (kind 8, length 10).
+    Timestamp {
+        /// TSval: the sender's clock.
+        tsval: u32,
+        /// TSecr: the TSval echoed.
+        tsecr: u32,
+    },
+    /// Any other kind, skipped by its length.
+    Unknown {
+        /// The kind byte.
+        kind: u8,
+        /// The bytes after kind and length.
+        data: &'a [u8],
+    },
+}
+
+impl fmt::Display for TcpOption<'_> {
+    /// As tcpdump prints one option: `mss 1460`, `sackOK`, `TS val 1 ecr 0`, `nop`, `wscale 7`, `sack 1 {a:b}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            TcpOption::EndOfList => f.write_str("eol"),
+            TcpOption::NoOperation => f.write_str("nop"),
+            TcpOption::MaxSegmentSize(mss) => write!(f, "mss {mss}"),
+            TcpOption::WindowScale(shift) => write!(f, "wscale {shift}"),
+            TcpOption::SackPermitted => f.write_str("sackOK"),
+            TcpOption::SackRange(blocks) => {
+                write!(f, "sack {}", blocks.as_slice().len())?;
+                for (left, right) in blocks.as_slice() {
+                    write!(f, " {{{left}:{right}}}")?;
+                }
+                Ok(())
+            }
+            TcpOption::Timestamp { tsval, tsecr } => write!(f, "TS val {tsval} ecr {tsecr}"),
+            TcpOption::Unknown { kind, data } => {
+                write!(f, "unknown-{kind}")?;
+                if !data.is_empty() {
+                    f.write_str(" 0x")?;
+                    for b in data {
+                        write!(f, "{b:02x}")?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// An iterator over the options in an option area, yielding `Err(Malformed)` once and stopping on a bad length.
+///
+/// Stops after [`TcpOption::EndOfList`] or at the end of the bytes. A length byte under 2, a length running past
+/// the area, or a known kind with the wrong length is `Malformed`.
+#[derive(Clone, Debug)]
+pub struct TcpOptionIter<'a> {
+    bytes: &'a [u8],
+    done: bool,
+}
+
+impl<'a> TcpOptionIter<'a> {
+    /// Iterates over the options in `bytes` (a segment's [`TcpPacket::options`]).
+    pub fn new(bytes: &'a [u8]) -> TcpOptionIter<'a> {
+        TcpOptionIter { bytes, done: false }
+    }
+
+    fn parse_one(&mut self) -> Result<TcpOption<'a>> {
+        let bytes = self.bytes;
+        match bytes.first().copied() {
+            // `next` does not call with an empty area.
+            None => Err(Error::Truncated),
+            Some(field::OPT_END) => {
+                self.done = true;
+                Ok(TcpOption::EndOfList)
+            }
+            Some(field::OPT_NOP) => {
+                self.bytes = &bytes[1..];
+                Ok(TcpOption::NoOperation)
+            }
+            Some(kind) => {
+                let len = usize::from(*bytes.get(1).ok_or(Error::Malformed)?);
+                if len < 2 || len > bytes.len() {
+                    return Err(Error::Malformed);
+                }
+                let data = &bytes[2..len];
+                self.bytes = &bytes[len..];
+                let option = match (kind, data.len()) {
+                    (field::OPT_MSS, 2) => {
+                        TcpOption::MaxSegmentSize(u16::from_be_bytes([data[0], data[1]]))
+                    }
+                    (field::OPT_WS, 1) => TcpOption::WindowScale(data[0]),
+                    (field::OPT_SACKPERM, 0) => TcpOption::SackPermitted,
+                    (field::OPT_SACKRNG, 8 | 16 | 24 | 32) => {
+                        let mut blocks = SackBlocks::default();
+                        for block in data.chunks_exact(8) {
+                            let left = u32::from_be_bytes([block[0], block[1], block[2], block[3]]);
+                            let right =
+                                u32::from_be_bytes([block[4], block[5], block[6], block[7]]);
+                            blocks.push(SeqNumber(left), SeqNumber(right));
+                        }
+                        TcpOption::SackRange(blocks)
+                    }
+                    (field::OPT_TSTAMP, 8) => TcpOption::Timestamp {
+                        tsval: u32::from_be_bytes([data[0], data[1], data[2], data[3]]),
+                        tsecr: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+                    },
+                    (
+                        field::OPT_MSS
+                        | field::OPT_WS
+                        | field::OPT_SACKPERM
+                        | field::OPT_SACKRNG
+                        | field::OPT_TSTAMP,
+                        _,
+                    ) => return Err(Error::Malformed),
+                    (kind, _) => TcpOption::Unknown { kind, data },
+                };
+                Ok(option)
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for TcpOptionIter<'a> {
+    type Item = Result<TcpOption<'a>>;
+
+    fn next(&mut self) -> Option<Result<TcpOption<'a>>> {
+        if self.done || self.bytes.is_empty() {
+            return None;
+        }
+        let item = self.parse_one();
+        if item.is_err() {
+            self.done = true;
+        }
+        Some(item)
+    }
+}
+
+impl core::iter::FusedIterator for TcpOptionIter<'_> {}
+
+/// Writes options one after another into a buffer sized by [`TcpOptions::buffer_len`].
+struct OptionWriter<'b> {
+    buf: &'b mut [u8],
+    at: usize,
+}
+
+impl OptionWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+
+    fn put_u32(&mut self, value: u32) {
+        self.put(&value.to_be_bytes());
+    }
+}
+
+impl TcpOptions {
+    /// Reads the options in an option area. Unknown kinds are skipped; a later copy of an option replaces an
+    /// earlier one; parsing stops at End of Option List.
+    pub fn parse(bytes: &[u8]) -> Result<TcpOptions> {
+        let mut options = TcpOptions::default();
+        for option in TcpOptionIter::new(bytes) {
+            match option? {
+                TcpOption::MaxSegmentSize(mss) => options.mss = Some(mss),
+                TcpOption::WindowScale(shift) => options.window_scale = Some(shift),
+                TcpOption::SackPermitted => options.sack_permitted = true,
+                TcpOption::SackRange(blocks) => options.sack_blocks = blocks,
+                TcpOption::Timestamp { tsval, tsecr } => options.timestamp = Some((tsval, tsecr)),
+                TcpOption::EndOfList | TcpOption::NoOperation | TcpOption::Unknown { .. } => {}
+            }
+        }
+        Ok(options)
+    }
+
+    /// Bytes taken by everything but the SACK blocks, in Linux's layout.
+    fn fixed_len(&self) -> usize {
+        let mut len = 0;
+        if self.mss.is_some() {
+            len += 4;
+        }
+        if self.timestamp.is_some() {
+            len += 12; // SACK_PERM + TS, or NOP NOP TS
+        } else if self.sack_permitted {
+            len += 4; // NOP NOP SACK_PERM
+        }
+        if self.window_scale.is_some() {
+            len += 4; // NOP WS
+        }
+        len
+    }
+
+    /// How many SACK blocks [`TcpOptions::emit`] writes: as many as are present and fit in 40 bytes (at most 3
+    /// beside timestamps, 4 alone).
+    pub fn sack_blocks_emitted(&self) -> usize {
+        let room = MAX_OPTIONS_LEN - self.fixed_len();
+        let fit = if room >= 12 { (room - 4) / 8 } else { 0 };
+        self.sack_blocks.as_slice().len().min(fit)
+    }
+
+    /// These options as [`TcpOptions::emit`] writes them: SACK blocks that do not fit dropped.
+    pub fn fit(&self) -> TcpOptions {
+        let n = self.sack_blocks_emitted();
+        let mut sack_blocks = SackBlocks::default();
+        for &(left, right) in &self.sack_blocks.as_slice()[..n] {
+            sack_blocks.push(left, right);
+        }
+        TcpOptions {
+            sack_blocks,
+            ..*self
+        }
+    }
+
+    /// The length of the emitted options, a multiple of four, at most [`MAX_OPTIONS_LEN`].
+    pub fn buffer_len(&self) -> usize {
+        let n = self.sack_blocks_emitted();
+        self.fixed_len() + if n > 0 { 4 + 8 * n } else { 0 }
+    }
+
+    /// Writes the options into `buf` (at least [`TcpOptions::buffer_len`] bytes) in the order and alignment Linux
+    /// uses (`tcp_options_write`), so Linux's segments round-trip byte for byte: MSS; SACK_PERM+TS, NOP NOP TS or
+    /// NOP NOP SACK_PERM; NOP WS; NOP NOP SACK. Returns the number of bytes written.
+    pub fn emit(&self, buf: &mut [u8]) -> usize {
+        let mut w = OptionWriter { buf, at: 0 };
+        if let Some(mss) = self.mss {
+            w.put(&[field::OPT_MSS, 4]);
+            w.put(&mss.to_be_bytes());
+        }
+        match (self.sack_permitted, self.timestamp) {
+            (true, Some((tsval, tsecr))) => {
+                w.put(&[field::OPT_SACKPERM, 2, field::OPT_TSTAMP, 10]);
+                w.put_u32(tsval);
+                w.put_u32(tsecr);
+            }
+            (false, Some((tsval, tsecr))) => {
+                w.put(&[field::OPT_NOP, field::OPT_NOP, field::OPT_TSTAMP, 10]);
+                w.put_u32(tsval);
+                w.put_u32(tsecr);
+            }
+            (true, None) => w.put(&[field::OPT_NOP, field::OPT_NOP, field::OPT_SACKPERM, 2]),
+            (false, None) => {}
+        }
+        if let Some(shift) = self.window_scale {
+            w.put(&[field::OPT_NOP, field::OPT_WS, 3, shift]);
+        }
+        let n = self.sack_blocks_emitted();
+        if n > 0 {
+            w.put(&[
+                field::OPT_NOP,
+                field::OPT_NOP,
+                field::OPT_SACKRNG,
+                (2 + 8 * n) as u8,
+            ]);
+            for &(left, right) in &self.sack_blocks.as_slice()[..n] {
+                w.put_u32(left.0);
+                w.put_u32(right.0);
+            }
+        }
+        w.at
+    }
+}
+
+impl<'a> TcpRepr<'a> {
+    /// Reads a checked segment sent from `src` to `dst`. With `verify_checksum`, a checksum that does not
+    /// verify is `Checksum` (checked before anything else). Bad options are `Malformed`; so is a zero port.
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(
+        packet: &TcpPacket<&'a T>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        verify_checksum: bool,
+    ) -> Result<TcpRepr<'a>> {
+        packet.check_len()?;
+        if verify_checksum && !packet.verify_checksum(src, dst) {
+            return Err(Error::Checksum);
+        }
+        if packet.src_port() == 0 || packet.dst_port() == 0 {
+            return Err(Error::Malformed);
+        }
+        let options = TcpOptions::parse(packet.options())?;
+        Ok(TcpRepr {
+            src_port: packet.src_port(),
+            dst_port: packet.dst_port(),
+            seq_number: packet.seq_number(),
+            ack_number: packet.ack_number(),
+            flags: packet.flags(),
+            window_len: packet.window_len(),
+            urgent_pointer: packet.urgent_pointer(),
+            options,
+            payload: packet.payload(),
+        })
+    }
+
+    /// The length of the emitted header, options included: a multiple of four, at most 60.
+    pub fn header_len(&self) -> usize {
+        HEADER_LEN + self.options.buffer_len()
+    }
+
+    /// The length of the emitted segment: header, options and payload.
+    pub fn buffer_len(&self) -> usize {
+        self.header_len() + self.payload.len()
+    }
+
+    /// Writes the segment into `packet`, which must hold at least [`TcpRepr::buffer_len`] bytes: header,
+    /// options (see [`TcpOptions::emit`]), payload, and the checksum over the first `buffer_len` bytes with the
+    /// pseudo-header of `src` and `dst`.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        packet: &mut TcpPacket<T>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) {
+        let header_len = self.header_len();
+        packet.set_src_port(self.src_port);
+        packet.set_dst_port(self.dst_port);
+        packet.set_seq_number(self.seq_number);
+        packet.set_ack_number(self.ack_number);
+        packet.set_header_len(header_len);
+        packet.set_flags(self.flags);
+        packet.set_window_len(self.window_len);
+        packet.set_checksum(0);
+        packet.set_urgent_pointer(self.urgent_pointer);
+        let options = packet.options_mut();
+        let written = self.options.emit(options);
+        // Never needed with Linux's aligned layout; End of Option List (zeros) if it ever is.
+        options[written..].fill(field::OPT_END);
+        packet.payload_mut()[..self.payload.len()].copy_from_slice(self.payload);
+        let sum = !segment_sum(&packet.buffer.as_ref()[..self.buffer_len()], src, dst);
+        packet.set_checksum(sum);
+    }
+}
+
+impl fmt::Display for TcpRepr<'_> {
+    /// Like the part of a tcpdump line after the addresses (with `-S`, absolute sequence numbers):
+    /// `Flags [S], seq 1, win 65535, options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Flags [{}], seq {}", self.flags, self.seq_number)?;
+        if !self.payload.is_empty() {
+            write!(f, ":{}", self.seq_number + self.payload.len())?;
+        }
+        if self.flags.ack() {
+            write!(f, ", ack {}", self.ack_number)?;
+        }
+        write!(f, ", win {}", self.window_len)?;
+        if self.flags.contains(TcpFlags::URG) {
+            write!(f, ", urg {}", self.urgent_pointer)?;
+        }
+        let mut bytes = [0u8; MAX_OPTIONS_LEN];
+        let len = self.options.emit(&mut bytes);
+        if len > 0 {
+            f.write_str(", options [")?;
+            for (i, option) in TcpOptionIter::new(&bytes[..len]).enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                match option {
+                    Ok(option) => write!(f, "{option}")?,
+                    Err(_) => f.write_str("bad opts")?,
+                }
+            }
+            f.write_str("]")?;
+        }
+        write!(f, ", length {}", self.payload.len())
     }
 }
