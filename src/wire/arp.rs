@@ -323,3 +323,179 @@ impl fmt::Display for ArpRepr {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::wire::ethernet::{EthernetFrame, EthernetRepr};
+    use proptest::prelude::*;
+
+    /// A real ARP request from Linux 6.18 on a veth: who-has 10.0.0.2 tell 10.0.0.1.
+    #[rustfmt::skip]
+    pub(crate) const ARP_REQUEST: [u8; 42] = [
+        // Ethernet: dst ff:ff:ff:ff:ff:ff, src 52:54:00:12:34:56, type ARP
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06,
+        // ARP: htype 1, ptype 0x0800, hlen 6, plen 4, op 1 (request)
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01,
+        // sha 52:54:00:12:34:56, spa 10.0.0.1
+        0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x0a, 0x00, 0x00, 0x01,
+        // tha 00:00:00:00:00:00, tpa 10.0.0.2
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x02,
+    ];
+
+    /// The reply to [`ARP_REQUEST`]: 10.0.0.2 is-at 52:54:00:ab:cd:ef.
+    #[rustfmt::skip]
+    pub(crate) const ARP_REPLY: [u8; 42] = [
+        // Ethernet: dst 52:54:00:12:34:56, src 52:54:00:ab:cd:ef, type ARP
+        0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x52, 0x54, 0x00, 0xab, 0xcd, 0xef, 0x08, 0x06,
+        // ARP: htype 1, ptype 0x0800, hlen 6, plen 4, op 2 (reply)
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02,
+        // sha 52:54:00:ab:cd:ef, spa 10.0.0.2
+        0x52, 0x54, 0x00, 0xab, 0xcd, 0xef, 0x0a, 0x00, 0x00, 0x02,
+        // tha 52:54:00:12:34:56, tpa 10.0.0.1
+        0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x0a, 0x00, 0x00, 0x01,
+    ];
+
+    const MAC_A: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    const MAC_B: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
+    const IP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const IP_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    fn request_repr() -> ArpRepr {
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: MAC_A,
+            source_protocol_addr: IP_A,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: IP_B,
+        }
+    }
+
+    fn reply_repr() -> ArpRepr {
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: MAC_B,
+            source_protocol_addr: IP_B,
+            target_hardware_addr: MAC_A,
+            target_protocol_addr: IP_A,
+        }
+    }
+
+    fn parse_frame(bytes: &[u8]) -> Result<(EthernetRepr, ArpRepr)> {
+        let frame = EthernetFrame::new_checked(bytes)?;
+        let eth = EthernetRepr::parse(&frame)?;
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload())?)?;
+        Ok((eth, arp))
+    }
+
+    #[test]
+    fn deconstruct_request() {
+        let packet = ArpPacket::new_checked(&ARP_REQUEST[14..]).unwrap();
+        assert_eq!(packet.hardware_type(), 1);
+        assert_eq!(packet.protocol_type(), EtherType::Ipv4);
+        assert_eq!(packet.hardware_len(), 6);
+        assert_eq!(packet.protocol_len(), 4);
+        assert_eq!(packet.operation(), ArpOperation::Request);
+        assert_eq!(packet.source_hardware_addr(), &MAC_A.0);
+        assert_eq!(packet.source_protocol_addr(), &[10, 0, 0, 1]);
+        assert_eq!(packet.target_hardware_addr(), &[0; 6]);
+        assert_eq!(packet.target_protocol_addr(), &[10, 0, 0, 2]);
+        let (eth, arp) = parse_frame(&ARP_REQUEST).unwrap();
+        assert_eq!(eth.dst_addr, EthernetAddress::BROADCAST);
+        assert_eq!(eth.ethertype, EtherType::Arp);
+        assert_eq!(arp, request_repr());
+        assert_eq!(arp.to_string(), "Request who-has 10.0.0.2 tell 10.0.0.1");
+    }
+
+    #[test]
+    fn deconstruct_reply() {
+        let (eth, arp) = parse_frame(&ARP_REPLY).unwrap();
+        assert_eq!(eth.src_addr, MAC_B);
+        assert_eq!(eth.dst_addr, MAC_A);
+        assert_eq!(arp, reply_repr());
+        assert_eq!(arp.to_string(), "Reply 10.0.0.2 is-at 52:54:00:ab:cd:ef");
+    }
+
+    #[test]
+    fn construct_request_and_reply() {
+        for (bytes, repr) in [(ARP_REQUEST, request_repr()), (ARP_REPLY, reply_repr())] {
+            let (eth, _) = parse_frame(&bytes).unwrap();
+            let mut out = [0xa5u8; 42];
+            let mut frame = EthernetFrame::new_unchecked(&mut out[..]);
+            eth.emit(&mut frame);
+            assert_eq!(repr.buffer_len(), 28);
+            repr.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+            assert_eq!(out, bytes);
+        }
+    }
+
+    #[test]
+    fn padded_frame_parses() {
+        // On a real wire the request is padded to 60 bytes; the padding is ignored.
+        let mut padded = [0u8; 60];
+        padded[..42].copy_from_slice(&ARP_REQUEST);
+        assert_eq!(parse_frame(&padded).unwrap().1, request_repr());
+    }
+
+    #[test]
+    fn reject_truncated() {
+        for len in 0..ARP_REQUEST.len() {
+            assert_eq!(
+                parse_frame(&ARP_REQUEST[..len]).unwrap_err(),
+                Error::Truncated,
+                "len {len}"
+            );
+        }
+        for len in 0..28 {
+            assert_eq!(
+                ArpPacket::new_checked(&ARP_REPLY[14..14 + len]).unwrap_err(),
+                Error::Truncated
+            );
+        }
+    }
+
+    #[test]
+    fn reject_other_types() {
+        let mut bytes = ARP_REQUEST;
+        bytes[15] = 6; // hardware type 6, IEEE 802
+        assert_eq!(parse_frame(&bytes).unwrap_err(), Error::Unsupported);
+        let mut bytes = ARP_REQUEST;
+        bytes[16..18].copy_from_slice(&[0x86, 0xdd]); // protocol IPv6
+        assert_eq!(parse_frame(&bytes).unwrap_err(), Error::Unsupported);
+        let mut bytes = ARP_REQUEST;
+        bytes[19] = 16; // plen 16: now the packet declares 52 bytes
+        assert_eq!(parse_frame(&bytes).unwrap_err(), Error::Truncated);
+        let mut bytes = ARP_REQUEST;
+        bytes[19] = 2; // plen 2: fits, but is not IPv4
+        assert_eq!(parse_frame(&bytes).unwrap_err(), Error::Malformed);
+        let mut bytes = ARP_REQUEST;
+        bytes[21] = 9;
+        assert_eq!(
+            parse_frame(&bytes).unwrap().1.to_string().split(' ').next(),
+            Some("opcode")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(packet) = ArpPacket::new_checked(&bytes[..]) {
+                let _ = packet.source_hardware_addr();
+                let _ = packet.target_protocol_addr();
+                if let Ok(repr) = ArpRepr::parse(&packet) {
+                    let mut out = [0u8; 28];
+                    repr.emit(&mut ArpPacket::new_unchecked(&mut out[..]));
+                    prop_assert_eq!(&out[..], &bytes[..28]);
+                    let _ = repr.to_string();
+                }
+            }
+        }
+
+        #[test]
+        fn mutated_request_never_panics(at in 0usize..42, value in any::<u8>()) {
+            let mut bytes = ARP_REQUEST;
+            bytes[at] = value;
+            let _ = parse_frame(&bytes);
+        }
+    }
+}

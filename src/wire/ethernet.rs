@@ -270,3 +270,122 @@ impl fmt::Display for EthernetRepr {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::arp::tests::ARP_REQUEST;
+    use crate::wire::tcp::tests::SYN;
+    use proptest::prelude::*;
+
+    #[test]
+    fn address_classes() {
+        let a = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+        assert!(a.is_unicast() && !a.is_multicast() && !a.is_broadcast() && a.is_local());
+        assert!(EthernetAddress::BROADCAST.is_broadcast());
+        assert!(EthernetAddress::BROADCAST.is_multicast());
+        assert!(!EthernetAddress::BROADCAST.is_unicast());
+        let ipv6_all_nodes = EthernetAddress([0x33, 0x33, 0x00, 0x00, 0x00, 0x01]);
+        assert!(ipv6_all_nodes.is_multicast() && !ipv6_all_nodes.is_broadcast());
+        assert_eq!(a.to_string(), "52:54:00:12:34:56");
+        assert_eq!(
+            format!("{:?}", EthernetAddress::BROADCAST),
+            "ff:ff:ff:ff:ff:ff"
+        );
+        assert_eq!(
+            EthernetAddress::from_bytes(&[1, 2, 3, 4, 5, 6, 7]),
+            Some(EthernetAddress([1, 2, 3, 4, 5, 6]))
+        );
+        assert_eq!(EthernetAddress::from_bytes(&[1, 2, 3, 4, 5]), None);
+    }
+
+    #[test]
+    fn ethertype_round_trips() {
+        for value in [0x0800u16, 0x0806, 0x86dd, 0x8100, 0x0000, 0xffff] {
+            assert_eq!(u16::from(EtherType::from(value)), value);
+        }
+        assert_eq!(EtherType::from(0x8100), EtherType::Unknown(0x8100));
+        assert_eq!(EtherType::Unknown(0x8100).to_string(), "0x8100");
+    }
+
+    #[test]
+    fn deconstruct_arp_request() {
+        let frame = EthernetFrame::new_checked(&ARP_REQUEST[..]).unwrap();
+        assert_eq!(frame.dst_addr(), EthernetAddress::BROADCAST);
+        assert_eq!(
+            frame.src_addr(),
+            EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])
+        );
+        assert_eq!(frame.ethertype(), EtherType::Arp);
+        assert_eq!(frame.payload(), &ARP_REQUEST[14..]);
+        let repr = EthernetRepr::parse(&frame).unwrap();
+        assert_eq!(
+            repr.to_string(),
+            "52:54:00:12:34:56 > ff:ff:ff:ff:ff:ff, ethertype ARP"
+        );
+    }
+
+    #[test]
+    fn deconstruct_syn() {
+        let frame = EthernetFrame::new_checked(&SYN[..]).unwrap();
+        let repr = EthernetRepr::parse(&frame).unwrap();
+        assert_eq!(
+            repr,
+            EthernetRepr {
+                dst_addr: EthernetAddress([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]),
+                src_addr: EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
+                ethertype: EtherType::Ipv4,
+            }
+        );
+        assert_eq!(frame.payload().len(), 60);
+    }
+
+    #[test]
+    fn construct_syn_header() {
+        let repr = EthernetRepr::parse(&EthernetFrame::new_checked(&SYN[..]).unwrap()).unwrap();
+        let mut bytes = [0u8; HEADER_LEN];
+        repr.emit(&mut EthernetFrame::new_unchecked(&mut bytes[..]));
+        assert_eq!(bytes[..], SYN[..HEADER_LEN]);
+        assert_eq!(repr.buffer_len(), 14);
+        assert_eq!(EthernetFrame::<&[u8]>::buffer_len(46), 60);
+    }
+
+    #[test]
+    fn vlan_tag_is_unknown() {
+        let mut bytes = SYN;
+        bytes[12..14].copy_from_slice(&[0x81, 0x00]);
+        let repr = EthernetRepr::parse(&EthernetFrame::new_checked(&bytes[..]).unwrap()).unwrap();
+        assert_eq!(repr.ethertype, EtherType::Unknown(0x8100));
+    }
+
+    #[test]
+    fn reject_truncated() {
+        for len in 0..HEADER_LEN {
+            assert_eq!(
+                EthernetFrame::new_checked(&SYN[..len]).unwrap_err(),
+                Error::Truncated
+            );
+        }
+        // A bare header is a frame with an empty payload.
+        assert!(EthernetFrame::new_checked(&SYN[..HEADER_LEN])
+            .unwrap()
+            .payload()
+            .is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(frame) = EthernetFrame::new_checked(&bytes[..]) {
+                let repr = EthernetRepr::parse(&frame).unwrap();
+                let mut out = vec![0u8; bytes.len()];
+                let mut view = EthernetFrame::new_unchecked(&mut out[..]);
+                repr.emit(&mut view);
+                view.payload_mut().copy_from_slice(frame.payload());
+                prop_assert_eq!(out, bytes);
+            } else {
+                prop_assert!(bytes.len() < HEADER_LEN);
+            }
+        }
+    }
+}

@@ -436,3 +436,270 @@ impl fmt::Display for Ipv4Repr {
         write!(f, " length {}", self.payload_len)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::wire::checksum::tests::reference_sum;
+    use crate::wire::tcp::tests::{SYN, SYN_ACK};
+    use proptest::prelude::*;
+
+    /// A real Linux SYN sent with `IP_OPTIONS` record-route (07 07 08 0a000001, then EOL): IHL 7.
+    #[rustfmt::skip]
+    pub(crate) const SYN_WITH_IP_OPTIONS: [u8; 82] = [
+        // Ethernet: dst 52:54:00:ab:cd:ef, src 52:54:00:12:34:56, type IPv4
+        0x52, 0x54, 0x00, 0xab, 0xcd, 0xef, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x00,
+        // IPv4: ver 4 ihl 7, tos 0, total 68, id 0x65dc, DF, ttl 64, TCP, checksum 0xaec4
+        0x47, 0x00, 0x00, 0x44, 0x65, 0xdc, 0x40, 0x00, 0x40, 0x06, 0xae, 0xc4,
+        // src 10.0.0.1, dst 10.0.0.2
+        0x0a, 0x00, 0x00, 0x01, 0x0a, 0x00, 0x00, 0x02,
+        // options: RR len 7 ptr 8 [10.0.0.1], EOL
+        0x07, 0x07, 0x08, 0x0a, 0x00, 0x00, 0x01, 0x00,
+        // TCP: 59990 > 80, seq 0x536dcb71, ack 0, doff 10, SYN, win 64240, checksum 0xfdb6, urg 0
+        0xea, 0x56, 0x00, 0x50, 0x53, 0x6d, 0xcb, 0x71, 0x00, 0x00, 0x00, 0x00,
+        0xa0, 0x02, 0xfa, 0xf0, 0xfd, 0xb6, 0x00, 0x00,
+        // mss 1460, sackOK, TS val 0x9024a1a8 ecr 0, nop, wscale 10
+        0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x90, 0x24, 0xa1, 0xa8,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x0a,
+    ];
+
+    fn syn_ip() -> &'static [u8] {
+        &SYN[14..]
+    }
+
+    fn syn_repr() -> Ipv4Repr {
+        Ipv4Repr {
+            src_addr: Ipv4Addr::new(10, 0, 0, 1),
+            dst_addr: Ipv4Addr::new(10, 0, 0, 2),
+            protocol: IpProtocol::Tcp,
+            payload_len: 40,
+            hop_limit: 64,
+            dscp_ecn: 0,
+            ident: 0x39a7,
+            dont_frag: true,
+        }
+    }
+
+    #[test]
+    fn deconstruct_syn() {
+        let packet = Ipv4Packet::new_checked(syn_ip()).unwrap();
+        assert_eq!(packet.version(), 4);
+        assert_eq!(packet.header_len(), 20);
+        assert_eq!(packet.dscp_ecn(), 0);
+        assert_eq!(packet.total_len(), 60);
+        assert_eq!(packet.ident(), 0x39a7);
+        assert!(packet.dont_frag());
+        assert!(!packet.more_frags());
+        assert_eq!(packet.frag_offset(), 0);
+        assert_eq!(packet.hop_limit(), 64);
+        assert_eq!(packet.protocol(), IpProtocol::Tcp);
+        assert_eq!(packet.checksum(), 0xed12);
+        assert!(packet.verify_checksum());
+        assert_eq!(reference_sum(&syn_ip()[..20]), 0xffff);
+        assert_eq!(packet.src_addr(), Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(packet.dst_addr(), Ipv4Addr::new(10, 0, 0, 2));
+        assert!(packet.options().is_empty());
+        assert_eq!(packet.payload(), &SYN[34..]);
+        let repr = Ipv4Repr::parse(&packet).unwrap();
+        assert_eq!(repr, syn_repr());
+        assert_eq!(
+            repr.to_string(),
+            "IPv4 10.0.0.1 > 10.0.0.2: TCP ttl 64 id 14759 DF length 40"
+        );
+    }
+
+    #[test]
+    fn construct_syn_and_syn_ack() {
+        for frame in [&SYN[..], &SYN_ACK[..]] {
+            let ip = &frame[14..];
+            let repr = Ipv4Repr::parse(&Ipv4Packet::new_checked(ip).unwrap()).unwrap();
+            let mut out = vec![0xa5u8; repr.buffer_len()];
+            let mut packet = Ipv4Packet::new_unchecked(&mut out[..]);
+            repr.emit(&mut packet);
+            packet.payload_mut().copy_from_slice(&ip[20..]);
+            assert_eq!(out, ip);
+        }
+        // Linux sends its SYN-ACK with identification 0 and DF.
+        let repr = Ipv4Repr::parse(&Ipv4Packet::new_checked(&SYN_ACK[14..]).unwrap()).unwrap();
+        assert_eq!(
+            (repr.ident, repr.dont_frag, repr.src_addr),
+            (0, true, Ipv4Addr::new(10, 0, 0, 2))
+        );
+    }
+
+    #[test]
+    fn options_are_skipped() {
+        let ip = &SYN_WITH_IP_OPTIONS[14..];
+        let packet = Ipv4Packet::new_checked(ip).unwrap();
+        assert_eq!(packet.header_len(), 28);
+        assert_eq!(
+            packet.options(),
+            &[0x07, 0x07, 0x08, 0x0a, 0x00, 0x00, 0x01, 0x00]
+        );
+        assert_eq!(packet.payload(), &ip[28..]);
+        assert_eq!(reference_sum(&ip[..28]), 0xffff);
+        let repr = Ipv4Repr::parse(&packet).unwrap();
+        assert_eq!(repr.payload_len, 40);
+        assert_eq!(repr.ident, 0x65dc);
+        // The repr emits no options: a 20-byte header over the same payload, with a valid checksum.
+        let mut out = vec![0u8; repr.buffer_len()];
+        let mut view = Ipv4Packet::new_unchecked(&mut out[..]);
+        repr.emit(&mut view);
+        view.payload_mut().copy_from_slice(packet.payload());
+        let reparsed = Ipv4Packet::new_checked(&out[..]).unwrap();
+        assert_eq!(Ipv4Repr::parse(&reparsed).unwrap(), repr);
+        assert_eq!(reparsed.payload(), packet.payload());
+    }
+
+    #[test]
+    fn construct_with_options_through_the_view() {
+        let ip = &SYN_WITH_IP_OPTIONS[14..];
+        let mut out = [0u8; 68];
+        let mut packet = Ipv4Packet::new_unchecked(&mut out[..]);
+        packet.set_version(4);
+        packet.set_header_len(28);
+        packet.set_dscp_ecn(0);
+        packet.set_total_len(68);
+        packet.set_ident(0x65dc);
+        packet.clear_flags();
+        packet.set_dont_frag(true);
+        packet.set_hop_limit(64);
+        packet.set_protocol(IpProtocol::Tcp);
+        packet.set_src_addr(Ipv4Addr::new(10, 0, 0, 1));
+        packet.set_dst_addr(Ipv4Addr::new(10, 0, 0, 2));
+        packet.options_mut().copy_from_slice(&ip[20..28]);
+        packet.fill_checksum();
+        packet.payload_mut().copy_from_slice(&ip[28..]);
+        assert_eq!(&out[..], ip);
+    }
+
+    #[test]
+    fn ethernet_padding_is_not_payload() {
+        let mut padded = syn_ip().to_vec();
+        padded.extend_from_slice(&[0; 6]);
+        let packet = Ipv4Packet::new_checked(&padded[..]).unwrap();
+        assert_eq!(packet.payload(), &SYN[34..]);
+        assert_eq!(Ipv4Repr::parse(&packet).unwrap(), syn_repr());
+    }
+
+    #[test]
+    fn reject_truncated() {
+        for bytes in [syn_ip(), &SYN_WITH_IP_OPTIONS[14..]] {
+            for len in 0..bytes.len() {
+                let err = Ipv4Packet::new_checked(&bytes[..len]).unwrap_err();
+                assert_eq!(err, Error::Truncated, "len {len}");
+            }
+        }
+    }
+
+    /// The SYN's header with one byte changed and the checksum recomputed.
+    fn syn_with(at: usize, value: u8) -> Vec<u8> {
+        let mut bytes = syn_ip().to_vec();
+        bytes[at] = value;
+        Ipv4Packet::new_unchecked(&mut bytes[..]).fill_checksum();
+        bytes
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Ipv4Repr> {
+        Ipv4Repr::parse(&Ipv4Packet::new_checked(bytes)?)
+    }
+
+    #[test]
+    fn reject_malformed() {
+        assert_eq!(parse(&syn_with(0, 0x65)), Err(Error::Malformed)); // version 6
+        assert_eq!(parse(&syn_with(0, 0x44)), Err(Error::Malformed)); // IHL 4
+        assert_eq!(parse(&syn_with(0, 0x4f)[..40]), Err(Error::Truncated)); // IHL 15: 60 bytes of header
+        assert_eq!(parse(&syn_with(3, 19)), Err(Error::Malformed)); // total length below the header
+        assert_eq!(parse(&syn_with(3, 61)), Err(Error::Truncated)); // total length past the buffer
+        let short = syn_with(3, 20); // a bare header
+        assert_eq!(parse(&short).map(|r| r.payload_len), Ok(0));
+    }
+
+    #[test]
+    fn reject_bad_checksum() {
+        let mut bytes = syn_ip().to_vec();
+        bytes[8] = 63; // TTL changed, checksum not
+        assert_eq!(parse(&bytes), Err(Error::Checksum));
+        let mut bytes = syn_ip().to_vec();
+        bytes[11] ^= 1;
+        assert_eq!(parse(&bytes), Err(Error::Checksum));
+    }
+
+    #[test]
+    fn reject_fragments() {
+        assert_eq!(parse(&syn_with(6, 0x60)), Err(Error::Fragment)); // DF and MF
+        assert_eq!(parse(&syn_with(7, 0x01)), Err(Error::Fragment)); // DF, offset 8
+        let mut bytes = syn_ip().to_vec();
+        let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
+        packet.set_frag_offset(1480);
+        packet.set_more_frags(false);
+        packet.fill_checksum();
+        assert_eq!(Ipv4Packet::new_unchecked(&bytes[..]).frag_offset(), 1480);
+        assert_eq!(parse(&bytes), Err(Error::Fragment));
+    }
+
+    #[test]
+    fn protocol_numbers_round_trip() {
+        for value in 0..=255u8 {
+            assert_eq!(u8::from(IpProtocol::from(value)), value);
+        }
+        assert_eq!(IpProtocol::from(17), IpProtocol::Udp);
+    }
+
+    fn arb_repr() -> impl Strategy<Value = Ipv4Repr> {
+        (
+            any::<[u8; 4]>(),
+            any::<[u8; 4]>(),
+            any::<u8>(),
+            0usize..1480,
+            any::<u8>(),
+            any::<u8>(),
+            any::<u16>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(s, d, p, payload_len, hop_limit, dscp_ecn, ident, dont_frag)| Ipv4Repr {
+                    src_addr: Ipv4Addr::from(s),
+                    dst_addr: Ipv4Addr::from(d),
+                    protocol: IpProtocol::from(p),
+                    payload_len,
+                    hop_limit,
+                    dscp_ecn,
+                    ident,
+                    dont_frag,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            if let Ok(packet) = Ipv4Packet::new_checked(&bytes[..]) {
+                let _ = (packet.options(), packet.payload(), packet.verify_checksum());
+                let _ = Ipv4Repr::parse(&packet);
+            }
+        }
+
+        #[test]
+        fn mutated_syn_never_panics(at in 0usize..60, value in any::<u8>(), fix in any::<bool>()) {
+            let mut bytes = syn_ip().to_vec();
+            bytes[at] = value;
+            if fix && Ipv4Packet::new_checked(&bytes[..]).is_ok() {
+                Ipv4Packet::new_unchecked(&mut bytes[..]).fill_checksum();
+            }
+            if let Ok(packet) = Ipv4Packet::new_checked(&bytes[..]) {
+                let _ = (packet.options(), packet.payload());
+                let _ = Ipv4Repr::parse(&packet);
+            }
+        }
+
+        #[test]
+        fn repr_round_trips(repr in arb_repr()) {
+            let mut bytes = vec![0u8; repr.buffer_len()];
+            repr.emit(&mut Ipv4Packet::new_unchecked(&mut bytes[..]));
+            let packet = Ipv4Packet::new_checked(&bytes[..]).unwrap();
+            prop_assert_eq!(Ipv4Repr::parse(&packet), Ok(repr));
+            prop_assert_eq!(reference_sum(&bytes[..20]), 0xffff);
+        }
+    }
+}
