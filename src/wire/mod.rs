@@ -13,7 +13,12 @@ pub mod ethernet;
 pub mod ipv4;
 pub mod tcp;
 
-pub use tcp::{SackBlocks, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
+pub use arp::{ArpOperation, ArpPacket, ArpRepr};
+pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr};
+pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
+pub use tcp::{
+    SackBlocks, SeqNumber, TcpFlags, TcpOption, TcpOptionIter, TcpOptions, TcpPacket, TcpRepr,
+};
 
 /// Why bytes were not accepted as a header. Each variant maps to a drop counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
