@@ -171,12 +171,17 @@ fn run(seed: u64) -> Result<(), String> {
         }
     }
     if !finished {
-        let states: Vec<_> = world.stacks.iter().map(|s| s.connections().map(|(_, c)| c.state()).collect::<Vec<State>>()).collect();
+        let states: Vec<_> =
+            world.stacks.iter().map(|s| s.connections().map(|(_, c)| c.state()).collect::<Vec<State>>()).collect();
         return Err(format!("did not finish by {limit}: states {states:?}"));
     }
     for (i, s) in world.stacks.iter().enumerate() {
         if s.connection_count() != 0 || s.pending_timers() != 0 {
-            return Err(format!("stack {i} leaked {} connections and {} timers", s.connection_count(), s.pending_timers()));
+            return Err(format!(
+                "stack {i} leaked {} connections and {} timers",
+                s.connection_count(),
+                s.pending_timers()
+            ));
         }
     }
     Ok(())
@@ -185,7 +190,13 @@ fn run(seed: u64) -> Result<(), String> {
 fn check(seed: u64) -> Result<(), String> {
     match catch_unwind(AssertUnwindSafe(|| run(seed))) {
         Ok(r) => r,
-        Err(p) => Err(format!("panicked: {}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())),
+        Err(p) => Err(format!(
+            "panicked: {}",
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        )),
     }
 }
 
@@ -200,7 +211,8 @@ fn seeded_runs_deliver_every_byte_once_in_order_and_close_cleanly() {
     }
     let seeds: u64 = std::env::var("XTCP_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let started = std::time::Instant::now();
-    let failures: Vec<String> = (0..seeds).filter_map(|seed| check(seed).err().map(|e| format!("seed {seed}: {e}"))).collect();
+    let failures: Vec<String> =
+        (0..seeds).filter_map(|seed| check(seed).err().map(|e| format!("seed {seed}: {e}"))).collect();
     eprintln!("{seeds} seeded runs in {:.1?}", started.elapsed());
     assert!(
         failures.is_empty(),

@@ -246,8 +246,7 @@ impl ArpRepr {
     /// sizes other than 6 and 4 is `Malformed`.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &ArpPacket<&T>) -> Result<ArpRepr> {
         packet.check_len()?;
-        if packet.hardware_type() != HARDWARE_ETHERNET || packet.protocol_type() != EtherType::Ipv4
-        {
+        if packet.hardware_type() != HARDWARE_ETHERNET || packet.protocol_type() != EtherType::Ipv4 {
             return Err(Error::Unsupported);
         }
         if packet.hardware_len() != 6 || packet.protocol_len() != 4 {
@@ -305,15 +304,9 @@ impl fmt::Display for ArpRepr {
                 target_protocol_addr,
             } => match operation {
                 ArpOperation::Request => {
-                    write!(
-                        f,
-                        "Request who-has {target_protocol_addr} tell {source_protocol_addr}"
-                    )
+                    write!(f, "Request who-has {target_protocol_addr} tell {source_protocol_addr}")
                 }
-                ArpOperation::Reply => write!(
-                    f,
-                    "Reply {source_protocol_addr} is-at {source_hardware_addr}"
-                ),
+                ArpOperation::Reply => write!(f, "Reply {source_protocol_addr} is-at {source_hardware_addr}"),
                 ArpOperation::Unknown(op) => write!(
                     f,
                     "opcode {op} {source_hardware_addr} {source_protocol_addr} > \
@@ -440,17 +433,10 @@ pub(crate) mod tests {
     #[test]
     fn reject_truncated() {
         for len in 0..ARP_REQUEST.len() {
-            assert_eq!(
-                parse_frame(&ARP_REQUEST[..len]).unwrap_err(),
-                Error::Truncated,
-                "len {len}"
-            );
+            assert_eq!(parse_frame(&ARP_REQUEST[..len]).unwrap_err(), Error::Truncated, "len {len}");
         }
         for len in 0..28 {
-            assert_eq!(
-                ArpPacket::new_checked(&ARP_REPLY[14..14 + len]).unwrap_err(),
-                Error::Truncated
-            );
+            assert_eq!(ArpPacket::new_checked(&ARP_REPLY[14..14 + len]).unwrap_err(), Error::Truncated);
         }
     }
 
@@ -470,10 +456,7 @@ pub(crate) mod tests {
         assert_eq!(parse_frame(&bytes).unwrap_err(), Error::Malformed);
         let mut bytes = ARP_REQUEST;
         bytes[21] = 9;
-        assert_eq!(
-            parse_frame(&bytes).unwrap().1.to_string().split(' ').next(),
-            Some("opcode")
-        );
+        assert_eq!(parse_frame(&bytes).unwrap().1.to_string().split(' ').next(), Some("opcode"));
     }
 
     proptest! {

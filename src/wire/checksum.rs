@@ -85,11 +85,7 @@ pub fn update(old_checksum: u16, old_word: u16, new_word: u16) -> u16 {
 
 /// [`update`] for a 32-bit field (an address, a sequence number) that lies on a 16-bit boundary.
 pub fn update_u32(old_checksum: u16, old_value: u32, new_value: u32) -> u16 {
-    let c = update(
-        old_checksum,
-        (old_value >> 16) as u16,
-        (new_value >> 16) as u16,
-    );
+    let c = update(old_checksum, (old_value >> 16) as u16, (new_value >> 16) as u16);
     update(c, old_value as u16, new_value as u16)
 }
 
@@ -104,11 +100,7 @@ pub(crate) mod tests {
         let mut i = 0;
         while i < bytes.len() {
             let hi = u32::from(bytes[i]) << 8;
-            let lo = if i + 1 < bytes.len() {
-                u32::from(bytes[i + 1])
-            } else {
-                0
-            };
+            let lo = if i + 1 < bytes.len() { u32::from(bytes[i + 1]) } else { 0 };
             acc += hi | lo;
             acc = (acc & 0xffff) + (acc >> 16);
             i += 2;
@@ -156,8 +148,8 @@ pub(crate) mod tests {
     fn ipv4_header_vector() {
         // The IPv4 header of a real Linux SYN (tests in tcp.rs): checksum 0xed12 in bytes 10..12.
         let header = [
-            0x45, 0x00, 0x00, 0x3c, 0x39, 0xa7, 0x40, 0x00, 0x40, 0x06, 0xed, 0x12, 0x0a, 0x00,
-            0x00, 0x01, 0x0a, 0x00, 0x00, 0x02,
+            0x45, 0x00, 0x00, 0x3c, 0x39, 0xa7, 0x40, 0x00, 0x40, 0x06, 0xed, 0x12, 0x0a, 0x00, 0x00, 0x01, 0x0a, 0x00,
+            0x00, 0x02,
         ];
         assert_eq!(data(&header), 0xffff);
         let mut zeroed = header;
@@ -174,10 +166,7 @@ pub(crate) mod tests {
         assert_eq!(pseudo_header(src, dst, 6, 1500), reference_sum(&bytes));
         // With a segment: pseudo-header and data sums combine into the byte-by-byte sum.
         let segment = [0xa0, 0xd4, 0x00, 0x50, 0x4e];
-        let sum = combine(&[
-            pseudo_header(src, dst, 6, segment.len() as u32),
-            data(&segment),
-        ]);
+        let sum = combine(&[pseudo_header(src, dst, 6, segment.len() as u32), data(&segment)]);
         assert_eq!(sum, reference_tcp_sum(src, dst, &segment));
     }
 
@@ -194,8 +183,8 @@ pub(crate) mod tests {
     fn incremental_ttl_decrement() {
         // A router decrements TTL: the word at offset 8 holds TTL and protocol.
         let mut header = [
-            0x45, 0x00, 0x00, 0x3c, 0x39, 0xa7, 0x40, 0x00, 0x40, 0x06, 0xed, 0x12, 0x0a, 0x00,
-            0x00, 0x01, 0x0a, 0x00, 0x00, 0x02,
+            0x45, 0x00, 0x00, 0x3c, 0x39, 0xa7, 0x40, 0x00, 0x40, 0x06, 0xed, 0x12, 0x0a, 0x00, 0x00, 0x01, 0x0a, 0x00,
+            0x00, 0x02,
         ];
         let old = u16::from_be_bytes([header[8], header[9]]);
         header[8] -= 1;

@@ -51,11 +51,7 @@ impl fmt::Display for EthernetAddress {
     /// Lower-case hexadecimal octets separated by colons: `52:54:00:12:34:56`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -240,11 +236,7 @@ impl EthernetRepr {
     /// interface's business.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(frame: &EthernetFrame<&T>) -> Result<EthernetRepr> {
         frame.check_len()?;
-        Ok(EthernetRepr {
-            src_addr: frame.src_addr(),
-            dst_addr: frame.dst_addr(),
-            ethertype: frame.ethertype(),
-        })
+        Ok(EthernetRepr { src_addr: frame.src_addr(), dst_addr: frame.dst_addr(), ethertype: frame.ethertype() })
     }
 
     /// The header length, [`HEADER_LEN`].
@@ -263,11 +255,7 @@ impl EthernetRepr {
 impl fmt::Display for EthernetRepr {
     /// Like `tcpdump -e`: `52:54:00:12:34:56 > ff:ff:ff:ff:ff:ff, ethertype ARP`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} > {}, ethertype {}",
-            self.src_addr, self.dst_addr, self.ethertype
-        )
+        write!(f, "{} > {}, ethertype {}", self.src_addr, self.dst_addr, self.ethertype)
     }
 }
 
@@ -288,14 +276,8 @@ mod tests {
         let ipv6_all_nodes = EthernetAddress([0x33, 0x33, 0x00, 0x00, 0x00, 0x01]);
         assert!(ipv6_all_nodes.is_multicast() && !ipv6_all_nodes.is_broadcast());
         assert_eq!(a.to_string(), "52:54:00:12:34:56");
-        assert_eq!(
-            format!("{:?}", EthernetAddress::BROADCAST),
-            "ff:ff:ff:ff:ff:ff"
-        );
-        assert_eq!(
-            EthernetAddress::from_bytes(&[1, 2, 3, 4, 5, 6, 7]),
-            Some(EthernetAddress([1, 2, 3, 4, 5, 6]))
-        );
+        assert_eq!(format!("{:?}", EthernetAddress::BROADCAST), "ff:ff:ff:ff:ff:ff");
+        assert_eq!(EthernetAddress::from_bytes(&[1, 2, 3, 4, 5, 6, 7]), Some(EthernetAddress([1, 2, 3, 4, 5, 6])));
         assert_eq!(EthernetAddress::from_bytes(&[1, 2, 3, 4, 5]), None);
     }
 
@@ -312,17 +294,11 @@ mod tests {
     fn deconstruct_arp_request() {
         let frame = EthernetFrame::new_checked(&ARP_REQUEST[..]).unwrap();
         assert_eq!(frame.dst_addr(), EthernetAddress::BROADCAST);
-        assert_eq!(
-            frame.src_addr(),
-            EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])
-        );
+        assert_eq!(frame.src_addr(), EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]));
         assert_eq!(frame.ethertype(), EtherType::Arp);
         assert_eq!(frame.payload(), &ARP_REQUEST[14..]);
         let repr = EthernetRepr::parse(&frame).unwrap();
-        assert_eq!(
-            repr.to_string(),
-            "52:54:00:12:34:56 > ff:ff:ff:ff:ff:ff, ethertype ARP"
-        );
+        assert_eq!(repr.to_string(), "52:54:00:12:34:56 > ff:ff:ff:ff:ff:ff, ethertype ARP");
     }
 
     #[test]
@@ -361,16 +337,10 @@ mod tests {
     #[test]
     fn reject_truncated() {
         for len in 0..HEADER_LEN {
-            assert_eq!(
-                EthernetFrame::new_checked(&SYN[..len]).unwrap_err(),
-                Error::Truncated
-            );
+            assert_eq!(EthernetFrame::new_checked(&SYN[..len]).unwrap_err(), Error::Truncated);
         }
         // A bare header is a frame with an empty payload.
-        assert!(EthernetFrame::new_checked(&SYN[..HEADER_LEN])
-            .unwrap()
-            .payload()
-            .is_empty());
+        assert!(EthernetFrame::new_checked(&SYN[..HEADER_LEN]).unwrap().payload().is_empty());
     }
 
     proptest! {

@@ -271,32 +271,21 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Sets or clears the don't-fragment flag.
     pub fn set_dont_frag(&mut self, value: bool) {
         let raw = self.read_u16(field::FLG_OFF);
-        let raw = if value {
-            raw | FLAG_DONT_FRAG
-        } else {
-            raw & !FLAG_DONT_FRAG
-        };
+        let raw = if value { raw | FLAG_DONT_FRAG } else { raw & !FLAG_DONT_FRAG };
         self.write_u16(field::FLG_OFF, raw);
     }
 
     /// Sets or clears the more-fragments flag.
     pub fn set_more_frags(&mut self, value: bool) {
         let raw = self.read_u16(field::FLG_OFF);
-        let raw = if value {
-            raw | FLAG_MORE_FRAGS
-        } else {
-            raw & !FLAG_MORE_FRAGS
-        };
+        let raw = if value { raw | FLAG_MORE_FRAGS } else { raw & !FLAG_MORE_FRAGS };
         self.write_u16(field::FLG_OFF, raw);
     }
 
     /// Sets the fragment offset in bytes (a multiple of eight).
     pub fn set_frag_offset(&mut self, offset_bytes: u16) {
         let raw = self.read_u16(field::FLG_OFF);
-        self.write_u16(
-            field::FLG_OFF,
-            (raw & !FRAG_OFFSET_MASK) | (offset_bytes >> 3),
-        );
+        self.write_u16(field::FLG_OFF, (raw & !FRAG_OFFSET_MASK) | (offset_bytes >> 3));
     }
 
     /// Sets the time to live.
@@ -502,10 +491,7 @@ pub(crate) mod tests {
         assert_eq!(packet.payload(), &SYN[34..]);
         let repr = Ipv4Repr::parse(&packet).unwrap();
         assert_eq!(repr, syn_repr());
-        assert_eq!(
-            repr.to_string(),
-            "IPv4 10.0.0.1 > 10.0.0.2: TCP ttl 64 id 14759 DF length 40"
-        );
+        assert_eq!(repr.to_string(), "IPv4 10.0.0.1 > 10.0.0.2: TCP ttl 64 id 14759 DF length 40");
     }
 
     #[test]
@@ -521,10 +507,7 @@ pub(crate) mod tests {
         }
         // Linux sends its SYN-ACK with identification 0 and DF.
         let repr = Ipv4Repr::parse(&Ipv4Packet::new_checked(&SYN_ACK[14..]).unwrap()).unwrap();
-        assert_eq!(
-            (repr.ident, repr.dont_frag, repr.src_addr),
-            (0, true, Ipv4Addr::new(10, 0, 0, 2))
-        );
+        assert_eq!((repr.ident, repr.dont_frag, repr.src_addr), (0, true, Ipv4Addr::new(10, 0, 0, 2)));
     }
 
     #[test]
@@ -532,10 +515,7 @@ pub(crate) mod tests {
         let ip = &SYN_WITH_IP_OPTIONS[14..];
         let packet = Ipv4Packet::new_checked(ip).unwrap();
         assert_eq!(packet.header_len(), 28);
-        assert_eq!(
-            packet.options(),
-            &[0x07, 0x07, 0x08, 0x0a, 0x00, 0x00, 0x01, 0x00]
-        );
+        assert_eq!(packet.options(), &[0x07, 0x07, 0x08, 0x0a, 0x00, 0x00, 0x01, 0x00]);
         assert_eq!(packet.payload(), &ip[28..]);
         assert_eq!(reference_sum(&ip[..28]), 0xffff);
         let repr = Ipv4Repr::parse(&packet).unwrap();
@@ -657,18 +637,16 @@ pub(crate) mod tests {
             any::<u16>(),
             any::<bool>(),
         )
-            .prop_map(
-                |(s, d, p, payload_len, hop_limit, dscp_ecn, ident, dont_frag)| Ipv4Repr {
-                    src_addr: Ipv4Addr::from(s),
-                    dst_addr: Ipv4Addr::from(d),
-                    protocol: IpProtocol::from(p),
-                    payload_len,
-                    hop_limit,
-                    dscp_ecn,
-                    ident,
-                    dont_frag,
-                },
-            )
+            .prop_map(|(s, d, p, payload_len, hop_limit, dscp_ecn, ident, dont_frag)| Ipv4Repr {
+                src_addr: Ipv4Addr::from(s),
+                dst_addr: Ipv4Addr::from(d),
+                protocol: IpProtocol::from(p),
+                payload_len,
+                hop_limit,
+                dscp_ecn,
+                ident,
+                dont_frag,
+            })
     }
 
     proptest! {

@@ -497,10 +497,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
 /// The one's complement sum of the pseudo-header and `segment`.
 fn segment_sum(segment: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
     let len = u32::try_from(segment.len()).unwrap_or(u32::MAX);
-    checksum::combine(&[
-        checksum::pseudo_header(src, dst, TCP_PROTOCOL, len),
-        checksum::data(segment),
-    ])
+    checksum::combine(&[checksum::pseudo_header(src, dst, TCP_PROTOCOL, len), checksum::data(segment)])
 }
 
 /// The IPv4 protocol number of TCP.
@@ -605,17 +602,14 @@ impl<'a> TcpOptionIter<'a> {
                 let data = &bytes[2..len];
                 self.bytes = &bytes[len..];
                 let option = match (kind, data.len()) {
-                    (field::OPT_MSS, 2) => {
-                        TcpOption::MaxSegmentSize(u16::from_be_bytes([data[0], data[1]]))
-                    }
+                    (field::OPT_MSS, 2) => TcpOption::MaxSegmentSize(u16::from_be_bytes([data[0], data[1]])),
                     (field::OPT_WS, 1) => TcpOption::WindowScale(data[0]),
                     (field::OPT_SACKPERM, 0) => TcpOption::SackPermitted,
                     (field::OPT_SACKRNG, 8 | 16 | 24 | 32) => {
                         let mut blocks = SackBlocks::default();
                         for block in data.chunks_exact(8) {
                             let left = u32::from_be_bytes([block[0], block[1], block[2], block[3]]);
-                            let right =
-                                u32::from_be_bytes([block[4], block[5], block[6], block[7]]);
+                            let right = u32::from_be_bytes([block[4], block[5], block[6], block[7]]);
                             blocks.push(SeqNumber(left), SeqNumber(right));
                         }
                         TcpOption::SackRange(blocks)
@@ -625,11 +619,7 @@ impl<'a> TcpOptionIter<'a> {
                         tsecr: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
                     },
                     (
-                        field::OPT_MSS
-                        | field::OPT_WS
-                        | field::OPT_SACKPERM
-                        | field::OPT_SACKRNG
-                        | field::OPT_TSTAMP,
+                        field::OPT_MSS | field::OPT_WS | field::OPT_SACKPERM | field::OPT_SACKRNG | field::OPT_TSTAMP,
                         _,
                     ) => return Err(Error::Malformed),
                     (kind, _) => TcpOption::Unknown { kind, data },
@@ -724,10 +714,7 @@ impl TcpOptions {
         for &(left, right) in &self.sack_blocks.as_slice()[..n] {
             sack_blocks.push(left, right);
         }
-        TcpOptions {
-            sack_blocks,
-            ..*self
-        }
+        TcpOptions { sack_blocks, ..*self }
     }
 
     /// The length of the emitted options, a multiple of four, at most [`MAX_OPTIONS_LEN`].
@@ -764,12 +751,7 @@ impl TcpOptions {
         }
         let n = self.sack_blocks_emitted();
         if n > 0 {
-            w.put(&[
-                field::OPT_NOP,
-                field::OPT_NOP,
-                field::OPT_SACKRNG,
-                (2 + 8 * n) as u8,
-            ]);
+            w.put(&[field::OPT_NOP, field::OPT_NOP, field::OPT_SACKRNG, (2 + 8 * n) as u8]);
             for &(left, right) in &self.sack_blocks.as_slice()[..n] {
                 w.put_u32(left.0);
                 w.put_u32(right.0);
@@ -822,12 +804,7 @@ impl<'a> TcpRepr<'a> {
     /// Writes the segment into `packet`, which must hold at least [`TcpRepr::buffer_len`] bytes: header,
     /// options (see [`TcpOptions::emit`]), payload, and the checksum over the first `buffer_len` bytes with the
     /// pseudo-header of `src` and `dst`.
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
-        &self,
-        packet: &mut TcpPacket<T>,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-    ) {
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut TcpPacket<T>, src: Ipv4Addr, dst: Ipv4Addr) {
         let header_len = self.header_len();
         packet.set_src_port(self.src_port);
         packet.set_dst_port(self.dst_port);
@@ -987,14 +964,7 @@ pub(crate) mod tests {
         0x01, 0x01, 0x08, 0x0a, 0x7a, 0x6c, 0x55, 0x9e, 0xe5, 0x16, 0xcf, 0xd2,
     ];
 
-    const ALL: [&[u8]; 6] = [
-        &SYN,
-        &SYN_ACK,
-        &DATA,
-        &SACK_ACK,
-        &FIN_ACK,
-        &SYN_WITH_IP_OPTIONS,
-    ];
+    const ALL: [&[u8]; 6] = [&SYN, &SYN_ACK, &DATA, &SACK_ACK, &FIN_ACK, &SYN_WITH_IP_OPTIONS];
     const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
@@ -1023,11 +993,7 @@ pub(crate) mod tests {
         eth.emit(&mut frame);
         let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
         ip.emit(&mut packet);
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(packet.payload_mut()),
-            ip.src_addr,
-            ip.dst_addr,
-        );
+        tcp.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), ip.src_addr, ip.dst_addr);
         out
     }
 
@@ -1062,9 +1028,7 @@ pub(crate) mod tests {
             let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
             let segment = &ip[ihl..total];
             assert_eq!(reference_tcp_sum(src, dst, segment), 0xffff);
-            assert!(TcpPacket::new_checked(segment)
-                .unwrap()
-                .verify_checksum(src, dst));
+            assert!(TcpPacket::new_checked(segment).unwrap().verify_checksum(src, dst));
             // Recomputed from zero by both implementations.
             let mut zeroed = segment.to_vec();
             zeroed[16..18].fill(0);
@@ -1096,18 +1060,13 @@ pub(crate) mod tests {
         assert!(segment.payload().is_empty());
         assert!(segment.verify_checksum(CLIENT, SERVER));
         assert!(!segment.verify_checksum(SERVER, Ipv4Addr::new(10, 0, 0, 3)));
-        let options: Vec<TcpOption<'_>> = TcpOptionIter::new(segment.options())
-            .map(|o| o.unwrap())
-            .collect();
+        let options: Vec<TcpOption<'_>> = TcpOptionIter::new(segment.options()).map(|o| o.unwrap()).collect();
         assert_eq!(
             options,
             [
                 TcpOption::MaxSegmentSize(1460),
                 TcpOption::SackPermitted,
-                TcpOption::Timestamp {
-                    tsval: 0xe516cfce,
-                    tsecr: 0
-                },
+                TcpOption::Timestamp { tsval: 0xe516cfce, tsecr: 0 },
                 TcpOption::NoOperation,
                 TcpOption::WindowScale(7),
             ]
@@ -1116,13 +1075,7 @@ pub(crate) mod tests {
         let (eth, ip, tcp) = parse_frame(&SYN).unwrap();
         assert_eq!(eth.ethertype, EtherType::Ipv4);
         assert_eq!(
-            (
-                ip.src_addr,
-                ip.dst_addr,
-                ip.hop_limit,
-                ip.dont_frag,
-                ip.payload_len
-            ),
+            (ip.src_addr, ip.dst_addr, ip.hop_limit, ip.dont_frag, ip.payload_len),
             (CLIENT, SERVER, 64, true, 40)
         );
         assert_eq!(tcp, syn_repr());
@@ -1140,11 +1093,7 @@ pub(crate) mod tests {
         assert_eq!(repr.header_len(), 40);
         assert_eq!(repr.buffer_len(), 40);
         let mut bytes = [0xa5u8; 40];
-        repr.emit(
-            &mut TcpPacket::new_unchecked(&mut bytes[..]),
-            CLIENT,
-            SERVER,
-        );
+        repr.emit(&mut TcpPacket::new_unchecked(&mut bytes[..]), CLIENT, SERVER);
         assert_eq!(bytes, SYN[34..]);
     }
 
@@ -1171,13 +1120,7 @@ pub(crate) mod tests {
         assert_eq!(segment.payload(), b"GET / HTTP/1.0\r\n\r\n");
         let (_, _, tcp) = parse_frame(&DATA).unwrap();
         assert_eq!(tcp.flags, TcpFlags::PSH | TcpFlags::ACK);
-        assert_eq!(
-            tcp.options,
-            TcpOptions {
-                timestamp: Some((0xe516cfd2, 0x7a6c53aa)),
-                ..TcpOptions::default()
-            }
-        );
+        assert_eq!(tcp.options, TcpOptions { timestamp: Some((0xe516cfd2, 0x7a6c53aa)), ..TcpOptions::default() });
         assert_eq!(tcp.payload, b"GET / HTTP/1.0\r\n\r\n");
         assert_eq!(tcp.segment_len(), 18);
         assert_eq!(
@@ -1192,10 +1135,7 @@ pub(crate) mod tests {
         let (_, _, tcp) = parse_frame(&SACK_ACK).unwrap();
         assert_eq!(tcp.flags, TcpFlags::ACK);
         assert_eq!(tcp.ack_number, SeqNumber(733209808));
-        assert_eq!(
-            tcp.options.sack_blocks.as_slice(),
-            &[(SeqNumber(733211256), SeqNumber(733212704))]
-        );
+        assert_eq!(tcp.options.sack_blocks.as_slice(), &[(SeqNumber(733211256), SeqNumber(733212704))]);
         assert_eq!(tcp.options.timestamp, Some((0xe516cfd2, 0x7a6c53aa)));
         assert!(!tcp.options.sack_permitted);
         assert_eq!(
@@ -1224,13 +1164,7 @@ pub(crate) mod tests {
 
     #[test]
     fn construct_frames_byte_for_byte() {
-        for frame in [
-            &SYN[..],
-            &SYN_ACK[..],
-            &DATA[..],
-            &SACK_ACK[..],
-            &FIN_ACK[..],
-        ] {
+        for frame in [&SYN[..], &SYN_ACK[..], &DATA[..], &SACK_ACK[..], &FIN_ACK[..]] {
             let (eth, ip, tcp) = parse_frame(frame).unwrap();
             assert_eq!(construct_frame(&eth, &ip, &tcp), frame);
         }
@@ -1240,24 +1174,14 @@ pub(crate) mod tests {
     fn reject_truncated_frames() {
         for frame in ALL {
             for len in 0..frame.len() {
-                assert!(
-                    parse_frame(&frame[..len]).is_err(),
-                    "frame of {} cut at {len}",
-                    frame.len()
-                );
+                assert!(parse_frame(&frame[..len]).is_err(), "frame of {} cut at {len}", frame.len());
             }
         }
     }
 
     #[test]
     fn reject_truncated_segments() {
-        for frame in [
-            &SYN[..],
-            &SYN_ACK[..],
-            &DATA[..],
-            &SACK_ACK[..],
-            &FIN_ACK[..],
-        ] {
+        for frame in [&SYN[..], &SYN_ACK[..], &DATA[..], &SACK_ACK[..], &FIN_ACK[..]] {
             let (src, dst) = (
                 Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
                 Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]),
@@ -1265,13 +1189,8 @@ pub(crate) mod tests {
             let segment = &frame[34..];
             let header_len = usize::from(segment[12] >> 4) * 4;
             for len in 0..segment.len() {
-                let result = TcpPacket::new_checked(&segment[..len])
-                    .and_then(|p| TcpRepr::parse(&p, src, dst, true));
-                let expected = if len < header_len {
-                    Error::Truncated
-                } else {
-                    Error::Checksum
-                };
+                let result = TcpPacket::new_checked(&segment[..len]).and_then(|p| TcpRepr::parse(&p, src, dst, true));
+                let expected = if len < header_len { Error::Truncated } else { Error::Checksum };
                 assert_eq!(result.unwrap_err(), expected, "cut at {len}");
             }
         }
@@ -1281,20 +1200,11 @@ pub(crate) mod tests {
     fn reject_bad_data_offset() {
         let mut segment = SYN[34..].to_vec();
         segment[12] = 0x40;
-        assert_eq!(
-            TcpPacket::new_checked(&segment[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(TcpPacket::new_checked(&segment[..]).unwrap_err(), Error::Malformed);
         segment[12] = 0x00;
-        assert_eq!(
-            TcpPacket::new_checked(&segment[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(TcpPacket::new_checked(&segment[..]).unwrap_err(), Error::Malformed);
         segment[12] = 0xb0; // 44 bytes of header in 40
-        assert_eq!(
-            TcpPacket::new_checked(&segment[..]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(TcpPacket::new_checked(&segment[..]).unwrap_err(), Error::Truncated);
         segment[12] = 0x50; // the options become payload
         let packet = TcpPacket::new_checked(&segment[..]).unwrap();
         assert_eq!(packet.payload().len(), 20);
@@ -1305,17 +1215,8 @@ pub(crate) mod tests {
         let mut segment = DATA[34..].to_vec();
         segment[40] ^= 0x20; // a payload byte
         let packet = TcpPacket::new_checked(&segment[..]).unwrap();
-        assert_eq!(
-            TcpRepr::parse(&packet, CLIENT, SERVER, true).unwrap_err(),
-            Error::Checksum
-        );
-        assert_eq!(
-            TcpRepr::parse(&packet, CLIENT, SERVER, false)
-                .unwrap()
-                .payload
-                .len(),
-            18
-        );
+        assert_eq!(TcpRepr::parse(&packet, CLIENT, SERVER, true).unwrap_err(), Error::Checksum);
+        assert_eq!(TcpRepr::parse(&packet, CLIENT, SERVER, false).unwrap().payload.len(), 18);
     }
 
     #[test]
@@ -1323,10 +1224,7 @@ pub(crate) mod tests {
         let mut segment = SYN[34..].to_vec();
         segment[0..2].fill(0);
         let packet = TcpPacket::new_checked(&segment[..]).unwrap();
-        assert_eq!(
-            TcpRepr::parse(&packet, CLIENT, SERVER, false).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(TcpRepr::parse(&packet, CLIENT, SERVER, false).unwrap_err(), Error::Malformed);
     }
 
     fn options(bytes: &[u8]) -> Result<TcpOptions> {
@@ -1336,10 +1234,7 @@ pub(crate) mod tests {
     #[test]
     fn option_parser_accepts() {
         // EOL stops: what follows is not read, even if it would be malformed.
-        assert_eq!(
-            options(&[2, 4, 5, 0xb4, 0, 0xff, 1]).unwrap().mss,
-            Some(1460)
-        );
+        assert_eq!(options(&[2, 4, 5, 0xb4, 0, 0xff, 1]).unwrap().mss, Some(1460));
         assert_eq!(TcpOptionIter::new(&[0, 2, 4, 5]).count(), 1);
         // Unknown kinds are skipped by their length: MD5 signature (19, len 18), then wscale.
         let mut bytes = vec![19, 18];
@@ -1347,13 +1242,7 @@ pub(crate) mod tests {
         bytes.extend_from_slice(&[3, 3, 14]);
         let parsed = options(&bytes).unwrap();
         assert_eq!(parsed.window_scale, Some(14));
-        assert_eq!(
-            TcpOptionIter::new(&bytes).next(),
-            Some(Ok(TcpOption::Unknown {
-                kind: 19,
-                data: &[0xaa; 16]
-            }))
-        );
+        assert_eq!(TcpOptionIter::new(&bytes).next(), Some(Ok(TcpOption::Unknown { kind: 19, data: &[0xaa; 16] })));
         // An empty unknown option (length 2).
         assert!(options(&[30, 2, 4, 2]).unwrap().sack_permitted);
         // Four SACK blocks, the most that fit.
@@ -1363,10 +1252,7 @@ pub(crate) mod tests {
         }
         let parsed = options(&bytes).unwrap();
         assert_eq!(parsed.sack_blocks.len, 4);
-        assert_eq!(
-            parsed.sack_blocks.as_slice()[3],
-            (SeqNumber(600), SeqNumber(700))
-        );
+        assert_eq!(parsed.sack_blocks.as_slice()[3], (SeqNumber(600), SeqNumber(700)));
         // Empty option area.
         assert_eq!(options(&[]).unwrap(), TcpOptions::default());
         // A later copy wins.
@@ -1422,68 +1308,29 @@ pub(crate) mod tests {
     fn option_layouts_follow_linux() {
         let ts = Some((1, 2));
         assert_eq!(emitted(&TcpOptions::default()), [0u8; 0]);
+        assert_eq!(emitted(&TcpOptions { mss: Some(1460), ..Default::default() }), [2, 4, 5, 0xb4]);
+        assert_eq!(emitted(&TcpOptions { timestamp: ts, ..Default::default() }), [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
         assert_eq!(
-            emitted(&TcpOptions {
-                mss: Some(1460),
-                ..Default::default()
-            }),
-            [2, 4, 5, 0xb4]
-        );
-        assert_eq!(
-            emitted(&TcpOptions {
-                timestamp: ts,
-                ..Default::default()
-            }),
-            [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]
-        );
-        assert_eq!(
-            emitted(&TcpOptions {
-                timestamp: ts,
-                sack_permitted: true,
-                ..Default::default()
-            }),
+            emitted(&TcpOptions { timestamp: ts, sack_permitted: true, ..Default::default() }),
             [4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]
         );
+        assert_eq!(emitted(&TcpOptions { sack_permitted: true, ..Default::default() }), [1, 1, 4, 2]);
         assert_eq!(
-            emitted(&TcpOptions {
-                sack_permitted: true,
-                ..Default::default()
-            }),
-            [1, 1, 4, 2]
-        );
-        assert_eq!(
-            emitted(&TcpOptions {
-                mss: Some(536),
-                window_scale: Some(0),
-                ..Default::default()
-            }),
+            emitted(&TcpOptions { mss: Some(536), window_scale: Some(0), ..Default::default() }),
             [2, 4, 2, 0x18, 1, 3, 3, 0]
         );
         assert_eq!(
-            emitted(&TcpOptions {
-                sack_blocks: blocks(1),
-                ..Default::default()
-            }),
+            emitted(&TcpOptions { sack_blocks: blocks(1), ..Default::default() }),
             [1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 1, 0xf4]
         );
     }
 
     #[test]
     fn sack_blocks_that_do_not_fit_are_dropped() {
-        let alone = TcpOptions {
-            sack_blocks: blocks(4),
-            ..Default::default()
-        };
+        let alone = TcpOptions { sack_blocks: blocks(4), ..Default::default() };
         assert_eq!((alone.sack_blocks_emitted(), alone.buffer_len()), (4, 36));
-        let with_ts = TcpOptions {
-            sack_blocks: blocks(4),
-            timestamp: Some((1, 2)),
-            ..Default::default()
-        };
-        assert_eq!(
-            (with_ts.sack_blocks_emitted(), with_ts.buffer_len()),
-            (3, 40)
-        );
+        let with_ts = TcpOptions { sack_blocks: blocks(4), timestamp: Some((1, 2)), ..Default::default() };
+        assert_eq!((with_ts.sack_blocks_emitted(), with_ts.buffer_len()), (3, 40));
         assert_eq!(with_ts.fit().sack_blocks, blocks(3));
         let everything = TcpOptions {
             mss: Some(1460),
@@ -1492,10 +1339,7 @@ pub(crate) mod tests {
             sack_blocks: blocks(4),
             timestamp: Some((1, 2)),
         };
-        assert_eq!(
-            (everything.sack_blocks_emitted(), everything.buffer_len()),
-            (2, 40)
-        );
+        assert_eq!((everything.sack_blocks_emitted(), everything.buffer_len()), (2, 40));
         let mut crowded = everything;
         crowded.sack_permitted = false;
         crowded.timestamp = None;
@@ -1519,27 +1363,10 @@ pub(crate) mod tests {
             payload: b"abc",
             ..syn_repr()
         };
-        assert_eq!(
-            repr.to_string(),
-            "Flags [U.], seq 1309157865:1309157868, ack 0, win 64240, urg 3, length 3"
-        );
-        let repr = TcpRepr {
-            flags: TcpFlags(0),
-            options: TcpOptions::default(),
-            ..syn_repr()
-        };
-        assert_eq!(
-            repr.to_string(),
-            "Flags [none], seq 1309157865, win 64240, length 0"
-        );
-        assert_eq!(
-            TcpOption::Unknown {
-                kind: 30,
-                data: &[1, 2]
-            }
-            .to_string(),
-            "unknown-30 0x0102"
-        );
+        assert_eq!(repr.to_string(), "Flags [U.], seq 1309157865:1309157868, ack 0, win 64240, urg 3, length 3");
+        let repr = TcpRepr { flags: TcpFlags(0), options: TcpOptions::default(), ..syn_repr() };
+        assert_eq!(repr.to_string(), "Flags [none], seq 1309157865, win 64240, length 0");
+        assert_eq!(TcpOption::Unknown { kind: 30, data: &[1, 2] }.to_string(), "unknown-30 0x0102");
     }
 
     fn arb_options() -> impl Strategy<Value = TcpOptions> {
@@ -1555,13 +1382,7 @@ pub(crate) mod tests {
                 for (l, r) in sack {
                     sack_blocks.push(SeqNumber(l), SeqNumber(r));
                 }
-                TcpOptions {
-                    mss,
-                    window_scale,
-                    sack_permitted,
-                    sack_blocks,
-                    timestamp,
-                }
+                TcpOptions { mss, window_scale, sack_permitted, sack_blocks, timestamp }
             })
     }
 
