@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use xtcp::engine::{ConnId, Stack, StackEvent};
 use xtcp::nic::fault::Faults;
 use xtcp::nic::sim::LinkConfig;
-use xtcp::tcp::{CloseReason, State};
+use xtcp::tcp::CloseReason;
 use xtcp::time::Instant;
 
 /// One direction of one connection: what must be sent and what has been.
@@ -30,6 +30,9 @@ struct Flow {
 #[derive(Debug, Default)]
 struct End {
     id: Option<ConnId>,
+    connected: bool,
+    /// (segments sent, retransmits, out-of-order segments received), as last seen.
+    stats: (u64, u64, u64),
     closed: Option<CloseReason>,
     close_called: bool,
     peer_closed: bool,
@@ -44,7 +47,11 @@ struct Conn {
 }
 
 struct Scenario {
-    seed: u64,
+    tcp: [xtcp::tcp::Config; 2],
+    /// Per mille of the application's turns in which a side does not read (a slow reader: zero windows).
+    skip_read_per_mille: [u32; 2],
+    /// The most a side reads in one turn.
+    read_chunk: [usize; 2],
     faults: Faults,
     latency: Duration,
     sizes: Vec<[usize; 2]>,
@@ -63,16 +70,42 @@ impl Scenario {
             ..Faults::default()
         };
         let latency = Duration::from_micros(rng.gen_range(10..=2000));
+        let mut tcp = [xtcp::tcp::Config::default(); 2];
+        for cfg in tcp.iter_mut() {
+            cfg.recv_buffer_bytes = 1 << rng.gen_range(11..=18);
+            cfg.send_buffer_bytes = 1 << rng.gen_range(11..=18);
+            cfg.mss = rng.gen_range(536..=1460);
+            cfg.window_scaling = rng.gen_bool(0.8);
+            cfg.timestamps = rng.gen_bool(0.8);
+            cfg.nagle = rng.gen_bool(0.5);
+        }
+        let skip_read_per_mille = [rng.gen_range(0..=900), rng.gen_range(0..=900)];
+        let read_chunk = [rng.gen_range(1..=16 * 1024), rng.gen_range(1..=16 * 1024)];
         let conns = rng.gen_range(1..=3);
         let sizes = (0..conns).map(|_| [rng.gen_range(0..=48 * 1024), rng.gen_range(0..=48 * 1024)]).collect();
-        Scenario { seed, faults, latency, sizes }
+        Scenario { tcp, skip_read_per_mille, read_chunk, faults, latency, sizes }
     }
 }
 
-fn run(seed: u64) -> Result<(), String> {
+/// What one run exercised, summed over all runs to show the faults really bit.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    bytes: u64,
+    segments: u64,
+    retransmits: u64,
+    ooo_segments: u64,
+    dropped_frames: u64,
+}
+
+fn run(seed: u64) -> Result<Tally, String> {
     let sc = Scenario::new(seed);
     let link = LinkConfig { latency: sc.latency, ..LinkConfig::default() };
-    let mut world = common::world(common::configs(seed), link, sc.faults, seed);
+    let mut cfgs = common::configs(seed);
+    for (cfg, tcp) in cfgs.iter_mut().zip(sc.tcp) {
+        cfg.tcp = tcp;
+    }
+    let mut world = common::world(cfgs, link, sc.faults, seed);
+    let mut app_rng = ChaCha8Rng::seed_from_u64(seed ^ 0xA99);
     let mut data_rng = ChaCha8Rng::seed_from_u64(seed ^ 0xDA7A);
     let mut conns: Vec<Conn> = sc
         .sizes
@@ -97,12 +130,13 @@ fn run(seed: u64) -> Result<(), String> {
         by_client_port.insert(port, i);
     }
     let mut buf = vec![0u8; 16 * 1024];
+    let mut tally = Tally::default();
     let mut failure: Option<String> = None;
     let limit = Instant::from_secs(3600);
     let finished = world.run(limit, |stacks: &mut [Stack; 2], _now| {
         for side in 0..2 {
             while let Some(ev) = stacks[side].next_event() {
-                let (id, what) = match ev {
+                let (id, apply): (ConnId, fn(&mut End, StackEvent)) = match ev {
                     StackEvent::Accepted { conn, .. } => {
                         let port = stacks[side].connection(conn).unwrap().remote().port();
                         let Some(&i) = by_client_port.get(&port) else {
@@ -110,28 +144,35 @@ fn run(seed: u64) -> Result<(), String> {
                             return true;
                         };
                         conns[i].ends[side].id = Some(conn);
-                        continue;
+                        (conn, |e, _| e.connected = true)
                     }
-                    StackEvent::Connected(id) => (id, None),
-                    StackEvent::Readable(id) | StackEvent::Writable(id) => (id, None),
-                    StackEvent::PeerClosed(id) => (id, Some(None)),
-                    StackEvent::Closed(id, reason) => (id, Some(Some(reason))),
+                    StackEvent::Connected(id) => (id, |e, _| e.connected = true),
+                    StackEvent::Readable(id) | StackEvent::Writable(id) => (id, |_, _| {}),
+                    StackEvent::PeerClosed(id) => (id, |e, _| e.peer_closed = true),
+                    StackEvent::Closed(id, _) => (id, |e, ev| {
+                        if let StackEvent::Closed(_, reason) = ev {
+                            e.closed = Some(reason);
+                        }
+                    }),
                 };
-                let Some(c) = conns.iter_mut().find(|c| c.ends[side].id == Some(id)) else { continue };
-                match what {
-                    Some(None) => c.ends[side].peer_closed = true,
-                    Some(Some(reason)) => c.ends[side].closed = Some(reason),
-                    None => {}
+                if let Some(c) = conns.iter_mut().find(|c| c.ends[side].id == Some(id)) {
+                    apply(&mut c.ends[side], ev);
                 }
             }
             for c in conns.iter_mut() {
                 let end = &mut c.ends[side];
                 let Some(id) = end.id else { continue };
-                if end.closed.is_some() {
+                if let Ok(conn) = stacks[side].connection(id) {
+                    // The last look before the connection goes; its counters only grow.
+                    let st = conn.stats();
+                    end.stats = (st.segs_out, st.retransmits, st.ooo_segments);
+                }
+                if end.closed.is_some() || !end.connected {
                     continue;
                 }
-                loop {
-                    let n = stacks[side].recv(id, &mut buf).unwrap_or(0);
+                let reads = app_rng.gen_range(0..1000) >= sc.skip_read_per_mille[side];
+                while reads {
+                    let n = stacks[side].recv(id, &mut buf[..sc.read_chunk[side]]).unwrap_or(0);
                     if n == 0 {
                         break;
                     }
@@ -154,26 +195,47 @@ fn run(seed: u64) -> Result<(), String> {
     if let Some(f) = failure {
         return Err(f);
     }
+    if !finished {
+        let states: Vec<Vec<String>> = world
+            .stacks
+            .iter()
+            .map(|s| {
+                s.connections()
+                    .map(|(_, c)| {
+                        format!(
+                            "{} una={} nxt={} rcv_nxt={} wnd={} sendq={} recvq={} timers={:?}",
+                            c.state(),
+                            c.snd_una(),
+                            c.snd_nxt(),
+                            c.rcv_nxt(),
+                            c.snd_wnd(),
+                            c.send_queue_len(),
+                            c.recv_queue_len(),
+                            c.poll_at()
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let ends: Vec<_> = conns.iter().map(|c| (c.ends[0].closed, c.ends[1].closed, c.flows[0].received.len(), c.flows[1].received.len())).collect();
+        return Err(format!("did not finish by {limit}: states {states:?}, ends {ends:?}, counters {:?} {:?}", world.stacks[0].counters(), world.stacks[1].counters()));
+    }
     for (i, c) in conns.iter().enumerate() {
         for side in 0..2 {
             let flow = &c.flows[side];
             if flow.received != flow.data {
                 let first_bad = flow.received.iter().zip(&flow.data).position(|(a, b)| a != b);
                 return Err(format!(
-                    "conn {i} direction {side}: received {} of {} bytes, first difference at {first_bad:?}",
+                    "conn {i} direction {side}: received {} of {} bytes, first difference at {first_bad:?}; ends {:?}",
                     flow.received.len(),
-                    flow.data.len()
+                    flow.data.len(),
+                    c.ends
                 ));
             }
             if c.ends[side].closed != Some(CloseReason::Normal) {
                 return Err(format!("conn {i} side {side} closed with {:?}", c.ends[side].closed));
             }
         }
-    }
-    if !finished {
-        let states: Vec<_> =
-            world.stacks.iter().map(|s| s.connections().map(|(_, c)| c.state()).collect::<Vec<State>>()).collect();
-        return Err(format!("did not finish by {limit}: states {states:?}"));
     }
     for (i, s) in world.stacks.iter().enumerate() {
         if s.connection_count() != 0 || s.pending_timers() != 0 {
@@ -184,10 +246,19 @@ fn run(seed: u64) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    for c in &conns {
+        tally.bytes += (c.flows[0].data.len() + c.flows[1].data.len()) as u64;
+        for e in &c.ends {
+            tally.segments += e.stats.0;
+            tally.retransmits += e.stats.1;
+            tally.ooo_segments += e.stats.2;
+        }
+    }
+    tally.dropped_frames = world.stacks.iter().map(|s| s.counters().total_drops()).sum();
+    Ok(tally)
 }
 
-fn check(seed: u64) -> Result<(), String> {
+fn check(seed: u64) -> Result<Tally, String> {
     match catch_unwind(AssertUnwindSafe(|| run(seed))) {
         Ok(r) => r,
         Err(p) => Err(format!(
@@ -204,16 +275,29 @@ fn check(seed: u64) -> Result<(), String> {
 fn seeded_runs_deliver_every_byte_once_in_order_and_close_cleanly() {
     if let Ok(seed) = std::env::var("XTCP_SIM_SEED") {
         let seed: u64 = seed.parse().expect("XTCP_SIM_SEED must be a number");
-        if let Err(e) = check(seed) {
-            panic!("seed {seed}: {e}");
+        match check(seed) {
+            Ok(t) => eprintln!("seed {seed}: {t:?}"),
+            Err(e) => panic!("seed {seed}: {e}"),
         }
         return;
     }
     let seeds: u64 = std::env::var("XTCP_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let started = std::time::Instant::now();
-    let failures: Vec<String> =
-        (0..seeds).filter_map(|seed| check(seed).err().map(|e| format!("seed {seed}: {e}"))).collect();
-    eprintln!("{seeds} seeded runs in {:.1?}", started.elapsed());
+    let mut total = Tally::default();
+    let mut failures = Vec::new();
+    for seed in 0..seeds {
+        match check(seed) {
+            Ok(t) => {
+                total.bytes += t.bytes;
+                total.segments += t.segments;
+                total.retransmits += t.retransmits;
+                total.ooo_segments += t.ooo_segments;
+                total.dropped_frames += t.dropped_frames;
+            }
+            Err(e) => failures.push(format!("seed {seed}: {e}")),
+        }
+    }
+    eprintln!("{seeds} seeded runs in {:.1?}: {total:?}", started.elapsed());
     assert!(
         failures.is_empty(),
         "{} of {seeds} runs failed (replay one with XTCP_SIM_SEED=<seed> cargo test --test sim):\n{}",

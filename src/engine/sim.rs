@@ -90,8 +90,9 @@ impl SimWorld {
             if app(&mut self.stacks, self.now) {
                 return true;
             }
-            if !self.advance(limit) && self.now >= limit {
-                return false;
+            if !self.advance(limit) {
+                // Nothing can happen any more (or the limit is reached): one last look, then give up.
+                return app(&mut self.stacks, self.now);
             }
         }
     }

@@ -464,7 +464,7 @@ impl Connection {
             self.state,
             State::SynReceived | State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait
         ) {
-            self.pending_rst = Some(self.rst_segment(self.snd_nxt, None));
+            self.pending_rst = Some(self.rst_segment(self.snd_max, None));
         }
         if self.state != State::Closed {
             self.enter_closed(CloseReason::Aborted);
@@ -954,12 +954,12 @@ impl Connection {
                 if self.send_syn {
                     self.emit_syn(now, emit);
                 } else if self.ack_now && self.state == State::SynReceived {
-                    let _ = self.emit_segment(now, self.snd_nxt, TcpFlags::ACK, 0, false, emit);
+                    let _ = self.emit_segment(now, self.snd_max, TcpFlags::ACK, 0, false, emit);
                 }
             }
             State::TimeWait => {
                 if self.ack_now {
-                    let _ = self.emit_segment(now, self.snd_nxt, TcpFlags::ACK, 0, false, emit);
+                    let _ = self.emit_segment(now, self.snd_max, TcpFlags::ACK, 0, false, emit);
                 }
             }
             _ => self.transmit_synchronized(now, emit),
@@ -1037,7 +1037,8 @@ impl Connection {
                 self.probe = None;
             }
             Some(Probe::Keepalive) => {
-                if self.emit_segment(now, self.snd_nxt - 1, TcpFlags::ACK, 0, false, emit).is_none() {
+                // RFC 1122 §4.2.3.6: SEG.SEQ = SND.NXT - 1, an old number the peer must answer with an ACK.
+                if self.emit_segment(now, self.snd_max - 1, TcpFlags::ACK, 0, false, emit).is_none() {
                     return;
                 }
                 self.stats.keepalive_probes += 1;
@@ -1071,7 +1072,10 @@ impl Connection {
             }
         }
         if self.ack_now {
-            let _ = self.emit_segment(now, self.snd_nxt, TcpFlags::ACK, 0, false, emit);
+            // A bare ACK carries the highest sequence number sent, not SND.NXT: after a timeout SND.NXT goes back
+            // to SND.UNA, and an ACK numbered below the peer's RCV.NXT would be unacceptable to it (and answered
+            // with an ACK numbered below ours: an ACK war).
+            let _ = self.emit_segment(now, self.snd_max, TcpFlags::ACK, 0, false, emit);
         }
     }
 
@@ -1081,7 +1085,7 @@ impl Connection {
         let data_end = self.data_start() + self.send_buf.len();
         let offset = self.snd_nxt - self.data_start();
         let unsent = self.send_buf.len().saturating_sub(offset);
-        let fin_pending = self.fin_queued && self.snd_nxt.diff(data_end) <= 0;
+        let fin_pending = self.fin_queued && !self.fin_acked && self.snd_nxt.diff(data_end) <= 0;
         if unsent == 0 {
             return fin_pending.then_some((0, true));
         }
@@ -1134,7 +1138,12 @@ impl Connection {
         if len > 0 && seq.diff(data_start) >= 0 {
             repr.payload = self.send_buf.peek(seq - data_start, len);
         }
-        if fin_if_last && self.fin_queued && seq + repr.payload.len() == data_end && seq.diff(data_end) <= 0 {
+        if fin_if_last
+            && self.fin_queued
+            && !self.fin_acked
+            && seq + repr.payload.len() == data_end
+            && seq.diff(data_end) <= 0
+        {
             repr.flags |= TcpFlags::FIN;
         }
         if !emit(&repr) {

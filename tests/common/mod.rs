@@ -4,7 +4,10 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use xtcp::engine::sim::SimWorld;
+use xtcp::app::demo::describe_frame;
 use xtcp::engine::{Stack, StackConfig};
+use xtcp::nic::trace::{Direction, Tracer};
+use xtcp::nic::FrameDevice;
 use xtcp::nic::fault::{FaultConfig, FaultInjector, Faults};
 use xtcp::nic::sim::{LinkConfig, SimLink};
 use xtcp::time::Instant;
@@ -41,5 +44,18 @@ pub fn world(cfgs: [StackConfig; 2], link: LinkConfig, faults: Faults, seed: u64
     a.add_neighbor(SERVER_IP, SERVER_MAC);
     b.add_neighbor(CLIENT_IP, CLIENT_MAC);
     b.listen(PORT).unwrap();
+    if std::env::var_os("XTCP_SIM_TRACE").is_some() {
+        // Print what each stack sends, before the faults act on it.
+        let trace = |name: &'static str| {
+            move |now: Instant, dir: Direction, frame: &[u8]| {
+                if dir == Direction::Tx {
+                    eprintln!("{now} {name} {}", describe_frame(frame).unwrap_or_default());
+                }
+            }
+        };
+        let ta: Box<dyn FrameDevice> = Box::new(Tracer::new(da, trace("c")));
+        let tb: Box<dyn FrameDevice> = Box::new(Tracer::new(db, trace("s")));
+        return SimWorld::new([a, b], [ta, tb], now);
+    }
     SimWorld::new([a, b], [Box::new(da), Box::new(db)], now)
 }
