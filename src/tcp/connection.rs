@@ -1143,7 +1143,8 @@ impl Connection {
         let data_end = self.data_start() + self.send_buf.len();
         let offset = self.snd_nxt - self.data_start();
         let unsent = self.send_buf.len().saturating_sub(offset);
-        let fin_pending = self.fin_queued && self.snd_nxt.diff(data_end) <= 0;
+        // Once the FIN is acknowledged SND.UNA (and so `data_end`) has moved past it: nothing is pending.
+        let fin_pending = self.fin_queued && !self.fin_acked && self.snd_nxt.diff(data_end) <= 0;
         if unsent == 0 {
             return fin_pending.then_some((0, true));
         }
@@ -1202,6 +1203,7 @@ impl Connection {
         }
         if fin_if_last
             && self.fin_queued
+            && !self.fin_acked
             && seq + repr.payload.len() == data_end
             && seq.diff(data_end) <= 0
         {
