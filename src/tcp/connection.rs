@@ -656,11 +656,11 @@ impl Connection {
             return;
         }
 
-        // Fourth, the SYN bit (RFC 5961 §4): a SYN in a synchronized state gets a challenge ACK.
+        // Fourth, the SYN bit (RFC 5961 §4): a SYN in a synchronized state, TIME_WAIT included (RFC 9293
+        // §3.10.7.4), gets a challenge ACK. A SYN that may reopen a TIME_WAIT connection (RFC 6191) is the engine's
+        // to recognise with `accepts_reopen` before it gets here.
         if flags.syn() {
-            if self.state != State::TimeWait {
-                self.challenge_ack();
-            }
+            self.challenge_ack();
             return;
         }
 
