@@ -1039,7 +1039,9 @@ impl Connection {
         }
         self.stats.segs_out += 1;
         if self.snd_max != self.iss {
+            // Sent again (on a timeout, or because the peer's SYN came again): Karn's algorithm forbids timing it.
             self.stats.retransmits += 1;
+            self.rtt_timing = None;
         } else if self.retries == 0 {
             self.rtt_timing = Some((self.iss, now));
         }
