@@ -22,6 +22,8 @@ const DEFAULT_PEER_MSS: usize = 536;
 const TIMESTAMP_OPTION_LEN: usize = 12;
 /// RFC 7323 §2.3: the shift count is at most 14.
 const MAX_WINDOW_SCALE: u8 = 14;
+/// The most duplicate ACKs owed between two calls of `poll_transmit` (one per out-of-order segment).
+const MAX_DUP_ACKS_OWED: u32 = 64;
 
 const EV_CONNECTED: u8 = 1;
 const EV_READABLE: u8 = 2;
@@ -135,6 +137,9 @@ pub struct Connection {
 
     timers: [Option<Instant>; 5],
     ack_now: bool,
+    /// Out-of-order segments that arrived since the last poll: each is owed its own duplicate ACK (RFC 5681
+    /// §4.2), which `ack_now` alone would merge into one.
+    dup_acks_owed: u32,
     unacked_bytes: usize,
     send_syn: bool,
     fast_retransmit: bool,
@@ -217,6 +222,7 @@ impl Connection {
             probes: 0,
             timers: [None; 5],
             ack_now: false,
+            dup_acks_owed: 0,
             unacked_bytes: 0,
             send_syn: false,
             fast_retransmit: false,
@@ -398,6 +404,7 @@ impl Connection {
     /// [`Connection::poll_transmit`] decides; this is a cheap hint for the engine's dirty list).
     pub fn wants_transmit(&self) -> bool {
         self.ack_now
+            || self.dup_acks_owed > 0
             || self.send_syn
             || self.fast_retransmit
             || self.probe.is_some()
@@ -860,13 +867,17 @@ impl Connection {
         };
         self.rcv_mss = self.rcv_mss.max(data.len());
         if seq != self.rcv_nxt {
-            // Out of order: a duplicate ACK at once tells the sender about the hole (RFC 5681 §4.2).
+            // Out of order: a duplicate ACK at once tells the sender about the hole (RFC 5681 §4.2), one for each
+            // such segment even when several arrive before the next poll, or fast retransmit never triggers.
             self.stats.ooo_segments += 1;
             self.ack_now = true;
+            self.dup_acks_owed = (self.dup_acks_owed + 1).min(MAX_DUP_ACKS_OWED);
             return;
         }
         self.stats.bytes_in += (next - self.rcv_nxt) as u64;
         self.rcv_nxt = next;
+        // Duplicates of the old RCV.NXT not sent yet would now carry the new one and mislead the sender.
+        self.dup_acks_owed = 0;
         self.events |= EV_READABLE;
         self.unacked_bytes += data.len();
         // Filling a hole is acknowledged at once; otherwise every second full-sized segment, or on the timer.
@@ -1134,8 +1145,21 @@ impl Connection {
                 self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
             }
         }
-        if self.ack_now {
-            let _ = self.emit_segment(now, self.snd_nxt, TcpFlags::ACK, 0, false, emit);
+        // A data segment may have carried the ACK already, but only a segment without data counts as a
+        // duplicate ACK at the sender.
+        let acks = if self.ack_now {
+            self.dup_acks_owed.max(1)
+        } else {
+            self.dup_acks_owed
+        };
+        for _ in 0..acks {
+            if self
+                .emit_segment(now, self.snd_nxt, TcpFlags::ACK, 0, false, emit)
+                .is_none()
+            {
+                return;
+            }
+            self.dup_acks_owed = self.dup_acks_owed.saturating_sub(1);
         }
     }
 
@@ -1380,6 +1404,7 @@ impl Connection {
 
     fn enter_time_wait(&mut self, now: Instant) {
         self.state = State::TimeWait;
+        self.dup_acks_owed = 0;
         self.timers = [None; 5];
         self.set_timer(TimerKind::Close, Some(now + self.cfg.msl * 2));
     }
@@ -1390,6 +1415,7 @@ impl Connection {
         self.close_reason = Some(reason);
         self.events |= EV_CLOSED;
         self.ack_now = false;
+        self.dup_acks_owed = 0;
         self.send_syn = false;
         self.fast_retransmit = false;
         self.probe = None;
