@@ -1079,6 +1079,12 @@ impl Connection {
             self.stats.retransmits += 1;
             self.fast_retransmit = false;
             let end = self.snd_una + used;
+            // Karn: the ACK of a retransmitted segment cannot be told from the ACK of its first copy.
+            if let Some((timed, _)) = self.rtt_timing {
+                if timed.diff(end) < 0 {
+                    self.rtt_timing = None;
+                }
+            }
             if self.snd_nxt.diff(end) < 0 {
                 self.snd_nxt = end;
             }
