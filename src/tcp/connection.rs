@@ -1071,7 +1071,10 @@ impl Connection {
 
     fn transmit_synchronized(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) {
         if self.fast_retransmit {
-            let len = self.smss.min(self.send_buf.len());
+            // Only what was sent before: new data beyond SND.MAX is not a retransmission and is for the windows
+            // to allow (and SND.NXT must never pass SND.MAX).
+            let sent = self.snd_max - self.snd_una;
+            let len = self.smss.min(self.send_buf.len()).min(sent);
             let Some(used) = self.emit_segment(now, self.snd_una, TcpFlags::ACK, len, true, emit)
             else {
                 return;
