@@ -771,6 +771,9 @@ impl Connection {
             self.on_new_ack(now, seg, flight);
         } else if ack == self.snd_una
             && flight > 0
+            // Against a closed window the only thing outstanding is a window probe, and its answers say the
+            // window is still closed, not that something was lost.
+            && self.snd_wnd > 0
             && seg.payload.is_empty()
             && !seg.flags.fin()
             && wnd == self.snd_wnd
