@@ -1312,8 +1312,16 @@ impl Connection {
         let wnd = if grow { free } else { current };
         let wnd = wnd.min(65535usize << self.rcv_wscale);
         let unit = 1usize << self.rcv_wscale;
-        // Keeping the old edge rounds up so that scaling never shrinks it; growing rounds down.
-        let field = if grow { wnd / unit } else { wnd.div_ceil(unit) }.min(65535);
+        // Growing rounds down. Keeping the old edge rounds up so that scaling does not shrink it, but never past
+        // the free buffer rounded up to one unit: rounding up again on every ACK would otherwise carry the
+        // promised edge further past the end of the buffer each time. Where the two conflict the edge retracts by
+        // less than one unit, which RFC 7323 Appendix F accepts.
+        let field = if grow {
+            wnd / unit
+        } else {
+            wnd.div_ceil(unit).min(free.div_ceil(unit))
+        }
+        .min(65535);
         let edge = self.rcv_nxt + field * unit;
         self.rcv_adv = self.rcv_adv.max(edge);
         field as u16
