@@ -14,6 +14,8 @@ mod congestion;
 mod connection;
 mod isn;
 mod rtt;
+#[cfg(test)]
+mod tests;
 
 pub use buffer::{Assembler, RecvBuffer, SendBuffer, MAX_OOO_RANGES};
 pub use congestion::{AckAction, NewReno, DUPACK_THRESHOLD};
