@@ -1441,10 +1441,12 @@ impl Connection {
         self.probe = None;
     }
 
-    /// Any segment from the peer, or the start of the connection: the keep-alive idle time starts again.
+    /// Any segment from the peer, or the start of the connection: the keep-alive idle time starts again. Only
+    /// where probing applies (ESTABLISHED, CLOSE_WAIT): elsewhere the timer could only fire to no effect, and
+    /// TIME_WAIT must run nothing but its 2·MSL.
     fn last_activity(&mut self, now: Instant) {
         if let Some(ka) = self.cfg.keepalive {
-            if self.state.is_synchronized() || self.state == State::SynReceived {
+            if matches!(self.state, State::Established | State::CloseWait) {
                 self.probes = 0;
                 self.set_timer(TimerKind::Keepalive, Some(now + ka.idle));
             }
