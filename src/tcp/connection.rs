@@ -663,11 +663,17 @@ impl Connection {
             return;
         }
 
-        // Fourth, the SYN bit (RFC 5961 §4): a SYN in a synchronized state, TIME_WAIT included (RFC 9293
-        // §3.10.7.4), gets a challenge ACK. A SYN that may reopen a TIME_WAIT connection (RFC 6191) is the engine's
-        // to recognise with `accepts_reopen` before it gets here.
+        // Fourth, the SYN bit (RFC 9293 §3.10.7.4). In SYN_RECEIVED from a passive OPEN it returns the connection
+        // to LISTEN; in a synchronized state, TIME_WAIT included, it gets a challenge ACK (RFC 5961 §4). A SYN
+        // that may reopen a TIME_WAIT connection (RFC 6191) is the engine's to recognise with `accepts_reopen`
+        // before it gets here.
         if flags.syn() {
-            self.challenge_ack();
+            if self.state == State::SynReceived && self.passive {
+                // Not the peer's SYN repeated (handled above): "return this connection to the LISTEN state".
+                self.enter_closed(CloseReason::ReturnedToListen);
+            } else {
+                self.challenge_ack();
+            }
             return;
         }
 
