@@ -1313,8 +1313,7 @@ impl Connection {
     fn advertise_window(&mut self) -> u16 {
         let free = self.recv_buf.free();
         let current = self.rcv_adv - self.rcv_nxt;
-        let step = (self.recv_buf.capacity() / 2).min(self.rcv_mss).max(1);
-        let grow = free >= current + step;
+        let grow = free >= current + self.window_step();
         let wnd = if grow { free } else { current };
         let wnd = wnd.min(65535usize << self.rcv_wscale);
         let unit = 1usize << self.rcv_wscale;
@@ -1340,9 +1339,15 @@ impl Connection {
         }
         let current = self.rcv_adv - self.rcv_nxt;
         let free = self.recv_buf.free();
-        if free >= 2 * current && free - current >= self.rcv_mss {
+        if free >= 2 * current && free - current >= self.window_step() {
             self.ack_now = true;
         }
+    }
+
+    /// How much room must open before the right edge moves (receiver SWS avoidance, RFC 9293 §3.8.6.2.2):
+    /// min(RCV.BUFF / 2, MSS).
+    fn window_step(&self) -> usize {
+        (self.recv_buf.capacity() / 2).min(self.rcv_mss).max(1)
     }
 
     // ----- Helpers -----
