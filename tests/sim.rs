@@ -31,6 +31,8 @@ struct Flow {
 struct End {
     id: Option<ConnId>,
     connected: bool,
+    /// Turns in a row in which this end did not read.
+    skipped: u32,
     /// (segments sent, retransmits, out-of-order segments received), as last seen.
     stats: (u64, u64, u64),
     closed: Option<CloseReason>,
@@ -170,7 +172,11 @@ fn run(seed: u64) -> Result<Tally, String> {
                 if end.closed.is_some() || !end.connected {
                     continue;
                 }
-                let reads = app_rng.gen_range(0..1000) >= sc.skip_read_per_mille[side];
+                // A slow reader skips turns, but not more than a few in a row: it only gets turns when the
+                // network has something happening, and a reader that waits for a zero window to reopen on its own
+                // would wait forever.
+                let reads = end.skipped >= 3 || app_rng.gen_range(0..1000) >= sc.skip_read_per_mille[side];
+                end.skipped = if reads { 0 } else { end.skipped + 1 };
                 while reads {
                     let n = stacks[side].recv(id, &mut buf[..sc.read_chunk[side]]).unwrap_or(0);
                     if n == 0 {
@@ -190,7 +196,7 @@ fn run(seed: u64) -> Result<Tally, String> {
             }
         }
         let all_closed = conns.iter().all(|c| c.ends.iter().all(|e| e.closed.is_some()));
-        all_closed && stacks.iter().all(|s| s.connection_count() == 0)
+        all_closed && stacks.iter().all(|s| s.slots_in_use() == 0)
     });
     if let Some(f) = failure {
         return Err(f);
@@ -217,8 +223,15 @@ fn run(seed: u64) -> Result<Tally, String> {
                     .collect()
             })
             .collect();
-        let ends: Vec<_> = conns.iter().map(|c| (c.ends[0].closed, c.ends[1].closed, c.flows[0].received.len(), c.flows[1].received.len())).collect();
-        return Err(format!("did not finish by {limit}: states {states:?}, ends {ends:?}, counters {:?} {:?}", world.stacks[0].counters(), world.stacks[1].counters()));
+        let ends: Vec<_> = conns
+            .iter()
+            .map(|c| (c.ends[0].closed, c.ends[1].closed, c.flows[0].received.len(), c.flows[1].received.len()))
+            .collect();
+        return Err(format!(
+            "did not finish by {limit}: states {states:?}, ends {ends:?}, counters {:?} {:?}",
+            world.stacks[0].counters(),
+            world.stacks[1].counters()
+        ));
     }
     for (i, c) in conns.iter().enumerate() {
         for side in 0..2 {
@@ -238,7 +251,7 @@ fn run(seed: u64) -> Result<Tally, String> {
         }
     }
     for (i, s) in world.stacks.iter().enumerate() {
-        if s.connection_count() != 0 || s.pending_timers() != 0 {
+        if s.connection_count() != 0 || s.slots_in_use() != 0 || s.pending_timers() != 0 {
             return Err(format!(
                 "stack {i} leaked {} connections and {} timers",
                 s.connection_count(),

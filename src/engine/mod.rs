@@ -175,6 +175,9 @@ struct Entry {
     dirty: bool,
     /// Counted in its listener's SYN backlog.
     half_open: bool,
+    /// Closed in order while the application still had bytes to read: the entry stays (out of the table, with no
+    /// timers) until they are read, and the `Closed` event waits for that.
+    closed_unread: Option<CloseReason>,
 }
 
 #[derive(Debug)]
@@ -237,6 +240,11 @@ impl Stack {
     /// Connections in the table, TIME_WAIT included.
     pub fn connection_count(&self) -> usize {
         self.table.len()
+    }
+
+    /// Table slots in use: the connections plus closed ones whose data the application has not read yet.
+    pub fn slots_in_use(&self) -> usize {
+        self.slots.len() - self.free.len()
     }
 
     /// Pending timer-wheel entries (zero once every connection is gone).
@@ -309,11 +317,17 @@ impl Stack {
         Ok(n)
     }
 
-    /// Reads received bytes; 0 when none wait.
+    /// Reads received bytes; 0 when none wait. A connection that closed in order stays readable until its last
+    /// byte is read; then its `Closed` event follows.
     pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
         let e = self.entry_mut(id)?;
         let n = e.conn.recv(buf);
-        if e.conn.wants_transmit() {
+        if let Some(reason) = e.closed_unread {
+            if e.conn.recv_queue_len() == 0 {
+                self.push_event(StackEvent::Closed(id, reason));
+                self.free_slot(id.index);
+            }
+        } else if e.conn.wants_transmit() {
             self.mark_dirty(id.index);
         }
         Ok(n)
@@ -505,7 +519,7 @@ impl Stack {
             }
             // RFC 6191: a new incarnation takes over the TIME_WAIT 4-tuple.
             self.counters.time_wait_reopened += 1;
-            self.remove(index);
+            self.free_slot(index);
         }
         if !self.listeners.contains_key(&seg.dst_port) {
             self.counters.drop(Drop::NoConnection);
@@ -617,7 +631,7 @@ impl Stack {
     fn drain_events(&mut self, index: u32) {
         let generation = self.slots[index as usize].generation;
         let id = ConnId { index, generation };
-        let mut closed = false;
+        let mut closed = None;
         loop {
             let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
             let Some(ev) = e.conn.poll_event() else { break };
@@ -638,24 +652,35 @@ impl Stack {
                 Event::Writable => StackEvent::Writable(id),
                 Event::PeerClosed => StackEvent::PeerClosed(id),
                 Event::Closed(reason) => {
-                    closed = true;
                     self.counters.count_close(reason);
-                    StackEvent::Closed(id, reason)
+                    closed = Some(reason);
+                    break;
                 }
             };
-            // A connection that never reached the application (reset in SYN_RECEIVED) closes without a word.
-            let silent = matches!(out, StackEvent::Closed(_, CloseReason::ReturnedToListen));
-            if !silent {
-                if self.events.len() >= self.cfg.max_events {
-                    self.events.pop_front();
-                    self.counters.events_dropped += 1;
-                }
-                self.events.push_back(out);
+            self.push_event(out);
+        }
+        let Some(reason) = closed else { return };
+        self.remove_from_table(index);
+        let unread = self.slots[index as usize].entry.as_ref().is_some_and(|e| e.conn.recv_queue_len() > 0);
+        if reason == CloseReason::Normal && unread {
+            if let Some(e) = self.slots[index as usize].entry.as_mut() {
+                e.closed_unread = Some(reason);
             }
+            return;
         }
-        if closed {
-            self.remove(index);
+        // A connection that never reached the application (reset in SYN_RECEIVED) closes without a word.
+        if reason != CloseReason::ReturnedToListen {
+            self.push_event(StackEvent::Closed(id, reason));
         }
+        self.free_slot(index);
+    }
+
+    fn push_event(&mut self, ev: StackEvent) {
+        if self.events.len() >= self.cfg.max_events {
+            self.events.pop_front();
+            self.counters.events_dropped += 1;
+        }
+        self.events.push_back(ev);
     }
 
     fn insert(&mut self, conn: Connection, tuple: FourTuple, listener: Option<u16>) -> ConnId {
@@ -665,7 +690,7 @@ impl Stack {
                 l.half_open += 1;
             }
         }
-        let entry = Entry { conn, tuple, listener, timers: [None; 5], dirty: false, half_open };
+        let entry = Entry { conn, tuple, listener, timers: [None; 5], dirty: false, half_open, closed_unread: None };
         let index = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize].entry = Some(entry);
@@ -681,20 +706,33 @@ impl Stack {
         ConnId { index, generation: self.slots[index as usize].generation }
     }
 
-    fn remove(&mut self, index: u32) {
-        let slot = &mut self.slots[index as usize];
-        let Some(e) = slot.entry.take() else { return };
-        slot.generation = slot.generation.wrapping_add(1);
-        for (handle, _) in e.timers.iter().flatten() {
-            self.wheel.cancel(*handle);
+    /// Takes a connection out of the 4-tuple table, the timer wheel and its listener's backlog; the slot stays.
+    fn remove_from_table(&mut self, index: u32) {
+        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        for t in e.timers.iter_mut() {
+            if let Some((handle, _)) = t.take() {
+                self.wheel.cancel(handle);
+            }
         }
         if e.half_open {
+            e.half_open = false;
             if let Some(l) = e.listener.and_then(|p| self.listeners.get_mut(&p)) {
                 l.half_open = l.half_open.saturating_sub(1);
             }
         }
-        self.table.remove(&e.tuple);
-        self.free.push(index);
+        if self.table.get(&e.tuple) == Some(&index) {
+            self.table.remove(&e.tuple);
+        }
+    }
+
+    /// Frees the slot; handles to it go stale.
+    fn free_slot(&mut self, index: u32) {
+        self.remove_from_table(index);
+        let slot = &mut self.slots[index as usize];
+        if slot.entry.take().is_some() {
+            slot.generation = slot.generation.wrapping_add(1);
+            self.free.push(index);
+        }
     }
 
     fn entry_mut(&mut self, id: ConnId) -> Result<&mut Entry, StackError> {

@@ -14,6 +14,9 @@ use crate::time::Instant;
 /// Polls at one instant before the world is declared stuck (a livelock guard; real runs settle in a few).
 const MAX_POLLS_PER_INSTANT: usize = 10_000;
 
+/// Application turns given to an idle world before it is declared stuck.
+const IDLE_APP_TURNS: usize = 1000;
+
 /// Two stacks, their devices and the clock.
 pub struct SimWorld {
     now: Instant,
@@ -90,9 +93,25 @@ impl SimWorld {
             if app(&mut self.stacks, self.now) {
                 return true;
             }
-            if !self.advance(limit) {
-                // Nothing can happen any more (or the limit is reached): one last look, then give up.
+            if self.now >= limit {
                 return app(&mut self.stacks, self.now);
+            }
+            if !self.advance(limit) {
+                // Nothing pending in the network: only the application can still act (read what waits, send,
+                // close). Give it a bounded number of turns to make work before calling the world stuck.
+                let mut woke = false;
+                for _ in 0..IDLE_APP_TURNS {
+                    if app(&mut self.stacks, self.now) {
+                        return true;
+                    }
+                    if self.stacks.iter().any(|s| s.poll_at().is_some()) {
+                        woke = true;
+                        break;
+                    }
+                }
+                if !woke {
+                    return false;
+                }
             }
         }
     }

@@ -74,8 +74,10 @@ impl NewReno {
         self.dupacks = 0;
         if self.in_recovery {
             if ack.diff(self.recover) >= 0 {
-                // Full acknowledgment (RFC 6582 §3.2 step 3): deflate the window.
-                self.cwnd = self.ssthresh.min(flight.saturating_sub(acked) + self.smss).max(self.smss);
+                // Full acknowledgment (RFC 6582 §3.2 step 3, option 1): deflate the window to
+                // min(ssthresh, max(FlightSize, SMSS) + SMSS), FlightSize being what is still outstanding.
+                let flight_after = flight.saturating_sub(acked);
+                self.cwnd = self.ssthresh.min(flight_after.max(self.smss) + self.smss);
                 self.in_recovery = false;
                 return AckAction::None;
             }
@@ -177,7 +179,7 @@ mod tests {
         assert!(c.in_recovery());
         assert_eq!(c.on_new_ack(SeqNumber(10_001), 7000, 7000), AckAction::None);
         assert!(!c.in_recovery());
-        assert_eq!(c.window(), 1000, "min(ssthresh, flight after the ACK + SMSS)");
+        assert_eq!(c.window(), 2000, "min(ssthresh, max(flight after the ACK, SMSS) + SMSS)");
     }
 
     #[test]

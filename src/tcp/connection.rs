@@ -22,6 +22,8 @@ const DEFAULT_PEER_MSS: usize = 536;
 const TIMESTAMP_OPTION_LEN: usize = 12;
 /// RFC 7323 §2.3: the shift count is at most 14.
 const MAX_WINDOW_SCALE: u8 = 14;
+/// The most duplicate ACKs owed between two calls of `poll_transmit` (one per out-of-order segment).
+const MAX_DUP_ACKS_OWED: u32 = 64;
 
 const EV_CONNECTED: u8 = 1;
 const EV_READABLE: u8 = 2;
@@ -135,6 +137,9 @@ pub struct Connection {
 
     timers: [Option<Instant>; 5],
     ack_now: bool,
+    /// Out-of-order segments that arrived since the last poll: each is owed its own duplicate ACK (RFC 5681
+    /// §4.2), which `ack_now` alone would merge into one.
+    dup_acks_owed: u32,
     unacked_bytes: usize,
     send_syn: bool,
     fast_retransmit: bool,
@@ -207,6 +212,7 @@ impl Connection {
             probes: 0,
             timers: [None; 5],
             ack_now: false,
+            dup_acks_owed: 0,
             unacked_bytes: 0,
             send_syn: false,
             fast_retransmit: false,
@@ -387,7 +393,12 @@ impl Connection {
     /// Whether a segment is owed right now (an ACK, a SYN, a probe, a reset, or sendable data is not decided here:
     /// [`Connection::poll_transmit`] decides; this is a cheap hint for the engine's dirty list).
     pub fn wants_transmit(&self) -> bool {
-        self.ack_now || self.send_syn || self.fast_retransmit || self.probe.is_some() || self.pending_rst.is_some()
+        self.ack_now
+            || self.dup_acks_owed > 0
+            || self.send_syn
+            || self.fast_retransmit
+            || self.probe.is_some()
+            || self.pending_rst.is_some()
     }
 
     // ----- Application calls (RFC 9293 §3.10.2–3.10.5) -----
@@ -632,9 +643,15 @@ impl Connection {
             return;
         }
 
-        // Fourth, the SYN bit (RFC 5961 §4): a SYN in a synchronized state gets a challenge ACK.
+        // Fourth, the SYN bit (RFC 9293 §3.10.7.4). In SYN_RECEIVED from a passive OPEN it returns the connection
+        // to LISTEN; in a synchronized state, TIME_WAIT included, it gets a challenge ACK (RFC 5961 §4). A SYN
+        // that may reopen a TIME_WAIT connection (RFC 6191) is the engine's to recognise with `accepts_reopen`
+        // before it gets here.
         if flags.syn() {
-            if self.state != State::TimeWait {
+            if self.state == State::SynReceived && self.passive {
+                // Not the peer's SYN repeated (handled above): "return this connection to the LISTEN state".
+                self.enter_closed(CloseReason::ReturnedToListen);
+            } else {
                 self.challenge_ack();
             }
             return;
@@ -730,7 +747,14 @@ impl Connection {
         let flight = self.snd_max - self.snd_una;
         if ack.diff(self.snd_una) > 0 {
             self.on_new_ack(now, seg, flight);
-        } else if ack == self.snd_una && flight > 0 && seg.payload.is_empty() && !seg.flags.fin() && wnd == self.snd_wnd
+        } else if ack == self.snd_una
+            && flight > 0
+            // Against a closed window the only thing outstanding is a window probe, and its answers say the
+            // window is still closed, not that something was lost.
+            && self.snd_wnd > 0
+            && seg.payload.is_empty()
+            && !seg.flags.fin()
+            && wnd == self.snd_wnd
         {
             // A duplicate ACK (RFC 5681 §2).
             self.stats.dup_acks += 1;
@@ -820,13 +844,17 @@ impl Connection {
         };
         self.rcv_mss = self.rcv_mss.max(data.len());
         if seq != self.rcv_nxt {
-            // Out of order: a duplicate ACK at once tells the sender about the hole (RFC 5681 §4.2).
+            // Out of order: a duplicate ACK at once tells the sender about the hole (RFC 5681 §4.2), one for each
+            // such segment even when several arrive before the next poll, or fast retransmit never triggers.
             self.stats.ooo_segments += 1;
             self.ack_now = true;
+            self.dup_acks_owed = (self.dup_acks_owed + 1).min(MAX_DUP_ACKS_OWED);
             return;
         }
         self.stats.bytes_in += (next - self.rcv_nxt) as u64;
         self.rcv_nxt = next;
+        // Duplicates of the old RCV.NXT not sent yet would now carry the new one and mislead the sender.
+        self.dup_acks_owed = 0;
         self.events |= EV_READABLE;
         self.unacked_bytes += data.len();
         // Filling a hole is acknowledged at once; otherwise every second full-sized segment, or on the timer.
@@ -987,7 +1015,9 @@ impl Connection {
         }
         self.stats.segs_out += 1;
         if self.snd_max != self.iss {
+            // Sent again (on a timeout, or because the peer's SYN came again): Karn's algorithm forbids timing it.
             self.stats.retransmits += 1;
+            self.rtt_timing = None;
         } else if self.retries == 0 {
             self.rtt_timing = Some((self.iss, now));
         }
@@ -1006,13 +1036,22 @@ impl Connection {
 
     fn transmit_synchronized(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) {
         if self.fast_retransmit {
-            let len = self.smss.min(self.send_buf.len());
+            // Only what was sent before: new data beyond SND.MAX is not a retransmission and is for the windows
+            // to allow (and SND.NXT must never pass SND.MAX).
+            let sent = self.snd_max - self.snd_una;
+            let len = self.smss.min(self.send_buf.len()).min(sent);
             let Some(used) = self.emit_segment(now, self.snd_una, TcpFlags::ACK, len, true, emit) else {
                 return;
             };
             self.stats.retransmits += 1;
             self.fast_retransmit = false;
             let end = self.snd_una + used;
+            // Karn: the ACK of a retransmitted segment cannot be told from the ACK of its first copy.
+            if let Some((timed, _)) = self.rtt_timing {
+                if timed.diff(end) < 0 {
+                    self.rtt_timing = None;
+                }
+            }
             if self.snd_nxt.diff(end) < 0 {
                 self.snd_nxt = end;
             }
@@ -1071,11 +1110,17 @@ impl Connection {
                 self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
             }
         }
-        if self.ack_now {
-            // A bare ACK carries the highest sequence number sent, not SND.NXT: after a timeout SND.NXT goes back
-            // to SND.UNA, and an ACK numbered below the peer's RCV.NXT would be unacceptable to it (and answered
-            // with an ACK numbered below ours: an ACK war).
-            let _ = self.emit_segment(now, self.snd_max, TcpFlags::ACK, 0, false, emit);
+        // A bare ACK carries the highest sequence number sent, not SND.NXT: after a timeout SND.NXT goes back
+        // to SND.UNA, and an ACK numbered below the peer's RCV.NXT would be unacceptable to it (and answered
+        // with an ACK numbered below ours: an ACK war).
+        // A data segment may have carried the ACK already, but only a segment without data counts as a
+        // duplicate ACK at the sender.
+        let acks = if self.ack_now { self.dup_acks_owed.max(1) } else { self.dup_acks_owed };
+        for _ in 0..acks {
+            if self.emit_segment(now, self.snd_max, TcpFlags::ACK, 0, false, emit).is_none() {
+                return;
+            }
+            self.dup_acks_owed = self.dup_acks_owed.saturating_sub(1);
         }
     }
 
@@ -1085,6 +1130,7 @@ impl Connection {
         let data_end = self.data_start() + self.send_buf.len();
         let offset = self.snd_nxt - self.data_start();
         let unsent = self.send_buf.len().saturating_sub(offset);
+        // Once the FIN is acknowledged SND.UNA (and so `data_end`) has moved past it: nothing is pending.
         let fin_pending = self.fin_queued && !self.fin_acked && self.snd_nxt.diff(data_end) <= 0;
         if unsent == 0 {
             return fin_pending.then_some((0, true));
@@ -1206,13 +1252,15 @@ impl Connection {
     fn advertise_window(&mut self) -> u16 {
         let free = self.recv_buf.free();
         let current = self.rcv_adv - self.rcv_nxt;
-        let step = (self.recv_buf.capacity() / 2).min(self.rcv_mss).max(1);
-        let grow = free >= current + step;
+        let grow = free >= current + self.window_step();
         let wnd = if grow { free } else { current };
         let wnd = wnd.min(65535usize << self.rcv_wscale);
         let unit = 1usize << self.rcv_wscale;
-        // Keeping the old edge rounds up so that scaling never shrinks it; growing rounds down.
-        let field = if grow { wnd / unit } else { wnd.div_ceil(unit) }.min(65535);
+        // Growing rounds down. Keeping the old edge rounds up so that scaling does not shrink it, but never past
+        // the free buffer rounded up to one unit: rounding up again on every ACK would otherwise carry the
+        // promised edge further past the end of the buffer each time. Where the two conflict the edge retracts by
+        // less than one unit, which RFC 7323 Appendix F accepts.
+        let field = if grow { wnd / unit } else { wnd.div_ceil(unit).min(free.div_ceil(unit)) }.min(65535);
         let edge = self.rcv_nxt + field * unit;
         self.rcv_adv = self.rcv_adv.max(edge);
         field as u16
@@ -1225,9 +1273,15 @@ impl Connection {
         }
         let current = self.rcv_adv - self.rcv_nxt;
         let free = self.recv_buf.free();
-        if free >= 2 * current && free - current >= self.rcv_mss {
+        if free >= 2 * current && free - current >= self.window_step() {
             self.ack_now = true;
         }
+    }
+
+    /// How much room must open before the right edge moves (receiver SWS avoidance, RFC 9293 §3.8.6.2.2):
+    /// min(RCV.BUFF / 2, MSS).
+    fn window_step(&self) -> usize {
+        (self.recv_buf.capacity() / 2).min(self.rcv_mss).max(1)
     }
 
     // ----- Helpers -----
@@ -1308,6 +1362,7 @@ impl Connection {
 
     fn enter_time_wait(&mut self, now: Instant) {
         self.state = State::TimeWait;
+        self.dup_acks_owed = 0;
         self.timers = [None; 5];
         self.set_timer(TimerKind::Close, Some(now + self.cfg.msl * 2));
     }
@@ -1318,15 +1373,25 @@ impl Connection {
         self.close_reason = Some(reason);
         self.events |= EV_CLOSED;
         self.ack_now = false;
+        self.dup_acks_owed = 0;
         self.send_syn = false;
         self.fast_retransmit = false;
         self.probe = None;
     }
 
-    /// Any segment from the peer, or the start of the connection: the keep-alive idle time starts again.
+    /// Any segment from the peer, or the start of the connection: the keep-alive idle time starts again. Only
+    /// where probing applies (ESTABLISHED, CLOSE_WAIT): elsewhere the timer could only fire to no effect, and
+    /// TIME_WAIT must run nothing but its 2·MSL.
     fn last_activity(&mut self, now: Instant) {
+        // FIN_WAIT_2's limit is an idle limit: a peer that still sends (data, probes, ACKs) keeps a half-closed
+        // connection alive however long it lasts; one that went silent does not hold it forever.
+        if self.state == State::FinWait2 {
+            if let Some(t) = self.cfg.fin_wait_2_timeout {
+                self.set_timer(TimerKind::Close, Some(now + t));
+            }
+        }
         if let Some(ka) = self.cfg.keepalive {
-            if self.state.is_synchronized() || self.state == State::SynReceived {
+            if matches!(self.state, State::Established | State::CloseWait) {
                 self.probes = 0;
                 self.set_timer(TimerKind::Keepalive, Some(now + ka.idle));
             }

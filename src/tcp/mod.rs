@@ -14,6 +14,8 @@ mod congestion;
 mod connection;
 mod isn;
 mod rtt;
+#[cfg(test)]
+mod tests;
 
 pub use buffer::{Assembler, RecvBuffer, SendBuffer, MAX_OOO_RANGES};
 pub use congestion::{AckAction, NewReno, DUPACK_THRESHOLD};
@@ -201,8 +203,8 @@ pub struct Config {
     pub keepalive: Option<Keepalive>,
     /// The maximum segment lifetime; TIME_WAIT lasts twice this (default 30 s).
     pub msl: Duration,
-    /// How long FIN_WAIT_2 may wait for the peer's FIN before the connection is dropped (default 60 s, as
-    /// Linux's tcp_fin_timeout); `None` waits forever.
+    /// How long FIN_WAIT_2 may go without hearing from the peer before the connection is dropped (default 60 s,
+    /// as Linux's tcp_fin_timeout); every segment from the peer restarts it. `None` waits forever.
     pub fin_wait_2_timeout: Option<Duration>,
 }
 

@@ -3,13 +3,13 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use xtcp::engine::sim::SimWorld;
 use xtcp::app::demo::describe_frame;
+use xtcp::engine::sim::SimWorld;
 use xtcp::engine::{Stack, StackConfig};
-use xtcp::nic::trace::{Direction, Tracer};
-use xtcp::nic::FrameDevice;
 use xtcp::nic::fault::{FaultConfig, FaultInjector, Faults};
 use xtcp::nic::sim::{LinkConfig, SimLink};
+use xtcp::nic::trace::{Direction, Tracer};
+use xtcp::nic::FrameDevice;
 use xtcp::time::Instant;
 use xtcp::wire::EthernetAddress;
 
