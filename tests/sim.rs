@@ -177,12 +177,14 @@ fn run(seed: u64) -> Result<Tally, String> {
                 // would wait forever.
                 let reads = end.skipped >= 3 || app_rng.gen_range(0..1000) >= sc.skip_read_per_mille[side];
                 end.skipped = if reads { 0 } else { end.skipped + 1 };
-                while reads {
-                    let n = stacks[side].recv(id, &mut buf[..sc.read_chunk[side]]).unwrap_or(0);
-                    if n == 0 {
-                        break;
+                if reads {
+                    loop {
+                        let n = stacks[side].recv(id, &mut buf[..sc.read_chunk[side]]).unwrap_or(0);
+                        c.flows[1 - side].received.extend_from_slice(&buf[..n]);
+                        if n == 0 {
+                            break;
+                        }
                     }
-                    c.flows[1 - side].received.extend_from_slice(&buf[..n]);
                 }
                 let flow = &mut c.flows[side];
                 if flow.sent < flow.data.len() {

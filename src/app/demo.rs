@@ -78,7 +78,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> io::Result<()> {
             }
         }
     };
-    let client_dev = FaultInjector::new(client_port, fault_cfg.clone(), opts.seed ^ 1);
+    let client_dev = FaultInjector::new(client_port, fault_cfg, opts.seed ^ 1);
     let server_dev = FaultInjector::new(server_port, fault_cfg, opts.seed ^ 2);
     let client_dev: Box<dyn FrameDevice> = match &opts.pcap {
         Some(path) => {

@@ -35,7 +35,7 @@ pub fn configs(seed: u64) -> [StackConfig; 2] {
 pub fn world(cfgs: [StackConfig; 2], link: LinkConfig, faults: Faults, seed: u64) -> SimWorld {
     let (pa, pb) = SimLink::pair(link);
     let tx_only = FaultConfig { tx: faults, ..FaultConfig::default() };
-    let da = FaultInjector::new(pa, tx_only.clone(), seed ^ 0xA5A5);
+    let da = FaultInjector::new(pa, tx_only, seed ^ 0xA5A5);
     let db = FaultInjector::new(pb, tx_only, seed ^ 0x5A5A);
     let now = Instant::ZERO;
     let [ca, cb] = cfgs;
