@@ -300,8 +300,12 @@ fn seeded_runs_deliver_every_byte_once_in_order_and_close_cleanly() {
     let started = std::time::Instant::now();
     let mut total = Tally::default();
     let mut failures = Vec::new();
+    let mut slowest: Vec<(std::time::Duration, u64)> = Vec::new();
     for seed in 0..seeds {
-        match check(seed) {
+        let t0 = std::time::Instant::now();
+        let result = check(seed);
+        slowest.push((t0.elapsed(), seed));
+        match result {
             Ok(t) => {
                 total.bytes += t.bytes;
                 total.segments += t.segments;
@@ -312,7 +316,9 @@ fn seeded_runs_deliver_every_byte_once_in_order_and_close_cleanly() {
             Err(e) => failures.push(format!("seed {seed}: {e}")),
         }
     }
-    eprintln!("{seeds} seeded runs in {:.1?}: {total:?}", started.elapsed());
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    slowest.truncate(5);
+    eprintln!("{seeds} seeded runs in {:.1?}: {total:?}; slowest {slowest:?}", started.elapsed());
     assert!(
         failures.is_empty(),
         "{} of {seeds} runs failed (replay one with XTCP_SIM_SEED=<seed> cargo test --test sim):\n{}",

@@ -313,7 +313,9 @@ impl Stack {
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, StackError> {
         let e = self.entry_mut(id)?;
         let n = e.conn.send(data).map_err(|_| StackError::Closing)?;
-        self.mark_dirty(id.index);
+        if n > 0 {
+            self.mark_dirty(id.index);
+        }
         Ok(n)
     }
 
