@@ -115,6 +115,8 @@ pub struct Connection {
     ts_enabled: bool,
     ts_offset: u32,
     ts_recent: u32,
+    /// Our TSval when the retransmission timer last fired: an echo older than this spans a timeout.
+    ts_at_rto: Option<u32>,
     last_ack_sent: SeqNumber,
 
     send_buf: SendBuffer,
@@ -198,6 +200,7 @@ impl Connection {
             ts_enabled: false,
             ts_offset,
             ts_recent: 0,
+            ts_at_rto: None,
             last_ack_sent: SeqNumber(0),
             send_buf: SendBuffer::new(cfg.send_buffer_bytes.max(1)),
             recv_buf: RecvBuffer::new(cfg.recv_buffer_bytes.max(1)),
@@ -899,7 +902,10 @@ impl Connection {
             _ => return,
         }
         match kind {
-            TimerKind::Retransmit => self.on_retransmit_timeout(),
+            TimerKind::Retransmit => {
+                self.ts_at_rto = Some(self.ts_now(now));
+                self.on_retransmit_timeout();
+            }
             TimerKind::Persist => {
                 self.probe = Some(Probe::Window);
                 self.probes = self.probes.saturating_add(1);
@@ -1326,7 +1332,11 @@ impl Connection {
     fn rtt_sample_on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         if self.ts_enabled {
             if let Some((_, tsecr)) = seg.options.timestamp {
-                if tsecr != 0 {
+                // Karn's rule for timestamps: a receiver that got a duplicate echoes the TS.Recent of an earlier
+                // transmission (RFC 7323 §4.3 leaves it alone), so an echo from before our last timeout would
+                // measure the timeout, not the path.
+                let spans_timeout = self.ts_at_rto.is_some_and(|t| (tsecr.wrapping_sub(t) as i32) < 0);
+                if tsecr != 0 && !spans_timeout {
                     let ms = self.ts_now(now).wrapping_sub(tsecr);
                     if (ms as i32) >= 0 {
                         self.rtt.sample(Duration::from_millis(u64::from(ms)));
