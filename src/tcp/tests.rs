@@ -1555,6 +1555,38 @@ fn rtt_sample_comes_from_the_timestamp_echo() {
 }
 
 #[test]
+fn karn_no_rtt_sample_from_a_timestamp_echo_older_than_the_last_timeout() {
+    // The peer got our first transmission but its ACK was lost; our retransmission is a duplicate to it, so its ACK
+    // echoes the first transmission's TSval (RFC 7323 §4.3). That echo spans our timeout: no sample from it.
+    let mut a = Connection::connect(cfg(), A_ADDR, B_ADDR, &isn_a(), T0);
+    let syn = transmit(&mut a, T0).remove(0);
+    let synack = Seg {
+        seq_number: SeqNumber(1),
+        ack_number: a.iss() + 1,
+        flags: TcpFlags::SYN | TcpFlags::ACK,
+        options: TcpOptions { timestamp: Some((1000, syn.tsval())), ..TcpOptions::default() },
+        ..from_peer(&a)
+    };
+    exchange(&mut a, T0 + ms(10), &synack);
+    assert_eq!(a.rtt().srtt(), Some(ms(10)));
+    let t1 = T0 + secs(1);
+    a.send(&[1; 10]).unwrap();
+    let first = transmit(&mut a, t1).remove(0);
+    let rto_at = a.timer(TimerKind::Retransmit).expect("the retransmission timer runs");
+    a.on_timer(rto_at, TimerKind::Retransmit);
+    let again = transmit(&mut a, rto_at).remove(0);
+    assert_eq!(again.seq_number, first.seq_number, "the retransmission");
+    let stale_echo = Seg {
+        ack_number: a.snd_nxt(),
+        options: TcpOptions { timestamp: Some((1001, first.tsval())), ..TcpOptions::default() },
+        ..from_peer(&a)
+    };
+    exchange(&mut a, rto_at + ms(10), &stale_echo);
+    assert_eq!(a.snd_una(), a.snd_nxt(), "the ACK itself is taken");
+    assert_eq!(a.rtt().srtt(), Some(ms(10)), "but it gives no RTT sample");
+}
+
+#[test]
 fn karn_no_rtt_sample_from_a_retransmitted_segment_without_timestamps() {
     // The SYN went twice: the SYN-ACK gives no sample.
     let mut a = Connection::connect(cfg_plain(), A_ADDR, B_ADDR, &isn_a(), T0);
