@@ -120,11 +120,12 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> io::Result<()> {
     let mut answered = false;
     let mut buf = [0u8; 4096];
     let mut narration: Vec<String> = Vec::new();
-    let names = ["client", "server"];
     let message = opts.message.as_bytes().to_vec();
     let done = world.run(Instant::from_secs(3600), |stacks, now| {
         let mut notes = Vec::new();
-        // Application behaviour.
+        // States are looked at before the application acts (so that CLOSE_WAIT shows before the close that ends
+        // it) and after.
+        observe(stacks, &mut last_states, now, &mut notes);
         while let Some(ev) = stacks[0].next_event() {
             match ev {
                 StackEvent::Connected(id) if !sent_greeting => {
@@ -163,23 +164,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> io::Result<()> {
                 _ => {}
             }
         }
-        // State changes.
-        for side in 0..2 {
-            let current: Vec<(ConnId, State)> = stacks[side].connections().map(|(id, c)| (id, c.state())).collect();
-            for &(id, state) in &current {
-                let before = last_states[side].iter().find(|(i, _)| *i == id).map(|&(_, s)| s);
-                if before != Some(state) {
-                    let from = before.unwrap_or(if side == 1 { State::Listen } else { State::Closed });
-                    notes.push(format!("{now} {}: {} -> {}", names[side], from, state));
-                }
-            }
-            for &(id, state) in &last_states[side] {
-                if !current.iter().any(|(i, _)| *i == id) {
-                    notes.push(format!("{now} {}: {} -> CLOSED", names[side], state));
-                }
-            }
-            last_states[side] = current;
-        }
+        observe(stacks, &mut last_states, now, &mut notes);
         // Frames first (they were sent before the state changes they caused were observed), then notes.
         narration.append(&mut lines.borrow_mut());
         narration.extend(notes);
@@ -198,4 +183,25 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> io::Result<()> {
         return Err(io::Error::other("the demo did not finish within an hour of simulated time"));
     }
     Ok(())
+}
+
+/// Notes every state change since the last look: `client: SYN_SENT -> ESTABLISHED`.
+fn observe(stacks: &[Stack; 2], last: &mut [Vec<(ConnId, State)>; 2], now: Instant, notes: &mut Vec<String>) {
+    const NAMES: [&str; 2] = ["client", "server"];
+    for side in 0..2 {
+        let current: Vec<(ConnId, State)> = stacks[side].connections().map(|(id, c)| (id, c.state())).collect();
+        for &(id, state) in &current {
+            let before = last[side].iter().find(|(i, _)| *i == id).map(|&(_, s)| s);
+            if before != Some(state) {
+                let from = before.unwrap_or(if side == 1 { State::Listen } else { State::Closed });
+                notes.push(format!("{now} {}: {} -> {}", NAMES[side], from, state));
+            }
+        }
+        for &(id, state) in &last[side] {
+            if !current.iter().any(|(i, _)| *i == id) {
+                notes.push(format!("{now} {}: {} -> CLOSED", NAMES[side], state));
+            }
+        }
+        last[side] = current;
+    }
 }
