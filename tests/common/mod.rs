@@ -59,3 +59,110 @@ pub fn world(cfgs: [StackConfig; 2], link: LinkConfig, faults: Faults, seed: u64
     }
     SimWorld::new([a, b], [Box::new(da), Box::new(db)], now)
 }
+
+/// A device driven by the test: frames queued in `rx` are received in order, transmitted frames land in `tx`.
+#[derive(Debug, Default)]
+pub struct Script {
+    pub rx: std::collections::VecDeque<Vec<u8>>,
+    pub tx: Vec<Vec<u8>>,
+}
+
+struct ScriptTx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl xtcp::nic::Transmit for ScriptTx<'_> {
+    fn transmit(&mut self, _now: Instant, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        let mut frame = vec![0; len];
+        fill(&mut frame);
+        self.0.push(frame);
+        true
+    }
+}
+
+impl xtcp::nic::Transmit for Script {
+    fn transmit(&mut self, now: Instant, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        ScriptTx(&mut self.tx).transmit(now, len, fill)
+    }
+}
+
+impl FrameDevice for Script {
+    fn receive(
+        &mut self,
+        _now: Instant,
+        budget: usize,
+        handler: &mut dyn FnMut(&[u8], &mut dyn xtcp::nic::Transmit),
+    ) -> usize {
+        let mut n = 0;
+        while n < budget {
+            let Some(frame) = self.rx.pop_front() else { break };
+            handler(&frame, &mut ScriptTx(&mut self.tx));
+            n += 1;
+        }
+        n
+    }
+
+    fn flush(&mut self, _now: Instant) {}
+
+    fn max_frame_len(&self) -> usize {
+        1514
+    }
+}
+
+/// An Ethernet + IPv4 + TCP frame carrying `seg` from the client to the server.
+pub fn client_frame(seg: &xtcp::wire::TcpRepr<'_>) -> Vec<u8> {
+    use xtcp::wire::{EtherType, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket};
+    let ip = Ipv4Repr {
+        src_addr: CLIENT_IP,
+        dst_addr: SERVER_IP,
+        protocol: IpProtocol::Tcp,
+        payload_len: seg.buffer_len(),
+        hop_limit: 64,
+        dscp_ecn: 0,
+        ident: 1,
+        dont_frag: true,
+    };
+    let eth = EthernetRepr { src_addr: CLIENT_MAC, dst_addr: SERVER_MAC, ethertype: EtherType::Ipv4 };
+    let mut frame = vec![0; 14 + 20 + seg.buffer_len()];
+    let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut e);
+    let mut p = Ipv4Packet::new_unchecked(e.payload_mut());
+    ip.emit(&mut p);
+    seg.emit(&mut TcpPacket::new_unchecked(p.payload_mut()), CLIENT_IP, SERVER_IP);
+    frame
+}
+
+/// The TCP segments in frames a stack sent, parsed.
+pub fn sent_segments(frames: &[Vec<u8>]) -> Vec<(xtcp::wire::TcpFlags, u32, u32, u16)> {
+    use xtcp::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
+    frames
+        .iter()
+        .filter_map(|f| {
+            let e = EthernetFrame::new_checked(&f[..]).ok()?;
+            let ip = Ipv4Packet::new_checked(e.payload()).ok()?;
+            let t = TcpPacket::new_checked(ip.payload()).ok()?;
+            Some((t.flags(), t.seq_number().0, t.ack_number().0, t.dst_port()))
+        })
+        .collect()
+}
+
+/// A server stack (listening on [`PORT`]) and its scripted device.
+pub fn scripted_server(cfg: StackConfig) -> (Stack, Script) {
+    let mut s = Stack::new(cfg, Instant::ZERO);
+    s.add_neighbor(CLIENT_IP, CLIENT_MAC);
+    s.listen(PORT).unwrap();
+    (s, Script::default())
+}
+
+/// A bare SYN from the client's `port` with sequence number `seq`.
+pub fn syn(port: u16, seq: u32) -> xtcp::wire::TcpRepr<'static> {
+    xtcp::wire::TcpRepr {
+        src_port: port,
+        dst_port: PORT,
+        seq_number: xtcp::wire::SeqNumber(seq),
+        ack_number: xtcp::wire::SeqNumber(0),
+        flags: xtcp::wire::TcpFlags::SYN,
+        window_len: 65535,
+        urgent_pointer: 0,
+        options: xtcp::wire::TcpOptions { mss: Some(1460), ..Default::default() },
+        payload: &[],
+    }
+}

@@ -1,0 +1,232 @@
+//! The engine (one core's stack) end to end over scripted devices and the simulated link: what happens to
+//! segments that find no connection, the limits that bite, RFC 6191 reuse of a TIME_WAIT 4-tuple, and bad frames.
+
+mod common;
+
+use std::net::SocketAddrV4;
+
+use common::{client_frame, scripted_server, sent_segments, syn, SERVER_IP};
+use proptest::prelude::*;
+use xtcp::engine::{Drop, StackEvent};
+use xtcp::nic::fault::Faults;
+use xtcp::nic::sim::LinkConfig;
+use xtcp::tcp::{CloseReason, State};
+use xtcp::time::Instant;
+use xtcp::wire::{SeqNumber, TcpFlags};
+
+#[test]
+fn connect_to_a_closed_port_is_refused_with_rst() {
+    let mut world = common::world(common::configs(7), LinkConfig::default(), Faults::default(), 7);
+    let id = world.stacks[0].connect(SocketAddrV4::new(SERVER_IP, 81)).unwrap();
+    let mut reason = None;
+    world.run(Instant::from_secs(10), |stacks, _| {
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::Closed(c, r) = ev {
+                assert_eq!(c, id);
+                reason = Some(r);
+            }
+        }
+        reason.is_some()
+    });
+    assert_eq!(reason, Some(CloseReason::Refused));
+    assert_eq!(world.stacks[1].counters().rst_sent, 1);
+    assert_eq!(world.stacks[1].counters().dropped(Drop::NoConnection), 1);
+    assert_eq!(world.stacks[0].counters().conns_reset, 1);
+}
+
+#[test]
+fn syn_to_a_closed_port_gets_rst_ack_and_a_bare_ack_gets_rst() {
+    let (mut s, mut dev) = scripted_server(common::configs(1)[1].clone());
+    let mut to_81 = syn(40000, 1000);
+    to_81.dst_port = 81;
+    dev.rx.push_back(client_frame(&to_81));
+    let mut stray_ack = syn(40001, 5);
+    stray_ack.flags = TcpFlags::ACK;
+    stray_ack.ack_number = SeqNumber(777);
+    dev.rx.push_back(client_frame(&stray_ack));
+    s.poll(Instant::ZERO, &mut dev);
+    let out = sent_segments(&dev.tx);
+    // RFC 9293 §3.10.7.1: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, then <SEQ=SEG.ACK><CTL=RST>.
+    assert_eq!(out[0], (TcpFlags::RST | TcpFlags::ACK, 0, 1001, 40000));
+    assert_eq!(out[1], (TcpFlags::RST, 777, 0, 40001));
+}
+
+#[test]
+fn syn_backlog_limit_drops_and_counts() {
+    let mut cfg = common::configs(2)[1].clone();
+    cfg.syn_backlog = 2;
+    let (mut s, mut dev) = scripted_server(cfg);
+    for port in 0..5 {
+        dev.rx.push_back(client_frame(&syn(41000 + port, 1)));
+    }
+    s.poll(Instant::ZERO, &mut dev);
+    let synacks = sent_segments(&dev.tx).iter().filter(|s| s.0 == TcpFlags::SYN | TcpFlags::ACK).count();
+    assert_eq!(synacks, 2);
+    assert_eq!(s.counters().dropped(Drop::SynBacklogFull), 3);
+    assert_eq!(s.state_counts()[3], 2, "two connections in SYN_RECEIVED");
+}
+
+#[test]
+fn connection_table_limit_drops_and_counts() {
+    let mut cfg = common::configs(3)[1].clone();
+    cfg.max_connections = 3;
+    let (mut s, mut dev) = scripted_server(cfg);
+    for port in 0..5 {
+        dev.rx.push_back(client_frame(&syn(42000 + port, 1)));
+    }
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(s.connection_count(), 3);
+    assert_eq!(s.counters().dropped(Drop::TableFull), 2);
+}
+
+#[test]
+fn half_open_connections_time_out_and_free_everything() {
+    let (mut s, mut dev) = scripted_server(common::configs(4)[1].clone());
+    dev.rx.push_back(client_frame(&syn(43000, 1)));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(s.connection_count(), 1);
+    // Nobody answers the SYN-ACK: it is retransmitted with backoff, then the connection goes back to LISTEN.
+    let mut now = Instant::ZERO;
+    while let Some(t) = s.poll_at() {
+        now = t.max(now);
+        s.poll(now, &mut dev);
+        assert!(now < Instant::from_secs(600), "the half-open connection never went away");
+    }
+    let synacks = sent_segments(&dev.tx).iter().filter(|s| s.0 == TcpFlags::SYN | TcpFlags::ACK).count();
+    assert_eq!(synacks, 1 + 6, "the first SYN-ACK and syn_retries resends");
+    assert_eq!((s.connection_count(), s.slots_in_use(), s.pending_timers()), (0, 0, 0));
+    assert!(s.next_event().is_none(), "a connection the application never saw closes without a word");
+}
+
+#[test]
+fn new_syn_takes_over_a_time_wait_tuple_with_a_higher_sequence_number() {
+    // The server closes first, so the server holds TIME_WAIT; then a SYN for the same 4-tuple arrives.
+    let mut world = common::world(common::configs(5), LinkConfig::default(), Faults::default(), 5);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let client_port = world.stacks[0].connection(client).unwrap().local().port();
+    let mut server_rcv_nxt = None;
+    let done = world.run(Instant::from_secs(5), |stacks, _| {
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Accepted { conn, .. } = ev {
+                stacks[1].close(conn).unwrap();
+            }
+        }
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::PeerClosed(c) = ev {
+                stacks[0].close(c).unwrap();
+            }
+        }
+        let tw = stacks[1].connections().find(|(_, c)| c.state() == State::TimeWait).map(|(_, c)| c.rcv_nxt());
+        server_rcv_nxt = tw;
+        tw.is_some() && stacks[0].connection_count() == 0
+    });
+    assert!(done, "the server did not reach TIME_WAIT");
+    let rcv_nxt = server_rcv_nxt.unwrap();
+    let mut reopen = syn(client_port, rcv_nxt.0.wrapping_add(100_000));
+    reopen.options.timestamp = None;
+    let frame = client_frame(&reopen);
+    let now = world.now();
+    world.devices[0].transmit(now, frame.len(), &mut |buf| buf.copy_from_slice(&frame));
+    // The client stack has no such connection: it answers the new SYN-ACK with RST, which is how we see it came.
+    let answered = world.run(now + std::time::Duration::from_secs(1), |stacks, _| stacks[0].counters().rst_sent >= 1);
+    assert!(answered, "no SYN-ACK came back for the new SYN");
+    assert_eq!(world.stacks[1].counters().time_wait_reopened, 1);
+}
+
+#[test]
+fn old_syn_for_a_time_wait_tuple_does_not_reopen_it() {
+    let mut world = common::world(common::configs(6), LinkConfig::default(), Faults::default(), 6);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let client_port = world.stacks[0].connection(client).unwrap().local().port();
+    world.run(Instant::from_secs(5), |stacks, _| {
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Accepted { conn, .. } = ev {
+                stacks[1].close(conn).unwrap();
+            }
+        }
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::PeerClosed(c) = ev {
+                stacks[0].close(c).unwrap();
+            }
+        }
+        stacks[1].state_counts()[8] == 1 && stacks[0].connection_count() == 0
+    });
+    let irs = world.stacks[1].connections().next().map(|(_, c)| c.irs()).unwrap();
+    let mut old = syn(client_port, irs.0);
+    old.options.timestamp = None;
+    let frame = client_frame(&old);
+    let now = world.now();
+    world.devices[0].transmit(now, frame.len(), &mut |buf| buf.copy_from_slice(&frame));
+    world.settle();
+    world.advance(Instant::from_secs(10));
+    world.settle();
+    assert_eq!(world.stacks[1].counters().time_wait_reopened, 0);
+    assert_eq!(world.stacks[1].state_counts()[8], 1, "still in TIME_WAIT");
+}
+
+/// A valid SYN, a data segment and an ARP request, to mutate.
+fn seed_frames() -> Vec<Vec<u8>> {
+    let mut data = syn(44000, 10);
+    data.flags = TcpFlags::ACK | TcpFlags::PSH;
+    data.payload = b"GET / HTTP/1.1\r\n\r\n";
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&common::CLIENT_MAC.0);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&common::CLIENT_MAC.0);
+    arp.extend_from_slice(&common::CLIENT_IP.octets());
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&SERVER_IP.octets());
+    vec![client_frame(&syn(44000, 1)), client_frame(&data), arp]
+}
+
+#[derive(Debug, Clone)]
+enum Input {
+    Random(Vec<u8>),
+    Mutated { which: usize, flips: Vec<(usize, u8)>, cut: Option<usize> },
+    Advance(u64),
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200).prop_map(Input::Random),
+        (0usize..3, prop::collection::vec((any::<usize>(), any::<u8>()), 0..6), prop::option::of(any::<usize>()))
+            .prop_map(|(which, flips, cut)| Input::Mutated { which, flips, cut }),
+        (0u64..5_000_000).prop_map(Input::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random bytes and mutated real frames, with time passing, never panic the stack, and every frame is
+    /// counted: as a TCP segment, an ARP packet or a drop by reason.
+    #[test]
+    fn random_and_mutated_frames_never_panic_and_are_counted(inputs in prop::collection::vec(input(), 1..60)) {
+        let (mut s, mut dev) = scripted_server(common::configs(9)[1].clone());
+        let seeds = seed_frames();
+        let mut now = Instant::ZERO;
+        let mut fed = 0u64;
+        for inp in inputs {
+            match inp {
+                Input::Random(bytes) => dev.rx.push_back(bytes),
+                Input::Mutated { which, flips, cut } => {
+                    let mut f = seeds[which].clone();
+                    for (at, x) in flips {
+                        let i = at % f.len();
+                        f[i] ^= x;
+                    }
+                    if let Some(c) = cut {
+                        f.truncate(c % (f.len() + 1));
+                    }
+                    dev.rx.push_back(f);
+                }
+                Input::Advance(us) => now += std::time::Duration::from_micros(us),
+            }
+            fed += dev.rx.len() as u64;
+            s.poll(now, &mut dev);
+            let c = s.counters();
+            prop_assert_eq!(c.rx_frames, fed);
+            prop_assert!(c.tcp_in + c.arp_in + c.total_drops() >= c.rx_frames, "a frame left no trace: {:?}", c);
+        }
+    }
+}
