@@ -19,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "error: the veth and pcap tests need root — run scripts/test.sh as root" >&2
     exit 1
 fi
-cargo test --release --locked -- --include-ignored
+XTCP_SIM_SEEDS=20000 cargo test --release --locked -- --include-ignored
 echo "== timer bench smoke run"
 cargo bench --locked --bench timer -- --test >/dev/null
 echo "all checks passed"
