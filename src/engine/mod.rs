@@ -498,8 +498,8 @@ impl Stack {
             Ok(s) => s,
             Err(e) => return self.counters.drop_wire(e),
         };
-        if seg.src_port == 0 || seg.dst_port == 0 || ip_repr.src_addr.is_broadcast() || ip_repr.src_addr.is_multicast()
-        {
+        // Ports of 0 are refused by the parser; a broadcast or multicast source can own no connection.
+        if ip_repr.src_addr.is_broadcast() || ip_repr.src_addr.is_multicast() {
             return self.counters.drop(Drop::Malformed);
         }
         self.counters.tcp_in += 1;

@@ -109,19 +109,14 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
         self.buffer
     }
 
-    fn read_u16(&self, range: core::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[range];
-        u16::from_be_bytes([b[0], b[1]])
-    }
-
     /// The hardware type ([`HARDWARE_ETHERNET`] is 1).
     pub fn hardware_type(&self) -> u16 {
-        self.read_u16(field::HTYPE)
+        super::get_u16(&self.buffer.as_ref()[field::HTYPE])
     }
 
     /// The protocol type, in EtherType numbering.
     pub fn protocol_type(&self) -> EtherType {
-        EtherType::from(self.read_u16(field::PTYPE))
+        EtherType::from(super::get_u16(&self.buffer.as_ref()[field::PTYPE]))
     }
 
     /// The length of a hardware address in bytes.
@@ -136,7 +131,7 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
 
     /// The opcode.
     pub fn operation(&self) -> ArpOperation {
-        ArpOperation::from(self.read_u16(field::OPER))
+        ArpOperation::from(super::get_u16(&self.buffer.as_ref()[field::OPER]))
     }
 
     /// The sender's hardware address bytes.

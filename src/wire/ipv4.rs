@@ -132,16 +132,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.buffer
     }
 
-    fn read_u16(&self, range: core::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[range];
-        u16::from_be_bytes([b[0], b[1]])
-    }
-
-    fn read_addr(&self, range: core::ops::Range<usize>) -> Ipv4Addr {
-        let b = &self.buffer.as_ref()[range];
-        Ipv4Addr::new(b[0], b[1], b[2], b[3])
-    }
-
     /// The version field (4).
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
@@ -159,27 +149,27 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// The total length: header and payload, in bytes.
     pub fn total_len(&self) -> u16 {
-        self.read_u16(field::LENGTH)
+        super::get_u16(&self.buffer.as_ref()[field::LENGTH])
     }
 
     /// The identification field.
     pub fn ident(&self) -> u16 {
-        self.read_u16(field::IDENT)
+        super::get_u16(&self.buffer.as_ref()[field::IDENT])
     }
 
     /// The don't-fragment flag.
     pub fn dont_frag(&self) -> bool {
-        self.read_u16(field::FLG_OFF) & FLAG_DONT_FRAG != 0
+        super::get_u16(&self.buffer.as_ref()[field::FLG_OFF]) & FLAG_DONT_FRAG != 0
     }
 
     /// The more-fragments flag.
     pub fn more_frags(&self) -> bool {
-        self.read_u16(field::FLG_OFF) & FLAG_MORE_FRAGS != 0
+        super::get_u16(&self.buffer.as_ref()[field::FLG_OFF]) & FLAG_MORE_FRAGS != 0
     }
 
     /// The fragment offset in bytes (the field counts units of eight).
     pub fn frag_offset(&self) -> u16 {
-        (self.read_u16(field::FLG_OFF) & FRAG_OFFSET_MASK) << 3
+        (super::get_u16(&self.buffer.as_ref()[field::FLG_OFF]) & FRAG_OFFSET_MASK) << 3
     }
 
     /// True when this is a fragment of a larger datagram: more-fragments set or a non-zero offset.
@@ -199,17 +189,17 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// The header checksum field.
     pub fn checksum(&self) -> u16 {
-        self.read_u16(field::CHECKSUM)
+        super::get_u16(&self.buffer.as_ref()[field::CHECKSUM])
     }
 
     /// The source address.
     pub fn src_addr(&self) -> Ipv4Addr {
-        self.read_addr(field::SRC_ADDR)
+        Ipv4Addr::from(super::get_u32(&self.buffer.as_ref()[field::SRC_ADDR]))
     }
 
     /// The destination address.
     pub fn dst_addr(&self) -> Ipv4Addr {
-        self.read_addr(field::DST_ADDR)
+        Ipv4Addr::from(super::get_u32(&self.buffer.as_ref()[field::DST_ADDR]))
     }
 
     /// The option bytes between the fixed header and the payload (empty when IHL is 5).
@@ -232,10 +222,6 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
-    fn write_u16(&mut self, range: core::ops::Range<usize>, value: u16) {
-        self.buffer.as_mut()[range].copy_from_slice(&value.to_be_bytes());
-    }
-
     /// Sets the version field.
     pub fn set_version(&mut self, value: u8) {
         let b = &mut self.buffer.as_mut()[field::VER_IHL];
@@ -255,37 +241,38 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 
     /// Sets the total length.
     pub fn set_total_len(&mut self, value: u16) {
-        self.write_u16(field::LENGTH, value);
+        self.buffer.as_mut()[field::LENGTH].copy_from_slice(&u16::to_be_bytes(value));
     }
 
     /// Sets the identification field.
     pub fn set_ident(&mut self, value: u16) {
-        self.write_u16(field::IDENT, value);
+        self.buffer.as_mut()[field::IDENT].copy_from_slice(&u16::to_be_bytes(value));
     }
 
     /// Clears the flags and the fragment offset.
     pub fn clear_flags(&mut self) {
-        self.write_u16(field::FLG_OFF, 0);
+        self.buffer.as_mut()[field::FLG_OFF].copy_from_slice(&u16::to_be_bytes(0));
     }
 
     /// Sets or clears the don't-fragment flag.
     pub fn set_dont_frag(&mut self, value: bool) {
-        let raw = self.read_u16(field::FLG_OFF);
+        let raw = super::get_u16(&self.buffer.as_ref()[field::FLG_OFF]);
         let raw = if value { raw | FLAG_DONT_FRAG } else { raw & !FLAG_DONT_FRAG };
-        self.write_u16(field::FLG_OFF, raw);
+        self.buffer.as_mut()[field::FLG_OFF].copy_from_slice(&u16::to_be_bytes(raw));
     }
 
     /// Sets or clears the more-fragments flag.
     pub fn set_more_frags(&mut self, value: bool) {
-        let raw = self.read_u16(field::FLG_OFF);
+        let raw = super::get_u16(&self.buffer.as_ref()[field::FLG_OFF]);
         let raw = if value { raw | FLAG_MORE_FRAGS } else { raw & !FLAG_MORE_FRAGS };
-        self.write_u16(field::FLG_OFF, raw);
+        self.buffer.as_mut()[field::FLG_OFF].copy_from_slice(&u16::to_be_bytes(raw));
     }
 
     /// Sets the fragment offset in bytes (a multiple of eight).
     pub fn set_frag_offset(&mut self, offset_bytes: u16) {
-        let raw = self.read_u16(field::FLG_OFF);
-        self.write_u16(field::FLG_OFF, (raw & !FRAG_OFFSET_MASK) | (offset_bytes >> 3));
+        let raw = super::get_u16(&self.buffer.as_ref()[field::FLG_OFF]);
+        self.buffer.as_mut()[field::FLG_OFF]
+            .copy_from_slice(&u16::to_be_bytes((raw & !FRAG_OFFSET_MASK) | (offset_bytes >> 3)));
     }
 
     /// Sets the time to live.
@@ -300,7 +287,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 
     /// Sets the checksum field.
     pub fn set_checksum(&mut self, value: u16) {
-        self.write_u16(field::CHECKSUM, value);
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&u16::to_be_bytes(value));
     }
 
     /// Sets the source address.

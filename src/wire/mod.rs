@@ -38,5 +38,16 @@ pub enum Error {
     Unsupported,
 }
 
+/// Big-endian header fields, shared by every view. Ranges come from a length checked once in `new_checked` (or
+/// from our own emit buffer), so the indexing cannot fail.
+pub(crate) fn get_u16(bytes: &[u8]) -> u16 {
+    u16::from_be_bytes([bytes[0], bytes[1]])
+}
+
+/// See [`get_u16`].
+pub(crate) fn get_u32(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
 /// The result of parsing.
 pub type Result<T> = core::result::Result<T, Error>;

@@ -337,34 +337,24 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         self.buffer
     }
 
-    fn read_u16(&self, range: core::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[range];
-        u16::from_be_bytes([b[0], b[1]])
-    }
-
-    fn read_u32(&self, range: core::ops::Range<usize>) -> u32 {
-        let b = &self.buffer.as_ref()[range];
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-    }
-
     /// The source port.
     pub fn src_port(&self) -> u16 {
-        self.read_u16(field::SRC_PORT)
+        super::get_u16(&self.buffer.as_ref()[field::SRC_PORT])
     }
 
     /// The destination port.
     pub fn dst_port(&self) -> u16 {
-        self.read_u16(field::DST_PORT)
+        super::get_u16(&self.buffer.as_ref()[field::DST_PORT])
     }
 
     /// The sequence number.
     pub fn seq_number(&self) -> SeqNumber {
-        SeqNumber(self.read_u32(field::SEQ_NUM))
+        SeqNumber(super::get_u32(&self.buffer.as_ref()[field::SEQ_NUM]))
     }
 
     /// The acknowledgment number, whatever the ACK flag says.
     pub fn ack_number(&self) -> SeqNumber {
-        SeqNumber(self.read_u32(field::ACK_NUM))
+        SeqNumber(super::get_u32(&self.buffer.as_ref()[field::ACK_NUM]))
     }
 
     /// The data offset field, in 32-bit words.
@@ -384,17 +374,17 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 
     /// The window field, before scaling.
     pub fn window_len(&self) -> u16 {
-        self.read_u16(field::WINDOW)
+        super::get_u16(&self.buffer.as_ref()[field::WINDOW])
     }
 
     /// The checksum field.
     pub fn checksum(&self) -> u16 {
-        self.read_u16(field::CHECKSUM)
+        super::get_u16(&self.buffer.as_ref()[field::CHECKSUM])
     }
 
     /// The urgent pointer.
     pub fn urgent_pointer(&self) -> u16 {
-        self.read_u16(field::URGENT)
+        super::get_u16(&self.buffer.as_ref()[field::URGENT])
     }
 
     /// The option bytes, between the fixed header and the data offset.
@@ -421,32 +411,24 @@ impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
-    fn write_u16(&mut self, range: core::ops::Range<usize>, value: u16) {
-        self.buffer.as_mut()[range].copy_from_slice(&value.to_be_bytes());
-    }
-
-    fn write_u32(&mut self, range: core::ops::Range<usize>, value: u32) {
-        self.buffer.as_mut()[range].copy_from_slice(&value.to_be_bytes());
-    }
-
     /// Sets the source port.
     pub fn set_src_port(&mut self, value: u16) {
-        self.write_u16(field::SRC_PORT, value);
+        self.buffer.as_mut()[field::SRC_PORT].copy_from_slice(&u16::to_be_bytes(value));
     }
 
     /// Sets the destination port.
     pub fn set_dst_port(&mut self, value: u16) {
-        self.write_u16(field::DST_PORT, value);
+        self.buffer.as_mut()[field::DST_PORT].copy_from_slice(&u16::to_be_bytes(value));
     }
 
     /// Sets the sequence number.
     pub fn set_seq_number(&mut self, value: SeqNumber) {
-        self.write_u32(field::SEQ_NUM, value.0);
+        self.buffer.as_mut()[field::SEQ_NUM].copy_from_slice(&u32::to_be_bytes(value.0));
     }
 
     /// Sets the acknowledgment number.
     pub fn set_ack_number(&mut self, value: SeqNumber) {
-        self.write_u32(field::ACK_NUM, value.0);
+        self.buffer.as_mut()[field::ACK_NUM].copy_from_slice(&u32::to_be_bytes(value.0));
     }
 
     /// Sets the header length in bytes (a multiple of four, 20 to 60); clears the reserved bits.
@@ -461,17 +443,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
 
     /// Sets the window field.
     pub fn set_window_len(&mut self, value: u16) {
-        self.write_u16(field::WINDOW, value);
+        self.buffer.as_mut()[field::WINDOW].copy_from_slice(&u16::to_be_bytes(value));
     }
 
     /// Sets the checksum field.
     pub fn set_checksum(&mut self, value: u16) {
-        self.write_u16(field::CHECKSUM, value);
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&u16::to_be_bytes(value));
     }
 
     /// Sets the urgent pointer.
     pub fn set_urgent_pointer(&mut self, value: u16) {
-        self.write_u16(field::URGENT, value);
+        self.buffer.as_mut()[field::URGENT].copy_from_slice(&u16::to_be_bytes(value));
     }
 
     /// The option bytes, to write options into after setting the header length.
