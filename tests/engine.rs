@@ -131,6 +131,13 @@ fn new_syn_takes_over_a_time_wait_tuple_with_a_higher_sequence_number() {
     let answered = world.run(now + std::time::Duration::from_secs(1), |stacks, _| stacks[0].counters().rst_sent >= 1);
     assert!(answered, "no SYN-ACK came back for the new SYN");
     assert_eq!(world.stacks[1].counters().time_wait_reopened, 1);
+    let mut closed = Vec::new();
+    while let Some(ev) = world.stacks[1].next_event() {
+        if let StackEvent::Closed(_, reason) = ev {
+            closed.push(reason);
+        }
+    }
+    assert_eq!(closed, [CloseReason::Normal], "the TIME_WAIT incarnation's application hears that it ended");
 }
 
 #[test]

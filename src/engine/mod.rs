@@ -361,6 +361,7 @@ impl Stack {
 
     /// Mutable access to a connection, for settings such as keep-alive and no-delay.
     pub fn connection_mut(&mut self, id: ConnId) -> Result<&mut Connection, StackError> {
+        self.entry_mut(id)?;
         self.mark_dirty(id.index);
         Ok(&mut self.entry_mut(id)?.conn)
     }
@@ -521,6 +522,9 @@ impl Stack {
             }
             // RFC 6191: a new incarnation takes over the TIME_WAIT 4-tuple.
             self.counters.time_wait_reopened += 1;
+            self.counters.count_close(CloseReason::Normal);
+            let id = ConnId { index, generation: self.slots[index as usize].generation };
+            self.push_event(StackEvent::Closed(id, CloseReason::Normal));
             self.free_slot(index);
         }
         if !self.listeners.contains_key(&seg.dst_port) {
