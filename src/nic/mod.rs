@@ -8,6 +8,7 @@
 use crate::time::Instant;
 
 pub mod fault;
+pub mod loopback;
 pub mod pcap;
 pub mod sim;
 pub mod trace;

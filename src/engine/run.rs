@@ -1,0 +1,99 @@
+//! The loop one core runs: poll the device, hand events to the application, and when there is nothing to do,
+//! spin a little and then sleep in growing steps until the next timer — busy under load, quiet when idle.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
+
+use super::Stack;
+use crate::app::{dispatch, App};
+use crate::nic::FrameDevice;
+use crate::time::Instant;
+
+/// The real clock: microseconds since the loop's clock was made. The only clock read in xtcp's engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin: std::time::Instant,
+}
+
+impl Clock {
+    /// A clock whose epoch is now.
+    pub fn new() -> Clock {
+        Clock { origin: std::time::Instant::now() }
+    }
+
+    /// The time since the epoch.
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::new()
+    }
+}
+
+/// How the loop waits when idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Keep polling without sleeping for this long after the last frame or event (default 200 µs).
+    pub busy_poll: Duration,
+    /// The longest single sleep when idle (default 1 ms); sleeps grow from 1 µs up to this.
+    pub max_sleep: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions { busy_poll: Duration::from_micros(200), max_sleep: Duration::from_millis(1) }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunStats {
+    /// Loop turns.
+    pub turns: u64,
+    /// Turns that found frames or events.
+    pub busy_turns: u64,
+    /// Sleeps taken.
+    pub sleeps: u64,
+}
+
+/// Runs `app` on `stack` over `dev` until the application is done or `stop` is set.
+pub fn run(
+    stack: &mut Stack,
+    dev: &mut dyn FrameDevice,
+    app: &mut dyn App,
+    stop: &AtomicBool,
+    opts: RunOptions,
+) -> RunStats {
+    let clock = Clock::new();
+    let mut stats = RunStats::default();
+    app.start(stack, clock.now());
+    let mut last_work = clock.now();
+    let mut sleep = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) && !app.done() {
+        stats.turns += 1;
+        let now = clock.now();
+        let frames = stack.poll(now, dev);
+        let events = dispatch(stack, now, app);
+        if frames > 0 || events > 0 {
+            stats.busy_turns += 1;
+            last_work = now;
+            sleep = Duration::ZERO;
+            continue;
+        }
+        let next = [stack.poll_at(), dev.poll_at()].into_iter().flatten().min();
+        if next.is_some_and(|t| t <= now) || now - last_work < opts.busy_poll {
+            core::hint::spin_loop();
+            continue;
+        }
+        sleep = (sleep * 2).clamp(Duration::from_micros(1), opts.max_sleep);
+        if let Some(t) = next {
+            sleep = sleep.min(t - now);
+        }
+        stats.sleeps += 1;
+        std::thread::sleep(sleep);
+    }
+    stats
+}
