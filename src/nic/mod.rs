@@ -9,6 +9,7 @@ use crate::time::Instant;
 
 pub mod fault;
 pub mod loopback;
+pub mod neigh;
 pub mod pcap;
 pub mod sim;
 pub mod trace;
