@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use xtcp::engine::{Drop, StackEvent};
 use xtcp::nic::fault::Faults;
 use xtcp::nic::sim::LinkConfig;
-use xtcp::tcp::{CloseReason, State};
+use xtcp::tcp::{Algorithm, CloseReason, State};
 use xtcp::time::Instant;
 use xtcp::wire::{SeqNumber, TcpFlags};
 
@@ -236,4 +236,30 @@ proptest! {
             prop_assert!(c.tcp_in + c.arp_in + c.total_drops() >= c.rx_frames, "a frame left no trace: {:?}", c);
         }
     }
+}
+
+#[test]
+fn congestion_control_is_chosen_per_listener_and_per_client() {
+    let mut world = common::world(common::configs(8), LinkConfig::default(), Faults::default(), 8);
+    let cubic = xtcp::tcp::Config { congestion: Algorithm::Cubic, ..Default::default() };
+    world.stacks[1].listen_with(8080, cubic).unwrap();
+    let to_cubic = world.stacks[0].connect(SocketAddrV4::new(SERVER_IP, 8080)).unwrap();
+    let to_reno = world.stacks[0].connect(common::server_addr()).unwrap();
+    let cubic_client = world.stacks[0].connect_with(common::server_addr(), cubic).unwrap();
+    let mut accepted = Vec::new();
+    world.run(Instant::from_secs(5), |stacks, _| {
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Accepted { conn, port } = ev {
+                accepted.push((port, stacks[1].connection(conn).unwrap().congestion().algorithm()));
+            }
+        }
+        accepted.len() == 3
+    });
+    accepted.sort_by_key(|a| (a.0, a.1 == Algorithm::Cubic));
+    assert_eq!(accepted, [(80, Algorithm::NewReno), (80, Algorithm::NewReno), (8080, Algorithm::Cubic)]);
+    let algo = |id| world.stacks[0].connection(id).unwrap().congestion().algorithm();
+    assert_eq!(
+        (algo(to_cubic), algo(to_reno), algo(cubic_client)),
+        (Algorithm::NewReno, Algorithm::NewReno, Algorithm::Cubic)
+    );
 }

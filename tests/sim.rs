@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use xtcp::engine::{ConnId, Stack, StackEvent};
 use xtcp::nic::fault::Faults;
 use xtcp::nic::sim::LinkConfig;
-use xtcp::tcp::CloseReason;
+use xtcp::tcp::{Algorithm, CloseReason};
 use xtcp::time::Instant;
 
 /// One direction of one connection: what must be sent and what has been.
@@ -80,6 +80,7 @@ impl Scenario {
             cfg.window_scaling = rng.gen_bool(0.8);
             cfg.timestamps = rng.gen_bool(0.8);
             cfg.nagle = rng.gen_bool(0.5);
+            cfg.congestion = if rng.gen_bool(0.5) { Algorithm::Cubic } else { Algorithm::NewReno };
         }
         let skip_read_per_mille = [rng.gen_range(0..=900), rng.gen_range(0..=900)];
         let read_chunk = [rng.gen_range(1..=16 * 1024), rng.gen_range(1..=16 * 1024)];

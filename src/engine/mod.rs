@@ -184,6 +184,8 @@ struct Entry {
 #[derive(Debug)]
 struct Listener {
     half_open: usize,
+    /// Settings for the connections this listener makes.
+    tcp: tcp::Config,
 }
 
 /// One core's TCP/IP stack. See the [module docs](self).
@@ -279,17 +281,27 @@ impl Stack {
 
     // ----- Application calls -----
 
-    /// Accepts connections on `port`.
+    /// Accepts connections on `port`, with the stack's TCP settings.
     pub fn listen(&mut self, port: u16) -> Result<(), StackError> {
+        self.listen_with(port, self.cfg.tcp)
+    }
+
+    /// Accepts connections on `port`, giving them `tcp` settings (congestion control, buffers, timers...).
+    pub fn listen_with(&mut self, port: u16, tcp: tcp::Config) -> Result<(), StackError> {
         if self.listeners.contains_key(&port) || self.listeners.len() >= self.cfg.max_listeners {
             return Err(StackError::ListenerExists);
         }
-        self.listeners.insert(port, Listener { half_open: 0 });
+        self.listeners.insert(port, Listener { half_open: 0, tcp });
         Ok(())
     }
 
     /// Opens a connection to `remote` from an ephemeral port; its SYN goes out on the next [`Stack::poll`].
     pub fn connect(&mut self, remote: SocketAddrV4) -> Result<ConnId, StackError> {
+        self.connect_with(remote, self.cfg.tcp)
+    }
+
+    /// As [`Stack::connect`], with `tcp` settings for this connection.
+    pub fn connect_with(&mut self, remote: SocketAddrV4, tcp: tcp::Config) -> Result<ConnId, StackError> {
         if self.table.len() >= self.cfg.max_connections {
             self.counters.table_full += 1;
             return Err(StackError::TableFull);
@@ -304,7 +316,7 @@ impl Stack {
             })
             .ok_or(StackError::NoPort)?;
         let local = SocketAddrV4::new(self.cfg.ip, port);
-        let conn = Connection::connect(self.cfg.tcp, local, remote, &self.isn, self.now);
+        let conn = Connection::connect(tcp, local, remote, &self.isn, self.now);
         let id = self.insert(conn, FourTuple { local_port: port, remote }, None);
         self.mark_dirty(id.index);
         Ok(id)
@@ -553,7 +565,8 @@ impl Stack {
                     return self.counters.drop(Drop::TableFull);
                 }
                 let local = SocketAddrV4::new(self.cfg.ip, seg.dst_port);
-                let conn = Connection::accept(self.cfg.tcp, local, tuple.remote, seg, &self.isn, now);
+                let tcp = self.listeners.get(&seg.dst_port).map_or(self.cfg.tcp, |l| l.tcp);
+                let conn = Connection::accept(tcp, local, tuple.remote, seg, &self.isn, now);
                 let id = self.insert(conn, tuple, Some(seg.dst_port));
                 self.after_activity(id.index, tx);
             }

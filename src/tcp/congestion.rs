@@ -1,9 +1,81 @@
-//! Congestion control: slow start and congestion avoidance (RFC 5681) with NewReno fast recovery (RFC 6582).
+//! Congestion control: slow start and congestion avoidance (RFC 5681) with NewReno fast recovery (RFC 6582),
+//! and CUBIC (RFC 9438) as the other choice of window growth.
 //!
 //! The connection tells this module what happened (bytes newly acknowledged, duplicate ACKs, a timeout); the
-//! module keeps `cwnd`, `ssthresh` and the recovery point and says when to retransmit.
+//! module keeps `cwnd`, `ssthresh` and the recovery point and says when to retransmit. Both algorithms share the
+//! loss recovery (fast retransmit, NewReno's partial and full ACKs); they differ in how much the window shrinks on
+//! loss (β = 0.5 for NewReno, 0.7 for CUBIC) and how it grows in congestion avoidance.
 
+use core::time::Duration;
+
+use crate::time::Instant;
 use crate::wire::SeqNumber;
+
+/// Which congestion control a connection uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// RFC 5681 growth, halving on loss.
+    #[default]
+    NewReno,
+    /// RFC 9438: cubic growth around the window of the last loss, β = 0.7, with the Reno-friendly region.
+    Cubic,
+}
+
+/// RFC 9438 §4.6: β_cubic.
+const CUBIC_BETA: f64 = 0.7;
+/// RFC 9438 §5: C.
+const CUBIC_C: f64 = 0.4;
+
+/// CUBIC's state (RFC 9438 §4), windows in segments, time in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cubic {
+    /// W_max: the window just before the last reduction.
+    w_max: f64,
+    /// K: the time from the epoch's start until the window is back at W_max.
+    k: f64,
+    /// When the current congestion-avoidance epoch began.
+    epoch_start: Option<Instant>,
+    /// The window at the start of the epoch (the cubic curve's origin when the window is already past W_max).
+    origin: f64,
+    /// W_est: the window standard Reno would have (RFC 9438 §4.3).
+    w_est: f64,
+}
+
+impl Cubic {
+    /// A congestion event with a window of `cwnd` segments: remember W_max, with fast convergence (§4.7).
+    fn on_loss(&mut self, cwnd: f64) {
+        self.w_max = if cwnd < self.w_max { cwnd * (1.0 + CUBIC_BETA) / 2.0 } else { cwnd };
+        self.epoch_start = None;
+    }
+
+    /// The window, in segments, for an ACK of `acked` segments at `now` with a window of `cwnd`; `rtt` is the
+    /// smoothed round-trip time.
+    fn grow(&mut self, now: Instant, rtt: Duration, cwnd: f64, acked: f64) -> f64 {
+        let start = *self.epoch_start.get_or_insert_with(|| {
+            if cwnd < self.w_max {
+                self.k = ((self.w_max - cwnd) / CUBIC_C).cbrt();
+                self.origin = self.w_max;
+            } else {
+                self.k = 0.0;
+                self.origin = cwnd;
+            }
+            self.w_est = cwnd;
+            now
+        });
+        let t = (now - start).as_secs_f64();
+        // W_cubic(t + RTT), the target one round trip ahead (§4.2), kept within [cwnd, 1.5·cwnd].
+        let target = (self.origin + CUBIC_C * (t + rtt.as_secs_f64() - self.k).powi(3)).clamp(cwnd, 1.5 * cwnd);
+        // The Reno-friendly estimate grows by α per window of ACKed segments (§4.3).
+        let alpha = 3.0 * (1.0 - CUBIC_BETA) / (1.0 + CUBIC_BETA);
+        self.w_est += alpha * acked / cwnd;
+        let w_cubic_now = self.origin + CUBIC_C * (t - self.k).powi(3);
+        if w_cubic_now < self.w_est {
+            self.w_est.max(cwnd)
+        } else {
+            cwnd + (target - cwnd) / cwnd * acked
+        }
+    }
+}
 
 /// What the connection should do after an ACK was fed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,9 +86,11 @@ pub enum AckAction {
     Retransmit,
 }
 
-/// NewReno state.
+/// Congestion control state of one connection.
 #[derive(Debug, Clone, Copy)]
-pub struct NewReno {
+pub struct Congestion {
+    algorithm: Algorithm,
+    cubic: Cubic,
     cwnd: usize,
     ssthresh: usize,
     smss: usize,
@@ -31,12 +105,20 @@ pub struct NewReno {
 /// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2).
 pub const DUPACK_THRESHOLD: u32 = 3;
 
-impl NewReno {
-    /// Initial window per RFC 6928: min(10·SMSS, max(2·SMSS, 14600)), `initial_segments` replacing 10.
-    pub fn new(smss: usize, initial_segments: usize, iss: SeqNumber) -> NewReno {
+impl Congestion {
+    /// NewReno with the initial window of RFC 6928: min(10·SMSS, max(2·SMSS, 14600)), `initial_segments`
+    /// replacing 10.
+    pub fn new(smss: usize, initial_segments: usize, iss: SeqNumber) -> Congestion {
+        Congestion::with_algorithm(Algorithm::NewReno, smss, initial_segments, iss)
+    }
+
+    /// As [`Congestion::new`], with the algorithm chosen.
+    pub fn with_algorithm(algorithm: Algorithm, smss: usize, initial_segments: usize, iss: SeqNumber) -> Congestion {
         let smss = smss.max(1);
         let cwnd = (initial_segments * smss).min((2 * smss).max(14600)).max(smss);
-        NewReno {
+        Congestion {
+            algorithm,
+            cubic: Cubic::default(),
             cwnd,
             ssthresh: usize::MAX / 2,
             smss,
@@ -45,6 +127,11 @@ impl NewReno {
             in_recovery: false,
             avoidance_acked: 0,
         }
+    }
+
+    /// The algorithm in use.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     /// The congestion window in bytes.
@@ -69,8 +156,15 @@ impl NewReno {
     }
 
     /// An ACK that advanced SND.UNA by `acked` bytes of sequence space to `ack`, with `flight` bytes outstanding
-    /// before it.
-    pub fn on_new_ack(&mut self, ack: SeqNumber, acked: usize, flight: usize) -> AckAction {
+    /// before it; `now` and the smoothed RTT drive CUBIC's curve.
+    pub fn on_new_ack(
+        &mut self,
+        now: Instant,
+        srtt: Duration,
+        ack: SeqNumber,
+        acked: usize,
+        flight: usize,
+    ) -> AckAction {
         self.dupacks = 0;
         if self.in_recovery {
             if ack.diff(self.recover) >= 0 {
@@ -92,6 +186,10 @@ impl NewReno {
         if self.cwnd < self.ssthresh {
             // Slow start with appropriate byte counting, L = 1 SMSS (RFC 5681 §3.1, RFC 3465).
             self.cwnd += acked.min(self.smss);
+        } else if self.algorithm == Algorithm::Cubic {
+            let mss = self.smss as f64;
+            let cwnd = self.cubic.grow(now, srtt, self.cwnd as f64 / mss, acked as f64 / mss);
+            self.cwnd = ((cwnd * mss) as usize).max(self.cwnd);
         } else {
             // Congestion avoidance: one SMSS per window's worth of acknowledged bytes.
             self.avoidance_acked += acked;
@@ -115,7 +213,7 @@ impl NewReno {
         // RFC 6582 §3.2 step 2: only enter recovery when the ACK covers more than the previous recovery point,
         // so duplicates caused by retransmissions of an earlier episode do not start another.
         if self.dupacks == DUPACK_THRESHOLD && ack.diff(self.recover) > 0 {
-            self.ssthresh = (flight / 2).max(2 * self.smss);
+            self.ssthresh = self.reduced(flight);
             self.recover = snd_max;
             self.cwnd = self.ssthresh + 3 * self.smss;
             self.in_recovery = true;
@@ -126,12 +224,25 @@ impl NewReno {
 
     /// The retransmission timer expired (RFC 5681 §3.1 equation 4): one segment's window, recovery abandoned.
     pub fn on_timeout(&mut self, flight: usize, snd_max: SeqNumber) {
-        self.ssthresh = (flight / 2).max(2 * self.smss);
+        self.ssthresh = self.reduced(flight);
         self.cwnd = self.smss;
         self.dupacks = 0;
         self.in_recovery = false;
         self.recover = snd_max;
         self.avoidance_acked = 0;
+    }
+
+    /// The slow-start threshold after a congestion event with `flight` bytes outstanding: β·FlightSize, at least
+    /// two segments (RFC 5681 §3.1 equation 4; RFC 9438 §4.6).
+    fn reduced(&mut self, flight: usize) -> usize {
+        let ssthresh = match self.algorithm {
+            Algorithm::NewReno => flight / 2,
+            Algorithm::Cubic => {
+                self.cubic.on_loss(self.cwnd as f64 / self.smss as f64);
+                (flight as f64 * CUBIC_BETA) as usize
+            }
+        };
+        ssthresh.max(2 * self.smss)
     }
 
     /// Duplicate ACKs counted since the last new ACK.
@@ -146,26 +257,26 @@ mod tests {
 
     #[test]
     fn initial_window_follows_rfc6928() {
-        assert_eq!(NewReno::new(1460, 10, SeqNumber(0)).window(), 14600);
-        assert_eq!(NewReno::new(9000, 10, SeqNumber(0)).window(), 18000);
+        assert_eq!(Congestion::new(1460, 10, SeqNumber(0)).window(), 14600);
+        assert_eq!(Congestion::new(9000, 10, SeqNumber(0)).window(), 18000);
     }
 
     #[test]
     fn slow_start_then_avoidance() {
-        let mut c = NewReno::new(1000, 2, SeqNumber(0));
+        let mut c = Congestion::new(1000, 2, SeqNumber(0));
         c.ssthresh = 4000;
-        c.on_new_ack(SeqNumber(1000), 1000, 2000);
-        c.on_new_ack(SeqNumber(2000), 1000, 2000);
+        c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(1000), 1000, 2000);
+        c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(2000), 1000, 2000);
         assert_eq!(c.window(), 4000);
         for i in 0..4 {
-            c.on_new_ack(SeqNumber(3000 + i * 1000), 1000, 4000);
+            c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(3000 + i * 1000), 1000, 4000);
         }
         assert_eq!(c.window(), 5000, "one SMSS after a whole window was acknowledged");
     }
 
     #[test]
     fn third_duplicate_ack_retransmits_and_full_ack_ends_recovery() {
-        let mut c = NewReno::new(1000, 10, SeqNumber(0));
+        let mut c = Congestion::new(1000, 10, SeqNumber(0));
         let una = SeqNumber(1);
         assert_eq!(c.on_duplicate_ack(una, 10_000, SeqNumber(10_001)), AckAction::None);
         assert_eq!(c.on_duplicate_ack(una, 10_000, SeqNumber(10_001)), AckAction::None);
@@ -175,18 +286,97 @@ mod tests {
         assert_eq!(c.window(), 8000);
         c.on_duplicate_ack(una, 10_000, SeqNumber(10_001));
         assert_eq!(c.window(), 9000);
-        assert_eq!(c.on_new_ack(SeqNumber(3001), 3000, 10_000), AckAction::Retransmit, "partial ACK");
+        assert_eq!(
+            c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(3001), 3000, 10_000),
+            AckAction::Retransmit,
+            "partial ACK"
+        );
         assert!(c.in_recovery());
-        assert_eq!(c.on_new_ack(SeqNumber(10_001), 7000, 7000), AckAction::None);
+        assert_eq!(c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(10_001), 7000, 7000), AckAction::None);
         assert!(!c.in_recovery());
         assert_eq!(c.window(), 2000, "min(ssthresh, max(flight after the ACK, SMSS) + SMSS)");
     }
 
     #[test]
     fn timeout_collapses_window_to_one_segment() {
-        let mut c = NewReno::new(1000, 10, SeqNumber(0));
+        let mut c = Congestion::new(1000, 10, SeqNumber(0));
         c.on_timeout(8000, SeqNumber(8001));
         assert_eq!(c.window(), 1000);
         assert_eq!(c.ssthresh(), 4000);
+    }
+
+    /// A CUBIC connection that just lost at a window of `w_max` segments of 1000 bytes, now at β·W_max in
+    /// congestion avoidance.
+    fn cubic_after_loss(w_max: usize) -> Congestion {
+        let mut c = Congestion::with_algorithm(Algorithm::Cubic, 1000, 10, SeqNumber(0));
+        c.cwnd = w_max * 1000;
+        c.ssthresh = c.reduced(w_max * 1000);
+        c.cwnd = c.ssthresh;
+        c
+    }
+
+    /// ACKs a whole window every `rtt` until `until`; returns (time, cwnd in segments) once per round trip.
+    fn ack_clock(c: &mut Congestion, from: Instant, until: Instant, rtt: Duration) -> Vec<(f64, f64)> {
+        let mut now = from;
+        let mut seq = SeqNumber(1);
+        let mut trace = Vec::new();
+        while now < until {
+            let segments = c.window() / 1000;
+            for _ in 0..segments {
+                seq += 1000;
+                c.on_new_ack(now, rtt, seq, 1000, c.window());
+            }
+            trace.push(((now - from).as_secs_f64(), c.window() as f64 / 1000.0));
+            now += rtt;
+        }
+        trace
+    }
+
+    #[test]
+    fn cubic_reduces_the_window_by_beta_0_7() {
+        let c = cubic_after_loss(100);
+        assert_eq!(c.ssthresh(), 70_000);
+        assert_eq!(c.cubic.w_max, 100.0);
+        let mut r = Congestion::new(1000, 10, SeqNumber(0));
+        assert_eq!(r.reduced(100_000), 50_000, "NewReno halves");
+    }
+
+    #[test]
+    fn cubic_regains_w_max_near_k_and_then_probes_beyond() {
+        let mut c = cubic_after_loss(100);
+        // K = cbrt(W_max (1 - β) / C) = cbrt(100 · 0.3 / 0.4) ≈ 4.22 s.
+        let k = (100.0f64 * 0.3 / 0.4).cbrt();
+        // A long round trip, so that the cubic curve leads the Reno-friendly estimate (which grows per RTT).
+        let rtt = Duration::from_millis(100);
+        let start = Instant::from_secs(1);
+        let trace = ack_clock(&mut c, start, start + Duration::from_secs_f64(2.0 * k), rtt);
+        let at = |t: f64| trace.iter().find(|(x, _)| *x >= t).map(|&(_, w)| w).unwrap();
+        // Concave below W_max: fast at first, flattening towards W_max, never above it before K.
+        assert!(at(0.5 * k) > 85.0 && at(0.5 * k) < 100.0, "half-way: {}", at(0.5 * k));
+        assert!(trace.iter().filter(|(t, _)| *t < k - 0.1).all(|&(_, w)| w <= 100.5));
+        assert!((at(k) - 100.0).abs() < 2.0, "at K: {}", at(k));
+        // Convex above it: probing for more.
+        assert!(at(2.0 * k - 0.1) > 120.0, "at 2K: {}", at(2.0 * k - 0.1));
+    }
+
+    #[test]
+    fn cubic_fast_convergence_lowers_w_max_when_losses_come_sooner() {
+        let mut c = cubic_after_loss(100);
+        c.cwnd = 80_000;
+        c.reduced(80_000);
+        assert_eq!(c.cubic.w_max, 80.0 * 1.7 / 2.0);
+    }
+
+    #[test]
+    fn cubic_follows_the_reno_friendly_estimate_on_short_round_trips() {
+        // With a short RTT the cubic curve grows slowly per round trip; W_est, growing by
+        // α = 3(1 - β)/(1 + β) ≈ 0.53 segments per RTT (RFC 9438 §4.3), leads and CUBIC follows it.
+        let mut c = cubic_after_loss(10);
+        let rtt = Duration::from_millis(1);
+        let start = Instant::from_secs(1);
+        let trace = ack_clock(&mut c, start, start + Duration::from_millis(200), rtt);
+        let per_rtt = (trace.last().unwrap().1 - trace[0].1) / (trace.len() - 1) as f64;
+        let alpha = 3.0 * (1.0 - CUBIC_BETA) / (1.0 + CUBIC_BETA);
+        assert!((per_rtt - alpha).abs() < 0.05, "{per_rtt} segments per RTT, α = {alpha}");
     }
 }

@@ -9,7 +9,7 @@ use core::time::Duration;
 use std::net::SocketAddrV4;
 
 use super::buffer::{RecvBuffer, SendBuffer};
-use super::congestion::{AckAction, NewReno};
+use super::congestion::{AckAction, Congestion};
 use super::isn::IsnGenerator;
 use super::rtt::RttEstimator;
 use super::{CloseReason, Config, Event, State, TimerKind};
@@ -131,7 +131,7 @@ pub struct Connection {
     rtt: RttEstimator,
     /// Karn's algorithm without timestamps: the sequence number being timed and when it was sent.
     rtt_timing: Option<(SeqNumber, Instant)>,
-    cc: NewReno,
+    cc: Congestion,
     /// Consecutive retransmission timeouts without progress.
     retries: u32,
     /// Unanswered zero-window or keep-alive probes.
@@ -210,7 +210,7 @@ impl Connection {
             peer_fin_received: false,
             rtt,
             rtt_timing: None,
-            cc: NewReno::new(smss, cfg.initial_window_segments, iss),
+            cc: Congestion::with_algorithm(cfg.congestion, smss, cfg.initial_window_segments, iss),
             retries: 0,
             probes: 0,
             timers: [None; 5],
@@ -351,6 +351,11 @@ impl Connection {
     /// The congestion window in bytes.
     pub fn congestion_window(&self) -> usize {
         self.cc.window()
+    }
+
+    /// The congestion control state.
+    pub fn congestion(&self) -> &Congestion {
+        &self.cc
     }
 
     /// The round-trip estimator.
@@ -807,7 +812,8 @@ impl Connection {
         self.retries = 0;
         self.probes = 0;
         self.rtt.reset_backoff();
-        if self.cc.on_new_ack(ack, acked, flight) == AckAction::Retransmit {
+        let srtt = self.rtt.srtt().unwrap_or(self.cfg.rto_initial);
+        if self.cc.on_new_ack(now, srtt, ack, acked, flight) == AckAction::Retransmit {
             self.fast_retransmit = true;
             self.stats.fast_retransmits += 1;
         }

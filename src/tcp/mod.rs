@@ -18,7 +18,7 @@ mod rtt;
 mod tests;
 
 pub use buffer::{Assembler, RecvBuffer, SendBuffer, MAX_OOO_RANGES};
-pub use congestion::{AckAction, NewReno, DUPACK_THRESHOLD};
+pub use congestion::{AckAction, Algorithm, Congestion, DUPACK_THRESHOLD};
 pub use connection::{Connection, ConnectionStats};
 pub use isn::IsnGenerator;
 pub use rtt::RttEstimator;
@@ -199,6 +199,8 @@ pub struct Config {
     pub nagle: bool,
     /// Initial congestion window in segments (RFC 6928: 10).
     pub initial_window_segments: usize,
+    /// Congestion control: NewReno (default) or CUBIC.
+    pub congestion: Algorithm,
     /// Keep-alive, when wanted.
     pub keepalive: Option<Keepalive>,
     /// The maximum segment lifetime; TIME_WAIT lasts twice this (default 30 s).
@@ -224,6 +226,7 @@ impl Default for Config {
             delayed_ack: Duration::from_millis(40),
             nagle: true,
             initial_window_segments: 10,
+            congestion: Algorithm::NewReno,
             keepalive: None,
             msl: Duration::from_secs(30),
             fin_wait_2_timeout: Some(Duration::from_secs(60)),
