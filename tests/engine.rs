@@ -263,3 +263,38 @@ fn congestion_control_is_chosen_per_listener_and_per_client() {
         (Algorithm::NewReno, Algorithm::NewReno, Algorithm::Cubic)
     );
 }
+
+#[test]
+fn a_closed_connection_keeps_unread_bytes_until_read_or_released() {
+    let mut world = common::world(common::configs(12), LinkConfig::default(), Faults::default(), 12);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let mut server = None;
+    // The client sends and closes; the server closes on PeerClosed without reading.
+    world.run(Instant::from_secs(5), |stacks, _| {
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::Connected(c) = ev {
+                stacks[0].send(c, b"unread").unwrap();
+                stacks[0].close(c).unwrap();
+            }
+        }
+        while let Some(ev) = stacks[1].next_event() {
+            match ev {
+                StackEvent::Accepted { conn, .. } => server = Some(conn),
+                StackEvent::PeerClosed(c) => stacks[1].close(c).unwrap(),
+                _ => {}
+            }
+        }
+        stacks[1].connection_count() == 0 && server.is_some()
+    });
+    let server = server.unwrap();
+    assert_eq!(world.stacks[1].slots_in_use(), 1, "closed, but its bytes wait for the application");
+    assert_eq!(world.stacks[1].connection(server).unwrap().state(), State::Closed);
+    let mut buf = [0u8; 3];
+    assert_eq!(world.stacks[1].recv(server, &mut buf), Ok(3));
+    assert_eq!(&buf, b"unr");
+    world.stacks[1].release(server).unwrap();
+    assert_eq!(world.stacks[1].slots_in_use(), 0);
+    assert_eq!(world.stacks[1].next_event(), Some(StackEvent::Closed(server, CloseReason::Normal)));
+    assert!(world.stacks[1].connection(server).is_err(), "the handle is stale");
+    let _ = client;
+}

@@ -7,6 +7,7 @@
 
 pub mod demo;
 pub mod echo;
+pub mod http;
 
 use crate::engine::{Stack, StackEvent};
 use crate::time::Instant;

@@ -356,6 +356,20 @@ impl Stack {
         Ok(())
     }
 
+    /// The application is done with this handle: a connection that closed in order but still held unread bytes
+    /// is freed now (its `Closed` event follows), and a live one is aborted as by [`Stack::abort`].
+    pub fn release(&mut self, id: ConnId) -> Result<(), StackError> {
+        let e = self.entry_mut(id)?;
+        match e.closed_unread {
+            Some(reason) => {
+                self.push_event(StackEvent::Closed(id, reason));
+                self.free_slot(id.index);
+                Ok(())
+            }
+            None => self.abort(id),
+        }
+    }
+
     /// Aborts the connection (RST where the peer has one).
     pub fn abort(&mut self, id: ConnId) -> Result<(), StackError> {
         let e = self.entry_mut(id)?;

@@ -1,0 +1,224 @@
+//! A small HTTP/1.1 server: a fixed body for GET and HEAD on any path, keep-alive and pipelining, `Connection:
+//! close`, and the errors a server owes (400 bad request, 405 method, 413 body too large, 431 headers too large).
+//! Requests are parsed with httparse; each connection's input is bounded, as is the number of requests it may make.
+
+use std::collections::HashMap;
+
+use super::App;
+use crate::engine::{ConnId, Stack, StackEvent};
+use crate::time::Instant;
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The listening port.
+    pub port: u16,
+    /// The body every GET receives.
+    pub body: Vec<u8>,
+    /// The largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// The largest request body accepted (and skipped); larger gets 413.
+    pub max_body_bytes: usize,
+    /// Requests one connection may make; the last answer says `Connection: close`.
+    pub max_requests_per_connection: u32,
+}
+
+impl HttpConfig {
+    /// A server on `port` answering with `body`.
+    pub fn new(port: u16, body: Vec<u8>) -> HttpConfig {
+        HttpConfig { port, body, max_header_bytes: 8192, max_body_bytes: 1 << 20, max_requests_per_connection: 10_000 }
+    }
+}
+
+/// What the server counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HttpStats {
+    /// Requests answered with 200.
+    pub ok: u64,
+    /// Requests answered with an error status.
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Session {
+    /// Received bytes not yet parsed.
+    input: Vec<u8>,
+    /// Response bytes the send buffer had no room for yet.
+    output: Vec<u8>,
+    /// Request-body bytes still to skip.
+    skip: usize,
+    requests: u32,
+    /// Close once `output` is sent.
+    closing: bool,
+}
+
+/// The HTTP server application.
+#[derive(Debug)]
+pub struct Http {
+    cfg: HttpConfig,
+    sessions: HashMap<ConnId, Session>,
+    buf: Box<[u8]>,
+    /// Counters.
+    pub stats: HttpStats,
+}
+
+const MAX_HEADERS: usize = 64;
+
+impl Http {
+    /// A server with `cfg`.
+    pub fn new(cfg: HttpConfig) -> Http {
+        Http { cfg, sessions: HashMap::new(), buf: vec![0; 16 * 1024].into_boxed_slice(), stats: HttpStats::default() }
+    }
+
+    fn pump(&mut self, stack: &mut Stack, conn: ConnId) {
+        let Some(session) = self.sessions.get_mut(&conn) else { return };
+        // Read while there is room to hold what came in (the bound is the header limit plus one read).
+        while session.input.len() < self.cfg.max_header_bytes + self.buf.len() {
+            let n = stack.recv(conn, &mut self.buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            if session.closing {
+                // Answered for the last time: what else comes is read and dropped, so the connection can finish.
+                continue;
+            }
+            let mut data = &self.buf[..n];
+            let skipped = session.skip.min(data.len());
+            session.skip -= skipped;
+            data = &data[skipped..];
+            session.input.extend_from_slice(data);
+            answer(&self.cfg, session, &mut self.stats);
+        }
+        flush(stack, conn, session);
+    }
+}
+
+/// Parses and answers every complete request in the session's input.
+fn answer(cfg: &HttpConfig, s: &mut Session, stats: &mut HttpStats) {
+    while !s.closing && !s.input.is_empty() && s.skip == 0 {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let head_len = match req.parse(&s.input) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if s.input.len() > cfg.max_header_bytes {
+                    respond(s, 431, "Request Header Fields Too Large", b"", false, true, stats);
+                }
+                return;
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                respond(s, 431, "Request Header Fields Too Large", b"", false, true, stats);
+                return;
+            }
+            Err(_) => {
+                respond(s, 400, "Bad Request", b"", false, true, stats);
+                return;
+            }
+        };
+        if head_len > cfg.max_header_bytes {
+            respond(s, 431, "Request Header Fields Too Large", b"", false, true, stats);
+            return;
+        }
+        let version_11 = req.version == Some(1);
+        let header = |name: &str| {
+            req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value))
+        };
+        let connection = header("connection").map(|v| v.to_ascii_lowercase());
+        let keep_alive = match connection.as_deref() {
+            Some(v) if v.contains("close") => false,
+            Some(v) if v.contains("keep-alive") => true,
+            _ => version_11,
+        };
+        let body_len = match header("content-length").map(|v| v.trim().parse::<usize>()) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                respond(s, 400, "Bad Request", b"", false, true, stats);
+                return;
+            }
+        };
+        if header("transfer-encoding").is_some() {
+            // Chunked request bodies are not supported: refuse rather than lose sync with the stream.
+            respond(s, 411, "Length Required", b"", false, true, stats);
+            return;
+        }
+        let method = req.method.unwrap_or("").to_string();
+        s.input.drain(..head_len);
+        if body_len > cfg.max_body_bytes {
+            respond(s, 413, "Content Too Large", b"", false, true, stats);
+            return;
+        }
+        // Skip the request body: what is buffered now, and the rest as it arrives.
+        let buffered = body_len.min(s.input.len());
+        s.input.drain(..buffered);
+        s.skip = body_len - buffered;
+        s.requests += 1;
+        let last = !keep_alive || s.requests >= cfg.max_requests_per_connection;
+        match method.as_str() {
+            "GET" => respond(s, 200, "OK", &cfg.body, false, last, stats),
+            "HEAD" => respond(s, 200, "OK", &cfg.body, true, last, stats),
+            _ => respond(s, 405, "Method Not Allowed", b"", false, last, stats),
+        }
+    }
+}
+
+fn respond(s: &mut Session, code: u16, reason: &str, body: &[u8], head_only: bool, close: bool, stats: &mut HttpStats) {
+    if code == 200 {
+        stats.ok += 1;
+    } else {
+        stats.errors += 1;
+    }
+    let connection = if close { "close" } else { "keep-alive" };
+    let allow = if code == 405 { "Allow: GET, HEAD\r\n" } else { "" };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nServer: xtcp\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{allow}\
+         Connection: {connection}\r\n\r\n",
+        body.len()
+    );
+    s.output.extend_from_slice(head.as_bytes());
+    if !head_only {
+        s.output.extend_from_slice(body);
+    }
+    if close {
+        s.closing = true;
+        s.input.clear();
+    }
+}
+
+/// Sends what the send buffer takes; closes once a closing session has sent everything.
+fn flush(stack: &mut Stack, conn: ConnId, s: &mut Session) {
+    if !s.output.is_empty() {
+        let n = stack.send(conn, &s.output).unwrap_or(0);
+        s.output.drain(..n);
+    }
+    if s.output.is_empty() && s.closing {
+        let _ = stack.close(conn);
+    }
+}
+
+impl App for Http {
+    fn start(&mut self, stack: &mut Stack, _now: Instant) {
+        let _ = stack.listen(self.cfg.port);
+    }
+
+    fn on_event(&mut self, stack: &mut Stack, _now: Instant, event: StackEvent) {
+        match event {
+            StackEvent::Accepted { conn, .. } => {
+                self.sessions.insert(conn, Session::default());
+                self.pump(stack, conn);
+            }
+            StackEvent::Readable(c) | StackEvent::Writable(c) => self.pump(stack, c),
+            StackEvent::PeerClosed(c) => {
+                self.pump(stack, c);
+                if let Some(s) = self.sessions.get_mut(&c) {
+                    s.closing = true;
+                    flush(stack, c, s);
+                }
+            }
+            StackEvent::Closed(c, _) => {
+                self.sessions.remove(&c);
+            }
+            StackEvent::Connected(_) => {}
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The HTTP/1.1 server (`xtcp::app::http`) over the simulated link: pipelining, keep-alive and close, errors.
+
+mod common;
+
+use std::net::SocketAddrV4;
+
+use xtcp::app::http::{Http, HttpConfig};
+use xtcp::app::{dispatch, App};
+use xtcp::engine::StackEvent;
+use xtcp::nic::fault::Faults;
+use xtcp::nic::sim::LinkConfig;
+use xtcp::time::Instant;
+
+#[derive(Debug, PartialEq)]
+struct Response {
+    status: u16,
+    connection: String,
+    content_length: usize,
+    body: Vec<u8>,
+}
+
+/// Sends `request` (all of it, at once) and returns the responses read until the server closed.
+fn exchange(cfg: HttpConfig, request: &[u8], head_only: &[bool]) -> (Vec<Response>, Http) {
+    let mut world = common::world(common::configs(11), LinkConfig::default(), Faults::default(), 11);
+    let mut http = Http::new(cfg.clone());
+    let now = world.now();
+    http.start(&mut world.stacks[1], now);
+    let conn = world.stacks[0].connect(SocketAddrV4::new(common::SERVER_IP, cfg.port)).unwrap();
+    let mut sent = 0;
+    let mut received = Vec::new();
+    let mut closed = false;
+    let mut buf = vec![0; 65536];
+    world.run(Instant::from_secs(30), |stacks, now| {
+        dispatch(&mut stacks[1], now, &mut http);
+        while let Some(ev) = stacks[0].next_event() {
+            match ev {
+                StackEvent::PeerClosed(_) => {
+                    let _ = stacks[0].close(conn);
+                }
+                StackEvent::Closed(..) => closed = true,
+                _ => {}
+            }
+        }
+        if sent < request.len() {
+            sent += stacks[0].send(conn, &request[sent..]).unwrap_or(0);
+        }
+        loop {
+            let n = stacks[0].recv(conn, &mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        closed
+    });
+    assert!(closed, "the server never closed: {:?}", String::from_utf8_lossy(&received));
+    // The server's side goes through TIME_WAIT and must then be gone, unread requests or not.
+    world.run(Instant::from_secs(120), |stacks, now| {
+        dispatch(&mut stacks[1], now, &mut http);
+        stacks[1].slots_in_use() == 0
+    });
+    assert_eq!(world.stacks[1].slots_in_use(), 0, "the server kept a connection");
+    (parse_responses(&received, head_only), http)
+}
+
+fn parse_responses(mut bytes: &[u8], head_only: &[bool]) -> Vec<Response> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut res = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(n) = res.parse(bytes).expect("a valid response") else {
+            panic!("a truncated response: {:?}", String::from_utf8_lossy(bytes));
+        };
+        let get = |name: &str| {
+            res.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value).to_string())
+                .unwrap_or_default()
+        };
+        let content_length: usize = get("content-length").parse().unwrap();
+        let body_len = if head_only.get(out.len()).copied().unwrap_or(false) { 0 } else { content_length };
+        out.push(Response {
+            status: res.code.unwrap(),
+            connection: get("connection"),
+            content_length,
+            body: bytes[n..n + body_len].to_vec(),
+        });
+        bytes = &bytes[n + body_len..];
+    }
+    out
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_connection_close_is_honoured() {
+    let cfg = HttpConfig::new(80, b"hello from xtcp\n".to_vec());
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\
+                    HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n\
+                    POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+                    GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n\
+                    GET /never HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (responses, http) = exchange(cfg, request, &[false, true, false, false]);
+    let summary: Vec<(u16, &str, usize, usize)> =
+        responses.iter().map(|r| (r.status, r.connection.as_str(), r.content_length, r.body.len())).collect();
+    assert_eq!(
+        summary,
+        [(200, "keep-alive", 16, 16), (200, "keep-alive", 16, 0), (405, "keep-alive", 0, 0), (200, "close", 16, 16)]
+    );
+    assert_eq!(responses[0].body, b"hello from xtcp\n");
+    assert_eq!((http.stats.ok, http.stats.errors), (3, 1));
+}
+
+#[test]
+fn http_1_0_closes_after_one_response_unless_keep_alive_is_asked() {
+    let cfg = HttpConfig::new(80, b"x".to_vec());
+    let (responses, _) = exchange(cfg.clone(), b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n", &[]);
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].connection, "close");
+    let (responses, _) = exchange(cfg, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n", &[]);
+    assert_eq!(responses.iter().map(|r| r.connection.as_str()).collect::<Vec<_>>(), ["keep-alive", "close"]);
+}
+
+#[test]
+fn oversized_headers_get_431_and_garbage_gets_400() {
+    let cfg = HttpConfig::new(80, b"x".to_vec());
+    let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20_000));
+    big.extend_from_slice(b"\r\n\r\n");
+    let (responses, _) = exchange(cfg.clone(), &big, &[]);
+    assert_eq!(responses.iter().map(|r| (r.status, r.connection.as_str())).collect::<Vec<_>>(), [(431, "close")]);
+    let (responses, _) = exchange(cfg, b"\x01\x02 not http\r\n\r\n", &[]);
+    assert_eq!(responses.iter().map(|r| (r.status, r.connection.as_str())).collect::<Vec<_>>(), [(400, "close")]);
+}
+
+#[test]
+fn a_body_over_the_limit_gets_413_and_requests_per_connection_are_bounded() {
+    let mut cfg = HttpConfig::new(80, b"x".to_vec());
+    cfg.max_body_bytes = 10;
+    let (responses, _) = exchange(cfg.clone(), b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world", &[]);
+    assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [413]);
+    cfg.max_requests_per_connection = 2;
+    let three = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    let (responses, _) = exchange(cfg, three, &[]);
+    assert_eq!(responses.iter().map(|r| r.connection.as_str()).collect::<Vec<_>>(), ["keep-alive", "close"]);
+}
