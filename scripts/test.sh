@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages tcpdump iproute2 ca-certificates
+# AF_XDP: clang, llvm and libbpf-dev build the XDP program; make, m4, gcc, libelf-dev, zlib1g-dev and pkg-config
+# build the vendored libbpf and libxdp; ethtool, iputils-ping and python3 drive the veth tests.
+ensure_packages tcpdump iproute2 ca-certificates \
+    clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make m4 gcc libc6-dev \
+    ethtool iputils-ping python3
 ensure_rust
 
 echo "== rustfmt"
