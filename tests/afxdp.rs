@@ -216,6 +216,46 @@ fn xdp_program_is_gone_after_any_exit() {
     }
 }
 
+// ----- Bind modes: zero-copy can be forced, and veth refuses it -----
+
+/// The child: force zero-copy (veth has none), then force copy.
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn child_bind_modes() {
+    if child_role().is_none() {
+        return;
+    }
+    let ifname = child_env("XTCP_IF");
+    let ip: Ipv4Addr = child_env("XTCP_IP").parse().unwrap();
+    let steering = Steering::load_and_attach(&ifname, ip, [ECHO_PORT]).expect("attach");
+    let zc = XskConfig { mode: BindMode::ZeroCopy, ..XskConfig::DEFAULT };
+    match XskDevice::open(&ifname, &zc, &steering) {
+        Ok(dev) => println!("ZC_OK {:?}", dev.mode()),
+        Err(e) => println!("ZC_ERR {e}"),
+    }
+    let copy = XskConfig { mode: BindMode::Copy, ..XskConfig::DEFAULT };
+    let dev = XskDevice::open(&ifname, &copy, &steering).expect("copy mode works everywhere");
+    println!("COPY_OK {:?} tx_budget={}", dev.mode(), dev.tx_budget_frames());
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn forced_zero_copy_fails_on_veth_and_forced_copy_works() {
+    if child_role().is_some() {
+        return;
+    }
+    let ns = Netns::up("m");
+    let mut child = ns.spawn_child("child_bind_modes", "modes");
+    let zc = child.expect_line("ZC_", Duration::from_secs(20));
+    assert!(
+        zc.starts_with("ZC_ERR") && zc.contains("os error 95"),
+        "veth should refuse zero-copy with EOPNOTSUPP: {zc}"
+    );
+    let copy = child.expect_line("COPY_OK", Duration::from_secs(20));
+    assert!(copy.contains("Copy"), "{copy}");
+    assert!(child.wait(Duration::from_secs(20)).success());
+}
+
 // ----- (b) Steering: an xtcp echo server answers the kernel's TCP, the kernel still answers ping -----
 
 /// The echo application's per-connection state.
@@ -361,6 +401,19 @@ fn kernel_client_gets_its_echo_from_xtcp_over_af_xdp() {
     let ping = run(ns.in_kernel_ns("ping").args(["-c", "2", "-i", "0.2", "-W", "2", ns.var("IP_XTCP")]));
     assert!(String::from_utf8_lossy(&ping.stdout).contains("2 received"), "ping failed");
 
+    // A port xtcp does not listen on is not steered: the kernel behind the same address refuses it itself.
+    let refused = r#"
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    print("CONNECTED")
+except ConnectionRefusedError:
+    print("REFUSED")
+"#;
+    let other_port = (ECHO_PORT + 1).to_string();
+    let out = run(ns.in_kernel_ns("python3").args(["-c", refused, ns.var("IP_XTCP"), &other_port]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "REFUSED");
+
     for n in sizes {
         let out = run(ns.in_kernel_ns("python3").args([
             "-c",
@@ -383,5 +436,7 @@ fn kernel_client_gets_its_echo_from_xtcp_over_af_xdp() {
             .unwrap_or_else(|| panic!("no {name} in {counters:?}"))
     };
     assert!(field("redirected") > 0, "nothing was redirected: {counters}");
-    assert!(field("passed") > 0, "nothing passed to the kernel (ARP, ICMP): {counters}");
+    assert!(field("passed") > 0, "nothing passed to the kernel (ARP, ICMP, the other port): {counters}");
+    let stack = child.expect_line("STACK", Duration::from_secs(5));
+    assert!(stack.contains("rst_sent: 0,"), "xtcp saw the unsteered port's SYN: {stack}");
 }
