@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages tcpdump ca-certificates
+# shellcheck disable=SC2086 # the package lists are words
+ensure_packages $BUILD_PACKAGES $RUN_PACKAGES
 ensure_rust
 
 cargo build --release --locked

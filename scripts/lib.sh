@@ -22,13 +22,13 @@ ensure_rust() {
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
     if ! command -v cargo >/dev/null 2>&1; then
-        echo "error: cargo not found — install Rust 1.80 or newer (rustup) and run again" >&2
+        echo "error: cargo not found — install Rust 1.85 or newer (rustup) and run again" >&2
         return 1
     fi
     local v
     v=$(rustc --version | awk '{print $2}')
-    if [ "$(printf '%s\n1.80.0\n' "$v" | sort -V | head -1)" != "1.80.0" ]; then
-        echo "error: rustc $v is older than 1.80 — update Rust (rustup update) and run again" >&2
+    if [ "$(printf '%s\n1.85.0\n' "$v" | sort -V | head -1)" != "1.85.0" ]; then
+        echo "error: rustc $v is older than 1.85 — update Rust (rustup update) and run again" >&2
         return 1
     fi
     for comp in rustfmt clippy; do
@@ -40,3 +40,9 @@ ensure_rust() {
         fi
     done
 }
+
+# What building xtcp needs: clang, llvm and libbpf-dev build the XDP program; make, m4, gcc, libelf-dev, zlib1g-dev
+# and pkg-config build the vendored libbpf and libxdp; bindgen uses libclang, which clang brings.
+BUILD_PACKAGES="ca-certificates clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make m4 gcc libc6-dev"
+# What the veth tests and the demo drive: namespaces, offload settings, ping, Python sockets, captures.
+RUN_PACKAGES="iproute2 ethtool iputils-ping python3 tcpdump"

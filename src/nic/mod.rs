@@ -7,6 +7,8 @@
 
 use crate::time::Instant;
 
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+pub mod afxdp;
 pub mod fault;
 pub mod loopback;
 pub mod neigh;

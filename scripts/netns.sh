@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Two network namespaces joined by a veth pair, for the AF_XDP tests and by hand:
+#
+#   scripts/netns.sh up NAME [--queues N]    creates them and prints shell assignments (eval-able)
+#   scripts/netns.sh down NAME               removes them (quietly does nothing if they are gone)
+#
+# Namespace "xtcp-NAME-x" holds xtcp's side (IF_XTCP, IP_XTCP); "xtcp-NAME-k" holds the kernel peer's (IF_KERNEL,
+# IP_KERNEL). Interface names and the 10.77.X.0/24 subnet are derived from NAME, and the addresses exist only inside
+# the namespaces: test traffic never leaves them. The kernel side gets `tx off tso off gso off` so it sends whole
+# frames with complete checksums (over veth it would otherwise send CHECKSUM_PARTIAL frames and GSO super-frames).
+# --queues N gives both ends N rx and N tx queues. Needs root.
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 up NAME [--queues N] | down NAME" >&2
+    exit 2
+}
+
+[ $# -ge 2 ] || usage
+cmd=$1
+name=$2
+shift 2
+case "$name" in
+    *[!A-Za-z0-9_-]* | "") echo "error: NAME must be letters, digits, '-' or '_'" >&2; exit 2 ;;
+esac
+[ ${#name} -le 40 ] || { echo "error: NAME is longer than 40 characters" >&2; exit 2; }
+
+ns_x="xtcp-$name-x"
+ns_k="xtcp-$name-k"
+hash=$(printf '%s' "$name" | cksum | awk '{printf "%08x", $1}')
+if_x="xx$hash"   # 10 characters: under the 15 of IFNAMSIZ
+if_k="xk$hash"
+subnet=$((0x${hash:0:4} % 250 + 1))
+ip_x="10.77.$subnet.1"
+ip_k="10.77.$subnet.2"
+
+down() {
+    ip netns del "$ns_x" 2>/dev/null || true
+    ip netns del "$ns_k" 2>/dev/null || true
+}
+
+up() {
+    local queues=1
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --queues) [ $# -ge 2 ] || usage; queues=$2; shift 2 ;;
+            *) usage ;;
+        esac
+    done
+    case "$queues" in *[!0-9]* | "" | 0) echo "error: --queues wants a positive number" >&2; exit 2 ;; esac
+    command -v ethtool >/dev/null || { echo "error: ethtool missing — apt-get install ethtool" >&2; exit 1; }
+    down
+    trap down ERR
+    ip netns add "$ns_x"
+    ip netns add "$ns_k"
+    # Created inside the namespaces: the names never meet anyone else's in the root namespace.
+    ip -n "$ns_x" link add "$if_x" numtxqueues "$queues" numrxqueues "$queues" type veth \
+        peer name "$if_k" netns "$ns_k" numtxqueues "$queues" numrxqueues "$queues"
+    ip -n "$ns_x" addr add "$ip_x/24" dev "$if_x"
+    ip -n "$ns_k" addr add "$ip_k/24" dev "$if_k"
+    ip -n "$ns_x" link set lo up
+    ip -n "$ns_k" link set lo up
+    ip -n "$ns_x" link set "$if_x" up
+    ip -n "$ns_k" link set "$if_k" up
+    ip netns exec "$ns_k" ethtool -K "$if_k" tx off tso off gso off >/dev/null
+    trap - ERR
+    echo "NS_XTCP=$ns_x"
+    echo "NS_KERNEL=$ns_k"
+    echo "IF_XTCP=$if_x"
+    echo "IF_KERNEL=$if_k"
+    echo "IP_XTCP=$ip_x"
+    echo "IP_KERNEL=$ip_k"
+    echo "MAC_XTCP=$(ip netns exec "$ns_x" cat "/sys/class/net/$if_x/address")"
+    echo "MAC_KERNEL=$(ip netns exec "$ns_k" cat "/sys/class/net/$if_k/address")"
+}
+
+case "$cmd" in
+    up) up "$@" ;;
+    down) [ $# -eq 0 ] || usage; down ;;
+    *) usage ;;
+esac

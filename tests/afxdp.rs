@@ -1,0 +1,442 @@
+//! The AF_XDP path over veth, against the real Linux stack. Needs root: `scripts/test.sh` runs these.
+//!
+//! Each test makes its own pair of network namespaces with `scripts/netns.sh` (names derived from the test and
+//! this process's id) and removes them when it ends, failing or not. The xtcp side runs in a child process — this
+//! test binary again, under `ip netns exec`, told what to do by `XTCP_AFXDP_CHILD` — so it sees its namespace's
+//! interfaces and sysfs, and so the parent can kill it.
+#![cfg(all(feature = "afxdp", target_os = "linux"))]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant as StdInstant};
+
+use xtcp::engine::{ConnId, Stack, StackConfig, StackEvent};
+use xtcp::nic::afxdp::{self, BindMode, Steering, XskConfig, XskDevice};
+use xtcp::time::Instant;
+
+const CHILD_ENV: &str = "XTCP_AFXDP_CHILD";
+const ECHO_PORT: u16 = 7777;
+
+// ----- Fixtures -----
+
+/// A pair of namespaces from `scripts/netns.sh`, removed on drop.
+struct Netns {
+    name: String,
+    vars: HashMap<String, String>,
+}
+
+impl Netns {
+    fn up(tag: &str) -> Netns {
+        let name = format!("{tag}{}", std::process::id());
+        let out = run(Command::new("scripts/netns.sh").args(["up", &name]));
+        let vars = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Netns { name, vars }
+    }
+
+    fn var(&self, key: &str) -> &str {
+        self.vars.get(key).unwrap_or_else(|| panic!("netns.sh printed no {key}"))
+    }
+
+    /// `ip -d link show` of xtcp's interface, from inside its namespace.
+    fn xtcp_link(&self) -> String {
+        let out =
+            run(Command::new("ip").args(["-n", self.var("NS_XTCP"), "-d", "link", "show", "dev", self.var("IF_XTCP")]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A command run inside the kernel peer's namespace.
+    fn in_kernel_ns(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.var("NS_KERNEL"), program]);
+        cmd
+    }
+
+    /// This test binary, re-run inside xtcp's namespace as the child `test_name` doing `role`.
+    fn spawn_child(&self, test_name: &str, role: &str) -> ChildGuard {
+        let exe = std::env::current_exe().expect("test binary path");
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.var("NS_XTCP")])
+            .arg(exe)
+            .args(["--exact", test_name, "--include-ignored", "--nocapture", "--test-threads=1", "--quiet"])
+            .env(CHILD_ENV, role)
+            .env("XTCP_IF", self.var("IF_XTCP"))
+            .env("XTCP_IP", self.var("IP_XTCP"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the child");
+        ChildGuard::new(child)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("scripts/netns.sh").args(["down", &self.name]).status();
+    }
+}
+
+/// A child process, killed on drop, whose stdout lines arrive on a channel.
+struct ChildGuard {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl ChildGuard {
+    fn new(mut child: Child) -> ChildGuard {
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("child: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildGuard { child, lines }
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns the line.
+    fn expect_line(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = StdInstant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(StdInstant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no {prefix:?} line from the child within {timeout:?}: {e}"),
+            }
+        }
+    }
+
+    /// Waits for the child to end; kills it after `timeout`.
+    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = StdInstant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the child") {
+                return status;
+            }
+            if StdInstant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the child did not finish within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn child_role() -> Option<String> {
+    std::env::var(CHILD_ENV).ok()
+}
+
+fn child_env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} not set for the child"))
+}
+
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = StdInstant::now() + timeout;
+    while StdInstant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// An XDP program on the link shows as `prog/xdp id N` (native) in `ip -d link show`.
+fn has_xdp(link: &str) -> bool {
+    link.contains("prog/xdp") || link.contains(" xdp ") || link.contains("xdpgeneric")
+}
+
+// ----- (a) The program leaves with the process -----
+
+/// The child: attach the steering program, say so, then end as `XTCP_AFXDP_CHILD` says.
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn child_attach() {
+    let Some(role) = child_role() else { return };
+    let ip: Ipv4Addr = child_env("XTCP_IP").parse().unwrap();
+    let steering = Steering::load_and_attach(&child_env("XTCP_IF"), ip, [ECHO_PORT]).expect("attach");
+    println!("ATTACHED {}", steering.ifindex().unwrap());
+    std::io::stdout().flush().unwrap();
+    match role.as_str() {
+        "panic" => panic!("the child panics with the program attached (on purpose)"),
+        "return" => {
+            std::thread::sleep(Duration::from_millis(300));
+            std::mem::forget(steering); // not even a destructor: only the process's end closes the link
+        }
+        _ => std::thread::sleep(Duration::from_secs(60)), // killed long before
+    }
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn xdp_program_is_gone_after_any_exit() {
+    if child_role().is_some() {
+        return;
+    }
+    let ns = Netns::up("a");
+    for how in ["SIGKILL", "SIGINT", "panic", "return"] {
+        assert!(!has_xdp(&ns.xtcp_link()), "an XDP program is attached before the child starts");
+        let mut child = ns.spawn_child("child_attach", if how.starts_with("SIG") { "sleep" } else { how });
+        child.expect_line("ATTACHED", Duration::from_secs(20));
+        let link = ns.xtcp_link();
+        assert!(has_xdp(&link), "{how}: no XDP program while the child holds the link:\n{link}");
+        if let Some(signal) = how.strip_prefix("SIG") {
+            run(Command::new("kill").args([&format!("-{signal}"), &child.child.id().to_string()]));
+        }
+        let status = child.wait(Duration::from_secs(20));
+        println!("{how}: child ended with {status}");
+        assert!(
+            wait_until(Duration::from_secs(5), || !has_xdp(&ns.xtcp_link())),
+            "{how}: the XDP program is still attached after the child ended:\n{}",
+            ns.xtcp_link()
+        );
+    }
+}
+
+// ----- Bind modes: zero-copy can be forced, and veth refuses it -----
+
+/// The child: force zero-copy (veth has none), then force copy.
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn child_bind_modes() {
+    if child_role().is_none() {
+        return;
+    }
+    let ifname = child_env("XTCP_IF");
+    let ip: Ipv4Addr = child_env("XTCP_IP").parse().unwrap();
+    let steering = Steering::load_and_attach(&ifname, ip, [ECHO_PORT]).expect("attach");
+    let zc = XskConfig { mode: BindMode::ZeroCopy, ..XskConfig::DEFAULT };
+    match XskDevice::open(&ifname, &zc, &steering) {
+        Ok(dev) => println!("ZC_OK {:?}", dev.mode()),
+        Err(e) => println!("ZC_ERR {e}"),
+    }
+    let copy = XskConfig { mode: BindMode::Copy, ..XskConfig::DEFAULT };
+    let dev = XskDevice::open(&ifname, &copy, &steering).expect("copy mode works everywhere");
+    println!("COPY_OK {:?} tx_budget={}", dev.mode(), dev.tx_budget_frames());
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn forced_zero_copy_fails_on_veth_and_forced_copy_works() {
+    if child_role().is_some() {
+        return;
+    }
+    let ns = Netns::up("m");
+    let mut child = ns.spawn_child("child_bind_modes", "modes");
+    let zc = child.expect_line("ZC_", Duration::from_secs(20));
+    assert!(
+        zc.starts_with("ZC_ERR") && zc.contains("os error 95"),
+        "veth should refuse zero-copy with EOPNOTSUPP: {zc}"
+    );
+    let copy = child.expect_line("COPY_OK", Duration::from_secs(20));
+    assert!(copy.contains("Copy"), "{copy}");
+    assert!(child.wait(Duration::from_secs(20)).success());
+}
+
+// ----- (b) Steering: an xtcp echo server answers the kernel's TCP, the kernel still answers ping -----
+
+/// The echo application's per-connection state.
+#[derive(Default)]
+struct EchoConn {
+    unsent: Vec<u8>,
+    peer_closed: bool,
+    closing: bool,
+}
+
+/// Sends what waits, reads what came, sends it back; closes once the peer has and all is echoed.
+fn echo_step(stack: &mut Stack, id: ConnId, c: &mut EchoConn, buf: &mut [u8]) {
+    loop {
+        if !c.unsent.is_empty() {
+            let n = stack.send(id, &c.unsent).unwrap_or(0);
+            c.unsent.drain(..n);
+            if !c.unsent.is_empty() {
+                break; // send buffer full: wait for Writable
+            }
+        }
+        match stack.recv(id, buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => c.unsent.extend_from_slice(&buf[..n]),
+        }
+    }
+    if c.peer_closed && c.unsent.is_empty() && !c.closing {
+        c.closing = true;
+        let _ = stack.close(id);
+    }
+}
+
+/// The child: an xtcp echo server on the AF_XDP device, until `XTCP_ECHO_CONNS` connections have closed.
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn child_echo() {
+    let Some(role) = child_role() else { return };
+    let ifname = child_env("XTCP_IF");
+    let ip: Ipv4Addr = child_env("XTCP_IP").parse().unwrap();
+    let conns_wanted: usize = role.strip_prefix("echo:").and_then(|n| n.parse().ok()).unwrap_or(1);
+    let t0 = StdInstant::now();
+    let clock = || Instant::from_micros(t0.elapsed().as_micros() as u64);
+
+    let mac = afxdp::interface_mac(&ifname).expect("interface MAC");
+    let mut cfg = StackConfig::new(mac, ip, 7);
+    cfg.arp = false; // the kernel keeps ARP for the address it shares with us
+    let ephemeral = cfg.ephemeral_ports.clone();
+    let mut steering = Steering::load_and_attach(&ifname, ip, [ECHO_PORT]).expect("attach the steering program");
+    steering.allow_ports(ephemeral).expect("steer the ephemeral ports");
+    let xsk_cfg = XskConfig { mode: BindMode::Auto, ..XskConfig::DEFAULT };
+    let mut dev = XskDevice::open(&ifname, &xsk_cfg, &steering).expect("open the AF_XDP socket");
+    let mut stack = Stack::new(cfg, clock());
+    stack.listen(ECHO_PORT).unwrap();
+    println!("READY mode={:?} tx_budget={}", dev.mode(), dev.tx_budget_frames());
+    std::io::stdout().flush().unwrap();
+
+    let mut conns: HashMap<ConnId, EchoConn> = HashMap::new();
+    let mut closed = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = t0 + Duration::from_secs(60);
+    while closed < conns_wanted {
+        assert!(StdInstant::now() < deadline, "echo child: timed out; {:?}", stack.counters());
+        let received = stack.poll(clock(), &mut dev);
+        let mut touched = Vec::new();
+        while let Some(ev) = stack.next_event() {
+            match ev {
+                StackEvent::Accepted { conn, .. } => {
+                    conns.insert(conn, EchoConn::default());
+                }
+                StackEvent::Readable(id) | StackEvent::Writable(id) => touched.push(id),
+                StackEvent::PeerClosed(id) => {
+                    if let Some(c) = conns.get_mut(&id) {
+                        c.peer_closed = true;
+                    }
+                    touched.push(id);
+                }
+                StackEvent::Closed(id, reason) => {
+                    println!("CLOSED {reason:?}");
+                    conns.remove(&id);
+                    closed += 1;
+                }
+                StackEvent::Connected(_) => {}
+            }
+        }
+        for id in touched {
+            if let Some(c) = conns.get_mut(&id) {
+                echo_step(&mut stack, id, c, &mut buf);
+            }
+        }
+        if received == 0 && stack.poll_at().is_none_or(|t| t > clock()) {
+            let _ = dev.wait_rx(1);
+        }
+    }
+    // Let the last ACKs out.
+    for _ in 0..10 {
+        stack.poll(clock(), &mut dev);
+    }
+    let c = steering.total_counters().unwrap();
+    println!(
+        "COUNTERS redirected={} passed={} parse_errors={} no_socket={}",
+        c.redirected, c.passed, c.parse_errors, c.no_socket
+    );
+    println!("XSK {:?}", dev.stats());
+    println!("STACK {:?}", stack.counters());
+}
+
+/// A kernel TCP client (Python sockets) that sends `len` patterned bytes, half-closes, reads the echo to EOF and
+/// checks it byte for byte.
+const ECHO_CLIENT: &str = r#"
+import socket, sys, threading
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = bytes((i * 7 + i // 251) & 0xff for i in range(n))
+s = socket.create_connection((ip, port), timeout=20)
+got = bytearray()
+def reader():
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got.extend(b)
+t = threading.Thread(target=reader)
+t.start()
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+t.join(30)
+s.close()
+assert bytes(got) == data, f"echo mismatch: sent {len(data)} got {len(got)}"
+print("ECHO OK", len(got))
+"#;
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn kernel_client_gets_its_echo_from_xtcp_over_af_xdp() {
+    if child_role().is_some() {
+        return;
+    }
+    let ns = Netns::up("e");
+    let sizes = [1usize, 1000, 1 << 20];
+    let mut child = ns.spawn_child("child_echo", &format!("echo:{}", sizes.len()));
+    let ready = child.expect_line("READY", Duration::from_secs(20));
+    assert!(has_xdp(&ns.xtcp_link()), "the steering program is not attached");
+
+    // ICMP (and the ARP before it) pass to the kernel, which owns the same address.
+    let ping = run(ns.in_kernel_ns("ping").args(["-c", "2", "-i", "0.2", "-W", "2", ns.var("IP_XTCP")]));
+    assert!(String::from_utf8_lossy(&ping.stdout).contains("2 received"), "ping failed");
+
+    // A port xtcp does not listen on is not steered: the kernel behind the same address refuses it itself.
+    let refused = r#"
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    print("CONNECTED")
+except ConnectionRefusedError:
+    print("REFUSED")
+"#;
+    let other_port = (ECHO_PORT + 1).to_string();
+    let out = run(ns.in_kernel_ns("python3").args(["-c", refused, ns.var("IP_XTCP"), &other_port]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "REFUSED");
+
+    for n in sizes {
+        let out = run(ns.in_kernel_ns("python3").args([
+            "-c",
+            ECHO_CLIENT,
+            ns.var("IP_XTCP"),
+            &ECHO_PORT.to_string(),
+            &n.to_string(),
+        ]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.trim(), format!("ECHO OK {n}"), "{ready}");
+    }
+    let counters = child.expect_line("COUNTERS", Duration::from_secs(20));
+    let status = child.wait(Duration::from_secs(20));
+    assert!(status.success(), "the echo child failed: {status}");
+    let field = |name: &str| -> u64 {
+        counters
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {counters:?}"))
+    };
+    assert!(field("redirected") > 0, "nothing was redirected: {counters}");
+    assert!(field("passed") > 0, "nothing passed to the kernel (ARP, ICMP, the other port): {counters}");
+    let stack = child.expect_line("STACK", Duration::from_secs(5));
+    assert!(stack.contains("rst_sent: 0,"), "xtcp saw the unsteered port's SYN: {stack}");
+}

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * xtcp's XDP steering program.
+ *
+ * Frames for the stack's IPv4 address and one of its TCP ports go to the AF_XDP socket of the rx queue they came
+ * in on; everything else (ARP, ICMP, IPv6, other addresses and ports) passes to the kernel, which keeps ARP and
+ * ICMP for the address it shares with xtcp. Modelled on libxdp's default program: parse with a bounds-checked
+ * cursor, decide, redirect.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "xtcp_shared.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, XTCP_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} XTCP_MAP_XSKS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xtcp_config);
+} XTCP_MAP_CONFIG SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XTCP_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, struct xtcp_counters);
+} XTCP_MAP_COUNTERS SEC(".maps");
+
+/* A cursor over the frame: each pull checks the header lies wholly before data_end. */
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+static __always_inline void *pull(struct cursor *c, __u32 len)
+{
+	void *start = c->pos;
+
+	if (start + len > c->end)
+		return NULL;
+	c->pos = start + len;
+	return start;
+}
+
+enum verdict { NOT_OURS, OURS, MALFORMED };
+
+static __always_inline enum verdict classify(struct cursor *c, const struct xtcp_config *cfg)
+{
+	struct ethhdr *eth = pull(c, sizeof(*eth));
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	__u32 ihl_bytes;
+	__u16 port;
+
+	if (!eth)
+		return MALFORMED;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return NOT_OURS;
+
+	ip = pull(c, sizeof(*ip));
+	if (!ip)
+		return MALFORMED;
+	if (ip->version != 4 || ip->ihl < 5)
+		return MALFORMED;
+	if (ip->daddr != cfg->ip_be || ip->protocol != IPPROTO_TCP)
+		return NOT_OURS;
+	/* A fragment carries no TCP header we could read (xtcp sends DF and never sees them): the kernel's. */
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return NOT_OURS;
+	ihl_bytes = ip->ihl * 4;
+	if (!pull(c, ihl_bytes - sizeof(*ip)))
+		return MALFORMED;
+
+	tcp = pull(c, sizeof(*tcp));
+	if (!tcp)
+		return MALFORMED;
+	port = bpf_ntohs(tcp->dest);
+	if (!((cfg->ports[port / XTCP_PORT_WORD_BITS] >> (port % XTCP_PORT_WORD_BITS)) & 1))
+		return NOT_OURS;
+	return OURS;
+}
+
+SEC("xdp")
+int XTCP_PROG_STEER(struct xdp_md *ctx)
+{
+	struct cursor c = { .pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end };
+	__u32 queue = ctx->rx_queue_index;
+	__u32 key = XTCP_CONFIG_KEY;
+	struct xtcp_counters *count;
+	struct xtcp_config *cfg;
+	int action;
+
+	count = bpf_map_lookup_elem(&XTCP_MAP_COUNTERS, &queue);
+	cfg = bpf_map_lookup_elem(&XTCP_MAP_CONFIG, &key);
+	if (!count || !cfg)
+		return XDP_PASS; /* a queue beyond XTCP_MAX_QUEUES */
+
+	switch (classify(&c, cfg)) {
+	case OURS:
+		action = bpf_redirect_map(&XTCP_MAP_XSKS, queue, XDP_PASS);
+		if (action == XDP_REDIRECT)
+			count->redirected++;
+		else
+			count->no_socket++;
+		return action;
+	case MALFORMED:
+		count->parse_errors++;
+		return XDP_PASS;
+	default:
+		count->passed++;
+		return XDP_PASS;
+	}
+}
+
+char _license[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * Everything the steering program (xtcp.bpf.c) and user space (src/nic/afxdp) must agree on: limits, the layout
+ * of the config and counter map values, and the map names. build.rs turns this header into Rust with bindgen, so
+ * nothing here is typed a second time on the Rust side.
+ */
+#ifndef XTCP_SHARED_H
+#define XTCP_SHARED_H
+
+#include <linux/types.h>
+
+/* Rx queues the XSKMAP and the counter map cover; frames from higher queues pass to the kernel. */
+#define XTCP_MAX_QUEUES 64
+
+/* TCP destination ports are a bitmap: 65536 bits in 64-bit words. */
+#define XTCP_PORT_BITS 65536
+#define XTCP_PORT_WORD_BITS 64
+#define XTCP_PORT_WORDS (XTCP_PORT_BITS / XTCP_PORT_WORD_BITS)
+
+/* The one key of the config map. */
+#define XTCP_CONFIG_KEY 0
+
+/* Map names: the C identifiers of the maps and the names user space looks them up by. */
+#define XTCP_MAP_XSKS xsks_map
+#define XTCP_MAP_CONFIG xtcp_config_map
+#define XTCP_MAP_COUNTERS xtcp_counters_map
+/* The program's name (its C function). */
+#define XTCP_PROG_STEER xtcp_steer
+
+/* Runtime settings, written by user space before and after attach (an array map of one entry). */
+struct xtcp_config {
+	/* The stack's IPv4 address as it sits in the header (network byte order); 0 steers nothing. */
+	__u32 ip_be;
+	__u32 reserved;
+	/* Bit (port % 64) of word (port / 64) set: TCP segments to that destination port go to the stack. */
+	__u64 ports[XTCP_PORT_WORDS];
+};
+
+/* What the program did with the frames of one rx queue (a per-CPU array indexed by queue; user space sums). */
+struct xtcp_counters {
+	/* Handed to the queue's AF_XDP socket. */
+	__u64 redirected;
+	/* Not ours (another protocol, address or port): passed to the kernel. */
+	__u64 passed;
+	/* Too short or malformed Ethernet/IPv4/TCP headers: passed to the kernel, which drops or counts them. */
+	__u64 parse_errors;
+	/* Ours, but no socket sits in the XSKMAP at this queue: passed to the kernel. */
+	__u64 no_socket;
+};
+
+#endif /* XTCP_SHARED_H */
