@@ -64,6 +64,8 @@ pub struct ConnectionStats {
     pub window_probes: u64,
     /// Keep-alive probes sent.
     pub keepalive_probes: u64,
+    /// Challenge or invalid-segment ACKs not sent because of the rate limit.
+    pub acks_rate_limited: u64,
 }
 
 /// Something owed to the peer that is not data: a probe.
@@ -149,6 +151,8 @@ pub struct Connection {
     /// The persist timer fired while a small window was open: send what fits even if SWS avoidance would wait.
     override_sws: bool,
     pending_rst: Option<TcpRepr<'static>>,
+    /// When the last rate-limited ACK (challenge, or for an invalid bare segment) went out.
+    last_invalid_ack: Option<Instant>,
     /// The application was refused bytes; tell it when room opens.
     send_refused: bool,
 
@@ -222,6 +226,7 @@ impl Connection {
             probe: None,
             override_sws: false,
             pending_rst: None,
+            last_invalid_ack: None,
             send_refused: false,
             events: 0,
             close_reason: None,
@@ -615,7 +620,7 @@ impl Connection {
             if let Some((tsval, _)) = seg.options.timestamp {
                 if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
                     self.stats.paws_drops += 1;
-                    self.ack_now = true;
+                    self.ack_invalid(now, seg);
                     return;
                 }
             }
@@ -626,7 +631,7 @@ impl Connection {
         if !self.acceptable(seq, seg_len, !payload.is_empty()) {
             if !flags.rst() {
                 self.stats.out_of_window += 1;
-                self.ack_now = true;
+                self.ack_invalid(now, seg);
                 if self.state == State::TimeWait && flags.fin() {
                     // A retransmitted FIN: our last ACK was lost. Re-ACK it and restart 2·MSL.
                     self.set_timer(TimerKind::Close, Some(now + self.cfg.msl * 2));
@@ -638,7 +643,7 @@ impl Connection {
         // Second, the RST bit (RFC 5961 §3.2): only an exact match resets; in-window otherwise gets a challenge.
         if flags.rst() {
             if seq != self.rcv_nxt {
-                self.challenge_ack();
+                self.challenge_ack(now);
                 return;
             }
             let reason = match self.state {
@@ -660,7 +665,7 @@ impl Connection {
                 // Not the peer's SYN repeated (handled above): "return this connection to the LISTEN state".
                 self.enter_closed(CloseReason::ReturnedToListen);
             } else {
-                self.challenge_ack();
+                self.challenge_ack(now);
             }
             return;
         }
@@ -742,13 +747,13 @@ impl Connection {
         let ack = seg.ack_number;
         if ack.diff(self.snd_max) > 0 {
             // Acknowledges something not yet sent: send an ACK, drop the segment.
-            self.ack_now = true;
+            self.ack_invalid(now, seg);
             return false;
         }
         // RFC 5961 §5.2: an ACK too far in the past is answered with a challenge.
         let oldest = self.snd_una - self.max_snd_wnd.max(1);
         if ack.diff(oldest) < 0 {
-            self.challenge_ack();
+            self.challenge_ack(now);
             return false;
         }
         let wnd = usize::from(seg.window_len) << self.snd_wscale;
@@ -1359,9 +1364,37 @@ impl Connection {
         }
     }
 
-    fn challenge_ack(&mut self) {
-        self.stats.challenge_acks += 1;
-        self.ack_now = true;
+    fn challenge_ack(&mut self, now: Instant) {
+        if self.invalid_ack_allowed(now) {
+            self.stats.challenge_acks += 1;
+            self.ack_now = true;
+        }
+    }
+
+    /// The ACK owed for a segment that was not acceptable. One that carries data or a FIN is always answered (it
+    /// cannot be part of an ACK loop, and its sender needs to hear); a bare one is answered at most once per
+    /// `invalid_ack_interval`, so that a peer stuck in an ACK war, or a blind attacker, gets little back
+    /// (Linux's tcp_invalid_ratelimit).
+    fn ack_invalid(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        let carries = !seg.flags.syn() && (!seg.payload.is_empty() || seg.flags.fin());
+        if carries || self.invalid_ack_allowed(now) {
+            self.ack_now = true;
+        }
+    }
+
+    /// RFC 5961 §7's rate limit, per connection: true (and the time noted) when a bare invalid-segment ACK or a
+    /// challenge ACK may go now.
+    fn invalid_ack_allowed(&mut self, now: Instant) -> bool {
+        match self.last_invalid_ack {
+            Some(t) if now - t < self.cfg.invalid_ack_interval => {
+                self.stats.acks_rate_limited += 1;
+                false
+            }
+            _ => {
+                self.last_invalid_ack = Some(now);
+                true
+            }
+        }
     }
 
     fn enter_established(&mut self, now: Instant) {

@@ -201,6 +201,9 @@ pub struct Config {
     pub initial_window_segments: usize,
     /// Congestion control: NewReno (default) or CUBIC.
     pub congestion: Algorithm,
+    /// The least time between two ACKs sent for invalid bare segments or as challenges (RFC 5961 §7; default
+    /// 500 ms, Linux's tcp_invalid_ratelimit). Segments that carry data are always acknowledged.
+    pub invalid_ack_interval: Duration,
     /// Keep-alive, when wanted.
     pub keepalive: Option<Keepalive>,
     /// The maximum segment lifetime; TIME_WAIT lasts twice this (default 30 s).
@@ -227,6 +230,7 @@ impl Default for Config {
             nagle: true,
             initial_window_segments: 10,
             congestion: Algorithm::NewReno,
+            invalid_ack_interval: Duration::from_millis(500),
             keepalive: None,
             msl: Duration::from_secs(30),
             fin_wait_2_timeout: Some(Duration::from_secs(60)),

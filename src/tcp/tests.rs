@@ -923,13 +923,35 @@ fn rst_out_of_window_is_ignored_in_every_synchronized_state() {
 }
 
 #[test]
+fn challenge_and_invalid_acks_are_rate_limited_but_data_is_always_acknowledged() {
+    let mut p = established();
+    transmit(&mut p.a, p.now);
+    let interval = cfg().invalid_ack_interval;
+    let syn = Seg { flags: TcpFlags::SYN, seq_number: p.a.rcv_nxt() + 10, ..from_peer(&p.a) };
+    assert_eq!(exchange(&mut p.a, p.now, &syn).len(), 1, "the first challenge ACK goes");
+    assert!(exchange(&mut p.a, p.now + ms(1), &syn).is_empty(), "a second within the interval does not");
+    let old_ack = Seg { seq_number: p.a.rcv_nxt() - 100, ..from_peer(&p.a) };
+    assert!(exchange(&mut p.a, p.now + ms(2), &old_ack).is_empty(), "nor an ACK for a bare old segment");
+    assert_eq!(p.a.stats().acks_rate_limited, 2);
+    // Old data is a retransmission whose ACK was lost: its sender must hear, limit or not.
+    let old_data = Seg { seq_number: p.a.rcv_nxt() - 3, payload: b"abc".to_vec(), ..from_peer(&p.a) };
+    let out = exchange(&mut p.a, p.now + ms(3), &old_data);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ack_number, p.a.rcv_nxt());
+    // After the interval, challenges go again.
+    assert_eq!(exchange(&mut p.a, p.now + interval + ms(1), &syn).len(), 1);
+}
+
+#[test]
 fn syn_in_synchronized_state_gets_challenge_ack() {
     for (state, mut p) in synchronized_fixtures(cfg()) {
         transmit(&mut p.a, p.now);
         // In the window and far outside it: the reply is the same ACK (RFC 5961 §4.2, RFC 9293 §3.10.7.4).
+        // The SYNs are spaced beyond the challenge-ACK rate limit (see the next test).
         for (i, seq) in [p.a.rcv_nxt(), p.a.rcv_nxt() + 10, p.a.rcv_nxt() + (1 << 30)].into_iter().enumerate() {
             let syn = Seg { flags: TcpFlags::SYN, seq_number: seq, ..from_peer(&p.a) };
-            let out = exchange(&mut p.a, p.now, &syn);
+            let at = p.now + cfg().invalid_ack_interval * i as u32;
+            let out = exchange(&mut p.a, at, &syn);
             assert_eq!(p.a.state(), state);
             assert_eq!(out.len(), 1, "{state} SYN #{i}: {out:?}");
             assert_eq!(shape(&out[0]), (TcpFlags::ACK, p.a.snd_nxt(), p.a.rcv_nxt(), 0), "{state}");
