@@ -21,6 +21,6 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 XTCP_SIM_SEEDS=20000 cargo test --release --locked -- --include-ignored
-echo "== timer bench smoke run"
-cargo bench --locked --bench timer -- --test >/dev/null
+echo "== bench smoke runs"
+for b in timer wire tcp engine; do cargo bench --locked --bench "$b" -- --test >/dev/null; done
 echo "all checks passed"

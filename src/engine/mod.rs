@@ -499,12 +499,10 @@ impl Stack {
             Ok(ip) => ip,
             Err(e) => return self.counters.drop_wire(e),
         };
-        if self.cfg.verify_checksums && !ip.verify_checksum() {
-            return self.counters.drop(Drop::BadChecksum);
-        }
         let ip_repr = match Ipv4Repr::parse(&ip) {
             Ok(r) => r,
-            // Parse verifies the header checksum too; with verification off, only a checksum error is forgiven.
+            // Parse verifies the header checksum (a failure counts as BadChecksum); with verification off, only a
+            // checksum error is forgiven.
             Err(crate::wire::Error::Checksum) if !self.cfg.verify_checksums => match parse_unverified(&ip) {
                 Some(r) => r,
                 None => return self.counters.drop(Drop::Malformed),
