@@ -170,6 +170,9 @@ struct Entry {
     tuple: FourTuple,
     /// The listening port, for a passive open.
     listener: Option<u16>,
+    /// Where this connection's frames go: the SYN's sender for a passive open, the neighbour table for an active
+    /// one (looked up again while unknown).
+    peer_mac: Option<EthernetAddress>,
     /// Wheel entry and its deadline in ms, per [`TimerKind`].
     timers: [Option<(TimerHandle, u64)>; 5],
     /// On the dirty list (owes a transmit after an application call).
@@ -317,7 +320,8 @@ impl Stack {
             .ok_or(StackError::NoPort)?;
         let local = SocketAddrV4::new(self.cfg.ip, port);
         let conn = Connection::connect(tcp, local, remote, &self.isn, self.now);
-        let id = self.insert(conn, FourTuple { local_port: port, remote }, None);
+        let peer_mac = self.neighbors.get(remote.ip()).copied();
+        let id = self.insert(conn, FourTuple { local_port: port, remote }, None, peer_mac);
         self.mark_dirty(id.index);
         Ok(id)
     }
@@ -529,14 +533,19 @@ impl Stack {
             return self.counters.drop(Drop::Malformed);
         }
         self.counters.tcp_in += 1;
-        // Learn where replies go (the kernel keeps ARP on the AF_XDP path; this is how we know the peer's MAC).
-        if !self.neighbors.contains_key(&ip_repr.src_addr) {
-            self.add_neighbor(ip_repr.src_addr, src_mac);
-        }
-        self.handle_tcp(now, ip_repr.src_addr, &seg, tx);
+        self.handle_tcp(now, ip_repr.src_addr, src_mac, &seg, tx);
     }
 
-    fn handle_tcp(&mut self, now: Instant, src: Ipv4Addr, seg: &TcpRepr<'_>, tx: &mut dyn Transmit) {
+    /// `src_mac` is the frame's sender: where replies go when the neighbour table does not say (see
+    /// [`Stack::reply_mac`]).
+    fn handle_tcp(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        src_mac: EthernetAddress,
+        seg: &TcpRepr<'_>,
+        tx: &mut dyn Transmit,
+    ) {
         let tuple = FourTuple { local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
         if let Some(&index) = self.table.get(&tuple) {
             let e = self.slots[index as usize].entry.as_mut().expect("table points at a live slot");
@@ -556,7 +565,8 @@ impl Stack {
             self.counters.drop(Drop::NoConnection);
             if let Some(rst) = tcp::reset_for(seg) {
                 self.counters.rst_sent += 1;
-                self.emit_tcp(now, tuple.remote, &rst, tx);
+                let dst = self.reply_mac(src, src_mac);
+                self.emit_tcp(now, tuple.remote, dst, &rst, tx);
             }
             return;
         }
@@ -564,7 +574,8 @@ impl Stack {
             ListenAction::Drop => self.counters.drop(Drop::NoConnection),
             ListenAction::Reset(rst) => {
                 self.counters.rst_sent += 1;
-                self.emit_tcp(now, tuple.remote, &rst, tx);
+                let dst = self.reply_mac(src, src_mac);
+                self.emit_tcp(now, tuple.remote, dst, &rst, tx);
             }
             ListenAction::Accept => {
                 let backlog_full =
@@ -579,7 +590,7 @@ impl Stack {
                 let local = SocketAddrV4::new(self.cfg.ip, seg.dst_port);
                 let tcp = self.listeners.get(&seg.dst_port).map_or(self.cfg.tcp, |l| l.tcp);
                 let conn = Connection::accept(tcp, local, tuple.remote, seg, &self.isn, now);
-                let id = self.insert(conn, tuple, Some(seg.dst_port));
+                let id = self.insert(conn, tuple, Some(seg.dst_port), Some(self.reply_mac(src, src_mac)));
                 self.after_activity(id.index, tx);
             }
         }
@@ -592,7 +603,10 @@ impl Stack {
         let remote = e.tuple.remote;
         let local_ip = self.cfg.ip;
         let mac = self.cfg.mac;
-        let dst_mac = self.neighbors.get(remote.ip()).copied();
+        if e.peer_mac.is_none() {
+            e.peer_mac = self.neighbors.get(remote.ip()).copied();
+        }
+        let dst_mac = e.peer_mac;
         let counters = &mut self.counters;
         let now = self.now;
         let mut unresolved = false;
@@ -715,14 +729,21 @@ impl Stack {
         self.events.push_back(ev);
     }
 
-    fn insert(&mut self, conn: Connection, tuple: FourTuple, listener: Option<u16>) -> ConnId {
+    fn insert(
+        &mut self,
+        conn: Connection,
+        tuple: FourTuple,
+        listener: Option<u16>,
+        peer_mac: Option<EthernetAddress>,
+    ) -> ConnId {
         let half_open = conn.state() == State::SynReceived && listener.is_some();
         if half_open {
             if let Some(l) = listener.and_then(|p| self.listeners.get_mut(&p)) {
                 l.half_open += 1;
             }
         }
-        let entry = Entry { conn, tuple, listener, timers: [None; 5], dirty: false, half_open, closed_unread: None };
+        let entry =
+            Entry { conn, tuple, listener, peer_mac, timers: [None; 5], dirty: false, half_open, closed_unread: None };
         let index = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize].entry = Some(entry);
@@ -783,10 +804,23 @@ impl Stack {
         }
     }
 
-    fn emit_tcp(&mut self, now: Instant, remote: SocketAddrV4, seg: &TcpRepr<'_>, tx: &mut dyn Transmit) {
-        let Some(&dst) = self.neighbors.get(remote.ip()) else {
-            return self.counters.drop(Drop::NoNeighbor);
-        };
+    /// Where to send to `ip`, having received from `frame_mac`: a known neighbour entry (static, or a next hop given
+    /// on the command line) wins; otherwise the frame's sender (the kernel keeps ARP on the AF_XDP path, and the
+    /// frame is how a passive open learns the peer's MAC). Looked up once per connection, not per frame. (The
+    /// Ethernet header is covered by the wire's FCS, not by any checksum of ours: trusting a configured entry over
+    /// the frame also keeps a header corrupted in a simulation from steering a connection astray.)
+    fn reply_mac(&self, ip: Ipv4Addr, frame_mac: EthernetAddress) -> EthernetAddress {
+        self.neighbors.get(&ip).copied().unwrap_or(frame_mac)
+    }
+
+    fn emit_tcp(
+        &mut self,
+        now: Instant,
+        remote: SocketAddrV4,
+        dst: EthernetAddress,
+        seg: &TcpRepr<'_>,
+        tx: &mut dyn Transmit,
+    ) {
         if emit_tcp_frame(tx, now, self.cfg.mac, dst, self.cfg.ip, *remote.ip(), seg) {
             self.counters.tx_frames += 1;
             self.counters.tcp_out += 1;

@@ -14,39 +14,42 @@ pub const fn fold(mut acc: u64) -> u16 {
     acc as u16
 }
 
-/// Adds `word` to a 64-bit one's complement accumulator (end-around carry, so it never overflows).
-#[inline(always)]
-fn add_carry(acc: u64, word: u64) -> u64 {
-    let (sum, carry) = acc.overflowing_add(word);
-    // When `carry` is set, `sum` is at most 2^64 - 2, so adding it back cannot overflow.
-    sum + u64::from(carry)
-}
-
 /// The one's complement sum of `bytes` as big-endian 16-bit words, not complemented.
 ///
 /// An odd trailing byte is the high byte of a last word padded with zero (RFC 1071 §4.1), so the sum of a slice
 /// of odd length only combines with others when it is the last piece.
 ///
-/// Eight bytes are added at a time, in native byte order, into a 64-bit accumulator with end-around carry: since
-/// 2^16 ≡ 1 modulo 0xffff, a 64-bit one's complement sum folds to the same 16-bit sum as adding the words one by
-/// one, and the sum is independent of byte order up to one final swap (RFC 1071 §2 (A), (B)).
+/// 32-bit words are added, in native byte order, into four independent 64-bit accumulators (deferred carries,
+/// RFC 1071 §2 (C)): a u64 cannot overflow from u32 additions before 2^32 of them, far beyond any buffer here,
+/// and the four sums have no dependency between them, so the processor adds them in parallel. Since 2^16 ≡ 1
+/// modulo 0xffff, folding gives the same 16-bit sum as adding the words one by one, and the sum is independent of
+/// byte order up to one final swap (RFC 1071 §2 (A), (B)).
 pub fn data(bytes: &[u8]) -> u16 {
-    let mut acc = 0u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        acc = add_carry(acc, u64::from_ne_bytes(word));
+    #[inline(always)]
+    fn word(b: &[u8], at: usize) -> u64 {
+        u64::from(u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+    }
+    let mut acc = [0u64; 4];
+    let mut chunks = bytes.chunks_exact(16);
+    for c in &mut chunks {
+        acc[0] += word(c, 0);
+        acc[1] += word(c, 4);
+        acc[2] += word(c, 8);
+        acc[3] += word(c, 12);
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
         // Zero padding at the end is exactly the odd-byte rule, and harmless for whole words.
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        acc = add_carry(acc, u64::from_ne_bytes(word));
+        let mut tail = [0u8; 16];
+        tail[..rest.len()].copy_from_slice(rest);
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a += word(&tail, 4 * i);
+        }
     }
+    let sum = (acc[0] >> 32) + (acc[0] & 0xffff_ffff) + (acc[1] >> 32) + (acc[1] & 0xffff_ffff);
+    let sum = sum + (acc[2] >> 32) + (acc[2] & 0xffff_ffff) + (acc[3] >> 32) + (acc[3] & 0xffff_ffff);
     // Words were read in native order; on a little-endian machine the folded sum has its bytes swapped.
-    u16::from_be(fold(acc))
+    u16::from_be(fold(sum))
 }
 
 /// The checksum of `bytes` as written in a header: the complement of [`data`].
