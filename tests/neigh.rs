@@ -86,6 +86,7 @@ fn a_missing_neighbour_is_resolved_by_the_kernel_and_read_back() {
         let before = n.lookup(ifindex, pair.ip_b).unwrap();
         let resolved = n.resolve(ifindex, pair.ip_b, Duration::from_secs(3)).unwrap();
         let listed = n.dump().unwrap().iter().any(|e| e.ip == pair.ip_b && e.ifindex == ifindex);
+        assert_eq!(n.interface_addresses(ifindex).unwrap(), [pair.ip_a], "the interface's own address");
         (before, resolved, listed)
     });
     assert_eq!(before, None, "a fresh namespace has no entry yet");

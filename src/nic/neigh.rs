@@ -9,12 +9,13 @@
 //! This runs at connection set-up, never per packet.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant as StdInstant};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourHeader, NeighbourMessage, NeighbourState,
 };
@@ -65,9 +66,35 @@ impl Neighbors {
         msg.header.family = AddressFamily::Inet;
         let seq = self.send(RouteNetlinkMessage::GetNeighbour(msg), NLM_F_REQUEST | NLM_F_DUMP)?;
         let mut found = Vec::new();
-        self.receive(seq, |entry| {
-            if let Some(n) = usable(entry) {
-                found.push(n);
+        self.receive(seq, |msg| {
+            if let RouteNetlinkMessage::NewNeighbour(entry) = msg {
+                if let Some(n) = usable(&entry) {
+                    found.push(n);
+                }
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// The IPv4 addresses the kernel has on interface `ifindex` (the same socket serves: it is route netlink).
+    pub fn interface_addresses(&mut self, ifindex: u32) -> io::Result<Vec<Ipv4Addr>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let seq = self.send(RouteNetlinkMessage::GetAddress(msg), NLM_F_REQUEST | NLM_F_DUMP)?;
+        let mut found = Vec::new();
+        self.receive(seq, |msg| {
+            if let RouteNetlinkMessage::NewAddress(a) = msg {
+                if a.header.index == ifindex {
+                    for attr in &a.attributes {
+                        if let AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) =
+                            attr
+                        {
+                            if !found.contains(ip) {
+                                found.push(*ip);
+                            }
+                        }
+                    }
+                }
             }
         })?;
         Ok(found)
@@ -126,8 +153,8 @@ impl Neighbors {
         Ok(self.seq)
     }
 
-    /// Reads the answers to request `seq` until its end (DONE, or the ACK), handing each neighbour entry to `f`.
-    fn receive(&mut self, seq: u32, mut f: impl FnMut(&NeighbourMessage)) -> io::Result<()> {
+    /// Reads the answers to request `seq` until its end (DONE, or the ACK), handing each message to `f`.
+    fn receive(&mut self, seq: u32, mut f: impl FnMut(RouteNetlinkMessage)) -> io::Result<()> {
         loop {
             let size = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut offset = 0;
@@ -144,7 +171,7 @@ impl Neighbors {
                             Some(_) => Err(e.to_io()),
                         };
                     }
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(entry)) if ours => f(&entry),
+                    NetlinkPayload::InnerMessage(inner) if ours => f(inner),
                     _ => {}
                 }
                 if len == 0 {
