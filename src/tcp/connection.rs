@@ -422,7 +422,9 @@ impl Connection {
         match self.state {
             State::SynSent | State::SynReceived | State::Established | State::CloseWait if !self.fin_queued => {
                 let n = self.send_buf.enqueue(data);
-                if n < data.len() {
+                // Refused bytes, or a buffer now full: the application will want to hear when room opens, even if
+                // it stops offering bytes while there is none (a `Writable` event follows the next ACK that frees some).
+                if n < data.len() || self.send_buf.free() == 0 {
                     self.send_refused = true;
                 }
                 Ok(n)

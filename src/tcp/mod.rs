@@ -145,7 +145,7 @@ pub enum Event {
     Connected,
     /// New in-order data can be read.
     Readable,
-    /// Room opened in the send buffer after it had refused bytes.
+    /// Room opened in the send buffer after it had refused bytes or been filled.
     Writable,
     /// The peer's FIN arrived: after the buffered data, the stream ends.
     PeerClosed,
