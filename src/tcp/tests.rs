@@ -923,6 +923,15 @@ fn rst_out_of_window_is_ignored_in_every_synchronized_state() {
 }
 
 #[test]
+fn filling_the_send_buffer_exactly_arms_writable() {
+    let small = Config { send_buffer_bytes: 4000, ..cfg() };
+    let mut p = Pair::established(small, cfg());
+    assert_eq!(p.a.send(&[7; 4000]).unwrap(), 4000, "exactly fits: nothing refused");
+    p.flush();
+    assert!(events(&mut p.a).contains(&Event::Writable), "the ACK that freed room says so");
+}
+
+#[test]
 fn challenge_and_invalid_acks_are_rate_limited_but_data_is_always_acknowledged() {
     let mut p = established();
     transmit(&mut p.a, p.now);
