@@ -80,11 +80,13 @@ up() {
         ip -n "$ns_x" link add "$if_x" numtxqueues "$queues" numrxqueues "$queues" type veth \
             peer name "$if_k" netns "$ns_k" numtxqueues "$queues" numrxqueues "$queues"
     else
+        # The middle's ends get as many queues as xtcp's: native XDP on veth wants at least as many rx queues as
+        # its peer has tx queues (ENOSPC otherwise).
         ip netns add "$ns_m"
         ip -n "$ns_x" link add "$if_x" numtxqueues "$queues" numrxqueues "$queues" type veth \
-            peer name "$mid_x" netns "$ns_m"
+            peer name "$mid_x" netns "$ns_m" numtxqueues "$queues" numrxqueues "$queues"
         ip -n "$ns_k" link add "$if_k" numtxqueues "$queues" numrxqueues "$queues" type veth \
-            peer name "$mid_k" netns "$ns_m"
+            peer name "$mid_k" netns "$ns_m" numtxqueues "$queues" numrxqueues "$queues"
         ip -n "$ns_m" link add "$bridge" type bridge
         for port in "$mid_x" "$mid_k"; do
             ip -n "$ns_m" link set "$port" master "$bridge"
