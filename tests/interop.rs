@@ -293,13 +293,18 @@ fn serve(app: impl App, ports: &[u16]) {
     let (mut stack, dev, steering) = open_xtcp(ports, 7);
     let mut app = Observer { app, closed: 0, wanted, states: [0; 11], next_sample: Instant::ZERO };
     let stop = AtomicBool::new(false);
+    // XTCP_BUSY_POLL_US changes how long the loop spins before it sleeps (for measuring by hand).
+    let mut opts = RunOptions::default();
+    if let Some(us) = std::env::var("XTCP_BUSY_POLL_US").ok().and_then(|v| v.parse().ok()) {
+        opts.busy_poll = Duration::from_micros(us);
+    }
     println!("READY mode={:?}", dev.mode());
     let stats = match faults_from_env() {
         Some(cfg) => {
             let seed = 0x5eed;
             println!("FAULT_SEED {seed}");
             let mut dev = FaultInjector::new(dev, cfg, seed);
-            let stats = run_loop(&mut stack, &mut dev, &mut app, &stop, RunOptions::default());
+            let stats = run_loop(&mut stack, &mut dev, &mut app, &stop, opts);
             let f = dev.stats();
             println!(
                 "FAULTS lost={} reordered={} duplicated={} corrupted={} held_overflow={}",
@@ -314,7 +319,7 @@ fn serve(app: impl App, ports: &[u16]) {
         }
         None => {
             let mut dev = dev;
-            let stats = run_loop(&mut stack, &mut dev, &mut app, &stop, RunOptions::default());
+            let stats = run_loop(&mut stack, &mut dev, &mut app, &stop, opts);
             println!("XSK {:?}", dev.stats());
             stats
         }
@@ -906,11 +911,19 @@ fn round_trips_per_second_xtcp_vs_kernel_one_connection_64_bytes() {
     let _serial = serial();
     let ns = Netns::up("rt");
     let ip = ns.var("IP_XTCP").to_owned();
-    let xtcp = {
-        let child = ns.spawn_child_in("NS_XTCP", "child_xtcp", "echo", &[]);
+    let (xtcp, xsk, stack) = {
+        let mut env = vec![("XTCP_CONNS", "1".to_owned())];
+        if let Ok(us) = std::env::var("XTCP_BUSY_POLL_US") {
+            env.push(("XTCP_BUSY_POLL_US", us));
+        }
+        let mut child = ns.spawn_child_in("NS_XTCP", "child_xtcp", "echo", &env);
         child.expect_line("READY", Duration::from_secs(20));
-        round_trips(&ns, &format!("{ip}:{ECHO_PORT}"))
-    }; // xtcp's child ends here, and its XDP program with it
+        let rtt = round_trips(&ns, &format!("{ip}:{ECHO_PORT}"));
+        let xsk = child.expect_line("XSK", Duration::from_secs(10));
+        let stack = child.expect_line("STACK", Duration::from_secs(10));
+        assert!(child.wait(Duration::from_secs(10)).success(), "the echo child failed");
+        (rtt, xsk, stack)
+    }; // xtcp's child has ended, and its XDP program with it
     assert!(common_afxdp::wait_until(Duration::from_secs(5), || !has_xdp(&ns.xtcp_link())));
     let kernel = {
         let port = ECHO_PORT + 1;
@@ -925,4 +938,9 @@ fn round_trips_per_second_xtcp_vs_kernel_one_connection_64_bytes() {
     println!("  xtcp (AF_XDP copy mode): {:>8.0}/s  p50 {:>6.1} us   [{xtcp}]", rate(&xtcp), p50(&xtcp));
     println!("  kernel (same veth):      {:>8.0}/s  p50 {:>6.1} us   [{kernel}]", rate(&kernel), p50(&kernel));
     println!("  xtcp / kernel: {:.2}", rate(&xtcp) / rate(&kernel));
+    // Where xtcp's time goes: a copy-mode sendto per transmit batch, and the loop's idle sleeps.
+    let n = field(&xtcp, "n") as f64;
+    let kicks = xsk.split("tx_kicks: ").nth(1).and_then(|v| v.split(',').next()?.parse::<f64>().ok()).unwrap();
+    let sleeps = stack.split("sleeps: ").nth(1).and_then(|v| v.split(' ').next()?.parse::<f64>().ok()).unwrap();
+    println!("  xtcp per round trip: {:.2} sendto kicks, {:.2} loop sleeps", kicks / n, sleeps / n);
 }
