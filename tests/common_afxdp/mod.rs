@@ -78,10 +78,25 @@ impl Netns {
     /// extra environment `env`. It also gets `XTCP_IF`, `XTCP_IP`, `XTCP_PEER_IP` and `XTCP_PEER_MAC` (xtcp's
     /// interface and address, and the kernel peer's).
     pub fn spawn_child_in(&self, ns_var: &str, test_name: &str, role: &str, env: &[(&str, String)]) -> ChildGuard {
+        self.spawn_child_on(ns_var, None, test_name, role, env)
+    }
+
+    /// As [`Netns::spawn_child_in`], pinned to CPU `cpu` (with `taskset`) when one is given.
+    pub fn spawn_child_on(
+        &self,
+        ns_var: &str,
+        cpu: Option<usize>,
+        test_name: &str,
+        role: &str,
+        env: &[(&str, String)],
+    ) -> ChildGuard {
         let exe = std::env::current_exe().expect("test binary path");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.var(ns_var)])
-            .arg(exe)
+        cmd.args(["netns", "exec", self.var(ns_var)]);
+        if let Some(cpu) = cpu {
+            cmd.args(["taskset", "-c", &cpu.to_string()]);
+        }
+        cmd.arg(exe)
             .args(["--exact", test_name, "--include-ignored", "--nocapture", "--test-threads=1", "--quiet"])
             .env(CHILD_ENV, role)
             .env("XTCP_IF", self.var("IF_XTCP"))
