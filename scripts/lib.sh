@@ -44,5 +44,6 @@ ensure_rust() {
 # What building xtcp needs: clang, llvm and libbpf-dev build the XDP program; make, m4, gcc, libelf-dev, zlib1g-dev
 # and pkg-config build the vendored libbpf and libxdp; bindgen uses libclang, which clang brings.
 BUILD_PACKAGES="ca-certificates clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make m4 gcc libc6-dev"
-# What the veth tests and the demo drive: namespaces, offload settings, ping, Python sockets, captures.
-RUN_PACKAGES="iproute2 ethtool iputils-ping python3 tcpdump"
+# What the veth tests and the demo drive: namespaces, offload settings, ping, Python sockets, captures, nc and
+# curl as kernel clients, nftables for the impaired middle namespace.
+RUN_PACKAGES="iproute2 ethtool iputils-ping python3 tcpdump netcat-openbsd curl nftables"

@@ -3,171 +3,25 @@
 //! Each test makes its own pair of network namespaces with `scripts/netns.sh` (names derived from the test and
 //! this process's id) and removes them when it ends, failing or not. The xtcp side runs in a child process — this
 //! test binary again, under `ip netns exec`, told what to do by `XTCP_AFXDP_CHILD` — so it sees its namespace's
-//! interfaces and sysfs, and so the parent can kill it.
+//! interfaces and sysfs, and so the parent can kill it. The fixtures are in `tests/common_afxdp/`; the interop
+//! matrix against the kernel's TCP (nc, curl, teardowns, impairment, round trips) is `tests/interop.rs`.
 #![cfg(all(feature = "afxdp", target_os = "linux"))]
 
+mod common_afxdp;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::Command;
 use std::time::{Duration, Instant as StdInstant};
+
+use common_afxdp::{child_env, child_role, has_xdp, run, wait_until, Netns};
 
 use xtcp::engine::{ConnId, Stack, StackConfig, StackEvent};
 use xtcp::nic::afxdp::{self, BindMode, Steering, XskConfig, XskDevice};
 use xtcp::time::Instant;
 
-const CHILD_ENV: &str = "XTCP_AFXDP_CHILD";
 const ECHO_PORT: u16 = 7777;
-
-// ----- Fixtures -----
-
-/// A pair of namespaces from `scripts/netns.sh`, removed on drop.
-struct Netns {
-    name: String,
-    vars: HashMap<String, String>,
-}
-
-impl Netns {
-    fn up(tag: &str) -> Netns {
-        let name = format!("{tag}{}", std::process::id());
-        let out = run(Command::new("scripts/netns.sh").args(["up", &name]));
-        let vars = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Netns { name, vars }
-    }
-
-    fn var(&self, key: &str) -> &str {
-        self.vars.get(key).unwrap_or_else(|| panic!("netns.sh printed no {key}"))
-    }
-
-    /// `ip -d link show` of xtcp's interface, from inside its namespace.
-    fn xtcp_link(&self) -> String {
-        let out =
-            run(Command::new("ip").args(["-n", self.var("NS_XTCP"), "-d", "link", "show", "dev", self.var("IF_XTCP")]));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// A command run inside the kernel peer's namespace.
-    fn in_kernel_ns(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.var("NS_KERNEL"), program]);
-        cmd
-    }
-
-    /// This test binary, re-run inside xtcp's namespace as the child `test_name` doing `role`.
-    fn spawn_child(&self, test_name: &str, role: &str) -> ChildGuard {
-        let exe = std::env::current_exe().expect("test binary path");
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.var("NS_XTCP")])
-            .arg(exe)
-            .args(["--exact", test_name, "--include-ignored", "--nocapture", "--test-threads=1", "--quiet"])
-            .env(CHILD_ENV, role)
-            .env("XTCP_IF", self.var("IF_XTCP"))
-            .env("XTCP_IP", self.var("IP_XTCP"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child");
-        ChildGuard::new(child)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("scripts/netns.sh").args(["down", &self.name]).status();
-    }
-}
-
-/// A child process, killed on drop, whose stdout lines arrive on a channel.
-struct ChildGuard {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl ChildGuard {
-    fn new(mut child: Child) -> ChildGuard {
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("child: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        ChildGuard { child, lines }
-    }
-
-    /// Waits for a stdout line starting with `prefix`; returns the line.
-    fn expect_line(&self, prefix: &str, timeout: Duration) -> String {
-        let deadline = StdInstant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(StdInstant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => continue,
-                Err(e) => panic!("no {prefix:?} line from the child within {timeout:?}: {e}"),
-            }
-        }
-    }
-
-    /// Waits for the child to end; kills it after `timeout`.
-    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = StdInstant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the child") {
-                return status;
-            }
-            if StdInstant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("the child did not finish within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn child_role() -> Option<String> {
-    std::env::var(CHILD_ENV).ok()
-}
-
-fn child_env(key: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| panic!("{key} not set for the child"))
-}
-
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = StdInstant::now() + timeout;
-    while StdInstant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
-}
-
-/// An XDP program on the link shows as `prog/xdp id N` (native) in `ip -d link show`.
-fn has_xdp(link: &str) -> bool {
-    link.contains("prog/xdp") || link.contains(" xdp ") || link.contains("xdpgeneric")
-}
 
 // ----- (a) The program leaves with the process -----
 
@@ -428,13 +282,7 @@ except ConnectionRefusedError:
     let counters = child.expect_line("COUNTERS", Duration::from_secs(20));
     let status = child.wait(Duration::from_secs(20));
     assert!(status.success(), "the echo child failed: {status}");
-    let field = |name: &str| -> u64 {
-        counters
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {counters:?}"))
-    };
+    let field = |name: &str| common_afxdp::field(&counters, name);
     assert!(field("redirected") > 0, "nothing was redirected: {counters}");
     assert!(field("passed") > 0, "nothing passed to the kernel (ARP, ICMP, the other port): {counters}");
     let stack = child.expect_line("STACK", Duration::from_secs(5));
