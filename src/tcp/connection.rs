@@ -490,7 +490,7 @@ impl Connection {
             self.state,
             State::SynReceived | State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait
         ) {
-            self.pending_rst = Some(self.rst_segment(self.snd_max, None));
+            self.pending_rst = Some(self.rst_segment(self.acceptable_seq(), None));
         }
         if self.state != State::Closed {
             self.enter_closed(CloseReason::Aborted);
@@ -1001,12 +1001,12 @@ impl Connection {
                 if self.send_syn {
                     self.emit_syn(now, emit);
                 } else if self.ack_now && self.state == State::SynReceived {
-                    let _ = self.emit_segment(now, self.snd_max, TcpFlags::ACK, 0, false, emit);
+                    let _ = self.emit_segment(now, self.acceptable_seq(), TcpFlags::ACK, 0, false, emit);
                 }
             }
             State::TimeWait => {
                 if self.ack_now {
-                    let _ = self.emit_segment(now, self.snd_max, TcpFlags::ACK, 0, false, emit);
+                    let _ = self.emit_segment(now, self.acceptable_seq(), TcpFlags::ACK, 0, false, emit);
                 }
             }
             _ => self.transmit_synchronized(now, emit),
@@ -1095,8 +1095,9 @@ impl Connection {
                 self.probe = None;
             }
             Some(Probe::Keepalive) => {
-                // RFC 1122 §4.2.3.6: SEG.SEQ = SND.NXT - 1, an old number the peer must answer with an ACK.
-                if self.emit_segment(now, self.snd_max - 1, TcpFlags::ACK, 0, false, emit).is_none() {
+                // RFC 1122 §4.2.3.6: SEG.SEQ = SND.NXT - 1 (nothing is in flight: SND.UNA - 1, as Linux sends), an
+                // old number the peer must answer with an ACK.
+                if self.emit_segment(now, self.snd_una - 1, TcpFlags::ACK, 0, false, emit).is_none() {
                     return;
                 }
                 self.stats.keepalive_probes += 1;
@@ -1136,7 +1137,7 @@ impl Connection {
         // duplicate ACK at the sender.
         let acks = if self.ack_now { self.dup_acks_owed.max(1) } else { self.dup_acks_owed };
         for _ in 0..acks {
-            if self.emit_segment(now, self.snd_max, TcpFlags::ACK, 0, false, emit).is_none() {
+            if self.emit_segment(now, self.acceptable_seq(), TcpFlags::ACK, 0, false, emit).is_none() {
                 return;
             }
             self.dup_acks_owed = self.dup_acks_owed.saturating_sub(1);
@@ -1304,6 +1305,22 @@ impl Connection {
     }
 
     // ----- Helpers -----
+
+    /// The sequence number for a segment without data (a bare ACK, an RST): one the peer will accept.
+    ///
+    /// Not SND.NXT, which goes back to SND.UNA after a timeout: an ACK numbered below the peer's RCV.NXT is
+    /// unacceptable to it, and is answered with an ACK numbered below ours — an ACK war. SND.MAX, the highest number
+    /// sent, unless that lies past the peer's window: against a closed window only RCV.NXT itself is acceptable
+    /// (RFC 9293 §3.10.7.4), and a zero-window probe may have moved SND.MAX one byte past what the peer took. Then
+    /// the window's right edge, SND.UNA + SND.WND (what Linux's tcp_acceptable_seq does).
+    fn acceptable_seq(&self) -> SeqNumber {
+        let window_end = self.snd_una + self.snd_wnd;
+        if self.snd_max.diff(window_end) <= 0 {
+            self.snd_max
+        } else {
+            window_end
+        }
+    }
 
     /// The sequence number of the first data byte in the send buffer.
     fn data_start(&self) -> SeqNumber {
