@@ -111,6 +111,7 @@ mod serve {
     use xtcp::nic::pcap::{PcapConfig, PcapTap};
     use xtcp::nic::FrameDevice;
     use xtcp::time::Instant;
+    use xtcp::wire::EthernetAddress;
 
     /// Where and how to serve.
     #[derive(Debug, clap::Args)]
@@ -133,6 +134,17 @@ mod serve {
         /// Seed for the stack's random choices [default: from the system's random source].
         #[arg(long)]
         seed: Option<u64>,
+        /// Send every frame to this MAC (aa:bb:cc:dd:ee:ff) instead of the sender's or the neighbour table's.
+        #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+        next_hop_mac: Option<EthernetAddress>,
+    }
+
+    fn parse_mac(s: &str) -> Result<EthernetAddress, String> {
+        let bytes: Vec<u8> = s.split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
+        match (s.split(':').count(), EthernetAddress::from_bytes(&bytes)) {
+            (6, Some(mac)) => Ok(mac),
+            _ => Err(format!("{s:?} is not a MAC address: write six hex bytes, aa:bb:cc:dd:ee:ff")),
+        }
     }
 
     #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -190,6 +202,7 @@ mod serve {
         let mut stack_cfg = StackConfig::new(mac, ip, args.seed.unwrap_or_else(system_seed));
         // The kernel keeps ARP (the XDP program passes it on); replies follow the frames' senders.
         stack_cfg.arp = false;
+        stack_cfg.next_hop_mac = args.next_hop_mac;
         let mut stack = Stack::new(stack_cfg, Instant::ZERO);
         let mut dev: Box<dyn FrameDevice> = match &args.pcap {
             Some(path) => {

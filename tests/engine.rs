@@ -298,3 +298,20 @@ fn a_closed_connection_keeps_unread_bytes_until_read_or_released() {
     assert!(world.stacks[1].connection(server).is_err(), "the handle is stale");
     let _ = client;
 }
+
+#[test]
+fn a_fixed_next_hop_mac_takes_every_frame() {
+    let router = xtcp::wire::EthernetAddress([0x02, 0xee, 0, 0, 0, 1]);
+    let mut cfg = common::configs(13)[1].clone();
+    cfg.next_hop_mac = Some(router);
+    let (mut s, mut dev) = scripted_server(cfg);
+    dev.rx.push_back(client_frame(&syn(45000, 1)));
+    let mut to_81 = syn(45001, 1);
+    to_81.dst_port = 81;
+    dev.rx.push_back(client_frame(&to_81));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(dev.tx.len(), 2, "a SYN-ACK and an RST");
+    for frame in &dev.tx {
+        assert_eq!(&frame[..6], &router.0, "sent to the next hop, not the sender");
+    }
+}

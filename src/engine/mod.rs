@@ -54,6 +54,9 @@ pub struct StackConfig {
     pub arp: bool,
     /// Neighbour cache entries kept.
     pub max_neighbors: usize,
+    /// Send every frame to this MAC address (a router, or an odd set-up), whatever the neighbour table or the
+    /// received frames say.
+    pub next_hop_mac: Option<EthernetAddress>,
     /// Application events queued before the oldest are dropped (and counted).
     pub max_events: usize,
     /// Seed for every random choice of this stack (ISN key, ephemeral ports, table hashing).
@@ -75,6 +78,7 @@ impl StackConfig {
             verify_checksums: true,
             arp: true,
             max_neighbors: 1024,
+            next_hop_mac: None,
             max_events: 65536,
             seed,
         }
@@ -320,7 +324,7 @@ impl Stack {
             .ok_or(StackError::NoPort)?;
         let local = SocketAddrV4::new(self.cfg.ip, port);
         let conn = Connection::connect(tcp, local, remote, &self.isn, self.now);
-        let peer_mac = self.neighbors.get(remote.ip()).copied();
+        let peer_mac = self.cfg.next_hop_mac.or_else(|| self.neighbors.get(remote.ip()).copied());
         let id = self.insert(conn, FourTuple { local_port: port, remote }, None, peer_mac);
         self.mark_dirty(id.index);
         Ok(id)
@@ -810,7 +814,7 @@ impl Stack {
     /// Ethernet header is covered by the wire's FCS, not by any checksum of ours: trusting a configured entry over
     /// the frame also keeps a header corrupted in a simulation from steering a connection astray.)
     fn reply_mac(&self, ip: Ipv4Addr, frame_mac: EthernetAddress) -> EthernetAddress {
-        self.neighbors.get(&ip).copied().unwrap_or(frame_mac)
+        self.cfg.next_hop_mac.or_else(|| self.neighbors.get(&ip).copied()).unwrap_or(frame_mac)
     }
 
     fn emit_tcp(
