@@ -33,13 +33,8 @@ impl Echo {
             }
             let _ = stack.send(conn, &self.buf[..n]);
         }
-        // The send buffer is full and received bytes wait. The stack raises Writable only after a send it refused,
-        // and the reads above never take more than fits, so make that refused send (with no room it queues
-        // nothing). Without it, a full send buffer and a full receive window wait for each other forever.
-        let blocked = stack.connection(conn).is_ok_and(|c| c.send_capacity() == 0 && c.recv_queue_len() > 0);
-        if blocked {
-            let _ = stack.send(conn, &self.buf[..1]);
-        }
+        // A full send buffer stops the loop with bytes still waiting: the send that filled it armed `Writable`, which
+        // brings us back when the peer's ACKs free room.
         let drained = stack.connection(conn).map_or(true, |c| c.recv_queue_len() == 0);
         if drained && self.draining.remove(&conn) {
             let _ = stack.close(conn);
