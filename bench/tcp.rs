@@ -151,11 +151,7 @@ fn bench_rx(c: &mut Criterion) {
     let mut segments = 0u64;
     group.bench_function("data_1448", |b| {
         b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let run = left.min(RUN);
-                left -= run;
+            in_runs(iters, |run| {
                 let base = server.rcv_nxt();
                 let segs: Vec<TcpRepr<'_>> =
                     (0..run as usize).map(|i| TcpRepr { seq_number: base + i * SEGMENT_LEN, ..data.repr() }).collect();
@@ -165,14 +161,14 @@ fn bench_rx(c: &mut Criterion) {
                     server.process(NOW, seg);
                     read += server.recv(&mut buf);
                 }
-                timed += t.elapsed();
+                let timed = t.elapsed();
                 assert_eq!(read, run as usize * SEGMENT_LEN, "every segment accepted and read");
                 // One ACK for the run (none after a lone segment: the delayed-ACK timer waits for a second).
                 let (acks, _) = transmit_to_sink(&mut server);
                 assert!(acks <= 1, "one ACK for the run, not {acks}");
                 segments += run;
-            }
-            timed
+                timed
+            })
         })
     });
     assert_eq!(server.rcv_nxt().0.wrapping_sub(start.0), (segments as usize * SEGMENT_LEN) as u32);
@@ -249,11 +245,7 @@ fn bench_tx(c: &mut Criterion) {
     let mut acked = 0u64;
     group.bench_function("ack_new_data", |b| {
         b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let run = left.min(RUN);
-                left -= run;
+            in_runs(iters, |run| {
                 let base = client.snd_una();
                 let acks: Vec<TcpRepr<'_>> =
                     (1..=run as usize).map(|i| ack_for(&client, &template, base + i * SEGMENT_LEN)).collect();
@@ -261,13 +253,13 @@ fn bench_tx(c: &mut Criterion) {
                 for ack in &acks {
                     client.process(NOW, ack);
                 }
-                timed += t.elapsed();
+                let timed = t.elapsed();
                 assert_eq!(client.snd_una() - base, run as usize * SEGMENT_LEN, "every ACK took new data");
                 let (segments, bytes) = refill_and_send(&mut client, &data);
                 assert_eq!((segments, bytes), (run as usize, run as usize * SEGMENT_LEN), "full segments only");
                 acked += run;
-            }
-            timed
+                timed
+            })
         })
     });
     assert_eq!(client.snd_una().0.wrapping_sub(start.0), (acked as usize * SEGMENT_LEN) as u32);
@@ -281,11 +273,8 @@ fn bench_tx(c: &mut Criterion) {
         group.throughput(Throughput::Elements(per_call as u64));
         group.bench_function(format!("poll_transmit_{per_call}_segment{}", if per_call > 1 { "s" } else { "" }), |b| {
             b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let run = left.min(RUN) as usize;
-                    left -= run as u64;
+                in_runs(iters, |run| {
+                    let run = run as usize;
                     for (client, template) in &mut senders[..run] {
                         let ack = ack_for(client, template, client.snd_una() + per_call * SEGMENT_LEN);
                         client.process(NOW, &ack);
@@ -296,15 +285,28 @@ fn bench_tx(c: &mut Criterion) {
                     for ((client, _), sent) in senders[..run].iter_mut().zip(&mut sent) {
                         *sent = transmit_to_sink(client);
                     }
-                    timed += t.elapsed();
+                    let timed = t.elapsed();
                     assert!(sent[..run].iter().all(|&s| s == (per_call, per_call * SEGMENT_LEN)), "{sent:?}");
-                }
-                timed
+                    timed
+                })
             })
         });
         assert!(senders.iter().all(|(client, _)| client.stats().retransmits == 0));
     }
     group.finish();
+}
+
+/// Runs `iters` iterations in batches of at most [`RUN`], summing the time each batch reports (set-up between
+/// batches is not timed).
+fn in_runs(iters: u64, mut batch: impl FnMut(u64) -> Duration) -> Duration {
+    let mut timed = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let run = left.min(RUN);
+        left -= run;
+        timed += batch(run);
+    }
+    timed
 }
 
 criterion_group!(benches, bench_rx, bench_tx);
