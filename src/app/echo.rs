@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use super::App;
-use crate::engine::{ConnId, Stack, StackEvent};
+use super::{App, Sockets};
+use crate::engine::{ConnId, StackEvent};
 use crate::time::Instant;
 
 /// Echoes on one port.
@@ -24,30 +24,32 @@ impl Echo {
     }
 
     /// Moves as much as the send buffer takes from the receive side to the send side.
-    fn pump(&mut self, stack: &mut Stack, conn: ConnId) {
-        loop {
-            let room = stack.connection(conn).map_or(0, |c| c.send_capacity()).min(self.buf.len());
-            let n = if room == 0 { 0 } else { stack.recv(conn, &mut self.buf[..room]).unwrap_or(0) };
+    fn pump<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId) {
+        let drained = loop {
+            let room = stack.send_capacity(conn).min(self.buf.len());
+            if room == 0 {
+                // A full send buffer stops the loop with bytes perhaps still waiting: the send that filled it armed
+                // `Writable`, which brings us back when the peer's ACKs free room.
+                break false;
+            }
+            let n = stack.recv(conn, &mut self.buf[..room]).unwrap_or(0);
             if n == 0 {
-                break;
+                break true;
             }
             let _ = stack.send(conn, &self.buf[..n]);
-        }
-        // A full send buffer stops the loop with bytes still waiting: the send that filled it armed `Writable`, which
-        // brings us back when the peer's ACKs free room.
-        let drained = stack.connection(conn).map_or(true, |c| c.recv_queue_len() == 0);
+        };
         if drained && self.draining.remove(&conn) {
             let _ = stack.close(conn);
         }
     }
 }
 
-impl App for Echo {
-    fn start(&mut self, stack: &mut Stack, _now: Instant) {
+impl<S: Sockets + ?Sized> App<S> for Echo {
+    fn start(&mut self, stack: &mut S, _now: Instant) {
         let _ = stack.listen(self.port);
     }
 
-    fn on_event(&mut self, stack: &mut Stack, _now: Instant, event: StackEvent) {
+    fn on_event(&mut self, stack: &mut S, _now: Instant, event: StackEvent) {
         match event {
             StackEvent::Accepted { .. } => self.accepted += 1,
             StackEvent::Readable(c) | StackEvent::Writable(c) => self.pump(stack, c),

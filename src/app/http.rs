@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::App;
-use crate::engine::{ConnId, Stack, StackEvent};
+use super::{App, Sockets};
+use crate::engine::{ConnId, StackEvent};
 use crate::time::Instant;
 
 /// Settings of the HTTP server.
@@ -70,7 +70,7 @@ impl Http {
         Http { cfg, sessions: HashMap::new(), buf: vec![0; 16 * 1024].into_boxed_slice(), stats: HttpStats::default() }
     }
 
-    fn pump(&mut self, stack: &mut Stack, conn: ConnId) {
+    fn pump<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId) {
         let Some(session) = self.sessions.get_mut(&conn) else { return };
         // Read while there is room to hold what came in (the bound is the header limit plus one read).
         while session.input.len() < self.cfg.max_header_bytes + self.buf.len() {
@@ -186,7 +186,7 @@ fn respond(s: &mut Session, code: u16, reason: &str, body: &[u8], head_only: boo
 }
 
 /// Sends what the send buffer takes; closes once a closing session has sent everything.
-fn flush(stack: &mut Stack, conn: ConnId, s: &mut Session) {
+fn flush<S: Sockets + ?Sized>(stack: &mut S, conn: ConnId, s: &mut Session) {
     if !s.output.is_empty() {
         let n = stack.send(conn, &s.output).unwrap_or(0);
         s.output.drain(..n);
@@ -196,12 +196,12 @@ fn flush(stack: &mut Stack, conn: ConnId, s: &mut Session) {
     }
 }
 
-impl App for Http {
-    fn start(&mut self, stack: &mut Stack, _now: Instant) {
+impl<S: Sockets + ?Sized> App<S> for Http {
+    fn start(&mut self, stack: &mut S, _now: Instant) {
         let _ = stack.listen(self.cfg.port);
     }
 
-    fn on_event(&mut self, stack: &mut Stack, _now: Instant, event: StackEvent) {
+    fn on_event(&mut self, stack: &mut S, _now: Instant, event: StackEvent) {
         match event {
             StackEvent::Accepted { conn, .. } => {
                 self.sessions.insert(conn, Session::default());

@@ -1,27 +1,96 @@
 //! Applications on top of the stack, and the interface they implement.
 //!
-//! An [`App`] is driven by whoever runs the stack — the per-core loop ([`crate::engine::run`]) over a real device,
-//! or [`crate::engine::sim::SimWorld`] in tests. It is called for each [`StackEvent`] and once per loop turn, and
-//! acts through the [`Stack`]'s calls (`listen`, `connect`, `send`, `recv`, `close`). Everything runs on the
-//! stack's core: no locks, no channels.
+//! An [`App`] is driven by whoever runs a stack — the per-core loop ([`crate::engine::run`]) over a real device,
+//! [`crate::engine::sim::SimWorld`] in tests, or the kernel-socket loop for `--stack kernel` — and acts through
+//! the [`Sockets`] calls (`listen`, `connect`, `send`, `recv`, `close`). An application written against `Sockets`
+//! alone runs unchanged on xtcp and on the kernel's TCP, so one tool measures both stacks with the same workload.
+//! Everything runs on the stack's core: no locks, no channels.
 
 pub mod demo;
 pub mod echo;
 pub mod http;
 
-use crate::engine::{Stack, StackEvent};
+use std::net::SocketAddrV4;
+
+use crate::engine::{ConnId, Stack, StackError, StackEvent};
 use crate::time::Instant;
 
-/// An application on one core's stack.
-pub trait App {
+/// What an application may ask of a TCP stack: xtcp's [`Stack`], or ordinary kernel sockets.
+///
+/// The contract both keep:
+/// - `send` takes at most [`Sockets::send_capacity`] bytes and never fewer when that many are offered; a send that
+///   leaves the buffer full arms [`StackEvent::Writable`], which comes when room opens.
+/// - `recv` returns 0 when nothing is waiting; [`StackEvent::Readable`] comes when more arrives.
+/// - [`StackEvent::PeerClosed`] comes once the peer's FIN is reached; [`StackEvent::Closed`] once the connection is
+///   gone, after which its [`ConnId`] is stale.
+pub trait Sockets {
+    /// Accepts connections on `port`.
+    fn listen(&mut self, port: u16) -> Result<(), StackError>;
+    /// Opens a connection to `remote`; [`StackEvent::Connected`] or [`StackEvent::Closed`] follows.
+    fn connect(&mut self, remote: SocketAddrV4) -> Result<ConnId, StackError>;
+    /// Queues bytes for sending; returns how many were taken.
+    fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, StackError>;
+    /// Reads received bytes into `buf`; 0 when none wait.
+    fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError>;
+    /// Closes our side (FIN after the queued data); the connection stays readable.
+    fn close(&mut self, id: ConnId) -> Result<(), StackError>;
+    /// The application is done with the handle: freed if it closed in order, aborted otherwise.
+    fn release(&mut self, id: ConnId) -> Result<(), StackError>;
+    /// Aborts the connection (RST).
+    fn abort(&mut self, id: ConnId) -> Result<(), StackError>;
+    /// Bytes `send` would take now; 0 for a stale handle.
+    fn send_capacity(&self, id: ConnId) -> usize;
+    /// Sends small segments at once (no Nagle), as `TCP_NODELAY`.
+    fn set_nodelay(&mut self, id: ConnId, nodelay: bool) -> Result<(), StackError>;
+    /// The next event for the application.
+    fn next_event(&mut self) -> Option<StackEvent>;
+}
+
+impl Sockets for Stack {
+    fn listen(&mut self, port: u16) -> Result<(), StackError> {
+        Stack::listen(self, port)
+    }
+    fn connect(&mut self, remote: SocketAddrV4) -> Result<ConnId, StackError> {
+        Stack::connect(self, remote)
+    }
+    fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, StackError> {
+        Stack::send(self, id, data)
+    }
+    fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
+        Stack::recv(self, id, buf)
+    }
+    fn close(&mut self, id: ConnId) -> Result<(), StackError> {
+        Stack::close(self, id)
+    }
+    fn release(&mut self, id: ConnId) -> Result<(), StackError> {
+        Stack::release(self, id)
+    }
+    fn abort(&mut self, id: ConnId) -> Result<(), StackError> {
+        Stack::abort(self, id)
+    }
+    fn send_capacity(&self, id: ConnId) -> usize {
+        self.connection(id).map_or(0, |c| c.send_capacity())
+    }
+    fn set_nodelay(&mut self, id: ConnId, nodelay: bool) -> Result<(), StackError> {
+        self.connection_mut(id)?.set_nodelay(nodelay);
+        Ok(())
+    }
+    fn next_event(&mut self) -> Option<StackEvent> {
+        Stack::next_event(self)
+    }
+}
+
+/// An application on one core's stack. `S` is the stack it runs on: xtcp's [`Stack`] by default; applications
+/// that need only [`Sockets`] implement `App<S>` for every `S` and run on the kernel too.
+pub trait App<S: ?Sized = Stack> {
     /// Called once before the first poll: listen, connect.
-    fn start(&mut self, stack: &mut Stack, now: Instant);
+    fn start(&mut self, stack: &mut S, now: Instant);
 
     /// Called for every event, in order.
-    fn on_event(&mut self, stack: &mut Stack, now: Instant, event: StackEvent);
+    fn on_event(&mut self, stack: &mut S, now: Instant, event: StackEvent);
 
     /// Called once per loop turn after the events (for applications that pace themselves).
-    fn on_tick(&mut self, _stack: &mut Stack, _now: Instant) {}
+    fn on_tick(&mut self, _stack: &mut S, _now: Instant) {}
 
     /// True when the application has finished and the loop may stop.
     fn done(&self) -> bool {
@@ -30,7 +99,7 @@ pub trait App {
 }
 
 /// Hands every pending event of `stack` to `app`, then calls its tick. Returns how many events there were.
-pub fn dispatch(stack: &mut Stack, now: Instant, app: &mut dyn App) -> usize {
+pub fn dispatch<S: Sockets + ?Sized>(stack: &mut S, now: Instant, app: &mut dyn App<S>) -> usize {
     let mut n = 0;
     while let Some(ev) = stack.next_event() {
         app.on_event(stack, now, ev);

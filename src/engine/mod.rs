@@ -98,6 +98,12 @@ impl ConnId {
     pub fn slot(self) -> u32 {
         self.index
     }
+
+    /// A handle made by another [`crate::app::Sockets`] implementation (the kernel-socket one) from its own slot
+    /// index and generation.
+    pub fn from_parts(index: u32, generation: u32) -> ConnId {
+        ConnId { index, generation }
+    }
 }
 
 /// What the application hears from the stack.
