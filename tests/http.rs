@@ -3,7 +3,9 @@
 mod common;
 
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 
+use xtcp::app::files::{FileLimits, StaticFiles};
 use xtcp::app::http::{Http, HttpConfig};
 use xtcp::app::{dispatch, App};
 use xtcp::engine::StackEvent;
@@ -142,4 +144,39 @@ fn a_body_over_the_limit_gets_413_and_requests_per_connection_are_bounded() {
     let three = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
     let (responses, _) = exchange(cfg, three, &[]);
     assert_eq!(responses.iter().map(|r| r.connection.as_str()).collect::<Vec<_>>(), ["keep-alive", "close"]);
+}
+
+#[test]
+fn a_directory_is_served_from_memory_with_404_for_anything_outside_it() {
+    let root = std::env::temp_dir().join(format!("xtcp-http-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("docs")).unwrap();
+    std::fs::write(root.join("index.html"), b"<p>index</p>").unwrap();
+    std::fs::write(root.join("docs/notes.txt"), b"notes").unwrap();
+    let files = StaticFiles::load(&root, FileLimits::default()).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+    let mut cfg = HttpConfig::new(80, b"the fixed body is not served".to_vec());
+    cfg.files = Some(Arc::new(files));
+    let request = b"GET / HTTP/1.1\r\n\r\n\
+                    HEAD /docs/notes.txt HTTP/1.1\r\n\r\n\
+                    GET /docs/notes.txt?v=2 HTTP/1.1\r\n\r\n\
+                    GET /missing HTTP/1.1\r\n\r\n\
+                    GET /docs/../../etc/passwd HTTP/1.1\r\n\r\n\
+                    GET /%2e%2e/index.html HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let (responses, http) = exchange(cfg, request, &[false, true]);
+    let summary: Vec<(u16, usize, &[u8])> =
+        responses.iter().map(|r| (r.status, r.content_length, r.body.as_slice())).collect();
+    assert_eq!(
+        summary,
+        [
+            (200, 12, &b"<p>index</p>"[..]),
+            (200, 5, &b""[..]),
+            (200, 5, &b"notes"[..]),
+            (404, 0, &b""[..]),
+            (404, 0, &b""[..]),
+            (404, 0, &b""[..]),
+        ]
+    );
+    assert_eq!(responses[5].connection, "close");
+    assert_eq!((http.stats.ok, http.stats.errors), (3, 3));
 }

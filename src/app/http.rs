@@ -1,9 +1,13 @@
-//! A small HTTP/1.1 server: a fixed body for GET and HEAD on any path, keep-alive and pipelining, `Connection:
-//! close`, and the errors a server owes (400 bad request, 405 method, 413 body too large, 431 headers too large).
+//! A small HTTP/1.1 server: a fixed body for GET and HEAD on any path, or a directory of static files (held in
+//! memory, [`super::files`]; 404 for anything else), keep-alive and pipelining, `Connection: close`, and the errors
+//! a server owes (400 bad request, 404 not found, 405 method, 411 length required, 413 body too large, 431 headers
+//! too large).
 //! Requests are parsed with httparse; each connection's input is bounded, as is the number of requests it may make.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use super::files::StaticFiles;
 use super::{App, Sockets};
 use crate::engine::{ConnId, StackEvent};
 use crate::time::Instant;
@@ -13,8 +17,10 @@ use crate::time::Instant;
 pub struct HttpConfig {
     /// The listening port.
     pub port: u16,
-    /// The body every GET receives.
+    /// The body every GET receives when no `files` are served.
     pub body: Vec<u8>,
+    /// Static files to serve instead of `body` (shared read-only by every core's server).
+    pub files: Option<Arc<StaticFiles>>,
     /// The largest request head (request line and headers) accepted; larger gets 431.
     pub max_header_bytes: usize,
     /// The largest request body accepted (and skipped); larger gets 413.
@@ -26,7 +32,14 @@ pub struct HttpConfig {
 impl HttpConfig {
     /// A server on `port` answering with `body`.
     pub fn new(port: u16, body: Vec<u8>) -> HttpConfig {
-        HttpConfig { port, body, max_header_bytes: 8192, max_body_bytes: 1 << 20, max_requests_per_connection: 10_000 }
+        HttpConfig {
+            port,
+            body,
+            files: None,
+            max_header_bytes: 8192,
+            max_body_bytes: 1 << 20,
+            max_requests_per_connection: 10_000,
+        }
     }
 }
 
@@ -143,6 +156,8 @@ fn answer(cfg: &HttpConfig, s: &mut Session, stats: &mut HttpStats) {
             return;
         }
         let method = req.method.unwrap_or("").to_string();
+        let files = cfg.files.as_deref();
+        let file = files.map(|f| f.get(req.path.unwrap_or("")));
         s.input.drain(..head_len);
         if body_len > cfg.max_body_bytes {
             respond(s, 413, "Content Too Large", b"", false, true, stats);
@@ -154,15 +169,33 @@ fn answer(cfg: &HttpConfig, s: &mut Session, stats: &mut HttpStats) {
         s.skip = body_len - buffered;
         s.requests += 1;
         let last = !keep_alive || s.requests >= cfg.max_requests_per_connection;
-        match method.as_str() {
-            "GET" => respond(s, 200, "OK", &cfg.body, false, last, stats),
-            "HEAD" => respond(s, 200, "OK", &cfg.body, true, last, stats),
+        let head_only = method == "HEAD";
+        match (method.as_str(), file) {
+            ("GET" | "HEAD", None) => respond(s, 200, "OK", &cfg.body, head_only, last, stats),
+            ("GET" | "HEAD", Some(Some(f))) => {
+                respond_typed(s, 200, "OK", f.content_type, &f.body, head_only, last, stats)
+            }
+            ("GET" | "HEAD", Some(None)) => respond(s, 404, "Not Found", b"", head_only, last, stats),
             _ => respond(s, 405, "Method Not Allowed", b"", false, last, stats),
         }
     }
 }
 
 fn respond(s: &mut Session, code: u16, reason: &str, body: &[u8], head_only: bool, close: bool, stats: &mut HttpStats) {
+    respond_typed(s, code, reason, "text/plain", body, head_only, close, stats)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond_typed(
+    s: &mut Session,
+    code: u16,
+    reason: &str,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    close: bool,
+    stats: &mut HttpStats,
+) {
     if code == 200 {
         stats.ok += 1;
     } else {
@@ -171,7 +204,7 @@ fn respond(s: &mut Session, code: u16, reason: &str, body: &[u8], head_only: boo
     let connection = if close { "close" } else { "keep-alive" };
     let allow = if code == 405 { "Allow: GET, HEAD\r\n" } else { "" };
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nServer: xtcp\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{allow}\
+        "HTTP/1.1 {code} {reason}\r\nServer: xtcp\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}\
          Connection: {connection}\r\n\r\n",
         body.len()
     );

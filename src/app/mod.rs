@@ -8,6 +8,7 @@
 
 pub mod demo;
 pub mod echo;
+pub mod files;
 pub mod http;
 
 use std::net::SocketAddrV4;
