@@ -9,6 +9,7 @@
 pub mod demo;
 pub mod echo;
 pub mod http;
+pub mod load;
 
 use std::net::SocketAddrV4;
 
