@@ -333,3 +333,69 @@ fn merged_reports_sum_counts_and_merge_histograms() {
     assert_eq!(back, merged);
     assert!(merged.to_text().contains("800 requests"));
 }
+
+/// An echo server that gets one byte wrong in every read it sends back.
+struct CorruptEcho {
+    buf: Vec<u8>,
+}
+
+impl App for CorruptEcho {
+    fn start(&mut self, stack: &mut Stack, _now: Instant) {
+        stack.listen(ECHO_PORT).unwrap();
+    }
+
+    fn on_event(&mut self, stack: &mut Stack, _now: Instant, event: xtcp::engine::StackEvent) {
+        use xtcp::engine::StackEvent;
+        match event {
+            StackEvent::Readable(c) | StackEvent::PeerClosed(c) => {
+                let n = stack.recv(c, &mut self.buf).unwrap_or(0);
+                if n > 0 {
+                    self.buf[n - 1] ^= 0x80;
+                    let _ = stack.send(c, &self.buf[..n]);
+                }
+                if matches!(event, StackEvent::PeerClosed(_)) {
+                    let _ = stack.close(c);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn wrong_echo_bytes_are_bad_responses_and_the_connection_is_replaced() {
+    let (mut w, ctl) = world(10);
+    let cfg = LoadConfig { reconnects_max: 4, ..echo_config(1, 1, 100, 32) };
+    let mut load = Load::new(cfg).unwrap();
+    let mut server = CorruptEcho { buf: vec![0; 4096] };
+    let finished = drive(&mut w, &ctl, &mut load, &mut server, Instant::from_secs(60), |_, _| {});
+    assert!(finished, "{}", load.report().to_text());
+    let r = load.report();
+    // Each connection's first answer is wrong: the connection is dropped and replaced until the reconnects end.
+    assert_eq!(r.errors.bad_response, 5, "{}", r.to_text());
+    assert_eq!(r.connections_opened, 5);
+    assert_eq!(r.completed, 0);
+    assert_eq!(r.failed, 5);
+}
+
+#[test]
+fn unanswered_requests_time_out_and_replacements_are_bounded() {
+    let (mut w, ctl) = world(11);
+    let cfg = LoadConfig { request_timeout_ms: 100, reconnects_max: 2, ..echo_config(1, 1, 100, 64) };
+    let mut load = Load::new(cfg).unwrap();
+    let mut echo = Echo::new(ECHO_PORT);
+    // The link goes down for good at 10 ms: the request in flight then and the connects after it time out.
+    let finished = drive(&mut w, &ctl, &mut load, &mut echo, Instant::from_secs(60), |now, ctl| {
+        ctl.partitioned.set(now >= Instant::from_millis(10));
+    });
+    assert!(finished, "{}", load.report().to_text());
+    let r = load.report();
+    assert_eq!(r.errors.timeout, 3, "{}", r.to_text());
+    assert_eq!(r.errors.total(), 3, "{}", r.to_text());
+    assert_eq!(r.connections_opened, 3);
+    assert_eq!(r.failed, 1);
+    assert!(r.completed > 10 && r.completed < 100, "{}", r.to_text());
+    assert_eq!(load.histogram().len(), r.completed);
+    // Timed out within the timeout plus one scan step (a sixteenth of it) of the stall.
+    assert!(w.now() < Instant::from_millis(10 + 3 * 107 + 10), "finished at {}", w.now());
+}
