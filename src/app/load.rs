@@ -261,7 +261,7 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 /// What a run measured. Serializes to JSON with serde; [`Report::merge`] adds the reports of several cores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Requests answered correctly after the warm-up (each one's latency is in the histogram).
     pub completed: u64,
@@ -513,20 +513,6 @@ impl Load {
                 (req, len, method.eq_ignore_ascii_case("HEAD"), *keep_alive)
             }
         };
-        let report = Report {
-            completed: 0,
-            failed: 0,
-            errors: ErrorCounts::default(),
-            warmup_completed: 0,
-            warmup_errors: 0,
-            connections_opened: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            elapsed_us: 0,
-            requests_per_sec: 0.0,
-            latency: LatencySummary::default(),
-            latency_buckets: Vec::new(),
-        };
         Ok(Load {
             slots_wanted: cfg.connections as usize,
             cfg,
@@ -549,7 +535,7 @@ impl Load {
             blocked: false,
             end_swept: false,
             histogram: new_histogram(),
-            report,
+            report: Report::default(),
             buf: vec![0; RECV_CHUNK_BYTES].into_boxed_slice(),
             http_done: Vec::new(),
         })
@@ -603,7 +589,7 @@ impl Load {
                 earliest(self.measure_start + Duration::from_millis(duration_ms));
             }
         }
-        if self.conns.values().any(|c| !c.outstanding.is_empty() || !c.open) || !self.closing.is_empty() {
+        if !self.conns.is_empty() || !self.closing.is_empty() {
             earliest(self.next_timeout_scan);
         }
         next
@@ -1244,6 +1230,19 @@ mod tests {
         assert!(matches!(bad(http("/", vec![("X".into(), "1\r\nEvil: 1".into())])), LoadError::BadRequest(_)));
         assert!(matches!(bad(http("/", vec![("Connection".into(), "close".into())])), LoadError::BadRequest(_)));
         assert!(Load::new(http("/", vec![("X-A".into(), "b c".into())])).is_ok());
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let cfg = LoadConfig {
+            mode: LoadConfig::http_get("/", "h", false),
+            rate_per_sec: Some(1000),
+            limit: LoadLimit::Duration { duration_ms: 5000 },
+            ..LoadConfig::new(target())
+        };
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains("\"10.0.0.2:80\""), "{json}");
+        assert_eq!(serde_json::from_str::<LoadConfig>(&json).unwrap(), cfg);
     }
 
     #[test]
