@@ -399,3 +399,78 @@ fn unanswered_requests_time_out_and_replacements_are_bounded() {
     // Timed out within the timeout plus one scan step (a sixteenth of it) of the stall.
     assert!(w.now() < Instant::from_millis(10 + 3 * 107 + 10), "finished at {}", w.now());
 }
+
+/// The load and an echo server as one application on one stack, events routed by owner.
+struct LoadAndEcho(Load, Echo);
+
+impl App for LoadAndEcho {
+    fn start(&mut self, stack: &mut Stack, now: Instant) {
+        self.1.start(stack, now);
+        self.0.start(stack, now);
+    }
+
+    fn on_event(&mut self, stack: &mut Stack, now: Instant, event: xtcp::engine::StackEvent) {
+        use xtcp::engine::StackEvent;
+        let load = match event {
+            StackEvent::Connected(c)
+            | StackEvent::Readable(c)
+            | StackEvent::Writable(c)
+            | StackEvent::PeerClosed(c)
+            | StackEvent::Closed(c, _) => self.0.owns(c),
+            StackEvent::Accepted { .. } => false,
+        };
+        if load {
+            self.0.on_event(stack, now, event)
+        } else {
+            self.1.on_event(stack, now, event)
+        }
+    }
+
+    fn on_tick(&mut self, stack: &mut Stack, now: Instant) {
+        self.0.on_tick(stack, now);
+    }
+
+    fn done(&self) -> bool {
+        App::<Stack>::done(&self.0)
+    }
+}
+
+#[test]
+fn open_loop_paces_itself_in_the_real_clock_loop() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use xtcp::engine::run::{run, RunOptions};
+    use xtcp::engine::StackConfig;
+    use xtcp::nic::loopback::Loopback;
+
+    let mut cfg = StackConfig::new(common::SERVER_MAC, common::SERVER_IP, 12);
+    // The load closes first; TIME_WAIT is the stack's business and does not hold the run up, but keep it short.
+    cfg.tcp.msl = Duration::from_millis(100);
+    let mut stack = Stack::new(cfg, Instant::ZERO);
+    stack.add_neighbor(common::SERVER_IP, common::SERVER_MAC);
+    let mut dev = Loopback::new(4096, 1514);
+    let load = Load::new(LoadConfig { warmup_ms: 50, ..open_loop(2000, 300, 0) }).unwrap();
+    let mut app = LoadAndEcho(load, Echo::new(ECHO_PORT));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // A watchdog: the run must end on its own well before this.
+        let watchdog = s.spawn(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        run(&mut stack, &mut dev, &mut app, &stop, RunOptions::default());
+        stop.store(true, Ordering::Relaxed);
+        watchdog.join().unwrap();
+    });
+    let r = app.0.report();
+    assert!(App::<Stack>::done(&app.0), "the run was stopped: {}", r.to_text());
+    assert_eq!(r.errors.total(), 0, "{}", r.to_text());
+    // However fast the machine, the schedule decides the count: a request every 500 µs for 300 ms, after 50 ms
+    // of warm-up.
+    assert!((599..=601).contains(&r.completed), "{}", r.to_text());
+    assert!((99..=101).contains(&r.warmup_completed), "{}", r.to_text());
+    assert!(r.elapsed_us >= 300_000, "{}", r.to_text());
+    assert_eq!(r.latency.count, r.completed);
+}

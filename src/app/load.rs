@@ -567,6 +567,12 @@ impl Load {
         self.conns.len()
     }
 
+    /// Whether `id` is one of this load's connections (open, opening or closing): for a driver that shares one
+    /// stack between the load and a server and routes events by owner.
+    pub fn owns(&self, id: ConnId) -> bool {
+        self.conns.contains_key(&id) || self.closing.contains_key(&id)
+    }
+
     /// The next instant the load has something to do without a stack event: the next open-loop request or a
     /// timeout check. `None` when only events can move it on. Drivers that sleep wake it by then.
     pub fn poll_at(&self) -> Option<Instant> {
