@@ -185,7 +185,8 @@ pub struct ErrorCounts {
     pub bad_response: u64,
     /// `connect` failed at once (no free port, table full).
     pub connect: u64,
-    /// The peer closed with requests outstanding.
+    /// The peer closed with requests outstanding (also those pipelined past an answer saying
+    /// `Connection: close`).
     pub closed: u64,
 }
 
