@@ -10,6 +10,7 @@ pub mod demo;
 pub mod echo;
 pub mod files;
 pub mod http;
+pub mod load;
 
 use std::net::SocketAddrV4;
 
