@@ -546,3 +546,106 @@ fn connection_limit_leaves_the_next_in_the_backlog_until_room() {
     assert_eq!(c.accepted, 2);
     assert!(c.accept_limit_hits >= 1);
 }
+
+/// Releases every connection on its first bytes, while it is live: the peer gets a reset.
+#[derive(Default)]
+struct Releaser {
+    log: Vec<StackEvent>,
+}
+
+impl App<KernelStack> for Releaser {
+    fn start(&mut self, _stack: &mut KernelStack, _now: Instant) {}
+
+    fn on_event(&mut self, stack: &mut KernelStack, _now: Instant, event: StackEvent) {
+        match event {
+            StackEvent::Readable(c) => {
+                stack.release(c).unwrap();
+                // Released already: a second release changes nothing until `Closed` is taken.
+                assert_eq!(stack.release(c), Ok(()));
+            }
+            StackEvent::Writable(_) => {}
+            StackEvent::Closed(c, _) => {
+                assert_eq!(stack.release(c), Err(StackError::NoConnection));
+                self.log.push(event);
+            }
+            other => self.log.push(other),
+        }
+    }
+}
+
+#[test]
+fn release_of_a_live_connection_aborts_it() {
+    let port = free_port();
+    let mut stack = loopback_stack();
+    stack.listen(port).unwrap();
+    let runner = Runner::spawn(stack, Releaser::default());
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"hello?").unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(s.read(&mut buf).map_err(|e| e.kind()), Err(ErrorKind::ConnectionReset));
+    let (stack, app, _) = runner.stop();
+    assert!(matches!(
+        app.log.as_slice(),
+        [StackEvent::Accepted { conn: a, port: p }, StackEvent::Closed(b, CloseReason::Aborted)] if a == b && *p == port
+    ));
+    assert_eq!(stack.counters().aborts, 1);
+}
+
+#[test]
+fn idle_loop_waits_in_epoll_and_stops_on_the_flag() {
+    let port = free_port();
+    let runner = Runner::spawn(loopback_stack(), Echo::new(port));
+    thread::sleep(Duration::from_millis(200));
+    let (stack, echo, stats) = runner.stop();
+    assert_eq!(echo.accepted, 0);
+    assert_eq!(stack.counters().listen_errors, 0, "Echo's listen in start failed");
+    // 200 µs of spinning, then 1 ms waits: a loop that never blocked would have made millions of turns.
+    assert!(stats.sleeps >= 5, "{stats:?}");
+    assert!(stats.turns < 200_000, "{stats:?}");
+}
+
+#[test]
+fn event_queue_limit_drops_the_oldest_and_counts() {
+    let port = free_port();
+    let cfg = KernelConfig { max_events: 2, ..KernelConfig::new(Ipv4Addr::LOCALHOST) };
+    let mut stack = KernelStack::new(cfg).unwrap();
+    stack.listen(port).unwrap();
+    let clients: Vec<_> = (0..3).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let deadline = StdInstant::now() + TIMEOUT;
+    while stack.counters().accepted < 3 && StdInstant::now() < deadline {
+        stack.poll(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(stack.counters().accepted, 3);
+    assert_eq!(stack.counters().events_dropped, 1);
+    let mut kept = Vec::new();
+    while let Some(ev) = stack.next_event() {
+        kept.push(ev);
+    }
+    // The first connection's `Accepted` was dropped; the two later ones remain, in order.
+    assert!(
+        matches!(kept.as_slice(), [StackEvent::Accepted { conn: a, .. }, StackEvent::Accepted { conn: b, .. }] if a.slot() == 1 && b.slot() == 2),
+        "{kept:?}"
+    );
+    drop(clients);
+}
+
+#[test]
+fn connect_from_binds_the_source_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, listener.local_addr().unwrap().port());
+    let mut stack = loopback_stack();
+    let source = Ipv4Addr::new(127, 0, 0, 2);
+    let id = stack.connect_from(source, target).unwrap();
+    let (_peer, from) = listener.accept().unwrap();
+    assert_eq!(from.ip(), source);
+    let deadline = StdInstant::now() + TIMEOUT;
+    let mut events = Vec::new();
+    while events.is_empty() && StdInstant::now() < deadline {
+        stack.poll(Some(Duration::from_millis(10))).unwrap();
+        events.extend(std::iter::from_fn(|| stack.next_event()));
+    }
+    assert_eq!(events, vec![StackEvent::Connected(id)]);
+    // An address that is not ours cannot be bound.
+    assert_eq!(stack.connect_from(Ipv4Addr::new(192, 0, 2, 1), target), Err(StackError::NoPort));
+}
