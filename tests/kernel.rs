@@ -649,3 +649,91 @@ fn connect_from_binds_the_source_address() {
     // An address that is not ours cannot be bound.
     assert_eq!(stack.connect_from(Ipv4Addr::new(192, 0, 2, 1), target), Err(StackError::NoPort));
 }
+
+/// A server that reads everything and records its connections' events, done after `want_closed` closes.
+struct Recorder {
+    want_closed: usize,
+    log: Vec<StackEvent>,
+    closed: usize,
+}
+
+impl App<KernelStack> for Recorder {
+    fn start(&mut self, _stack: &mut KernelStack, _now: Instant) {}
+
+    fn on_event(&mut self, stack: &mut KernelStack, _now: Instant, event: StackEvent) {
+        match event {
+            StackEvent::Readable(c) => while stack.recv(c, &mut [0; 512]).unwrap_or(0) > 0 {},
+            StackEvent::Writable(_) => {}
+            StackEvent::PeerClosed(c) => {
+                self.log.push(event);
+                let _ = stack.close(c);
+            }
+            StackEvent::Closed(..) => {
+                self.closed += 1;
+                self.log.push(event);
+            }
+            other => self.log.push(other),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.closed >= self.want_closed
+    }
+}
+
+#[test]
+fn peer_reset_ends_the_connection_with_reset() {
+    let port = free_port();
+    let mut stack = loopback_stack();
+    stack.listen(port).unwrap();
+    let runner = Runner::spawn(stack, Recorder { want_closed: 1, log: Vec::new(), closed: 0 });
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"data, then a reset").unwrap();
+    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    let (stack, app, _) = runner.wait();
+    assert!(
+        matches!(app.log.as_slice(), [StackEvent::Accepted { conn: a, .. }, StackEvent::Closed(b, CloseReason::Reset)] if a == b),
+        "{:?}",
+        app.log
+    );
+    assert_eq!(stack.counters().resets, 1);
+    assert_eq!(stack.connections(), 0);
+}
+
+#[test]
+fn slots_are_reused_under_new_generations() {
+    let port = free_port();
+    let cfg = KernelConfig { max_connections: 4, ..KernelConfig::new(Ipv4Addr::LOCALHOST) };
+    let mut stack = KernelStack::new(cfg).unwrap();
+    stack.listen(port).unwrap();
+    let rounds = 40;
+    let runner = Runner::spawn(stack, Recorder { want_closed: rounds, log: Vec::new(), closed: 0 });
+    for i in 0..rounds {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(format!("connection {i}").as_bytes()).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        // The server closes after our FIN: end of stream here, then the connection is gone on both sides.
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+    let (stack, app, _) = runner.wait();
+    let accepted: Vec<ConnId> = app
+        .log
+        .iter()
+        .filter_map(|e| if let StackEvent::Accepted { conn, .. } = e { Some(*conn) } else { None })
+        .collect();
+    assert_eq!(accepted.len(), rounds);
+    // Never more than four slots, and every handle distinct.
+    assert!(accepted.iter().all(|id| id.slot() < 4));
+    let mut distinct = accepted.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), rounds);
+    let normal = app.log.iter().filter(|e| matches!(e, StackEvent::Closed(_, CloseReason::Normal))).count();
+    assert_eq!(normal, rounds);
+    assert_eq!(stack.counters().closed_normal, rounds as u64);
+    assert_eq!(stack.connections(), 0);
+}
