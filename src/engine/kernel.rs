@@ -79,7 +79,7 @@ impl Default for KernelConfig {
 }
 
 /// What a kernel-socket stack counts. Every limit has a counter that grows when it bites.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct KernelCounters {
     /// Connections accepted by a listener.
     pub accepted: u64,
@@ -109,6 +109,37 @@ pub struct KernelCounters {
     pub events_dropped: u64,
     /// epoll waits that failed (other than by a signal).
     pub poll_errors: u64,
+}
+
+impl KernelCounters {
+    /// Every counter with its name, in display order (for tables; JSON has the same names through serde).
+    pub fn named(&self) -> [(&'static str, u64); 14] {
+        [
+            ("accepted", self.accepted),
+            ("connected", self.connected),
+            ("refused", self.refused),
+            ("resets", self.resets),
+            ("timeouts", self.timeouts),
+            ("aborts", self.aborts),
+            ("closed_normal", self.closed_normal),
+            ("accept_limit_hits", self.accept_limit_hits),
+            ("accept_errors", self.accept_errors),
+            ("table_full", self.table_full),
+            ("listen_errors", self.listen_errors),
+            ("send_buffer_full", self.send_buffer_full),
+            ("events_dropped", self.events_dropped),
+            ("poll_errors", self.poll_errors),
+        ]
+    }
+}
+
+/// The soft limit on open files of this process (`ulimit -n`), read from `/proc/self/limits`; `None` if
+/// unlimited or unreadable. Each connection and listener takes one descriptor, so a `max_connections` above this
+/// is reached as accept and connect errors: callers compare and tell the user to raise the limit.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
 }
 
 /// One open connection.
@@ -141,12 +172,23 @@ struct Slot {
     closed: bool,
 }
 
+/// When a listener that left connections in its backlog accepts again (edge-triggered: no new event comes for
+/// them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Nothing waits.
+    No,
+    /// The per-call batch ran out: at the next poll.
+    Now,
+    /// The connection limit or the descriptor limit stopped it: once a connection is freed.
+    OnFree,
+}
+
 #[derive(Debug)]
 struct Listener {
     socket: TcpListener,
     port: u16,
-    /// Connections may wait in the backlog that we did not accept (limit reached, or accept failed): try again.
-    backlogged: bool,
+    retry: Retry,
 }
 
 /// What epoll said about one token.
@@ -169,6 +211,8 @@ pub struct KernelStack {
     free: Vec<u32>,
     /// Slots in use (open connections, and closed ones whose `Closed` is not taken yet).
     live: usize,
+    /// A slot or a descriptor was freed since listeners last retried.
+    freed: bool,
     /// Connections owed a `Writable` because a send took fewer bytes than offered while the socket had room; it is
     /// queued at the next poll if the buffer still has room then (at most one entry per connection).
     owed_writable: Vec<ConnId>,
@@ -208,6 +252,7 @@ impl KernelStack {
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
+            freed: false,
             owed_writable: Vec::new(),
             listeners: Vec::new(),
             events: VecDeque::with_capacity(cfg.max_events.min(4096)),
@@ -379,6 +424,7 @@ impl KernelStack {
         let slot = &mut self.slots[index];
         if let Some(mut conn) = slot.conn.take() {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.freed = true;
             slot.closed = true;
             slot.pending.clear();
             slot.pending.shrink_to(RETAINED_SEND_BUFFER_BYTES);
@@ -394,6 +440,7 @@ impl KernelStack {
                 slot.generation = slot.generation.wrapping_add(1);
                 self.free.push(id.slot());
                 self.live -= 1;
+                self.freed = true;
             }
         }
     }
@@ -455,10 +502,11 @@ impl KernelStack {
         let mut accepted = 0;
         let batch = self.cfg.backlog as usize;
         let Some(port) = self.listeners.get(li).map(|l| l.port) else { return 0 };
-        let mut backlogged = true;
+        let mut retry = Retry::Now;
         while accepted < batch {
             if self.live >= self.cfg.max_connections {
                 self.counters.accept_limit_hits += 1;
+                retry = Retry::OnFree;
                 break;
             }
             match self.listeners[li].socket.accept() {
@@ -472,26 +520,34 @@ impl KernelStack {
                     Err(_) => self.counters.accept_errors += 1,
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    backlogged = false;
+                    retry = Retry::No;
                     break;
                 }
                 // A connection reset before we took it: take the next.
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                // Out of descriptors (or memory): wait for one to be freed.
                 Err(_) => {
                     self.counters.accept_errors += 1;
+                    retry = Retry::OnFree;
                     break;
                 }
             }
         }
-        self.listeners[li].backlogged = backlogged;
+        self.listeners[li].retry = retry;
         accepted
     }
 
-    /// Accepts on listeners that left connections waiting, if there is room now.
+    /// Accepts on listeners that left connections waiting, if they may go on now.
     fn retry_backlogged(&mut self) -> usize {
+        let freed = std::mem::take(&mut self.freed);
         let mut accepted = 0;
         for li in 0..self.listeners.len() {
-            if self.listeners[li].backlogged && self.live < self.cfg.max_connections {
+            let go = match self.listeners[li].retry {
+                Retry::No => false,
+                Retry::Now => true,
+                Retry::OnFree => freed && self.live < self.cfg.max_connections,
+            };
+            if go {
                 accepted += self.accept_all(li);
             }
         }
@@ -674,7 +730,7 @@ impl Sockets for KernelStack {
             self.counters.listen_errors += 1;
             return Err(StackError::ListenerExists);
         }
-        self.listeners.push(Listener { socket, port, backlogged: false });
+        self.listeners.push(Listener { socket, port, retry: Retry::No });
         Ok(())
     }
 
@@ -895,6 +951,26 @@ mod tests {
         assert_eq!(stack.set_nodelay(id, true), Err(StackError::NoConnection));
         assert_eq!(stack.send_capacity(id), 0);
         assert_eq!(stack.next_event(), None);
+    }
+
+    #[test]
+    fn counters_are_named_as_serialized() {
+        let c = KernelCounters { accepted: 1, poll_errors: 2, ..KernelCounters::default() };
+        let json = serde_json::to_value(c).unwrap();
+        let named = c.named();
+        assert_eq!(json.as_object().unwrap().len(), named.len());
+        for (name, value) in named {
+            assert_eq!(json[name], value, "{name}");
+        }
+    }
+
+    #[test]
+    fn open_files_limit_is_read() {
+        // Linux always lists it; "unlimited" is the only value that does not parse.
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let unlimited = limits.lines().any(|l| l.starts_with("Max open files") && l.contains("unlimited"));
+        assert_eq!(open_files_limit().is_none(), unlimited);
+        assert!(open_files_limit().is_none_or(|n| n > 0));
     }
 
     #[test]
