@@ -737,3 +737,28 @@ fn slots_are_reused_under_new_generations() {
     assert_eq!(stack.counters().closed_normal, rounds as u64);
     assert_eq!(stack.connections(), 0);
 }
+
+#[test]
+fn http_sends_bodies_larger_than_the_send_buffer() {
+    let port = free_port();
+    let body = pattern((1 << 20) + 3, 9);
+    let cfg = KernelConfig { send_buffer_bytes: 32 * 1024, ..KernelConfig::new(Ipv4Addr::LOCALHOST) };
+    let mut stack = KernelStack::new(cfg).unwrap();
+    stack.listen(port).unwrap();
+    let runner = Runner::spawn(stack, Http::new(HttpConfig::new(port, body.clone())));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    for last in [false, true] {
+        let (head, got) = read_response(&mut s, &mut rest);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(head.contains("Connection: close\r\n"), last, "{head}");
+        assert!(got == body, "body differs");
+    }
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    let (stack, http, _) = runner.stop();
+    assert_eq!(http.stats.ok, 2);
+    assert_eq!(stack.counters().accepted, 1);
+}
