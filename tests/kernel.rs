@@ -762,3 +762,27 @@ fn http_sends_bodies_larger_than_the_send_buffer() {
     assert_eq!(http.stats.ok, 2);
     assert_eq!(stack.counters().accepted, 1);
 }
+
+#[test]
+fn echo_serves_a_hundred_connections_at_once() {
+    let port = free_port();
+    let mut stack = loopback_stack();
+    stack.listen(port).unwrap();
+    let runner = Runner::spawn(stack, Echo::new(port));
+    let clients: Vec<_> = (0..100u8)
+        .map(|i| {
+            thread::spawn(move || {
+                let data = pattern(20_000 + usize::from(i), i);
+                assert!(echo_through(port, data.clone()) == data, "client {i}");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (stack, echo, _) = runner.stop();
+    assert_eq!(echo.accepted, 100);
+    let c = stack.counters();
+    assert_eq!((c.accepted, c.closed_normal, c.resets), (100, 100, 0));
+    assert_eq!(stack.connections(), 0);
+}
