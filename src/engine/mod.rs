@@ -6,6 +6,7 @@
 //! and over AF_XDP. The application talks to it through [`ConnId`] handles and [`StackEvent`]s.
 
 mod counters;
+pub mod kernel;
 pub mod run;
 pub mod sim;
 
