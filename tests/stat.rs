@@ -392,3 +392,31 @@ fn run_with_answers_queries_while_the_loop_runs_over_loopback() {
     drop(server);
     assert!(!path.exists());
 }
+
+#[test]
+fn a_client_that_asks_and_does_not_read_is_dropped_when_its_time_is_up() {
+    let root = TempRoot::new("slow");
+    let stack = Stack::new(common::configs(6)[1].clone(), Instant::ZERO);
+    let cfg = ControlConfig { response_timeout: Duration::from_millis(100), ..root.config(0) };
+    let mut server = ControlServer::bind(cfg).unwrap();
+    // An answer of a few MB: more than a Unix socket's buffer holds.
+    let names: Vec<String> = (0..200_000).map(|i| format!("device_value_{i}")).collect();
+    let extra: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), u64::MAX)).collect();
+    let mut slow = UnixStream::connect(server.path()).unwrap();
+    slow.write_all(b"{\"connections\": false}\n").unwrap();
+    let mut now = Instant::ZERO;
+    for _ in 0..30 {
+        let before = std::time::Instant::now();
+        server.poll(now, &stack, &extra);
+        assert!(before.elapsed() < Duration::from_secs(2), "a poll blocked on the slow client");
+        now += Duration::from_millis(10);
+    }
+    let stats = server.stats();
+    assert_eq!((stats.accepted, stats.answered, stats.timed_out, server.clients()), (1, 0, 1, 0));
+    // What it reads now is cut short: not a snapshot.
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut partial = Vec::new();
+    let _ = slow.read_to_end(&mut partial);
+    assert!(!partial.is_empty(), "the server wrote what the socket took");
+    assert!(serde_json::from_slice::<Snapshot>(&partial).is_err());
+}

@@ -901,3 +901,88 @@ fn deserialize_named<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, u64
     }
     d.deserialize_map(NamedVisitor)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(pid: u32, core: usize) -> Snapshot {
+        let mut states = [0; 11];
+        states[4] = 2 + core as u64;
+        let mut counters = Counters { rx_frames: 10, ..Counters::default() };
+        counters.drop(Drop::BadChecksum);
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            pid,
+            core,
+            interface: Some("eth0".to_owned()),
+            queue: Some(core as u32),
+            uptime_us: 1_234_567,
+            counters,
+            states,
+            device: vec![("ring_full".to_owned(), 5)],
+            control: ControlStats::default(),
+            connections: None,
+            connections_omitted: 0,
+        }
+    }
+
+    #[test]
+    fn ss_names_are_those_ss_prints() {
+        let names: Vec<&str> = State::ALL.iter().map(|&s| ss_name(s)).collect();
+        assert_eq!(
+            names,
+            [
+                "UNCONN",
+                "LISTEN",
+                "SYN-SENT",
+                "SYN-RECV",
+                "ESTAB",
+                "FIN-WAIT-1",
+                "FIN-WAIT-2",
+                "CLOSING",
+                "TIME-WAIT",
+                "CLOSE-WAIT",
+                "LAST-ACK"
+            ]
+        );
+    }
+
+    #[test]
+    fn render_labels_cores_of_several_processes_and_shows_only_non_zero_counters() {
+        let text = render(&[snapshot(100, 0), snapshot(200, 1)], false);
+        assert!(text.contains("pid 100 core 0 eth0 queue 0 up 1.234 s"), "{text}");
+        let header = text.lines().find(|l| l.starts_with("STATE")).unwrap();
+        assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["STATE", "total", "100/core0", "200/core1"]);
+        let row = |name: &str| {
+            let line = text.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap();
+            line.split_whitespace().skip(1).map(str::to_owned).collect::<Vec<_>>()
+        };
+        assert_eq!(row("ESTABLISHED"), ["5", "2", "3"]);
+        assert_eq!(row("rx_frames"), ["20", "10", "10"]);
+        assert_eq!(row("bad_checksum"), ["2", "1", "1"]);
+        assert_eq!(row("total"), ["2", "1", "1"]);
+        assert_eq!(row("ring_full"), ["10", "5", "5"]);
+        assert!(!text.contains("tx_frames") && !text.contains("malformed"), "zero rows are left out:\n{text}");
+        assert_eq!(render(&[], false), "no running xtcp answered\n");
+    }
+
+    #[test]
+    fn snapshot_json_names_states_and_reads_back() {
+        let snap = snapshot(1, 0);
+        let json = serde_json::to_value(&snap).unwrap();
+        let states: Vec<&str> = json["states"].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut expected: Vec<&str> = State::ALL.iter().map(|s| s.name()).collect();
+        expected.sort_unstable();
+        let mut sorted = states.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, expected);
+        assert_eq!(json["states"]["ESTABLISHED"], 2);
+        assert_eq!(json["device"]["ring_full"], 5);
+        assert!(json.get("connections").is_none(), "absent unless asked for");
+        let back: Snapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back, snap);
+        let bad = r#"{"local":"1.2.3.4:5","remote":"1.2.3.4:6","state":"NOPE"}"#;
+        assert!(serde_json::from_str::<ConnectionInfo>(bad).is_err());
+    }
+}
