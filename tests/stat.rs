@@ -182,6 +182,11 @@ fn snapshots_over_the_socket_match_the_stacks_and_render_like_ss() {
     // Without connections: no connection table.
     assert!(!render(&snaps, false).contains("Recv-Q"));
 
+    // A listing limit: the rest are counted, and the table says so.
+    let capped = Snapshot::capture(client, &[], Some(1));
+    assert_eq!((capped.connections.as_ref().map(Vec::len), capped.connections_omitted), (Some(1), 2));
+    assert!(render(&[capped], true).contains("(2 more connections not listed"));
+
     let back: Vec<Snapshot> = serde_json::from_str(&render_json(&snaps)).unwrap();
     assert_eq!(back, snaps);
     let json: serde_json::Value = serde_json::from_str(&render_json(&snaps)).unwrap();
@@ -275,7 +280,9 @@ fn bad_and_oversized_requests_are_refused_and_counted() {
 fn socket_and_directory_are_removed_on_drop() {
     let root = TempRoot::new("drop");
     let core0 = ControlServer::bind(root.config(0)).unwrap();
-    let core1 = ControlServer::bind(root.config(1)).unwrap();
+    let core1 = ControlServer::bind(ControlConfig { socket_mode: Some(0o666), ..root.config(1) }).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(core1.path()).unwrap().permissions().mode() & 0o777, 0o666);
     let dir = root.0.join(std::process::id().to_string());
     assert!(core0.path().starts_with(&dir) && core0.path().exists() && core1.path().exists());
     let err = ControlServer::bind(root.config(1)).unwrap_err();

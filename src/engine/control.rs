@@ -15,7 +15,8 @@
 //! [`Snapshot`], and closes. Every step is non-blocking and bounded: at most [`ACCEPTS_PER_POLL`] new clients per
 //! poll, at most `max_clients` at once, at most [`WRITE_BYTES_PER_POLL_MAX`] written per poll, and a client that
 //! says nothing or reads too slowly is dropped when its timeout passes. The socket is made with the process's
-//! umask: under the usual 022 only root (the user xtcp runs as) can connect.
+//! umask (under the usual 022 only root, the user xtcp runs as, can connect) unless
+//! [`ControlConfig::socket_mode`] says otherwise.
 //!
 //! **Client side.** [`discover`] lists the running instances under a root, [`query`] asks one core's socket,
 //! [`query_all`] every core of every instance, and [`render`] / [`render_json`] print what came back.
@@ -85,6 +86,9 @@ pub struct ControlConfig {
     pub max_clients: usize,
     /// Connections listed in one snapshot; the rest are only counted (default 65,536).
     pub max_connections_listed: usize,
+    /// Permission bits for the socket (`0o666` lets every local user run `xtcp stat`, as `ss` does); `None`
+    /// (the default) keeps what the umask gives, which under 022 lets only the owner connect.
+    pub socket_mode: Option<u32>,
 }
 
 impl ControlConfig {
@@ -100,6 +104,7 @@ impl ControlConfig {
             response_timeout: Duration::from_secs(2),
             max_clients: 8,
             max_connections_listed: 65536,
+            socket_mode: None,
         }
     }
 }
@@ -342,6 +347,10 @@ impl ControlServer {
         }
         let listener = UnixListener::bind(&path)?;
         listener.set_nonblocking(true)?;
+        if let Some(mode) = cfg.socket_mode {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        }
         let max_clients = cfg.max_clients;
         Ok(ControlServer {
             cfg,
