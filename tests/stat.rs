@@ -427,3 +427,37 @@ fn a_client_that_asks_and_does_not_read_is_dropped_when_its_time_is_up() {
     assert!(!partial.is_empty(), "the server wrote what the socket took");
     assert!(serde_json::from_slice::<Snapshot>(&partial).is_err());
 }
+
+#[test]
+fn query_gives_up_in_time_on_a_server_that_never_answers_or_never_accepts() {
+    let root = TempRoot::new("stuck");
+    // A server that is never polled: the connection is made, the answer never comes.
+    let server = ControlServer::bind(root.config(0)).unwrap();
+    let err = query(server.path(), false, Duration::from_millis(200)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    // A listener whose backlog is full: connecting itself would wait for ever.
+    let path = root.0.join("full.sock");
+    let listener = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    listener.listen(0).unwrap();
+    let mut held = Vec::new();
+    let mut full = false;
+    for _ in 0..16 {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        if s.connect(&socket2::SockAddr::unix(&path).unwrap()).is_err() {
+            full = true;
+            break;
+        }
+        held.push(s);
+    }
+    assert!(full, "the backlog never filled");
+    let asking = std::thread::spawn(move || query(&path, false, Duration::from_millis(200)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !asking.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "query blocked on a full backlog");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(asking.join().unwrap().unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    drop(held);
+}

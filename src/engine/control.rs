@@ -62,6 +62,9 @@ pub const WRITE_BYTES_PER_POLL_MAX: usize = 1 << 20;
 /// Directory entries looked at when scanning a root or an instance's directory.
 pub const DIR_ENTRIES_MAX: usize = 4096;
 
+/// How long [`query`] waits before trying again to connect to a server whose backlog is full.
+const CONNECT_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Device statistics kept when reading a snapshot.
 pub const DEVICE_VALUES_MAX: usize = 256;
 
@@ -586,7 +589,7 @@ pub fn query(path: &Path, connections: bool, timeout: Duration) -> io::Result<Sn
             .filter(|d| !d.is_zero())
             .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no answer in time"))
     };
-    let mut stream = UnixStream::connect(path)?;
+    let mut stream = connect_within(path, deadline)?;
     stream.set_write_timeout(Some(remaining()?))?;
     let mut line = serde_json::to_vec(&Request { connections }).map_err(io::Error::other)?;
     line.push(b'\n');
@@ -611,6 +614,30 @@ pub fn query(path: &Path, connections: bool, timeout: Duration) -> io::Result<Sn
         }
     }
     serde_json::from_slice(&answer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Connects without blocking past `deadline`: a plain connect to a Unix socket whose listen backlog is full (a
+/// loop that stopped accepting) would wait until the loop accepts, which may be never.
+fn connect_within(path: &Path, deadline: std::time::Instant) -> io::Result<UnixStream> {
+    let addr = socket2::SockAddr::unix(path)?;
+    loop {
+        let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        match socket.connect(&addr) {
+            Ok(()) => {
+                socket.set_nonblocking(false)?;
+                return Ok(socket.into());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "the server is not accepting (backlog full)"));
+                }
+                std::thread::sleep(CONNECT_RETRY_INTERVAL);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Asks every core of every instance under `root`, each within `timeout`: the snapshots that came back, by pid and
