@@ -461,3 +461,22 @@ fn query_gives_up_in_time_on_a_server_that_never_answers_or_never_accepts() {
     assert_eq!(asking.join().unwrap().unwrap_err().kind(), std::io::ErrorKind::TimedOut);
     drop(held);
 }
+
+#[test]
+fn query_all_removes_sockets_nobody_listens_on() {
+    let root = TempRoot::new("orphan");
+    let live = ControlServer::bind(root.config(0)).unwrap();
+    // A socket file whose listener is gone, in a directory whose pid is alive (as after pid reuse).
+    let orphan = live.path().with_file_name("core5.sock");
+    drop(std::os::unix::net::UnixListener::bind(&orphan).unwrap());
+    assert!(orphan.exists());
+    let mut live = live;
+    let stack = Stack::new(common::configs(8)[1].clone(), Instant::ZERO);
+    let mut now = Instant::ZERO;
+    let (snaps, failures) =
+        serve_while(&mut [(&mut live, &stack)], &mut now, || query_all(&root.0, false, Duration::from_secs(5)));
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(snaps.len(), 1);
+    assert!(!orphan.exists());
+    assert!(live.path().exists(), "the directory stays while a live socket is in it");
+}

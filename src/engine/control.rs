@@ -348,7 +348,14 @@ impl ControlServer {
             }
             std::fs::remove_file(&path)?;
         }
-        let listener = UnixListener::bind(&path)?;
+        let listener = match UnixListener::bind(&path) {
+            // Another core of this process (or a cleaner) removed the directory as it emptied: make it again, once.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)?;
+                UnixListener::bind(&path)?
+            }
+            r => r?,
+        };
         listener.set_nonblocking(true)?;
         if let Some(mode) = cfg.socket_mode {
             use std::os::unix::fs::PermissionsExt;
@@ -641,7 +648,8 @@ fn connect_within(path: &Path, deadline: std::time::Instant) -> io::Result<UnixS
 }
 
 /// Asks every core of every instance under `root`, each within `timeout`: the snapshots that came back, by pid and
-/// core, and the sockets that failed with why.
+/// core, and the sockets that failed with why. A socket nobody listens on any more (its process died and the pid
+/// went to another process) is no instance: it is removed, with its directory once empty, and not reported.
 pub fn query_all(root: &Path, connections: bool, timeout: Duration) -> (Vec<Snapshot>, Vec<(PathBuf, io::Error)>) {
     let mut snapshots = Vec::new();
     let mut failures = Vec::new();
@@ -649,9 +657,13 @@ pub fn query_all(root: &Path, connections: bool, timeout: Duration) -> (Vec<Snap
         for (_, path) in instance.cores {
             match query(&path, connections, timeout) {
                 Ok(s) => snapshots.push(s),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    let _ = std::fs::remove_file(&path);
+                }
                 Err(e) => failures.push((path, e)),
             }
         }
+        let _ = std::fs::remove_dir(&instance.dir);
     }
     (snapshots, failures)
 }
