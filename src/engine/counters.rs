@@ -1,5 +1,9 @@
 //! What a stack counts. Every frame that is not used ends in exactly one drop reason.
 
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+
 use crate::tcp::CloseReason;
 use crate::wire;
 
@@ -58,6 +62,11 @@ impl Drop {
             Drop::NoNeighbor => "no_neighbor",
         }
     }
+
+    /// The reason called `name` by [`Drop::name`].
+    pub fn from_name(name: &str) -> Option<Drop> {
+        Drop::ALL.into_iter().find(|d| d.name() == name)
+    }
 }
 
 impl From<wire::Error> for Drop {
@@ -72,7 +81,12 @@ impl From<wire::Error> for Drop {
 }
 
 /// One stack's counters.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+///
+/// In JSON (serde) each counter is a field of the same name, and `drops` is an object from [`Drop::name`] to its
+/// count, in [`Drop::ALL`] order. Missing fields and drop reasons read as zero and unknown ones are ignored, so a
+/// client reads the snapshots of an older or newer xtcp.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Frames received from the device.
     pub rx_frames: u64,
@@ -105,10 +119,14 @@ pub struct Counters {
     /// Application events dropped because the queue was full.
     pub events_dropped: u64,
     /// Drops by reason, indexed like [`Drop::ALL`].
+    #[serde(serialize_with = "serialize_drops", deserialize_with = "deserialize_drops")]
     pub drops: [u64; 10],
 }
 
 impl Counters {
+    /// How many counters [`Counters::named`] lists.
+    pub const NAMED_LEN: usize = 15;
+
     /// Counts one drop.
     pub fn drop(&mut self, reason: Drop) {
         let i = Drop::ALL.iter().position(|&d| d == reason).unwrap_or(0);
@@ -131,6 +149,27 @@ impl Counters {
         self.drops.iter().sum()
     }
 
+    /// Every counter but the drops, by its field name (the JSON key), in declaration order.
+    pub fn named(&self) -> [(&'static str, u64); Counters::NAMED_LEN] {
+        [
+            ("rx_frames", self.rx_frames),
+            ("tx_frames", self.tx_frames),
+            ("tcp_in", self.tcp_in),
+            ("tcp_out", self.tcp_out),
+            ("arp_in", self.arp_in),
+            ("rst_sent", self.rst_sent),
+            ("conns_opened", self.conns_opened),
+            ("conns_closed", self.conns_closed),
+            ("conns_reset", self.conns_reset),
+            ("conns_timed_out", self.conns_timed_out),
+            ("conns_aborted", self.conns_aborted),
+            ("time_wait_reopened", self.time_wait_reopened),
+            ("table_full", self.table_full),
+            ("timer_wheel_full", self.timer_wheel_full),
+            ("events_dropped", self.events_dropped),
+        ]
+    }
+
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
         match reason {
             CloseReason::Normal => self.conns_closed += 1,
@@ -138,5 +177,112 @@ impl Counters {
             CloseReason::TimedOut => self.conns_timed_out += 1,
             CloseReason::Aborted => self.conns_aborted += 1,
         }
+    }
+}
+
+fn serialize_drops<S: Serializer>(drops: &[u64; 10], s: S) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(drops.len()))?;
+    for (reason, count) in Drop::ALL.iter().zip(drops) {
+        map.serialize_entry(reason.name(), count)?;
+    }
+    map.end()
+}
+
+fn deserialize_drops<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; 10], D::Error> {
+    struct DropsVisitor;
+    impl<'de> Visitor<'de> for DropsVisitor {
+        type Value = [u64; 10];
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("an object from drop reason to count")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<[u64; 10], A::Error> {
+            let mut drops = [0; 10];
+            while let Some((name, count)) = map.next_entry::<String, u64>()? {
+                if let Some(i) = Drop::from_name(&name).and_then(|r| Drop::ALL.iter().position(|&d| d == r)) {
+                    drops[i] = count;
+                }
+            }
+            Ok(drops)
+        }
+    }
+    d.deserialize_map(DropsVisitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Counters {
+        let mut c = Counters::default();
+        for (i, field) in [
+            &mut c.rx_frames,
+            &mut c.tx_frames,
+            &mut c.tcp_in,
+            &mut c.tcp_out,
+            &mut c.arp_in,
+            &mut c.rst_sent,
+            &mut c.conns_opened,
+            &mut c.conns_closed,
+            &mut c.conns_reset,
+            &mut c.conns_timed_out,
+            &mut c.conns_aborted,
+            &mut c.time_wait_reopened,
+            &mut c.table_full,
+            &mut c.timer_wheel_full,
+            &mut c.events_dropped,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            *field = 100 + i as u64;
+        }
+        c.drop(Drop::BadChecksum);
+        c.drop(Drop::NoNeighbor);
+        c.drop(Drop::NoNeighbor);
+        c
+    }
+
+    #[test]
+    fn json_names_every_counter_and_drops_by_reason() {
+        let c = sample();
+        let v = serde_json::to_value(&c).unwrap();
+        let obj = v.as_object().unwrap();
+        // Every scalar field is listed by `named`, under its JSON key, with its value.
+        assert_eq!(obj.len(), Counters::NAMED_LEN + 1);
+        for (name, value) in c.named() {
+            assert_eq!(obj[name], value, "{name}");
+        }
+        let drops = obj["drops"].as_object().unwrap();
+        let keys: Vec<&str> = drops.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = Drop::ALL.iter().map(|d| d.name()).collect();
+        names.sort_unstable();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, names);
+        assert_eq!(drops["bad_checksum"], 1);
+        assert_eq!(drops["no_neighbor"], 2);
+        assert_eq!(drops["malformed"], 0);
+    }
+
+    #[test]
+    fn json_round_trips_and_tolerates_missing_and_unknown_names() {
+        let c = sample();
+        let back: Counters = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let partial: Counters =
+            serde_json::from_str(r#"{"rx_frames": 7, "future_counter": 1, "drops": {"tx_full": 3, "new_reason": 9}}"#)
+                .unwrap();
+        assert_eq!(partial.rx_frames, 7);
+        assert_eq!(partial.tx_frames, 0);
+        assert_eq!(partial.dropped(Drop::TxFull), 3);
+        assert_eq!(partial.total_drops(), 3);
+    }
+
+    #[test]
+    fn drop_names_are_unique_and_found_again() {
+        for d in Drop::ALL {
+            assert_eq!(Drop::from_name(d.name()), Some(d));
+        }
+        assert_eq!(Drop::from_name("nonsense"), None);
     }
 }

@@ -5,6 +5,7 @@
 //! [`Stack::poll`] is handed the current time and a [`FrameDevice`], so the same code runs over the simulated link
 //! and over AF_XDP. The application talks to it through [`ConnId`] handles and [`StackEvent`]s.
 
+pub mod control;
 mod counters;
 pub mod kernel;
 pub mod run;

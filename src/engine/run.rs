@@ -4,6 +4,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 
+use super::control::ControlServer;
 use super::Stack;
 use crate::app::{dispatch, App};
 use crate::nic::FrameDevice;
@@ -67,6 +68,20 @@ pub fn run(
     stop: &AtomicBool,
     opts: RunOptions,
 ) -> RunStats {
+    run_with(stack, dev, app, stop, opts, None)
+}
+
+/// As [`run`], also answering `xtcp stat` on `control`: the loop hands it the stack every turn, and it looks at its
+/// socket once per its poll interval (see [`ControlServer::poll`]). Snapshots carry the loop's own statistics as
+/// device values `loop_turns`, `loop_busy_turns` and `loop_sleeps`.
+pub fn run_with(
+    stack: &mut Stack,
+    dev: &mut dyn FrameDevice,
+    app: &mut dyn App,
+    stop: &AtomicBool,
+    opts: RunOptions,
+    mut control: Option<&mut ControlServer>,
+) -> RunStats {
     let clock = Clock::new();
     let mut stats = RunStats::default();
     app.start(stack, clock.now());
@@ -77,6 +92,11 @@ pub fn run(
         let now = clock.now();
         let frames = stack.poll(now, dev);
         let events = dispatch(stack, now, app);
+        if let Some(server) = control.as_deref_mut() {
+            let extra =
+                [("loop_turns", stats.turns), ("loop_busy_turns", stats.busy_turns), ("loop_sleeps", stats.sleeps)];
+            server.poll(now, stack, &extra);
+        }
         if frames > 0 || events > 0 {
             stats.busy_turns += 1;
             last_work = now;
