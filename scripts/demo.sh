@@ -1,18 +1,112 @@
 #!/usr/bin/env bash
-# The README's first command. Until the AF_XDP data path lands it builds xtcp and runs the simulated demo: one
-# connection's handshake, data and teardown between two xtcp stacks, printed like tcpdump, with a pcap file.
+# The README's first command: xtcp against the kernel's TCP on the same veth pair, measured in one run.
+#
+# Installs what is missing, builds, makes two namespaces joined by a veth pair (scripts/netns.sh), and runs the
+# same workloads twice: `xtcp http`/`xtcp echo` served and loaded by xtcp over AF_XDP on both ends, then by the
+# kernel's TCP on both ends (`--stack kernel`: the same application code over ordinary sockets). Server and load
+# generator are pinned to different CPUs, the same for both stacks. Prints one side-by-side table and removes
+# everything it made. Needs root.
+#
+#   scripts/demo.sh                 # about a minute after the build
+#   DEMO_SECS=20 scripts/demo.sh    # longer runs
+#   scripts/demo.sh --sim           # no root or veth: watch one connection's life over the simulated link
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+if [ "${1:-}" = "--sim" ]; then
+    shift
+    ensure_rust
+    cargo build --release --locked
+    pcap=$(mktemp /tmp/xtcp-demo.XXXXXX.pcap)
+    trap 'rm -f "$pcap"' EXIT
+    ./target/release/xtcp demo --sim --pcap "$pcap" "$@"
+    echo
+    echo "== the same frames, as tcpdump reads the pcap"
+    tcpdump -nr "$pcap" 2>/dev/null
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: the demo makes namespaces and attaches XDP — run it as root (or scripts/demo.sh --sim)" >&2
+    exit 1
+fi
 # shellcheck disable=SC2086 # the package lists are words
 ensure_packages $BUILD_PACKAGES $RUN_PACKAGES
 ensure_rust
-
 cargo build --release --locked
-pcap=$(mktemp /tmp/xtcp-demo.XXXXXX.pcap)
-trap 'rm -f "$pcap"' EXIT
-./target/release/xtcp demo --sim --pcap "$pcap" "$@"
-echo
-echo "== the same frames, as tcpdump reads the pcap"
-tcpdump -nr "$pcap" 2>/dev/null
+bin=$PWD/target/release/xtcp
+secs=${DEMO_SECS:-5}
+cpus=$(nproc)
+server_cpu=$((cpus > 1 ? 1 : 0))
+
+name="demo$$"
+work=$(mktemp -d /tmp/xtcp-demo.XXXXXX)
+server=""
+cleanup() {
+    [ -n "$server" ] && kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    scripts/netns.sh down "$name"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+eval "$(scripts/netns.sh up "$name")"
+
+# serve STACK COMMAND ARGS...: starts the server in xtcp's namespace and waits until it says it serves.
+serve() {
+    local stack=$1
+    shift
+    ip netns exec "$NS_XTCP" taskset -c "$server_cpu" "$bin" "$@" --stack "$stack" --iface "$IF_XTCP" \
+        >"$work/server.log" 2>&1 &
+    server=$!
+    for _ in $(seq 100); do
+        grep -q "serving" "$work/server.log" 2>/dev/null && return 0
+        kill -0 "$server" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "error: the server did not start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+}
+
+stop_server() {
+    kill -INT "$server"
+    wait "$server" || true
+    server=""
+}
+
+# measure LABEL STACK SERVER-ARGS -- LOAD-ARGS: one server, one load run from the kernel's namespace, JSON saved.
+measure() {
+    local label=$1 stack=$2
+    shift 2
+    local server_args=()
+    while [ "$1" != "--" ]; do server_args+=("$1"); shift; done
+    shift
+    serve "$stack" "${server_args[@]}"
+    echo "== $label, $stack on both ends" >&2
+    ip netns exec "$NS_KERNEL" taskset -c 0 "$bin" load --stack "$stack" --iface "$IF_KERNEL" \
+        --duration "${secs}s" --warmup 1s --json "$@" >"$work/$label-$stack.json"
+    stop_server
+}
+
+for stack in xdp kernel; do
+    measure http-16 "$stack" http --port 8080 --body-bytes 600 -- \
+        --target "$IP_XTCP:8080" --mode http --connections 16
+    measure echo-1 "$stack" echo --port 7007 -- \
+        --target "$IP_XTCP:7007" --mode echo --connections 1 --message-bytes 64
+done
+
+python3 - "$work" <<'PY'
+import json, sys, os
+work = sys.argv[1]
+rows = [("http-16", "HTTP keep-alive, 600-byte body, 16 connections"), ("echo-1", "echo, 64-byte messages, 1 connection")]
+print()
+print(f"{'workload':<48} {'stack':<7} {'requests/s':>12} {'p50 µs':>8} {'p99 µs':>8} {'errors':>7}")
+for key, title in rows:
+    r = {s: json.load(open(os.path.join(work, f"{key}-{s}.json"))) for s in ("xdp", "kernel")}
+    for s, label in (("xdp", "xtcp"), ("kernel", "kernel")):
+        x = r[s]
+        print(f"{title if s == 'xdp' else '':<48} {label:<7} {x['requests_per_sec']:>12,.0f} "
+              f"{x['latency']['p50_us']:>8} {x['latency']['p99_us']:>8} {x['failed']:>7}")
+    k = r["kernel"]["requests_per_sec"] or float("nan")
+    print(f"{'':<48} {'ratio':<7} {r['xdp']['requests_per_sec'] / k:>11.2f}x")
+PY

@@ -46,4 +46,4 @@ ensure_rust() {
 BUILD_PACKAGES="ca-certificates clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make m4 gcc libc6-dev"
 # What the veth tests and the demo drive: namespaces, offload settings, ping, Python sockets, captures, nc and
 # curl as kernel clients, nftables for the impaired middle namespace.
-RUN_PACKAGES="iproute2 ethtool iputils-ping python3 tcpdump netcat-openbsd curl nftables"
+RUN_PACKAGES="iproute2 ethtool iputils-ping python3 tcpdump netcat-openbsd curl nftables wrk util-linux"

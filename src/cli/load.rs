@@ -1,0 +1,218 @@
+//! `xtcp load`: the load generator on either stack, with a progress bar on a terminal and a report at the end.
+
+use std::io::IsTerminal;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use xtcp::app::load::{Load, LoadConfig, LoadLimit, LoadMode, Report};
+use xtcp::app::{App, Sockets};
+use xtcp::engine::kernel::{run_kernel, KernelConfig, KernelStack};
+use xtcp::engine::{Stack, StackEvent};
+use xtcp::time::Instant;
+
+use super::{parse_duration, stop_on_signals, NetArgs, StackKind};
+
+/// What each request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Messages echoed back by an echo server.
+    Echo,
+    /// HTTP/1.1 requests.
+    Http,
+}
+
+/// The `xtcp load` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// The server, ADDR:PORT.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub target: SocketAddrV4,
+    /// Echo messages or HTTP requests.
+    #[arg(long, value_enum, default_value = "echo")]
+    pub mode: Workload,
+    /// Connections kept open.
+    #[arg(long, default_value_t = 1)]
+    pub connections: u32,
+    /// Requests each connection keeps outstanding (1: wait for each answer).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub pipeline: u32,
+    /// How long to measure (e.g. 10s, 500ms, 2m) [default: 10s unless --requests is given].
+    #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
+    pub duration: Option<Duration>,
+    /// Measure this many requests instead of a duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Run this long before measuring; its requests are counted apart.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Open loop at this many requests per second in total, latency measured from each request's scheduled time
+    /// (coordinated omission corrected, as wrk2) [default: closed loop].
+    #[arg(long, value_name = "PER_SEC")]
+    pub rate: Option<u64>,
+    /// Echo: bytes per message.
+    #[arg(long, default_value_t = 64)]
+    pub message_bytes: u64,
+    /// HTTP: the method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// HTTP: the request target.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// HTTP: the Host header [default: the target address].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// HTTP: another header, "Name: value" (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// HTTP: a new connection for every request (the connections-per-second test) instead of keep-alive.
+    #[arg(long)]
+    pub new_connection_per_request: bool,
+    /// A request unanswered this long is a timeout; its connection is replaced.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print the report as JSON (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.trim().to_owned())),
+        _ => Err(format!("{s:?} is not a header: write \"Name: value\"")),
+    }
+}
+
+impl LoadArgs {
+    fn config(&self) -> LoadConfig {
+        let mut cfg = LoadConfig::new(self.target);
+        cfg.mode = match self.mode {
+            Workload::Echo => LoadMode::Echo { message_bytes: self.message_bytes },
+            Workload::Http => LoadMode::Http {
+                method: self.method.clone(),
+                path: self.path.clone(),
+                host: self.host.clone().unwrap_or_else(|| self.target.to_string()),
+                headers: self.headers.clone(),
+                keep_alive: !self.new_connection_per_request,
+            },
+        };
+        cfg.connections = self.connections;
+        cfg.pipeline_depth = self.pipeline;
+        cfg.limit = match (self.requests, self.duration) {
+            (Some(requests), _) => LoadLimit::Requests { requests },
+            (None, d) => LoadLimit::Duration { duration_ms: d.unwrap_or(Duration::from_secs(10)).as_millis() as u64 },
+        };
+        cfg.warmup_ms = self.warmup.as_millis() as u64;
+        cfg.rate_per_sec = self.rate;
+        cfg.request_timeout_ms = self.timeout.as_millis().max(1) as u64;
+        cfg.reconnects_max = u64::from(self.connections).saturating_mul(100).max(1000);
+        cfg
+    }
+}
+
+/// Runs the load and prints its report; a one-line error otherwise.
+pub fn run(args: &LoadArgs) -> Result<(), String> {
+    let mut load = Load::new(args.config()).map_err(|e| e.to_string())?;
+    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let total_ms = args.warmup.as_millis() as u64 + args.duration.map_or(10_000, |d| d.as_millis() as u64);
+    let bar = show_progress.then(|| {
+        let bar = if args.requests.is_some() { ProgressBar::new_spinner() } else { ProgressBar::new(total_ms) };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut app = Progress { load: &mut load, bar, start: None, shown: Instant::ZERO };
+    let stop = stop_on_signals()?;
+    let what = match args.net.stack {
+        StackKind::Xdp => "xtcp over AF_XDP",
+        StackKind::Kernel => "the kernel's TCP",
+    };
+    if !args.json {
+        eprintln!("xtcp load: {:?} load on {} with {what}", args.mode, args.target);
+    }
+    match args.net.stack {
+        StackKind::Xdp => run_xdp(args, &mut app, &stop)?,
+        StackKind::Kernel => {
+            let ip = super::serve::kernel_ip(&args.net)?;
+            let files = xtcp::engine::kernel::open_files_limit().unwrap_or(u64::MAX);
+            if u64::from(args.connections) + 64 > files {
+                return Err(format!(
+                    "{} connections need more open files than the limit of {files} — raise it (`ulimit -n 1048576`)",
+                    args.connections
+                ));
+            }
+            let mut stack =
+                KernelStack::new(KernelConfig::new(ip)).map_err(|e| format!("creating the epoll instance: {e}"))?;
+            run_kernel(&mut stack, &mut app, &stop, args.net.run_options());
+        }
+    }
+    if let Some(bar) = app.bar.take() {
+        bar.finish_and_clear();
+    }
+    let report: Report = load.report();
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.completed == 0 {
+        return Err(format!("no request completed — is {} serving? ({} errors)", args.target, report.errors.total()));
+    }
+    Ok(())
+}
+
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+fn run_xdp(args: &LoadArgs, app: &mut dyn App<Stack>, stop: &std::sync::atomic::AtomicBool) -> Result<(), String> {
+    let mut x = super::xdp::open("load", &args.net, &[], Some(*args.target.ip()))?;
+    let mut control = super::control_socket("load", &args.net);
+    xtcp::engine::run::run_with(&mut x.stack, x.dev.as_mut(), app, stop, args.net.run_options(), control.as_mut());
+    super::checksum_hint("load", x.stack.counters());
+    drop(x.steering);
+    Ok(())
+}
+
+#[cfg(not(all(feature = "afxdp", target_os = "linux")))]
+fn run_xdp(_: &LoadArgs, _: &mut dyn App<Stack>, _: &std::sync::atomic::AtomicBool) -> Result<(), String> {
+    Err("this xtcp was built without AF_XDP — rebuild with the afxdp feature, or use --stack kernel".into())
+}
+
+/// The load generator with a progress bar ticked from the loop at most every 100 ms (no clock read of its own).
+struct Progress<'a> {
+    load: &'a mut Load,
+    bar: Option<ProgressBar>,
+    start: Option<Instant>,
+    shown: Instant,
+}
+
+impl<S: Sockets + ?Sized> App<S> for Progress<'_>
+where
+    Load: App<S>,
+{
+    fn start(&mut self, stack: &mut S, now: Instant) {
+        self.start = Some(now);
+        self.load.start(stack, now);
+    }
+
+    fn on_event(&mut self, stack: &mut S, now: Instant, event: StackEvent) {
+        self.load.on_event(stack, now, event);
+    }
+
+    fn on_tick(&mut self, stack: &mut S, now: Instant) {
+        self.load.on_tick(stack, now);
+        let (Some(bar), Some(start)) = (&self.bar, self.start) else { return };
+        if now - self.shown >= Duration::from_millis(100) {
+            self.shown = now;
+            bar.set_position((now - start).as_millis() as u64);
+            let r = self.load.report();
+            bar.set_message(format!("{} requests, {} errors", r.completed + r.warmup_completed, r.errors.total()));
+        }
+    }
+
+    fn done(&self) -> bool {
+        App::<S>::done(self.load)
+    }
+}

@@ -1,0 +1,198 @@
+//! The pieces every `xtcp` subcommand shares: the stack arguments, one-line errors, signals, parsing.
+
+pub mod load;
+pub mod serve;
+pub mod stat;
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+pub mod xdp;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use xtcp::engine::run::RunOptions;
+use xtcp::wire::EthernetAddress;
+
+/// Which TCP stack runs the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StackKind {
+    /// xtcp over AF_XDP: the XDP program steers our frames into AF_XDP rings and xtcp does TCP itself.
+    Xdp,
+    /// The kernel's TCP, through ordinary sockets and epoll: the same application, for comparison.
+    Kernel,
+}
+
+/// AF_XDP bind mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Zero-copy where the driver has it, copy otherwise.
+    Auto,
+    /// Copy mode (works on every driver; veth has only this).
+    Copy,
+    /// Zero-copy only (fails where the driver lacks it).
+    ZeroCopy,
+}
+
+/// Where and on which stack a command runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetArgs {
+    /// The TCP stack: xtcp over AF_XDP, or the kernel's through ordinary sockets (same application, to compare).
+    #[arg(long, value_enum, default_value = "xdp")]
+    pub stack: StackKind,
+    /// The interface (needed for --stack xdp). xtcp shares its IPv4 address with the kernel, which keeps ARP and
+    /// ICMP.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: Option<String>,
+    /// The local IPv4 address [default: the interface's first; 0.0.0.0 for --stack kernel without --iface].
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Option<Ipv4Addr>,
+    /// The interface receive queue to serve (AF_XDP).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub queue: u32,
+    /// AF_XDP bind mode: zero-copy where the driver has it (auto), or forced.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: Mode,
+    /// Record every frame xtcp receives and sends to FILE (pcap, bounded; tcpdump on the interface cannot see
+    /// frames XDP redirected). AF_XDP only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Seed for the stack's random choices [default: from the system's random source].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Send every frame to this MAC (aa:bb:cc:dd:ee:ff) instead of the neighbour table's or the sender's.
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    pub next_hop_mac: Option<EthernetAddress>,
+    /// Keep polling this long after the last frame or event before sleeping, in microseconds.
+    #[arg(long, default_value_t = 200, value_name = "US")]
+    pub busy_poll_us: u64,
+}
+
+impl NetArgs {
+    /// The loop's idle behaviour.
+    pub fn run_options(&self) -> RunOptions {
+        RunOptions { busy_poll: Duration::from_micros(self.busy_poll_us), ..RunOptions::default() }
+    }
+}
+
+/// The `xtcp stat` socket of this process's core 0 for an AF_XDP stack; a warning, not an error, when it cannot
+/// be made (the stack runs on, unobserved).
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+pub fn control_socket(name: &str, net: &NetArgs) -> Option<xtcp::engine::control::ControlServer> {
+    use xtcp::engine::control::{ControlConfig, ControlServer};
+    let cfg = ControlConfig { interface: net.iface.clone(), queue: Some(net.queue), ..ControlConfig::new(0) };
+    ControlServer::bind(cfg)
+        .map_err(|e| eprintln!("xtcp {name}: warning: no `xtcp stat` socket under /run/xtcp: {e}"))
+        .ok()
+}
+
+/// One line on stderr when frames were dropped for bad checksums: over veth, a kernel peer sends partial checksums
+/// (CHECKSUM_PARTIAL) unless its transmit offload is off, and xtcp cannot tell them from corrupted frames.
+pub fn checksum_hint(name: &str, counters: &xtcp::engine::Counters) {
+    let bad = counters.dropped(xtcp::engine::Drop::BadChecksum);
+    if bad > 0 {
+        eprintln!(
+            "xtcp {name}: {bad} frames dropped for bad checksums — a kernel peer over veth needs \
+             `ethtool -K <its interface> tx off`"
+        );
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<EthernetAddress, String> {
+    let bytes: Vec<u8> = s.split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
+    match (s.split(':').count(), EthernetAddress::from_bytes(&bytes)) {
+        (6, Some(mac)) => Ok(mac),
+        _ => Err(format!("{s:?} is not a MAC address: write six hex bytes, aa:bb:cc:dd:ee:ff")),
+    }
+}
+
+/// Parses a duration such as `10s`, `500ms`, `250us`, `2m` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration: write e.g. 10s, 500ms, 2m"))?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} — use us, ms, s, m or h")),
+    };
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A seed from the system's random source (the ISN key and table hashing must not be guessable).
+pub fn system_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+    }
+}
+
+/// The effective user is root (read from /proc, no unsafe call).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Whether a kernel socket listens on TCP `port` (any address) in this network namespace.
+pub fn kernel_listens_on(port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
+    table.lines().skip(1).any(|l| {
+        let mut f = l.split_whitespace();
+        let local = f.nth(1).unwrap_or("");
+        let state = f.nth(1).unwrap_or("");
+        state == "0A" && local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+    })
+}
+
+/// Sets the returned flag on SIGINT or SIGTERM; a second signal exits at once (an XDP program leaves with the
+/// process: its bpf_link closes).
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = Arc::new(AtomicUsize::new(0));
+    let (flag, count) = (stop.clone(), signals);
+    ctrlc::set_handler(move || {
+        if count.fetch_add(1, Ordering::SeqCst) > 0 {
+            std::process::exit(130);
+        }
+        flag.store(true, Ordering::SeqCst);
+    })
+    .map_err(|e| format!("installing the signal handler: {e}"))?;
+    Ok(stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_garbage() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn macs_parse_and_refuse_garbage() {
+        assert_eq!(parse_mac("02:00:00:00:00:01"), Ok(EthernetAddress([2, 0, 0, 0, 0, 1])));
+        assert!(parse_mac("02:00:00:00:00").is_err());
+        assert!(parse_mac("zz:00:00:00:00:01").is_err());
+    }
+}

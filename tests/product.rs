@@ -1,0 +1,256 @@
+//! The `xtcp` commands end to end, as users run them (root, veth): `xtcp http` under wrk and curl, `xtcp load`
+//! against a kernel HTTP server and against `xtcp http` on both stacks, `xtcp stat` while connections are open and
+//! in TIME_WAIT, the pcap read back by tcpdump — and the one-line errors of bad arguments (no root needed).
+
+#![cfg(all(feature = "afxdp", target_os = "linux"))]
+
+mod common_afxdp;
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common_afxdp::{run, run_text, wait_until, ChildGuard, Netns, TempDir};
+
+const XTCP: &str = env!("CARGO_BIN_EXE_xtcp");
+
+/// `xtcp ARGS` in the namespace `ns_var` names, its stdout read line by line; killed on drop.
+fn xtcp_in(ns: &Netns, ns_var: &str, args: &[&str]) -> ChildGuard {
+    let mut cmd = ns.in_ns(ns_var, XTCP);
+    cmd.args(args);
+    ChildGuard::spawn(cmd)
+}
+
+/// Starts `xtcp SERVE-ARGS --iface IF_XTCP` in xtcp's namespace and waits until it serves.
+fn serve(ns: &Netns, args: &[&str]) -> ChildGuard {
+    let mut all = args.to_vec();
+    all.extend(["--iface", ns.var("IF_XTCP")]);
+    let server = xtcp_in(ns, "NS_XTCP", &all);
+    server.expect_where("the serving line", Duration::from_secs(20), |l| l.contains(": serving "));
+    server
+}
+
+/// Stops a server with SIGINT, as Ctrl-C does, and checks it exits cleanly.
+fn interrupt(mut server: ChildGuard) {
+    let _ = Command::new("kill").args(["-INT", &server.child.id().to_string()]).status();
+    assert!(server.wait(Duration::from_secs(15)).success());
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `xtcp load ... --json` from the kernel's namespace; returns the report.
+fn load(ns: &Netns, stack: &str, args: &[&str]) -> serde_json::Value {
+    let out = run(ns
+        .in_kernel_ns(XTCP)
+        .args(["load", "--stack", stack, "--iface", ns.var("IF_KERNEL"), "--json", "--warmup", "0s"])
+        .args(args));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("a JSON report: {e}: {}", text(&out)))
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn wrk_and_curl_get_answers_from_xtcp_http() {
+    let ns = Netns::up("phttp");
+    let dir = TempDir::new("phttp");
+    std::fs::create_dir_all(dir.path("site/img")).unwrap();
+    std::fs::write(dir.path("site/index.html"), b"<h1>xtcp</h1>\n").unwrap();
+    std::fs::write(dir.path("site/img/dot.svg"), b"<svg/>").unwrap();
+    let site = dir.path("site");
+    let server = serve(&ns, &["http", "--port", "8080", "--dir", site.to_str().unwrap()]);
+    let url = |path: &str| format!("http://{}:8080{path}", ns.var("IP_XTCP"));
+    let page = run_text(ns.in_kernel_ns("curl").args(["-sS", "--max-time", "5", &url("/")]));
+    assert_eq!(page, "<h1>xtcp</h1>");
+    let codes = run_text(ns.in_kernel_ns("curl").args([
+        "-s",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{content_type}\\n",
+        &url("/img/dot.svg"),
+        &url("/missing"),
+        &url("/img/../../etc/passwd"),
+    ]));
+    assert_eq!(codes.lines().collect::<Vec<_>>(), ["200 image/svg+xml", "404 text/plain", "404 text/plain"]);
+    let post =
+        run_text(ns.in_kernel_ns("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-d", "x=1", &url("/")]));
+    assert_eq!(post, "405");
+    let wrk = run_text(ns.in_kernel_ns("wrk").args(["-t1", "-c8", "-d2s", "--latency", &url("/")]));
+    let rate: f64 = wrk
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{wrk}"));
+    assert!(rate > 100.0, "wrk: {wrk}");
+    assert!(!wrk.contains("Non-2xx") && !wrk.contains("Socket errors"), "wrk saw errors:\n{wrk}");
+    interrupt(server);
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn xtcp_load_measures_a_kernel_http_server_and_xtcp_http_on_both_stacks() {
+    let ns = Netns::up("pload");
+    let dir = TempDir::new("pload");
+    std::fs::write(dir.path("hello.txt"), vec![b'h'; 600]).unwrap();
+    // A kernel HTTP/1.0 server (one connection per request) in xtcp's namespace, loaded by xtcp over AF_XDP from
+    // the other: this kernel is now the peer, so it too must send whole checksums over veth.
+    run(ns.in_ns("NS_XTCP", "ethtool").args(["-K", ns.var("IF_XTCP"), "tx", "off", "tso", "off", "gso", "off"]));
+    let mut python = ns.in_ns("NS_XTCP", "python3");
+    python.args(["-m", "http.server", "8000", "--bind", ns.var("IP_XTCP"), "--directory", dir.0.to_str().unwrap()]);
+    let python = ChildGuard::spawn(python);
+    let ip = ns.var("IP_XTCP").to_owned();
+    assert!(wait_until(Duration::from_secs(10), || {
+        ns.in_kernel_ns("curl")
+            .args(["-s", "-o", "/dev/null", &format!("http://{ip}:8000/hello.txt")])
+            .status()
+            .unwrap()
+            .success()
+    }));
+    let target = format!("{ip}:8000");
+    let r = load(
+        &ns,
+        "xdp",
+        &[
+            "--target",
+            &target,
+            "--mode",
+            "http",
+            "--path",
+            "/hello.txt",
+            "--new-connection-per-request",
+            "--connections",
+            "4",
+            "--requests",
+            "200",
+        ],
+    );
+    assert_eq!(r["completed"], 200, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert!(r["connections_opened"].as_u64().unwrap() >= 200, "{r}");
+    assert!(r["latency"]["p50_us"].as_u64().unwrap() > 0, "{r}");
+    drop(python);
+
+    // xtcp http, loaded by xtcp over AF_XDP and then by the same generator on the kernel's TCP.
+    let server = serve(&ns, &["http", "--port", "8081", "--body-bytes", "600"]);
+    let target = format!("{ip}:8081");
+    for stack in ["xdp", "kernel"] {
+        let r = load(
+            &ns,
+            stack,
+            &["--target", &target, "--mode", "http", "--connections", "8", "--pipeline", "2", "--requests", "5000"],
+        );
+        assert_eq!(r["completed"], 5000, "{stack}: {r}");
+        assert_eq!(r["failed"], 0, "{stack}: {r}");
+        assert!(r["bytes_received"].as_u64().unwrap() >= 5000 * 600, "{stack}: {r}");
+    }
+    interrupt(server);
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn xtcp_stat_lists_established_and_time_wait_connections() {
+    let ns = Netns::up("pstat");
+    let server = serve(&ns, &["http", "--port", "8082"]);
+    let pid = server.child.id();
+    // `ip netns exec` runs xtcp as its child: the control socket is under the pid of the process that serves.
+    let ip = ns.var("IP_XTCP").to_owned();
+    // Three connections held open (ESTABLISHED), and one request with `Connection: close`: xtcp closes first and
+    // holds TIME_WAIT.
+    let script = format!(
+        "import socket,sys,time\nheld=[socket.create_connection(('{ip}',8082),timeout=5) for _ in range(3)]\n\
+         c=socket.create_connection(('{ip}',8082),timeout=5)\n\
+         c.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         r=b''\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    r+=d\nc.close()\n\
+         assert r.startswith(b'HTTP/1.1 200'), r\nprint('READY',flush=True)\nsys.stdin.read()\n"
+    );
+    let mut client = ns.in_kernel_ns("python3");
+    client.args(["-c", &script]).stdin(std::process::Stdio::piped());
+    let client = ChildGuard::spawn(client);
+    client.expect_line("READY", Duration::from_secs(10));
+    let stat = |args: &[&str]| {
+        let out = Command::new(XTCP).arg("stat").args(args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let serving_pid = xtcp_pid_under(pid);
+    let mut table = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            table = stat(&["--pid", &serving_pid.to_string(), "--connections"]);
+            table.matches("ESTAB").count() >= 3 && table.contains("TIME-WAIT")
+        }),
+        "stat:\n{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stat(&["--pid", &serving_pid.to_string(), "--json"])).unwrap();
+    let text = json.to_string();
+    assert!(text.contains("TIME_WAIT") && text.contains("ESTABLISHED"), "{text}");
+    drop(client);
+    interrupt(server);
+}
+
+/// The pid of the xtcp process that `ip netns exec` (pid `parent`) runs: itself after exec, or its child.
+fn xtcp_pid_under(parent: u32) -> u32 {
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm(parent).trim() == "xtcp" {
+        return parent;
+    }
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap_or_default();
+    children.split_whitespace().filter_map(|p| p.parse().ok()).find(|&p| comm(p).trim() == "xtcp").unwrap_or(parent)
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn the_pcap_of_xtcp_echo_is_read_back_by_tcpdump() {
+    let ns = Netns::up("ppcap");
+    let dir = TempDir::new("ppcap");
+    let pcap = dir.path("echo.pcap");
+    let server = serve(&ns, &["echo", "--port", "7008", "--pcap", pcap.to_str().unwrap()]);
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{}',7008),timeout=5)\ns.sendall(b'pcap me')\n\
+         assert s.recv(100)==b'pcap me'\ns.close()\nprint('OK')",
+        ns.var("IP_XTCP")
+    );
+    assert_eq!(run_text(ns.in_kernel_ns("python3").args(["-c", &script])), "OK");
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt(server);
+    let dump = run_text(Command::new("tcpdump").args(["-nr", pcap.to_str().unwrap()]));
+    let port = format!("{}.7008", ns.var("IP_XTCP"));
+    let flags: Vec<&str> = dump
+        .lines()
+        .filter(|l| l.contains(&port))
+        .filter_map(|l| l.split("Flags [").nth(1)?.split(']').next())
+        .collect();
+    assert!(flags.starts_with(&["S", "S.", "."]), "{dump}");
+    assert!(flags.iter().filter(|f| f.contains('F')).count() >= 2, "{dump}");
+    assert!(dump.contains("length 7"), "the 7 payload bytes each way: {dump}");
+}
+
+/// Runs `xtcp ARGS` and returns (exit code, stderr).
+fn xtcp(args: &[&str]) -> (i32, String) {
+    let out = Command::new(XTCP).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_arguments_get_one_line_saying_what_to_do() {
+    let one_line = |args: &[&str], code: i32, says: &str| {
+        let (got, err) = xtcp(args);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?} should say {says:?}: {err}");
+    };
+    one_line(&["load", "--target", "nowhere"], 2, "--target");
+    one_line(&["load", "--target", "10.0.0.1:80", "--duration", "5y"], 2, "unknown unit");
+    one_line(&["load", "--target", "10.0.0.1:80", "--mode", "smtp"], 2, "smtp");
+    one_line(&["echo", "--port", "seven"], 2, "seven");
+    one_line(&["echo"], 1, "needs --iface");
+    one_line(&["http", "--iface", "nosuch0"], 1, "no interface named \"nosuch0\"");
+    one_line(&["stat", "--pid", "999999999", "--root", "/nonexistent-xtcp"], 1, "no running xtcp with pid 999999999");
+    one_line(&["http", "--stack", "kernel", "--dir", "/nonexistent-xtcp-dir"], 1, "--dir /nonexistent-xtcp-dir");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    one_line(&["echo", "--stack", "kernel", "--ip", "127.0.0.1", "--port", &port], 1, "is taken");
+}
