@@ -7,6 +7,7 @@
 
 mod counters;
 pub mod run;
+pub mod shard;
 pub mod sim;
 
 pub use counters::{Counters, Drop};
