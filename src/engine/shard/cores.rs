@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::{core_seed, live_connections, Handoff, HandoffStats, PartitionError, PortPartition};
 use crate::app::App;
+use crate::engine::rss::Rss;
 use crate::engine::run::{run, RunOptions, RunStats};
-use crate::engine::{Counters, Stack, StackConfig, StackEvent};
+use crate::engine::{Counters, PortFilter, Stack, StackConfig, StackEvent};
 use crate::nic::afxdp::{self, AfXdpError, QueueCounters, Steering, XskConfig, XskDevice, XskStats};
 use crate::nic::pcap::{PcapConfig, PcapTap};
 use crate::nic::{FrameDevice, Transmit};
@@ -45,6 +46,9 @@ pub struct CoresConfig {
     pub shutdown_grace: Duration,
     /// Record each core's frames to a pcap file: `PATH` with `-coreN` before its extension.
     pub pcap: Option<PathBuf>,
+    /// The NIC's RSS key and indirection table, when it hashes flows to queues with Toeplitz: each core then opens
+    /// connections only from source ports whose replies the NIC puts on its own queue.
+    pub rss: Option<Rss>,
 }
 
 impl CoresConfig {
@@ -64,6 +68,7 @@ impl CoresConfig {
             handoff_frames: 1024,
             shutdown_grace: Duration::from_secs(2),
             pcap: None,
+            rss: None,
         }
     }
 }
@@ -380,6 +385,11 @@ fn run_core<A: App>(
     let mut stack_cfg = cfg.stack.clone();
     stack_cfg.ephemeral_ports = handoff.partition().range(core);
     stack_cfg.seed = core_seed(cfg.stack.seed, core);
+    if let Some(rss) = cfg.rss.clone() {
+        let queue = cfg.first_queue + core as u32;
+        stack_cfg.port_filter =
+            Some(PortFilter(std::sync::Arc::new(move |local, remote| rss.reply_queue(local, remote) == queue)));
+    }
     let ephemeral_ports = stack_cfg.ephemeral_ports.clone();
     let mut stack = Stack::new(stack_cfg, Instant::ZERO);
     for &(ip, mac) in &cfg.neighbors {

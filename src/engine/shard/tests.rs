@@ -220,3 +220,26 @@ fn a_connection_of_core_1_whose_replies_all_land_on_core_0_completes_through_the
     assert_eq!(cores[0].counters().rx_frames, 0, "core 0's stack saw none of core 1's frames");
     assert_eq!(devs[0].stats().handoff_dropped, 0);
 }
+
+#[test]
+fn with_rss_each_core_opens_only_from_ports_whose_replies_the_nic_gives_its_queue() {
+    use crate::engine::rss::{Rss, MICROSOFT_KEY};
+    use crate::engine::PortFilter;
+    let rss = Rss::new(&MICROSOFT_KEY, (0..128).map(|i| i % 4).collect()).unwrap();
+    let partition = PortPartition::new(32768..=60999, 4).unwrap();
+    let ip = Ipv4Addr::new(10, 0, 0, 1);
+    let remote = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 80);
+    for core in 0..4u32 {
+        let mut cfg = StackConfig::new(EthernetAddress([2; 6]), ip, core_seed(3, core as usize));
+        cfg.ephemeral_ports = partition.range(core as usize);
+        let filter_rss = rss.clone();
+        cfg.port_filter = Some(PortFilter(std::sync::Arc::new(move |l, r| filter_rss.reply_queue(l, r) == core)));
+        let mut stack = Stack::new(cfg, Instant::ZERO);
+        for _ in 0..200 {
+            let id = stack.connect(remote).unwrap();
+            let local = stack.connection(id).unwrap().local();
+            assert_eq!(rss.reply_queue(local, remote), core, "port {}", local.port());
+            assert_eq!(partition.owner(local.port()), Some(core as usize));
+        }
+    }
+}
