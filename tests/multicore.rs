@@ -20,7 +20,7 @@ use std::time::{Duration, Instant as StdInstant};
 use common_afxdp::{child_env, child_role, field, ChildGuard, Netns};
 use xtcp::app::echo::Echo;
 use xtcp::app::{App, Sockets};
-use xtcp::engine::shard::{run_cores, CoreReport, CoresConfig};
+use xtcp::engine::shard::{run_cores, run_cores_with, CoreInfo, CoreReport, CoresConfig, Hooks};
 use xtcp::engine::{ConnId, Stack, StackConfig, StackEvent};
 use xtcp::nic::afxdp;
 use xtcp::time::Instant;
@@ -123,24 +123,30 @@ fn print_cores<A>(cores: &[CoreReport<A>], app_words: impl Fn(&A) -> String) {
 
 /// Echo on every core until `XTCP_CONNS` connections closed in all.
 fn serve_echo() {
-    let wanted: u64 = child_env("XTCP_CONNS").parse().unwrap();
+    let wanted: u64 = std::env::var("XTCP_CONNS").map_or(u64::MAX, |v| v.parse().unwrap());
+    let stop_file = std::env::var("XTCP_STOP_FILE").ok();
     let mut cfg = xtcp_config();
     cfg.ports = vec![ECHO_PORT];
+    cfg.cores = std::env::var("XTCP_CORES").ok().map(|v| v.parse().unwrap());
     let closed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (closed, stop) = (closed.clone(), stop.clone());
         std::thread::spawn(move || {
             let deadline = StdInstant::now() + Duration::from_secs(100);
-            while closed.load(Ordering::Relaxed) < wanted && StdInstant::now() < deadline {
+            while closed.load(Ordering::Relaxed) < wanted
+                && StdInstant::now() < deadline
+                && !stop_file.as_ref().is_some_and(|f| std::path::Path::new(f).exists())
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             stop.store(true, Ordering::SeqCst);
         })
     };
-    println!("READY");
     let make = |_core| Counted { app: Echo::new(ECHO_PORT), closed: closed.clone() };
-    let report = run_cores(&cfg, make, &stop).expect("run the cores");
+    let ready = |cores: &[CoreInfo], cpus: usize| println!("READY cores={} cpus={cpus}", cores.len());
+    let hooks = Hooks { ready: Some(&ready), ..Hooks::default() };
+    let report = run_cores_with(&cfg, make, &hooks, &stop).expect("run the cores");
     watcher.join().unwrap();
     print_cores(&report.cores, |a| format!("accepted={}", a.app.accepted));
     println!("DONE cpus={}", report.cpus);
@@ -346,7 +352,71 @@ fn kernel_client() {
     );
 }
 
-/// Every child role of this file: `echo`, `client` (xtcp's side); `kernel-echo`, `kernel-client` (the kernel's).
+/// A kernel client that opens `XTCP_CONNS` connections to `XTCP_ADDR`, has one echo on each, and holds them open
+/// (`HELD n`); then waits for the server to close each (`EOFS n` of them ended by a FIN within 10 s).
+fn kernel_holder() {
+    let addr: SocketAddrV4 = child_env("XTCP_ADDR").parse().unwrap();
+    let total: usize = child_env("XTCP_CONNS").parse().unwrap();
+    let mut streams = Vec::new();
+    for i in 0..total {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let msg = format!("hold {i}");
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg.as_bytes());
+        streams.push(s);
+    }
+    println!("HELD {}", streams.len());
+    let mut eofs = 0;
+    for mut s in streams {
+        let mut buf = [0u8; 64];
+        if let Ok(0) = s.read(&mut buf) {
+            eofs += 1;
+        }
+    }
+    println!("EOFS {eofs}");
+}
+
+/// `XTCP_THREADS` kernel connections to `XTCP_ADDR`, each sending 64-byte messages one at a time and reading the
+/// echo for `XTCP_SECS`. Prints `RATE per_sec=N n=N`.
+fn kernel_rate_client() {
+    let addr: SocketAddrV4 = child_env("XTCP_ADDR").parse().unwrap();
+    let threads: usize = child_env("XTCP_THREADS").parse().unwrap();
+    let secs: f64 = child_env("XTCP_SECS").parse().unwrap();
+    let barrier = Arc::new(std::sync::Barrier::new(threads));
+    let t0 = StdInstant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || -> (u64, f64) {
+                let mut s = TcpStream::connect(addr).expect("connect");
+                s.set_nodelay(true).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                barrier.wait();
+                let (mut msg, mut back) = ([7u8; 64], [0u8; 64]);
+                let start = StdInstant::now();
+                let mut n = 0u64;
+                while start.elapsed().as_secs_f64() < secs {
+                    msg[..8].copy_from_slice(&n.to_le_bytes());
+                    s.write_all(&msg).unwrap();
+                    s.read_exact(&mut back).unwrap();
+                    assert_eq!(back, msg);
+                    n += 1;
+                }
+                (n, start.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    let results: Vec<(u64, f64)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let n: u64 = results.iter().map(|r| r.0).sum();
+    let secs = results.iter().map(|r| r.1).fold(0.0, f64::max);
+    println!("RATE per_sec={:.0} n={n} secs={secs:.2} wall={:.2}", n as f64 / secs, t0.elapsed().as_secs_f64());
+}
+
+/// Every child role of this file: `echo`, `client` (xtcp's side); `kernel-echo`, `kernel-client`, `kernel-holder`,
+/// `kernel-rate` (the kernel's).
 #[test]
 #[ignore = "needs root: run scripts/test.sh"]
 fn child_multicore() {
@@ -356,6 +426,8 @@ fn child_multicore() {
         "client" => client(),
         "kernel-echo" => kernel_echo_server(),
         "kernel-client" => kernel_client(),
+        "kernel-holder" => kernel_holder(),
+        "kernel-rate" => kernel_rate_client(),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -388,7 +460,6 @@ fn kernel_clients_1000_connections_spread_over_both_cores_and_all_echoed() {
     let conns = 1000;
     let mut xtcp = ns.spawn_child_in("NS_XTCP", "child_multicore", "echo", &[("XTCP_CONNS", conns.to_string())]);
     xtcp.expect_line("READY", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(300)); // the sockets are in the XSKMAP before READY; settle the link
     let addr = format!("{}:{ECHO_PORT}", ns.var("IP_XTCP"));
     let env = [("XTCP_ADDR", addr), ("XTCP_CONNS", conns.to_string()), ("XTCP_THREADS", "8".to_owned())];
     let mut kernel = ns.spawn_child_in("NS_KERNEL", "child_multicore", "kernel-client", &env);
@@ -454,4 +525,69 @@ fn replies_on_the_wrong_queue_are_handed_to_their_core_and_echo_intact() {
     println!("handed out {out}, in {inn}");
     assert!(out > 0, "no frame needed a hand-off: {cores:?}");
     assert_eq!(out, inn, "every frame handed out was taken in: {cores:?}");
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn stop_closes_every_cores_connections_with_a_fin() {
+    if child_role().is_some() {
+        return;
+    }
+    let _serial = serial();
+    let ns = Netns::up_with("ms", &["--queues", "2"]);
+    let tmp = common_afxdp::TempDir::new("ms");
+    let stop_file = tmp.path("stop");
+    let env = [("XTCP_STOP_FILE", stop_file.display().to_string())];
+    let mut xtcp = ns.spawn_child_in("NS_XTCP", "child_multicore", "echo", &env);
+    xtcp.expect_line("READY", Duration::from_secs(20));
+    let env = [("XTCP_ADDR", format!("{}:{ECHO_PORT}", ns.var("IP_XTCP"))), ("XTCP_CONNS", "40".to_owned())];
+    let mut kernel = ns.spawn_child_in("NS_KERNEL", "child_multicore", "kernel-holder", &env);
+    kernel.expect_line("HELD 40", Duration::from_secs(20));
+    std::fs::write(&stop_file, b"").unwrap();
+    let eofs = kernel.expect_line("EOFS", Duration::from_secs(20));
+    assert!(kernel.wait(Duration::from_secs(10)).success());
+    let (cores, _) = core_lines(&xtcp, 2, Duration::from_secs(20));
+    assert!(xtcp.wait(Duration::from_secs(10)).success(), "the xtcp child failed");
+    assert_eq!(eofs, "EOFS 40", "every held connection ended with xtcp's FIN");
+    assert_eq!(sum(&cores, "closed"), 40, "{cores:?}");
+    assert!(cores.iter().all(|l| field(l, "closed") > 0), "both cores held connections: {cores:?}");
+    assert_eq!(sum(&cores, "aborted"), 0, "{cores:?}");
+}
+
+/// Prints (never asserts) echo transactions per second — 64-byte messages, one in flight per connection, 8 kernel
+/// connections — against xtcp's echo on one core (veth with one queue) and on two (two queues).
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn echo_transactions_per_second_one_core_and_two() {
+    if child_role().is_some() {
+        return;
+    }
+    let _serial = serial();
+    let secs = std::env::var("XTCP_SECS").unwrap_or_else(|_| "3".to_owned());
+    let threads = std::env::var("XTCP_THREADS").unwrap_or_else(|_| "8".to_owned());
+    let mut lines = Vec::new();
+    for cores in [1usize, 2] {
+        let ns = Netns::up_with("mr", &["--queues", &cores.to_string()]);
+        let env = [("XTCP_CONNS", threads.clone()), ("XTCP_CORES", cores.to_string())];
+        let mut xtcp = ns.spawn_child_in("NS_XTCP", "child_multicore", "echo", &env);
+        xtcp.expect_line("READY", Duration::from_secs(20));
+        let env = [
+            ("XTCP_ADDR", format!("{}:{ECHO_PORT}", ns.var("IP_XTCP"))),
+            ("XTCP_THREADS", threads.clone()),
+            ("XTCP_SECS", secs.clone()),
+        ];
+        let mut kernel = ns.spawn_child_in("NS_KERNEL", "child_multicore", "kernel-rate", &env);
+        let rate = kernel.expect_line("RATE", Duration::from_secs(60));
+        assert!(kernel.wait(Duration::from_secs(10)).success());
+        let (core_lines, _) = core_lines(&xtcp, cores, Duration::from_secs(20));
+        assert!(xtcp.wait(Duration::from_secs(10)).success(), "the xtcp child failed");
+        lines.push(format!(
+            "{cores} core(s): {rate}  accepted per core {:?}",
+            core_lines.iter().map(|l| field(l, "accepted")).collect::<Vec<_>>()
+        ));
+    }
+    println!("echo transactions/s, {threads} kernel connections, 64-byte messages, {secs} s:");
+    for l in lines {
+        println!("  {l}");
+    }
 }

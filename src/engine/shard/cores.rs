@@ -201,6 +201,40 @@ pub fn pcap_path(base: &Path, core: usize) -> PathBuf {
 /// injector, a tracer...). Called on the core's own thread.
 pub type WrapDevice = dyn Fn(usize, XskDevice) -> Box<dyn FrameDevice> + Sync;
 
+/// A ready callback: the cores as planned, and the CPUs this process may use.
+pub type Ready = dyn Fn(&[CoreInfo], usize) + Sync;
+
+/// One core as planned, told to [`Hooks::ready`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreInfo {
+    /// The core's index.
+    pub core: usize,
+    /// Its rx/tx queue.
+    pub queue: u32,
+    /// The CPU it will be pinned to (`None`: not pinned).
+    pub cpu: Option<usize>,
+    /// Its slice of the ephemeral ports.
+    pub ephemeral_ports: RangeInclusive<u16>,
+    /// The AF_XDP bind mode its socket got.
+    pub mode: afxdp::BindMode,
+}
+
+/// Optional hooks of [`run_cores_with`].
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Wraps each core's socket (then `cfg.pcap` is ignored and the report has no socket counters).
+    pub wrap: Option<&'a WrapDevice>,
+    /// Called once every socket is in the steering program's map, before the loops start: from here frames for
+    /// xtcp's ports reach it (what a caller waits for before it says "ready"). Also gets the CPU count.
+    pub ready: Option<&'a Ready>,
+}
+
+impl core::fmt::Debug for Hooks<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Hooks").field("wrap", &self.wrap.is_some()).field("ready", &self.ready.is_some()).finish()
+    }
+}
+
 /// Runs one shard per rx queue of `cfg.ifname` until `stop` is set or every core's application is done, then shuts
 /// down in order; see the [module docs](super).
 ///
@@ -213,21 +247,21 @@ where
     A: App + Send,
     F: Fn(usize) -> A + Sync,
 {
-    run_cores_wrapped(cfg, make_app, None, stop)
+    run_cores_with(cfg, make_app, &Hooks::default(), stop)
 }
 
-/// [`run_cores`], each core's socket wrapped by `wrap` when one is given (then `cfg.pcap` is ignored and the report
-/// has no socket counters).
-pub fn run_cores_wrapped<A, F>(
+/// [`run_cores`] with [`Hooks`]: a device wrapper, a ready callback.
+pub fn run_cores_with<A, F>(
     cfg: &CoresConfig,
     make_app: F,
-    wrap: Option<&WrapDevice>,
+    hooks: &Hooks<'_>,
     stop: &AtomicBool,
 ) -> Result<CoresReport<A>, CoresError>
 where
     A: App + Send,
     F: Fn(usize) -> A + Sync,
 {
+    let wrap = hooks.wrap;
     let cores = core_count(cfg)?;
     let partition = PortPartition::new(cfg.stack.ephemeral_ports.clone(), cores)?;
     let (cpus, cpu_count) = cpu_plan(cores);
@@ -253,6 +287,20 @@ where
             }
             _ => None,
         });
+    }
+    if let Some(ready) = hooks.ready {
+        let infos: Vec<CoreInfo> = devices
+            .iter()
+            .enumerate()
+            .map(|(core, d)| CoreInfo {
+                core,
+                queue: d.queue(),
+                cpu: cpus[core].filter(|_| cfg.pin),
+                ephemeral_ports: partition.range(core),
+                mode: d.mode(),
+            })
+            .collect();
+        ready(&infos, cpu_count);
     }
     let frame_bytes = devices.first().map_or(2048, |d| d.max_frame_len());
     let handoff = Handoff::new(partition, cfg.handoff_frames, frame_bytes);
