@@ -108,6 +108,33 @@ pub enum CoresError {
     Panicked(usize),
 }
 
+/// An application chosen at run time, for [`run_cores`] (`|core| DynApp(Box::new(Echo::new(port)))`).
+pub struct DynApp(pub Box<dyn App + Send>);
+
+impl core::fmt::Debug for DynApp {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("DynApp(..)")
+    }
+}
+
+impl App for DynApp {
+    fn start(&mut self, stack: &mut Stack, now: Instant) {
+        self.0.start(stack, now);
+    }
+
+    fn on_event(&mut self, stack: &mut Stack, now: Instant, event: StackEvent) {
+        self.0.on_event(stack, now, event);
+    }
+
+    fn on_tick(&mut self, stack: &mut Stack, now: Instant) {
+        self.0.on_tick(stack, now);
+    }
+
+    fn done(&self) -> bool {
+        self.0.done()
+    }
+}
+
 /// How the shutdown went on one core.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownStats {
@@ -156,6 +183,11 @@ pub struct CoresReport<A> {
 }
 
 impl<A> CoresReport<A> {
+    /// True when there were fewer CPUs than cores, so some cores shared a CPU.
+    pub fn cpus_shared(&self) -> bool {
+        self.cores.len() > self.cpus
+    }
+
     /// Every core's counters added up.
     pub fn total_handoff(&self) -> HandoffStats {
         let mut t = HandoffStats::default();
@@ -563,5 +595,30 @@ impl<A: App> App for CoreApp<'_, '_, A> {
 
     fn done(&self) -> bool {
         self.phase == Phase::Finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_core_gets_its_own_pcap_file() {
+        assert_eq!(pcap_path(Path::new("/tmp/run.pcap"), 3), PathBuf::from("/tmp/run-core3.pcap"));
+        assert_eq!(pcap_path(Path::new("capture"), 0), PathBuf::from("capture-core0"));
+    }
+
+    #[test]
+    fn the_cpu_plan_wraps_when_cores_outnumber_cpus() {
+        let (plan, cpus) = cpu_plan(cpus_here() * 2 + 1);
+        assert!(cpus >= 1);
+        assert_eq!(plan.len(), cpus_here() * 2 + 1);
+        if let Some(first) = plan[0] {
+            assert_eq!(plan[cpus], Some(first), "core `cpus` wraps onto core 0's CPU");
+        }
+    }
+
+    fn cpus_here() -> usize {
+        core_affinity::get_core_ids().map_or(1, |ids| ids.len().max(1))
     }
 }
