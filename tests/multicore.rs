@@ -20,9 +20,10 @@ use std::time::{Duration, Instant as StdInstant};
 use common_afxdp::{child_env, child_role, field, ChildGuard, Netns};
 use xtcp::app::echo::Echo;
 use xtcp::app::{App, Sockets};
-use xtcp::engine::shard::{run_cores, run_cores_with, CoreInfo, CoreReport, CoresConfig, Hooks};
+use xtcp::engine::shard::{run_cores_with, CoreInfo, CoreReport, CoresConfig, Hooks, WrapDevice};
 use xtcp::engine::{ConnId, Stack, StackConfig, StackEvent};
-use xtcp::nic::afxdp;
+use xtcp::nic::afxdp::{self, XskDevice};
+use xtcp::nic::FrameDevice;
 use xtcp::time::Instant;
 use xtcp::wire::EthernetAddress;
 
@@ -128,6 +129,7 @@ fn serve_echo() {
     let mut cfg = xtcp_config();
     cfg.ports = vec![ECHO_PORT];
     cfg.cores = std::env::var("XTCP_CORES").ok().map(|v| v.parse().unwrap());
+    cfg.pcap = std::env::var("XTCP_PCAP").ok().map(Into::into);
     let closed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
@@ -275,7 +277,13 @@ fn client() {
         failed: 0,
         buf: vec![0; 4096].into_boxed_slice(),
     };
-    let report = run_cores(&cfg, make, &stop).expect("run the cores");
+    // XTCP_WRAP: each core's socket goes through the device-wrapper hook (here, boxed as it is).
+    let wrap = |core: usize, xsk: XskDevice| -> Box<dyn FrameDevice> {
+        println!("WRAPPED core={core} queue={}", xsk.queue());
+        Box::new(xsk)
+    };
+    let hooks = Hooks { wrap: std::env::var_os("XTCP_WRAP").map(|_| &wrap as &WrapDevice), ..Hooks::default() };
+    let report = run_cores_with(&cfg, make, &hooks, &stop).expect("run the cores");
     let secs = t0.elapsed().as_secs_f64();
     print_cores(&report.cores, |a| format!("ok={} bad={} failed={}", a.ok, a.bad, a.failed));
     println!("DONE cpus={} secs={secs:.2}", report.cpus);
@@ -479,12 +487,20 @@ fn kernel_clients_1000_connections_spread_over_both_cores_and_all_echoed() {
 }
 
 /// xtcp's client on two cores against the kernel's echo server in `ns`; returns the `CORE` lines.
-/// `first_queue` is core 0's queue.
-fn xtcp_clients(ns: &Netns, conns: u64, first_queue: u32) -> Vec<String> {
+/// `first_queue` is core 0's queue; `wrap` sends each core's socket through the device-wrapper hook.
+fn xtcp_clients(ns: &Netns, conns: u64, first_queue: u32, wrap: bool) -> Vec<String> {
     let server = ns.spawn_child_in("NS_KERNEL", "child_multicore", "kernel-echo", &[]);
     server.expect_line("READY", Duration::from_secs(20));
-    let env = [("XTCP_CONNS", conns.to_string()), ("XTCP_FIRST_QUEUE", first_queue.to_string())];
+    let mut env = vec![("XTCP_CONNS", conns.to_string()), ("XTCP_FIRST_QUEUE", first_queue.to_string())];
+    if wrap {
+        env.push(("XTCP_WRAP", "1".to_owned()));
+    }
     let mut xtcp = ns.spawn_child_in("NS_XTCP", "child_multicore", "client", &env);
+    if wrap {
+        let mut wrapped: Vec<String> = (0..2).map(|_| xtcp.expect_line("WRAPPED", Duration::from_secs(20))).collect();
+        wrapped.sort();
+        assert_eq!(wrapped, ["WRAPPED core=0 queue=0", "WRAPPED core=1 queue=1"]);
+    }
     let (cores, done) = core_lines(&xtcp, 2, Duration::from_secs(90));
     assert!(xtcp.wait(Duration::from_secs(10)).success(), "the xtcp child failed");
     println!("{done}");
@@ -506,7 +522,7 @@ fn xtcp_client_1000_connections_from_both_cores_with_no_hand_offs() {
     // Three queues, xtcp on 1 and 2, and XPS on the kernel's end so it answers on the queue it heard from
     // (`scripts/netns.sh`, `docs/multicore.md`: veth records tx queue Q as rx queue Q-1, and queue 0 as none).
     let ns = Netns::up_with("mc", &["--queues", "3", "--xps-rxqs"]);
-    let cores = xtcp_clients(&ns, 1000, 1);
+    let cores = xtcp_clients(&ns, 1000, 1, false);
     assert_eq!(sum(&cores, "handed_out"), 0, "replies came back on another core's queue: {cores:?}");
 }
 
@@ -520,7 +536,7 @@ fn replies_on_the_wrong_queue_are_handed_to_their_core_and_echo_intact() {
     // Without XPS the kernel picks each connection's queue from a random per-socket hash: about half the replies
     // land on the other core's queue.
     let ns = Netns::up_with("mm", &["--queues", "2"]);
-    let cores = xtcp_clients(&ns, 300, 0);
+    let cores = xtcp_clients(&ns, 300, 0, true);
     let (out, inn) = (sum(&cores, "handed_out"), sum(&cores, "handed_in"));
     println!("handed out {out}, in {inn}");
     assert!(out > 0, "no frame needed a hand-off: {cores:?}");
@@ -537,7 +553,8 @@ fn stop_closes_every_cores_connections_with_a_fin() {
     let ns = Netns::up_with("ms", &["--queues", "2"]);
     let tmp = common_afxdp::TempDir::new("ms");
     let stop_file = tmp.path("stop");
-    let env = [("XTCP_STOP_FILE", stop_file.display().to_string())];
+    let pcap = tmp.path("ms.pcap");
+    let env = [("XTCP_STOP_FILE", stop_file.display().to_string()), ("XTCP_PCAP", pcap.display().to_string())];
     let mut xtcp = ns.spawn_child_in("NS_XTCP", "child_multicore", "echo", &env);
     xtcp.expect_line("READY", Duration::from_secs(20));
     let env = [("XTCP_ADDR", format!("{}:{ECHO_PORT}", ns.var("IP_XTCP"))), ("XTCP_CONNS", "40".to_owned())];
@@ -552,6 +569,13 @@ fn stop_closes_every_cores_connections_with_a_fin() {
     assert_eq!(sum(&cores, "closed"), 40, "{cores:?}");
     assert!(cores.iter().all(|l| field(l, "closed") > 0), "both cores held connections: {cores:?}");
     assert_eq!(sum(&cores, "aborted"), 0, "{cores:?}");
+    // Each core recorded its own frames: its SYNs, echoes and FINs (pcap: a 24-byte file header, then records).
+    for (core, line) in cores.iter().enumerate() {
+        let path = tmp.path(&format!("ms-core{core}.pcap"));
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let frames = field(line, "rx_frames") + field(line, "tx_frames");
+        assert!(len > 24 + frames * 16 + frames * 54, "{} holds {len} bytes for {frames} frames", path.display());
+    }
 }
 
 /// Prints (never asserts) echo transactions per second — 64-byte messages, one in flight per connection, 8 kernel
