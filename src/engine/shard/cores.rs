@@ -200,6 +200,13 @@ impl<A> CoresReport<A> {
     }
 }
 
+/// The RSS setting of the interface `ifname` (ethtool `ETHTOOL_GRSSH`), for [`CoresConfig::rss`]. Fails on
+/// interfaces without Toeplitz RSS, such as veth.
+pub fn interface_rss(ifname: &str) -> std::io::Result<Rss> {
+    let nic = afxdp::read_rss(ifname)?;
+    Rss::new(&nic.key, nic.table).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Which CPU each of `cores` cores is pinned to, and how many CPUs there are. When there are fewer CPUs than cores
 /// the assignment wraps (core `i` on CPU `i % cpus`) and cores share CPUs: the caller should say so.
 pub fn cpu_plan(cores: usize) -> (Vec<Option<usize>>, usize) {
