@@ -99,7 +99,7 @@ fn print_cores<A>(cores: &[CoreReport<A>], app_words: impl Fn(&A) -> String) {
     for c in cores {
         println!(
             "CORE {} queue={} cpu={} ports={}-{} conns_opened={} rx_frames={} tx_frames={} handed_out={} handed_in={} \
-             handoff_dropped={} redirected={} rst_sent={} drops={} closed={} aborted={} sleeps={} {}",
+             handoff_dropped={} strays={} redirected={} rst_sent={} drops={} closed={} aborted={} sleeps={} {}",
             c.core,
             c.queue,
             c.cpu.map_or(-1, |c| c as i64),
@@ -111,6 +111,7 @@ fn print_cores<A>(cores: &[CoreReport<A>], app_words: impl Fn(&A) -> String) {
             c.handoff.handed_out,
             c.handoff.handed_in,
             c.handoff.handoff_dropped,
+            c.handoff.strays_passed,
             c.steering.redirected,
             c.counters.rst_sent,
             c.counters.total_drops(),

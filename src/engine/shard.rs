@@ -111,6 +111,9 @@ pub fn tcp_dst_port(frame: &[u8]) -> Option<u16> {
 struct Parcel {
     buf: Box<[u8]>,
     len: usize,
+    /// Cores this frame has been offered to before: 0 for a frame sent to its port's owner, 1.. for a stray
+    /// passed along the ring of cores.
+    hops: u8,
 }
 
 /// One core's side of the hand-off: frames handed to it, and the free buffers others copy them into.
@@ -163,14 +166,14 @@ impl Handoff {
     }
 
     /// Copies `frame` into `owner`'s inbox; false (the frame is dropped) when its pool or inbox is full.
-    fn send(&self, owner: usize, frame: &[u8]) -> bool {
+    fn send(&self, owner: usize, frame: &[u8], hops: u8) -> bool {
         let mailbox = &self.boxes[owner];
         if frame.len() > self.frame_bytes {
             return false;
         }
         let Some(mut buf) = mailbox.free.pop() else { return false };
         buf[..frame.len()].copy_from_slice(frame);
-        match mailbox.inbox.push(Parcel { buf, len: frame.len() }) {
+        match mailbox.inbox.push(Parcel { buf, len: frame.len(), hops }) {
             Ok(()) => true,
             Err(parcel) => {
                 let _ = mailbox.free.push(parcel.buf);
@@ -189,6 +192,9 @@ pub struct HandoffStats {
     pub handed_in: u64,
     /// Frames for another core dropped because its inbox or buffer pool was full (or the frame too long).
     pub handoff_dropped: u64,
+    /// Segments to a listening port that found no connection here (the stack answered RST): the RST was held back
+    /// and the segment passed to the next core, which may own the connection (a flow that moved queue).
+    pub strays_passed: u64,
 }
 
 /// A core's device: the queue's own device (`inner`) plus the hand-off. Frames whose destination port lies in
@@ -244,8 +250,11 @@ impl<D: FrameDevice> FrameDevice for ShardDevice<'_, D> {
         let mut n = 0;
         while n < budget {
             let Some(parcel) = mailbox.inbox.pop() else { break };
-            handler(&parcel.buf[..parcel.len], &mut self.inner);
-            self.stats.handed_in += 1;
+            let frame = &parcel.buf[..parcel.len];
+            offer(handoff, core, frame, parcel.hops, &mut self.inner, handler, &mut self.stats);
+            if parcel.hops == 0 {
+                self.stats.handed_in += 1;
+            }
             let _ = mailbox.free.push(parcel.buf);
             n += 1;
         }
@@ -256,7 +265,7 @@ impl<D: FrameDevice> FrameDevice for ShardDevice<'_, D> {
         n + self.inner.receive(now, budget - n, &mut |frame, tx| {
             if let Some(owner) = tcp_dst_port(frame).and_then(|p| handoff.partition.owner(p)) {
                 if owner != core {
-                    if handoff.send(owner, frame) {
+                    if handoff.send(owner, frame, 0) {
                         stats.handed_out += 1;
                     } else {
                         stats.handoff_dropped += 1;
@@ -264,7 +273,7 @@ impl<D: FrameDevice> FrameDevice for ShardDevice<'_, D> {
                     return;
                 }
             }
-            handler(frame, tx);
+            offer(handoff, core, frame, 0, tx, handler, stats);
         })
     }
 
@@ -281,6 +290,80 @@ impl<D: FrameDevice> FrameDevice for ShardDevice<'_, D> {
             return Some(Instant::ZERO);
         }
         self.inner.poll_at()
+    }
+}
+
+/// Bytes of an Ethernet/IPv4/TCP frame with no IP or TCP options: a bare RST.
+const BARE_TCP_FRAME_BYTES: usize = 14 + 20 + 20;
+
+/// Hands `frame` to this core's stack. A segment that may be a stray — to a port outside every slice (a listening
+/// port), not a SYN opening a connection, and not yet offered to every core — is watched: if the stack answers it
+/// with an RST (it has no such connection), the RST is held back and the segment goes to the next core instead.
+fn offer(
+    handoff: &Handoff,
+    core: usize,
+    frame: &[u8],
+    hops: u8,
+    tx: &mut dyn Transmit,
+    handler: &mut dyn FnMut(&[u8], &mut dyn Transmit),
+    stats: &mut HandoffStats,
+) {
+    let cores = handoff.boxes.len();
+    let watch = usize::from(hops) + 1 < cores
+        && tcp_dst_port(frame).is_some_and(|p| handoff.partition.owner(p).is_none())
+        && !is_opening_syn(frame);
+    if !watch {
+        return handler(frame, tx);
+    }
+    let mut check = StrayCheck { inner: tx, rx: frame, held: false };
+    handler(frame, &mut check);
+    if check.held {
+        if handoff.send((core + 1) % cores, frame, hops + 1) {
+            stats.strays_passed += 1;
+        } else {
+            stats.handoff_dropped += 1;
+        }
+    }
+}
+
+/// A SYN without ACK: a new connection, which the core it arrived on takes.
+fn is_opening_syn(frame: &[u8]) -> bool {
+    tcp_flags(frame).is_some_and(|f| f & 0x12 == 0x02)
+}
+
+/// The TCP flags byte of an Ethernet/IPv4/TCP frame.
+fn tcp_flags(frame: &[u8]) -> Option<u8> {
+    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
+    frame.get(14 + ihl.max(20) + 13).copied()
+}
+
+/// The transmit side while a possible stray is handled: holds back a bare RST answering it. `rx` has passed
+/// [`tcp_dst_port`], so its IPv4 and TCP port fields are in bounds.
+struct StrayCheck<'a, 'f> {
+    inner: &'a mut dyn Transmit,
+    rx: &'f [u8],
+    held: bool,
+}
+
+impl Transmit for StrayCheck<'_, '_> {
+    fn transmit(&mut self, now: Instant, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        if self.held || len != BARE_TCP_FRAME_BYTES {
+            return self.inner.transmit(now, len, fill);
+        }
+        // Only bare segments (54 bytes) go through this copy: an RST, or an ACK of a connection without timestamps.
+        let mut scratch = [0u8; BARE_TCP_FRAME_BYTES];
+        fill(&mut scratch);
+        // Ours has no IP options: addresses at 26..34, ports at 34..38, flags at 47. The received one may have.
+        let rx_ihl = (usize::from(self.rx[14] & 0x0f) * 4).max(20);
+        let rx_ports = &self.rx[14 + rx_ihl..14 + rx_ihl + 4];
+        let answers_rx = scratch[30..34] == self.rx[26..30]
+            && scratch[34..36] == rx_ports[2..4]
+            && scratch[36..38] == rx_ports[0..2];
+        if answers_rx && scratch[47] & 0x04 != 0 {
+            self.held = true;
+            return true;
+        }
+        self.inner.transmit(now, len, &mut |buf| buf.copy_from_slice(&scratch))
     }
 }
 

@@ -195,6 +195,7 @@ impl<A> CoresReport<A> {
             t.handed_out += c.handoff.handed_out;
             t.handed_in += c.handoff.handed_in;
             t.handoff_dropped += c.handoff.handoff_dropped;
+            t.strays_passed += c.handoff.strays_passed;
         }
         t
     }

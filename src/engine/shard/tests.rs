@@ -243,3 +243,80 @@ fn with_rss_each_core_opens_only_from_ports_whose_replies_the_nic_gives_its_queu
         }
     }
 }
+
+/// A passive connection of core 0 whose segments, after the SYN, all arrive on core 1's queue (a flow that moved,
+/// as after a peer re-hashes): core 1's stack has no such connection and would reset it; its RST is held back and
+/// each segment passed on to core 0, which completes the echo exactly. No RST reaches the peer.
+#[test]
+fn segments_of_a_passive_connection_that_moved_queue_are_passed_to_the_core_that_has_it() {
+    let partition = PortPartition::new(32768..=60999, 2).unwrap();
+    let handoff = Handoff::new(partition, 64, 2048);
+    let server_mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
+    let client_mac = EthernetAddress([2, 0, 0, 0, 0, 2]);
+    let (server_ip, client_ip) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let mut cores: Vec<Stack> = (0..2)
+        .map(|c| {
+            let mut s = Stack::new(StackConfig::new(server_mac, server_ip, core_seed(5, c)), Instant::ZERO);
+            s.listen(7).unwrap();
+            s
+        })
+        .collect();
+    let mut devs = [handoff.device(0, Loopback::new(256, 2048)), handoff.device(1, Loopback::new(256, 2048))];
+    let mut peer = Stack::new(StackConfig::new(client_mac, client_ip, 9), Instant::ZERO);
+    peer.add_neighbor(server_ip, server_mac);
+    let conn = peer.connect(SocketAddrV4::new(server_ip, 7)).unwrap();
+    let message = b"moved, and still mine ".repeat(60);
+    let (mut sent, mut back, mut rst_seen, mut frames_seen) = (0, Vec::new(), 0, 0);
+    let mut buf = [0u8; 4096];
+    for step in 0..2000u64 {
+        let now = Instant::from_millis(step);
+        let mut wire = Loopback::new(256, 2048);
+        peer.poll(now, &mut wire);
+        let mut from_peer = Vec::new();
+        wire.receive(now, 256, &mut |f, _| from_peer.push(f.to_vec()));
+        for f in from_peer {
+            // The SYN lands on core 0; everything after it on core 1.
+            let queue = usize::from(frames_seen > 0);
+            frames_seen += 1;
+            put(devs[queue].inner_mut(), &f);
+        }
+        let mut to_peer = Vec::new();
+        for (c, dev) in devs.iter_mut().enumerate() {
+            cores[c].poll(now, dev);
+            while let Some(ev) = cores[c].next_event() {
+                if let StackEvent::Readable(id) = ev {
+                    let n = cores[c].recv(id, &mut buf).unwrap();
+                    cores[c].send(id, &buf[..n]).unwrap();
+                }
+            }
+            // The loopback holds what the core sent; it goes to the peer.
+            dev.inner_mut().receive(now, 256, &mut |f, _| to_peer.push(f.to_vec()));
+        }
+        let mut wire = Loopback::new(256, 2048);
+        for f in &to_peer {
+            rst_seen += usize::from(f[47] & 0x04 != 0);
+            put(&mut wire, f);
+        }
+        peer.poll(now, &mut wire);
+        while peer.next_event().is_some() {}
+        if sent < message.len() {
+            sent += peer.send(conn, &message[sent..]).unwrap_or(0);
+        }
+        loop {
+            let n = peer.recv(conn, &mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            back.extend_from_slice(&buf[..n]);
+        }
+        if back.len() == message.len() {
+            break;
+        }
+    }
+    assert_eq!(back, message, "the echo came back exact");
+    assert_eq!(rst_seen, 0, "no RST reached the peer");
+    assert!(devs[1].stats().strays_passed > 0);
+    assert_eq!(cores[0].counters().conns_opened, 1);
+    assert_eq!(cores[1].connection_count(), 0);
+    assert_eq!(devs[1].stats().handoff_dropped, 0);
+}
