@@ -11,7 +11,9 @@
 //! arranged on veth and on Toeplitz RSS NICs ([`super::rss`]). When it is not — a frame to a port of another core's
 //! slice lands here — [`ShardDevice`] copies it into the owner's bounded lock-free inbox ([`Handoff`]), counted,
 //! and the owner processes it on its next poll. That copy and two `ArrayQueue` operations are the only cross-core
-//! traffic; a frame that needs no hand-off costs one header peek.
+//! traffic; a frame that needs no hand-off costs one header peek. A segment of a passive connection that lands on
+//! a core without it (its flow moved queue) is caught when that core's stack answers it with an RST: the RST is
+//! held back and the segment passed along the ring of cores until one has the connection (or all have said no).
 //!
 //! [`run_cores`] puts it together over AF_XDP: one [`Steering`] program, one [`XskDevice`] per queue, one thread per
 //! queue pinned with `core_affinity`, [`super::run::run`] on each, and an orderly shutdown (FIN on every connection,
