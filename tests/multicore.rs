@@ -378,6 +378,22 @@ fn kernel_holder() {
         streams.push(s);
     }
     println!("HELD {}", streams.len());
+    // XTCP_GO_FILE: once it exists, one more echo on every connection (`ROUND2 ok=N`).
+    if let Ok(go) = std::env::var("XTCP_GO_FILE") {
+        let deadline = StdInstant::now() + Duration::from_secs(30);
+        while !std::path::Path::new(&go).exists() && StdInstant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut ok = 0;
+        for (i, s) in streams.iter_mut().enumerate() {
+            let msg = format!("again {i}");
+            let mut back = vec![0u8; msg.len()];
+            if s.write_all(msg.as_bytes()).is_ok() && s.read_exact(&mut back).is_ok() && back == msg.as_bytes() {
+                ok += 1;
+            }
+        }
+        println!("ROUND2 ok={ok}");
+    }
     let mut eofs = 0;
     for mut s in streams {
         let mut buf = [0u8; 64];
@@ -615,4 +631,44 @@ fn echo_transactions_per_second_one_core_and_two() {
     for l in lines {
         println!("  {l}");
     }
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn kernel_flows_that_move_queue_mid_connection_are_passed_to_their_core_not_reset() {
+    if child_role().is_some() {
+        return;
+    }
+    let _serial = serial();
+    let ns = Netns::up_with("mv", &["--queues", "2"]);
+    let tmp = common_afxdp::TempDir::new("mv");
+    let (stop_file, go_file) = (tmp.path("stop"), tmp.path("go"));
+    let env = [("XTCP_STOP_FILE", stop_file.display().to_string())];
+    let mut xtcp = ns.spawn_child_in("NS_XTCP", "child_multicore", "echo", &env);
+    xtcp.expect_line("READY", Duration::from_secs(20));
+    let env = [
+        ("XTCP_ADDR", format!("{}:{ECHO_PORT}", ns.var("IP_XTCP"))),
+        ("XTCP_CONNS", "40".to_owned()),
+        ("XTCP_GO_FILE", go_file.display().to_string()),
+    ];
+    let mut kernel = ns.spawn_child_in("NS_KERNEL", "child_multicore", "kernel-holder", &env);
+    kernel.expect_line("HELD 40", Duration::from_secs(20));
+    // Every CPU of the kernel's side now transmits on queue 1 (XPS by CPU): each idle connection re-picks its queue
+    // on its next segment, so core 0's connections move to core 1's queue.
+    let script =
+        format!("printf '%x' $(( (1 << $(nproc)) - 1 )) > /sys/class/net/{}/queues/tx-1/xps_cpus", ns.var("IF_KERNEL"));
+    common_afxdp::run(ns.in_kernel_ns("sh").args(["-c", &script]));
+    std::fs::write(&go_file, b"").unwrap();
+    let round2 = kernel.expect_line("ROUND2", Duration::from_secs(30));
+    std::fs::write(&stop_file, b"").unwrap();
+    let eofs = kernel.expect_line("EOFS", Duration::from_secs(20));
+    assert!(kernel.wait(Duration::from_secs(10)).success());
+    let (cores, _) = core_lines(&xtcp, 2, Duration::from_secs(20));
+    assert!(xtcp.wait(Duration::from_secs(10)).success(), "the xtcp child failed");
+    assert_eq!(round2, "ROUND2 ok=40", "every connection still echoed after its flow moved");
+    assert_eq!(eofs, "EOFS 40");
+    let moved = field(&cores[0], "accepted");
+    assert!(moved > 0, "core 0 had connections to move: {cores:?}");
+    assert!(field(&cores[1], "strays") > 0, "core 1 passed the moved segments on: {cores:?}");
+    assert_eq!(sum(&cores, "aborted"), 0, "{cores:?}");
 }

@@ -195,7 +195,8 @@ pub struct HandoffStats {
     /// Frames for another core dropped because its inbox or buffer pool was full (or the frame too long).
     pub handoff_dropped: u64,
     /// Segments to a listening port that found no connection here (the stack answered RST): the RST was held back
-    /// and the segment passed to the next core, which may own the connection (a flow that moved queue).
+    /// and the segment passed to the next core, which may own the connection (a flow that moved queue). The
+    /// stack's own `rst_sent` still counts those RSTs.
     pub strays_passed: u64,
 }
 
