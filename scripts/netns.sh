@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two network namespaces joined by a veth pair, for the AF_XDP tests and by hand:
 #
-#   scripts/netns.sh up NAME [--queues N] [--middle [--loss PERMILLE] [--dup PERMILLE]]
+#   scripts/netns.sh up NAME [--queues N [--xps-rxqs]] [--middle [--loss PERMILLE] [--dup PERMILLE]]
 #                                            creates them and prints shell assignments (eval-able)
 #   scripts/netns.sh down NAME               removes them (quietly does nothing if they are gone)
 #
@@ -9,7 +9,11 @@
 # IP_KERNEL). Interface names and the 10.77.X.0/24 subnet are derived from NAME, and the addresses exist only inside
 # the namespaces: test traffic never leaves them. The kernel side gets `tx off tso off gso off` so it sends whole
 # frames with complete checksums (over veth it would otherwise send CHECKSUM_PARTIAL frames and GSO super-frames).
-# --queues N gives both ends N rx and N tx queues.
+# --queues N gives both ends N rx and N tx queues. --xps-rxqs also sets XPS on the kernel's end so that a kernel
+# socket answers on the queue xtcp sent from, for xtcp serving queues 1..N-1 (queue 0 left out): veth hands the
+# sender's tx queue number Q to the receiver as "recorded rx queue" Q-1 (0 means none recorded), so tx-Q gets
+# xps_rxqs = rx queue Q-1; and sockets with nothing recorded yet (a kernel client's SYN) pick by CPU, tx-Q getting
+# xps_cpus = CPU (Q-1) mod CPUs. See docs/multicore.md.
 #
 # --middle puts a third namespace, "xtcp-NAME-m" (NS_MIDDLE), between them: two veth pairs joined by a bridge, so
 # the wire between xtcp and the kernel runs through a namespace neither owns. --loss N drops N frames in 1000 and
@@ -19,7 +23,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 up NAME [--queues N] | down NAME" >&2
+    echo "usage: $0 up NAME [--queues N [--xps-rxqs]] [--middle [--loss N] [--dup N]] | down NAME" >&2
     exit 2
 }
 
@@ -52,10 +56,11 @@ down() {
 }
 
 up() {
-    local queues=1 middle=0 loss=0 dup=0
+    local queues=1 middle=0 loss=0 dup=0 xps_rxqs=0
     while [ $# -gt 0 ]; do
         case "$1" in
             --queues) [ $# -ge 2 ] || usage; queues=$2; shift 2 ;;
+            --xps-rxqs) xps_rxqs=1; shift ;;
             --middle) middle=1; shift ;;
             --loss) [ $# -ge 2 ] || usage; loss=$2; middle=1; shift 2 ;;
             --dup) [ $# -ge 2 ] || usage; dup=$2; middle=1; shift 2 ;;
@@ -105,6 +110,16 @@ up() {
     ip -n "$ns_x" link set "$if_x" up
     ip -n "$ns_k" link set "$if_k" up
     ip netns exec "$ns_k" ethtool -K "$if_k" tx off tso off gso off >/dev/null
+    if [ "$xps_rxqs" -eq 1 ]; then
+        [ "$middle" -eq 0 ] || { echo "error: --xps-rxqs is for the direct pair, not --middle" >&2; down; exit 2; }
+        [ "$queues" -ge 2 ] || { echo "error: --xps-rxqs wants --queues 2 or more" >&2; down; exit 2; }
+        ip netns exec "$ns_k" sh -c '
+            cpus=$(nproc)
+            for q in $(seq 1 $(($2 - 1))); do
+                printf "%x" $((1 << (q - 1))) > "/sys/class/net/$1/queues/tx-$q/xps_rxqs"
+                printf "%x" $((1 << ((q - 1) % cpus))) > "/sys/class/net/$1/queues/tx-$q/xps_cpus"
+            done' xps "$if_k" "$queues"
+    fi
     trap - ERR
     echo "NS_XTCP=$ns_x"
     echo "NS_KERNEL=$ns_k"

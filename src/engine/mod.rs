@@ -8,7 +8,9 @@
 pub mod control;
 mod counters;
 pub mod kernel;
+pub mod rss;
 pub mod run;
+pub mod shard;
 pub mod sim;
 
 pub use counters::{Counters, Drop};
@@ -17,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -48,6 +51,9 @@ pub struct StackConfig {
     pub max_listeners: usize,
     /// Source ports for active opens.
     pub ephemeral_ports: RangeInclusive<u16>,
+    /// Which of those an active open may use (the multi-core engine keeps replies on the opening core's queue
+    /// with it); `None` allows all.
+    pub port_filter: Option<PortFilter>,
     /// Frames taken from the device per poll.
     pub rx_batch: usize,
     /// Verify IPv4 and TCP checksums of received frames.
@@ -76,6 +82,7 @@ impl StackConfig {
             syn_backlog: 1024,
             max_listeners: 64,
             ephemeral_ports: 32768..=60999,
+            port_filter: None,
             rx_batch: 64,
             verify_checksums: true,
             arp: true,
@@ -84,6 +91,17 @@ impl StackConfig {
             max_events: 65536,
             seed,
         }
+    }
+}
+
+/// Says whether an active open from `local` to `remote` may use `local`'s port: called by [`Stack::connect`] for
+/// each candidate port, never per packet.
+#[derive(Clone)]
+pub struct PortFilter(pub Arc<dyn Fn(SocketAddrV4, SocketAddrV4) -> bool + Send + Sync>);
+
+impl core::fmt::Debug for PortFilter {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PortFilter(..)")
     }
 }
 
@@ -327,7 +345,9 @@ impl Stack {
         let port = (0..span)
             .map(|i| lo + ((start + i) % span) as u16)
             .find(|&p| {
-                !self.listeners.contains_key(&p) && !self.table.contains_key(&FourTuple { local_port: p, remote })
+                !self.listeners.contains_key(&p)
+                    && !self.table.contains_key(&FourTuple { local_port: p, remote })
+                    && self.cfg.port_filter.as_ref().is_none_or(|f| (f.0)(SocketAddrV4::new(self.cfg.ip, p), remote))
             })
             .ok_or(StackError::NoPort)?;
         let local = SocketAddrV4::new(self.cfg.ip, port);

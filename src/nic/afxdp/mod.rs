@@ -19,12 +19,14 @@
 #![allow(unsafe_code)]
 
 mod loader;
+mod rss;
 mod socket;
 
 use std::io;
 use std::path::Path;
 
 pub use loader::{QueueCounters, Steering};
+pub use rss::{read_rss, NicRss};
 pub use socket::{BindMode, XskConfig, XskDevice, XskStats};
 
 use crate::wire::EthernetAddress;
