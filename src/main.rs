@@ -117,7 +117,7 @@ fn main() -> ExitCode {
             ("demo", xtcp::app::demo::run(&opts, &mut std::io::stdout().lock()).map_err(|e| e.to_string()))
         }
         Command::Echo { net, port } => {
-            ("echo", cli::serve::serve("echo", &net, port, &mut xtcp::app::echo::Echo::new(port)))
+            ("echo", cli::serve::serve("echo", &net, port, || xtcp::app::echo::Echo::new(port)))
         }
         Command::Http { net, port, body_bytes, dir, max_requests_per_connection, max_header_bytes } => {
             ("http", http(&net, port, body_bytes, dir, max_requests_per_connection, max_header_bytes))
@@ -154,5 +154,5 @@ fn http(
         println!("xtcp http: {} files, {} bytes from {}", files.len(), files.total_bytes(), dir.display());
         cfg.files = Some(Arc::new(files));
     }
-    cli::serve::serve("http", net, port, &mut Http::new(cfg))
+    cli::serve::serve("http", net, port, || Http::new(cfg.clone()))
 }

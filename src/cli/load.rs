@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use xtcp::app::load::{Load, LoadConfig, LoadLimit, LoadMode, Report};
 use xtcp::app::{App, Sockets};
 use xtcp::engine::kernel::{run_kernel, KernelConfig, KernelStack};
-use xtcp::engine::{Stack, StackEvent};
+use xtcp::engine::StackEvent;
 use xtcp::time::Instant;
 
 use super::{parse_duration, stop_on_signals, NetArgs, StackKind};
@@ -114,7 +114,8 @@ impl LoadArgs {
 
 /// Runs the load and prints its report; a one-line error otherwise.
 pub fn run(args: &LoadArgs) -> Result<(), String> {
-    let mut load = Load::new(args.config()).map_err(|e| e.to_string())?;
+    let cfg = args.config();
+    Load::new(cfg.clone()).map_err(|e| e.to_string())?;
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let total_ms = args.warmup.as_millis() as u64 + args.duration.map_or(10_000, |d| d.as_millis() as u64);
     let bar = show_progress.then(|| {
@@ -125,7 +126,6 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
         );
         bar
     });
-    let mut app = Progress { load: &mut load, bar, start: None, shown: Instant::ZERO };
     let stop = stop_on_signals()?;
     let what = match args.net.stack {
         StackKind::Xdp => "xtcp over AF_XDP",
@@ -134,8 +134,8 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
     if !args.json {
         eprintln!("xtcp load: {:?} load on {} with {what}", args.mode, args.target);
     }
-    match args.net.stack {
-        StackKind::Xdp => run_xdp(args, &mut app, &stop)?,
+    let report = match args.net.stack {
+        StackKind::Xdp => run_xdp(args, &cfg, bar.clone(), &stop)?,
         StackKind::Kernel => {
             let ip = super::serve::kernel_ip(&args.net)?;
             let files = xtcp::engine::kernel::open_files_limit().unwrap_or(u64::MAX);
@@ -147,13 +147,14 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
             }
             let mut stack =
                 KernelStack::new(KernelConfig::new(ip)).map_err(|e| format!("creating the epoll instance: {e}"))?;
+            let mut app = Progress::new(Load::new(cfg).map_err(|e| e.to_string())?, bar.clone());
             run_kernel(&mut stack, &mut app, &stop, args.net.run_options());
+            app.load.report()
         }
-    }
-    if let Some(bar) = app.bar.take() {
+    };
+    if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let report: Report = load.report();
     if args.json {
         println!("{}", report.to_json());
     } else {
@@ -165,30 +166,82 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Core `core`'s share of `cfg` when `cores` share it: connections, requests and rate split as evenly as they go.
+fn share(cfg: &LoadConfig, core: usize, cores: usize) -> LoadConfig {
+    let part = |total: u64| total / cores as u64 + u64::from((core as u64) < total % cores as u64);
+    let mut c = cfg.clone();
+    c.connections = part(u64::from(cfg.connections)) as u32;
+    if let LoadLimit::Requests { requests } = cfg.limit {
+        c.limit = LoadLimit::Requests { requests: part(requests).max(1) };
+    }
+    c.rate_per_sec = cfg.rate_per_sec.map(|r| part(r).max(1));
+    c.reconnects_max = part(cfg.reconnects_max).max(1);
+    c
+}
+
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
-fn run_xdp(args: &LoadArgs, app: &mut dyn App<Stack>, stop: &std::sync::atomic::AtomicBool) -> Result<(), String> {
-    let mut x = super::xdp::open("load", &args.net, &[], Some(*args.target.ip()))?;
-    let mut control = super::control_socket("load", &args.net);
-    xtcp::engine::run::run_with(&mut x.stack, x.dev.as_mut(), app, stop, args.net.run_options(), control.as_mut());
-    super::checksum_hint("load", x.stack.counters());
-    drop(x.steering);
-    Ok(())
+fn run_xdp(
+    args: &LoadArgs,
+    cfg: &LoadConfig,
+    bar: Option<ProgressBar>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Report, String> {
+    use xtcp::engine::shard::{CoreInfo, Hooks};
+    let mut cores_cfg = super::xdp::cores_config("load", &args.net, &[], Some(*args.target.ip()))?;
+    // No core without a connection of its own.
+    let cores = cores_cfg.cores.unwrap_or(1).min(args.connections.max(1) as usize);
+    cores_cfg.cores = Some(cores);
+    let quiet = args.json;
+    let ready = |infos: &[CoreInfo], cpus: usize| {
+        if !quiet {
+            eprintln!("xtcp load: {}", super::xdp::describe(infos, cpus));
+        }
+    };
+    let hooks = Hooks { ready: Some(&ready), ..Hooks::default() };
+    let make = |core: usize| {
+        let load = Load::new(share(cfg, core, cores)).expect("a share of a valid configuration is valid");
+        Progress::new(load, if core == 0 { bar.clone() } else { None })
+    };
+    let report = xtcp::engine::shard::run_cores_with(&cores_cfg, make, &hooks, stop).map_err(|e| e.to_string())?;
+    if !quiet {
+        super::xdp::summary("load", &report);
+    }
+    let mut merged: Option<Report> = None;
+    for core in &report.cores {
+        let r = core.app.load.report();
+        match merged.as_mut() {
+            Some(m) => m.merge(&r),
+            None => merged = Some(r),
+        }
+    }
+    merged.ok_or_else(|| "no core ran".to_owned())
 }
 
 #[cfg(not(all(feature = "afxdp", target_os = "linux")))]
-fn run_xdp(_: &LoadArgs, _: &mut dyn App<Stack>, _: &std::sync::atomic::AtomicBool) -> Result<(), String> {
+fn run_xdp(
+    _: &LoadArgs,
+    _: &LoadConfig,
+    _: Option<ProgressBar>,
+    _: &std::sync::atomic::AtomicBool,
+) -> Result<Report, String> {
     Err("this xtcp was built without AF_XDP — rebuild with the afxdp feature, or use --stack kernel".into())
 }
 
 /// The load generator with a progress bar ticked from the loop at most every 100 ms (no clock read of its own).
-struct Progress<'a> {
-    load: &'a mut Load,
+struct Progress {
+    load: Load,
     bar: Option<ProgressBar>,
     start: Option<Instant>,
     shown: Instant,
 }
 
-impl<S: Sockets + ?Sized> App<S> for Progress<'_>
+impl Progress {
+    fn new(load: Load, bar: Option<ProgressBar>) -> Progress {
+        Progress { load, bar, start: None, shown: Instant::ZERO }
+    }
+}
+
+impl<S: Sockets + ?Sized> App<S> for Progress
 where
     Load: App<S>,
 {
@@ -213,6 +266,30 @@ where
     }
 
     fn done(&self) -> bool {
-        App::<S>::done(self.load)
+        App::<S>::done(&self.load)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_is_shared_between_cores_without_losing_any() {
+        let mut cfg = LoadConfig::new("10.0.0.1:80".parse().unwrap());
+        cfg.connections = 5;
+        cfg.limit = LoadLimit::Requests { requests: 1001 };
+        cfg.rate_per_sec = Some(10);
+        let shares: Vec<LoadConfig> = (0..2).map(|core| share(&cfg, core, 2)).collect();
+        assert_eq!(shares.iter().map(|c| c.connections).sum::<u32>(), 5);
+        assert_eq!(shares.iter().map(|c| c.rate_per_sec.unwrap()).sum::<u64>(), 10);
+        let requests: u64 = shares
+            .iter()
+            .map(|c| match c.limit {
+                LoadLimit::Requests { requests } => requests,
+                LoadLimit::Duration { .. } => 0,
+            })
+            .sum();
+        assert_eq!(requests, 1001);
     }
 }

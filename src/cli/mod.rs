@@ -48,13 +48,17 @@ pub struct NetArgs {
     /// The local IPv4 address [default: the interface's first; 0.0.0.0 for --stack kernel without --iface].
     #[arg(long, value_name = "ADDR")]
     pub ip: Option<Ipv4Addr>,
-    /// The interface receive queue to serve (AF_XDP).
+    /// The first interface receive queue to serve (AF_XDP); core i serves queue QUEUE+i.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub queue: u32,
+    /// Cores to run, one pinned loop per queue [default: every rx queue from --queue].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub cores: Option<u16>,
     /// AF_XDP bind mode: zero-copy where the driver has it (auto), or forced.
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: Mode,
-    /// Record every frame xtcp receives and sends to FILE (pcap, bounded; tcpdump on the interface cannot see
+    /// Record every frame xtcp receives and sends to FILE (pcap, 64 MiB at most; with several cores one file per
+    /// core, FILE-coreN; tcpdump on the interface cannot see
     /// frames XDP redirected). AF_XDP only.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -74,17 +78,6 @@ impl NetArgs {
     pub fn run_options(&self) -> RunOptions {
         RunOptions { busy_poll: Duration::from_micros(self.busy_poll_us), ..RunOptions::default() }
     }
-}
-
-/// The `xtcp stat` socket of this process's core 0 for an AF_XDP stack; a warning, not an error, when it cannot
-/// be made (the stack runs on, unobserved).
-#[cfg(all(feature = "afxdp", target_os = "linux"))]
-pub fn control_socket(name: &str, net: &NetArgs) -> Option<xtcp::engine::control::ControlServer> {
-    use xtcp::engine::control::{ControlConfig, ControlServer};
-    let cfg = ControlConfig { interface: net.iface.clone(), queue: Some(net.queue), ..ControlConfig::new(0) };
-    ControlServer::bind(cfg)
-        .map_err(|e| eprintln!("xtcp {name}: warning: no `xtcp stat` socket under /run/xtcp: {e}"))
-        .ok()
 }
 
 /// One line on stderr when frames were dropped for bad checksums: over veth, a kernel peer sends partial checksums

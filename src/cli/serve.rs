@@ -8,49 +8,41 @@ use xtcp::engine::Stack;
 
 use super::{stop_on_signals, NetArgs, StackKind};
 
-/// Serves `app` on `port` with the stack `net` names, until a signal; returns a one-line error.
-pub fn serve<A>(name: &str, net: &NetArgs, port: u16, app: &mut A) -> Result<(), String>
+/// Serves the application `make` builds (one per core) on `port` with the stack `net` names, until a signal;
+/// returns a one-line error.
+pub fn serve<A, F>(name: &str, net: &NetArgs, port: u16, make: F) -> Result<(), String>
 where
-    A: App<Stack> + App<KernelStack>,
+    A: App<Stack> + App<KernelStack> + Send,
+    F: Fn() -> A + Sync,
 {
     match net.stack {
-        StackKind::Xdp => serve_xdp(name, net, port, app),
-        StackKind::Kernel => serve_kernel(name, net, port, app),
+        StackKind::Xdp => serve_xdp(name, net, port, make),
+        StackKind::Kernel => serve_kernel(name, net, port, &mut make()),
     }
 }
 
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
-fn serve_xdp(name: &str, net: &NetArgs, port: u16, app: &mut dyn App<Stack>) -> Result<(), String> {
-    use xtcp::engine::run::run_with;
-    let mut x = super::xdp::open(name, net, &[port], None)?;
-    let mut control = super::control_socket(name, net);
+fn serve_xdp<A, F>(name: &str, net: &NetArgs, port: u16, make: F) -> Result<(), String>
+where
+    A: App<Stack> + Send,
+    F: Fn() -> A + Sync,
+{
+    use xtcp::engine::shard::{run_cores_with, CoreInfo, Hooks};
+    let cfg = super::xdp::cores_config(name, net, &[port], None)?;
     let stop = stop_on_signals()?;
-    let iface = net.iface.as_deref().unwrap_or_default();
-    let more = if x.queues > 1 {
-        format!(" — {iface} has {} rx queues, only this one is served", x.queues)
-    } else {
-        String::new()
+    let ip = cfg.stack.ip;
+    let iface = cfg.ifname.clone();
+    let ready = |infos: &[CoreInfo], cpus: usize| {
+        println!("xtcp {name}: serving {ip}:{port} on {iface}, {}; Ctrl-C stops", super::xdp::describe(infos, cpus));
     };
-    println!(
-        "xtcp {name}: serving {}:{port} on {iface} queue {} ({:?} mode){more}; Ctrl-C stops",
-        x.ip, net.queue, x.mode
-    );
-    run_with(&mut x.stack, x.dev.as_mut(), app, &stop, net.run_options(), control.as_mut());
-    let c = x.stack.counters();
-    println!(
-        "xtcp {name}: stopped: {} frames in, {} out, {} connections, {} drops",
-        c.rx_frames,
-        c.tx_frames,
-        c.conns_opened,
-        c.total_drops()
-    );
-    super::checksum_hint(name, c);
-    drop(x.steering);
+    let hooks = Hooks { ready: Some(&ready), ..Hooks::default() };
+    let report = run_cores_with(&cfg, |_| make(), &hooks, &stop).map_err(|e| e.to_string())?;
+    super::xdp::summary(name, &report);
     Ok(())
 }
 
 #[cfg(not(all(feature = "afxdp", target_os = "linux")))]
-fn serve_xdp(name: &str, _: &NetArgs, _: u16, _: &mut dyn App<Stack>) -> Result<(), String> {
+fn serve_xdp<A, F: Fn() -> A>(name: &str, _: &NetArgs, _: u16, _: F) -> Result<(), String> {
     Err(format!(
         "this xtcp was built without AF_XDP — rebuild with the afxdp feature, or run `xtcp {name} --stack kernel`"
     ))

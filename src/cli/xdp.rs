@@ -1,38 +1,27 @@
-//! Setting up xtcp on an interface queue over AF_XDP: the checks that turn a bad argument into one line saying what
-//! to do, the steering program, the AF_XDP socket, the stack, and a peer's MAC for active opens.
+//! Setting up xtcp over AF_XDP on an interface's queues, one pinned core per queue: the checks that turn a bad
+//! argument into one line saying what to do, the settings of the cores, and a peer's MAC for active opens.
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use xtcp::engine::{Stack, StackConfig};
-use xtcp::nic::afxdp::{self, BindMode, Steering, XskConfig, XskDevice};
+use xtcp::engine::control::ControlConfig;
+use xtcp::engine::shard::{CoreInfo, CoresConfig, CoresReport};
+use xtcp::engine::StackConfig;
+use xtcp::nic::afxdp::{self, BindMode};
 use xtcp::nic::neigh::Neighbors;
-use xtcp::nic::pcap::{PcapConfig, PcapTap};
-use xtcp::nic::FrameDevice;
-use xtcp::time::Instant;
 
 use super::{is_root, kernel_listens_on, system_seed, Mode, NetArgs};
 
-/// xtcp on one queue of an interface, ready to run.
-pub struct XdpPort {
-    /// The stack.
-    pub stack: Stack,
-    /// The AF_XDP socket, behind a pcap tap when one was asked for.
-    pub dev: Box<dyn FrameDevice>,
-    /// The steering program; dropping it detaches it.
-    pub steering: Steering,
-    /// Our address.
-    pub ip: Ipv4Addr,
-    /// The bind mode asked for.
-    pub mode: BindMode,
-    /// Receive queues the interface has.
-    pub queues: u32,
-}
-
-/// Opens xtcp on `net`'s interface and queue, steering `listen_ports` to it, and with `active_to` also the
-/// stack's ephemeral ports, with that peer's MAC looked up in (or resolved by) the kernel's neighbour table.
-pub fn open(name: &str, net: &NetArgs, listen_ports: &[u16], active_to: Option<Ipv4Addr>) -> Result<XdpPort, String> {
+/// Checks `net` and builds the multi-core settings for serving `listen_ports` on its interface and, with
+/// `active_to`, opening connections to that peer (its MAC looked up in, or resolved by, the kernel's neighbour
+/// table). Every bad argument comes back as one line saying what to do.
+pub fn cores_config(
+    name: &str,
+    net: &NetArgs,
+    listen_ports: &[u16],
+    active_to: Option<Ipv4Addr>,
+) -> Result<CoresConfig, String> {
     let iface =
         net.iface.as_deref().ok_or("--stack xdp needs --iface — `ip -br link` lists them (or use --stack kernel)")?;
     let ifindex = afxdp::interface_index(iface)
@@ -59,26 +48,32 @@ pub fn open(name: &str, net: &NetArgs, listen_ports: &[u16], active_to: Option<I
             ));
         }
     }
-    let mac = afxdp::interface_mac(iface).map_err(|e| format!("reading {iface}'s MAC address: {e}"))?;
-    let mut steering = Steering::load_and_attach(iface, ip, listen_ports.iter().copied())
-        .map_err(|e| format!("loading XDP on {iface}: {e}"))?;
-    let mut cfg = StackConfig::new(mac, ip, net.seed.unwrap_or_else(system_seed));
-    // The kernel keeps ARP (the XDP program passes it on); replies follow the frames' senders.
-    cfg.arp = false;
-    cfg.next_hop_mac = net.next_hop_mac;
-    if active_to.is_some() {
-        cfg.ephemeral_ports = ephemeral_ports_beside_the_kernel();
-        steering.allow_ports(cfg.ephemeral_ports.clone()).map_err(|e| format!("steering the ephemeral ports: {e}"))?;
+    let queues = afxdp::interface_rx_queues(iface).unwrap_or(1);
+    let cores = net.cores.map(|c| c as u32).unwrap_or(queues.saturating_sub(net.queue).max(1));
+    if cores == 0 || net.queue + cores > queues {
+        return Err(format!(
+            "{iface} has {queues} rx queues: --queue {} with --cores {cores} does not fit — lower them",
+            net.queue
+        ));
     }
-    let mode = match net.xdp_mode {
+    let mac = afxdp::interface_mac(iface).map_err(|e| format!("reading {iface}'s MAC address: {e}"))?;
+    let mut stack = StackConfig::new(mac, ip, net.seed.unwrap_or_else(system_seed));
+    // The kernel keeps ARP (the XDP program passes it on); replies follow the frames' senders.
+    stack.arp = false;
+    stack.next_hop_mac = net.next_hop_mac;
+    stack.ephemeral_ports = ephemeral_ports_beside_the_kernel();
+    let mut cfg = CoresConfig::new(iface, stack);
+    cfg.cores = Some(cores as usize);
+    cfg.first_queue = net.queue;
+    cfg.ports = listen_ports.to_vec();
+    cfg.xsk.mode = match net.xdp_mode {
         Mode::Auto => BindMode::Auto,
         Mode::Copy => BindMode::Copy,
         Mode::ZeroCopy => BindMode::ZeroCopy,
     };
-    let xsk_cfg = XskConfig { queue: net.queue, mode, ..XskConfig::default() };
-    let xsk = XskDevice::open(iface, &xsk_cfg, &steering).map_err(|e| format!("opening AF_XDP on {iface}: {e}"))?;
-    let queues = afxdp::interface_rx_queues(iface).unwrap_or(1);
-    let mut stack = Stack::new(cfg, Instant::ZERO);
+    cfg.run = net.run_options();
+    cfg.pcap = net.pcap.clone();
+    cfg.control = Some(ControlConfig::new(0));
     if let (Some(peer), None) = (active_to, net.next_hop_mac) {
         let peer_mac = neighbors
             .resolve(ifindex, peer, Duration::from_secs(3))
@@ -86,16 +81,57 @@ pub fn open(name: &str, net: &NetArgs, listen_ports: &[u16], active_to: Option<I
             .ok_or_else(|| {
                 format!("{peer} did not answer ARP on {iface} — is it on this link? For a router, give --next-hop-mac")
             })?;
-        stack.add_neighbor(peer, peer_mac);
+        cfg.neighbors.push((peer, peer_mac));
     }
-    let dev: Box<dyn FrameDevice> = match &net.pcap {
-        Some(path) => {
-            let file = std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-            Box::new(PcapTap::new(xsk, std::io::BufWriter::new(file), PcapConfig::default()))
+    Ok(cfg)
+}
+
+/// The line that says where xtcp runs, once every socket is in place.
+pub fn describe(infos: &[CoreInfo], cpus: usize) -> String {
+    let cores: Vec<String> = infos
+        .iter()
+        .map(|i| match i.cpu {
+            Some(cpu) => format!("queue {} on CPU {cpu}", i.queue),
+            None => format!("queue {}", i.queue),
+        })
+        .collect();
+    let mode = infos.first().map_or(String::new(), |i| format!("{:?}", i.mode));
+    let shared = if infos.len() > cpus { format!(" ({} cores share {cpus} CPUs)", infos.len()) } else { String::new() };
+    format!(
+        "{} core{} ({}), {mode} mode{shared}",
+        infos.len(),
+        if infos.len() == 1 { "" } else { "s" },
+        cores.join(", ")
+    )
+}
+
+/// After a run: one line of totals, and with several cores one line per core.
+pub fn summary<A>(name: &str, report: &CoresReport<A>) {
+    let sum = |f: &dyn Fn(&xtcp::engine::Counters) -> u64| report.cores.iter().map(|c| f(&c.counters)).sum::<u64>();
+    println!(
+        "xtcp {name}: stopped: {} frames in, {} out, {} connections, {} drops, {} handed off between {} cores",
+        sum(&|c| c.rx_frames),
+        sum(&|c| c.tx_frames),
+        sum(&|c| c.conns_opened),
+        sum(&|c| c.total_drops()),
+        report.total_handoff().handed_out,
+        report.cores.len()
+    );
+    for c in &report.cores {
+        if report.cores.len() > 1 {
+            println!(
+                "xtcp {name}: core {} (queue {}): {} frames in, {} out, {} connections, {} drops, {} handed off",
+                c.core,
+                c.queue,
+                c.counters.rx_frames,
+                c.counters.tx_frames,
+                c.counters.conns_opened,
+                c.counters.total_drops(),
+                c.handoff.handed_out
+            );
         }
-        None => Box::new(xsk),
-    };
-    Ok(XdpPort { stack, dev, steering, ip, mode, queues })
+        super::checksum_hint(name, &c.counters);
+    }
 }
 
 /// Source ports for xtcp's active opens that the kernel does not use for its own on the same address: the ports

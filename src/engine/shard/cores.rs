@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::{core_seed, live_connections, Handoff, HandoffStats, PartitionError, PortPartition};
 use crate::app::App;
+use crate::engine::control::{ControlConfig, ControlServer};
 use crate::engine::rss::Rss;
-use crate::engine::run::{run, RunOptions, RunStats};
+use crate::engine::run::{run_with, RunOptions, RunStats};
 use crate::engine::{Counters, PortFilter, Stack, StackConfig, StackEvent};
 use crate::nic::afxdp::{self, AfXdpError, QueueCounters, Steering, XskConfig, XskDevice, XskStats};
 use crate::nic::pcap::{PcapConfig, PcapTap};
@@ -44,11 +45,14 @@ pub struct CoresConfig {
     pub handoff_frames: usize,
     /// At shutdown, how long connections get to finish after our FIN before they are reset.
     pub shutdown_grace: Duration,
-    /// Record each core's frames to a pcap file: `PATH` with `-coreN` before its extension.
+    /// Record each core's frames to a pcap file: `PATH` itself with one core, else `PATH` with `-coreN` before its
+    /// extension.
     pub pcap: Option<PathBuf>,
     /// The NIC's RSS key and indirection table, when it hashes flows to queues with Toeplitz: each core then opens
     /// connections only from source ports whose replies the NIC puts on its own queue.
     pub rss: Option<Rss>,
+    /// Give each core an `xtcp stat` socket with these settings (`core`, `queue` and `interface` are set per core).
+    pub control: Option<ControlConfig>,
 }
 
 impl CoresConfig {
@@ -69,6 +73,7 @@ impl CoresConfig {
             shutdown_grace: Duration::from_secs(2),
             pcap: None,
             rss: None,
+            control: None,
         }
     }
 }
@@ -239,10 +244,10 @@ pub fn pcap_path(base: &Path, core: usize) -> PathBuf {
 
 /// A device wrapper: given the core and its AF_XDP socket, returns the device the core's stack runs on (a fault
 /// injector, a tracer...). Called on the core's own thread.
-pub type WrapDevice = dyn Fn(usize, XskDevice) -> Box<dyn FrameDevice> + Sync;
+pub type WrapDevice<'a> = dyn Fn(usize, XskDevice) -> Box<dyn FrameDevice> + Sync + 'a;
 
 /// A ready callback: the cores as planned, and the CPUs this process may use.
-pub type Ready = dyn Fn(&[CoreInfo], usize) + Sync;
+pub type Ready<'a> = dyn Fn(&[CoreInfo], usize) + Sync + 'a;
 
 /// One core as planned, told to [`Hooks::ready`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,10 +268,10 @@ pub struct CoreInfo {
 #[derive(Default)]
 pub struct Hooks<'a> {
     /// Wraps each core's socket (then `cfg.pcap` is ignored and the report has no socket counters).
-    pub wrap: Option<&'a WrapDevice>,
+    pub wrap: Option<&'a WrapDevice<'a>>,
     /// Called once every socket is in the steering program's map, before the loops start: from here frames for
     /// xtcp's ports reach it (what a caller waits for before it says "ready"). Also gets the CPU count.
-    pub ready: Option<&'a Ready>,
+    pub ready: Option<&'a Ready<'a>>,
 }
 
 impl core::fmt::Debug for Hooks<'_> {
@@ -321,7 +326,7 @@ where
     for core in 0..cores {
         pcaps.push(match (&cfg.pcap, wrap) {
             (Some(base), None) => {
-                let path = pcap_path(base, core);
+                let path = if cores == 1 { base.clone() } else { pcap_path(base, core) };
                 let file = std::fs::File::create(&path).map_err(|source| CoresError::Pcap { path, source })?;
                 Some(std::io::BufWriter::new(file))
             }
@@ -496,7 +501,13 @@ fn run_core<A: App>(
     };
     // `run` ends when `CoreApp` says it is done: after the shutdown, which `CoreApp` starts when `stop` is set.
     let never = AtomicBool::new(false);
-    let run_stats = run(&mut stack, &mut dev, &mut app, &never, cfg.run);
+    let queue = cfg.first_queue + core as u32;
+    let mut control = cfg.control.as_ref().and_then(|c| {
+        let c = ControlConfig { core, queue: Some(queue), interface: Some(cfg.ifname.clone()), ..c.clone() };
+        // A stack that cannot be observed still serves: say so once and go on.
+        ControlServer::bind(c).map_err(|e| eprintln!("xtcp: core {core}: no `xtcp stat` socket: {e}")).ok()
+    });
+    let run_stats = run_with(&mut stack, &mut dev, &mut app, &never, cfg.run, control.as_mut());
     app.shutdown.time_wait = stack.state_counts()
         [crate::tcp::State::ALL.iter().position(|&s| s == crate::tcp::State::TimeWait).unwrap_or(0)];
     let handoff_stats = dev.stats();
