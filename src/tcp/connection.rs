@@ -23,6 +23,8 @@ const DEFAULT_PEER_MSS: usize = 536;
 const TIMESTAMP_OPTION_LEN: usize = 12;
 /// RFC 7323 §2.3: the shift count is at most 14.
 const MAX_WINDOW_SCALE: u8 = 14;
+/// How far (in the peer's timestamp ticks) a segment's TSval may lag TS.Recent before PAWS calls it old.
+const PAWS_WINDOW_TICKS: i32 = 1;
 /// The most duplicate ACKs owed between two calls of `poll_transmit` (one per out-of-order segment).
 const MAX_DUP_ACKS_OWED: u32 = 64;
 
@@ -75,6 +77,8 @@ pub struct ConnectionStats {
     pub sacked_bytes_skipped: u64,
     /// Tail loss probes sent (RFC 8985 §7).
     pub tail_loss_probes: u64,
+    /// Probe timeouts in a SACK recovery after which unanswered retransmissions were sent again.
+    pub recovery_probes: u64,
 }
 
 /// Something owed to the peer that is not data: a probe.
@@ -657,10 +661,12 @@ impl Connection {
             flags = TcpFlags(flags.0 & !TcpFlags::SYN.0);
         }
 
-        // PAWS (RFC 7323 §5.3): a timestamp older than TS.Recent marks an old duplicate.
+        // PAWS (RFC 7323 §5.3): a timestamp older than TS.Recent marks an old duplicate. One tick of tolerance, as
+        // Linux's TCP_PAWS_WINDOW: a segment reordered across a clock tick is not old, and dropping it would turn
+        // reordering into loss.
         if self.ts_enabled && !flags.rst() {
             if let Some((tsval, _)) = seg.options.timestamp {
-                if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+                if (tsval.wrapping_sub(self.ts_recent) as i32) < -PAWS_WINDOW_TICKS {
                     self.stats.paws_drops += 1;
                     self.ack_invalid(now, seg);
                     return;
@@ -832,7 +838,11 @@ impl Connection {
             self.cc.count_duplicate_ack();
         }
         if self.sack_enabled {
-            self.sack_loss_detection();
+            if newly_sacked > 0 && self.cc.in_sack_recovery() {
+                // The peer is receiving: another reordering timeout may follow this one.
+                self.tlp_sent = false;
+            }
+            self.sack_loss_detection(newly_sacked);
         }
         self.update_send_window(seq, ack, wnd);
         if self.fin_acked {
@@ -855,9 +865,14 @@ impl Connection {
 
     /// RFC 6675 §5: after the scoreboard changed, start a recovery when DupThresh duplicate ACKs came or the
     /// first unacknowledged byte counts as lost, and find retransmissions lost again.
-    fn sack_loss_detection(&mut self) {
+    fn sack_loss_detection(&mut self, newly_sacked: usize) {
         if self.snd_una == self.snd_max {
             return;
+        }
+        if self.tlp_sent && newly_sacked > 0 && !self.cc.in_recovery() {
+            // RFC 8985 §7.4: the probe's ACK runs RACK. Data SACKed now went out after the holes below it by at
+            // least the probe timeout, more than a round trip and a reordering window: those holes are lost.
+            self.scoreboard.mark_lost_below_highest_sack(self.snd_una);
         }
         if self.cc.in_sack_recovery() {
             let found = self.scoreboard.detect_lost_retransmissions(self.smss);
@@ -927,11 +942,20 @@ impl Connection {
     /// May a tail loss probe be scheduled (RFC 8985 §7.2)? With SACK, outside recovery and timeout resends, data
     /// outstanding, and no probe yet since SND.UNA last moved.
     fn tlp_eligible(&self) -> bool {
+        !self.cc.in_recovery() && self.snd_nxt == self.snd_max && self.probe_eligible()
+    }
+
+    /// May the retransmission timer run as a probe timeout: a tail loss probe outside recovery, or inside a SACK
+    /// recovery RACK's reordering timeout (RFC 8985 §6.2), after which retransmissions still unanswered count as
+    /// lost again.
+    fn probe_timer_eligible(&self) -> bool {
+        self.tlp_eligible() || (self.cc.in_sack_recovery() && self.probe_eligible())
+    }
+
+    fn probe_eligible(&self) -> bool {
         self.sack_enabled
             && !self.tlp_sent
-            && !self.cc.in_recovery()
             && self.retries == 0
-            && self.snd_nxt == self.snd_max
             && self.snd_una != self.snd_max
             && matches!(
                 self.state,
@@ -956,7 +980,7 @@ impl Connection {
         self.tlp_armed = false;
         if self.snd_una == self.snd_max {
             self.set_timer(TimerKind::Retransmit, None);
-        } else if self.tlp_eligible() {
+        } else if self.probe_timer_eligible() {
             self.tlp_armed = true;
             self.set_timer(TimerKind::Retransmit, Some(now + self.probe_timeout()));
         } else {
@@ -1053,7 +1077,15 @@ impl Connection {
             TimerKind::Retransmit if self.tlp_armed => {
                 // RFC 8985 §7.3: the probe timeout, not the RTO. One probe, then the RTO runs.
                 self.tlp_armed = false;
-                if self.tlp_eligible() {
+                if self.cc.in_sack_recovery() && self.probe_eligible() {
+                    // RFC 8985 §6.2–6.3 in the small: what was resent a whole probe timeout ago and is still not
+                    // acknowledged is lost again, and so is everything below the highest SACK; the first hole goes
+                    // at once.
+                    self.scoreboard.mark_lost_below_highest_sack(self.snd_una);
+                    self.fast_retransmit = true;
+                    self.tlp_sent = true;
+                    self.stats.recovery_probes += 1;
+                } else if self.tlp_eligible() {
                     self.tlp_owed = true;
                     self.tlp_sent = true;
                 }
@@ -1375,6 +1407,10 @@ impl Connection {
             let end = start + used;
             self.scoreboard.retransmitted(start, end, self.snd_max);
             self.stats.retransmits += 1;
+            // The reordering timeout runs from the latest retransmission.
+            if self.probe_timer_eligible() {
+                self.arm_retransmit_timer(now);
+            }
             // Karn: the ACK of a retransmitted segment cannot be told from the ACK of its first copy.
             if let Some((timed, _)) = self.rtt_timing {
                 if timed.diff(end) < 0 {

@@ -118,6 +118,9 @@ pub struct Scoreboard {
     sacked: Ranges<MAX_SACKED_RANGES>,
     rexmit: [Retransmitted; MAX_RETRANSMITTED_RANGES],
     rexmit_len: usize,
+    /// Time-based evidence (RFC 8985's RACK in the small: a probe timeout passed since these bytes were sent and
+    /// later data was SACKed): every unSACKed byte below this counts as lost.
+    lost_below: Option<SeqNumber>,
     /// Blocks ignored because they lay outside SND.UNA..SND.MAX or were malformed.
     pub blocks_ignored: u64,
     /// Ranges dropped because the scoreboard was full.
@@ -133,6 +136,7 @@ impl Default for Scoreboard {
             sacked: Ranges::default(),
             rexmit: [empty; MAX_RETRANSMITTED_RANGES],
             rexmit_len: 0,
+            lost_below: None,
             blocks_ignored: 0,
             ranges_evicted: 0,
             lost_retransmissions: 0,
@@ -175,6 +179,9 @@ impl Scoreboard {
     /// SND.UNA moved to `snd_una`: forget what lies below.
     pub fn acked(&mut self, snd_una: SeqNumber) {
         self.sacked.trim_below(snd_una);
+        if self.lost_below.is_some_and(|l| l.diff(snd_una) <= 0) {
+            self.lost_below = None;
+        }
         let mut i = 0;
         while i < self.rexmit_len {
             let r = &mut self.rexmit[i];
@@ -194,11 +201,23 @@ impl Scoreboard {
     pub fn clear(&mut self) {
         self.sacked = Ranges::default();
         self.rexmit_len = 0;
+        self.lost_below = None;
     }
 
-    /// Forgets the retransmission records (a recovery ended).
+    /// Forgets the retransmission records and the time-based loss mark (a recovery ended).
     pub fn clear_retransmitted(&mut self) {
         self.rexmit_len = 0;
+        self.lost_below = None;
+    }
+
+    /// Time says every unSACKed byte below the highest SACKed range was lost (it went out a probe timeout or
+    /// more before data that has arrived since): they count as lost from now on. Retransmission records go too, as
+    /// those retransmissions are as old. Returns true when that marks anything.
+    pub fn mark_lost_below_highest_sack(&mut self, snd_una: SeqNumber) -> bool {
+        let Some(&(start, _)) = self.sacked.as_slice().last() else { return false };
+        self.rexmit_len = 0;
+        self.lost_below = Some(self.lost_below.map_or(start, |l| l.max(start)));
+        start.diff(snd_una) > 0
     }
 
     /// Total bytes SACKed above SND.UNA.
@@ -219,14 +238,15 @@ impl Scoreboard {
     /// The boundary of RFC 6675's `IsLost`: every unSACKed byte below it has DupThresh SACKed ranges, or more than
     /// (DupThresh − 1)·SMSS SACKed bytes, above it. `snd_una` when nothing counts as lost.
     pub fn lost_edge(&self, snd_una: SeqNumber, smss: usize) -> SeqNumber {
+        let marked = self.lost_below.map_or(snd_una, |l| l.max(snd_una));
         let mut bytes = 0usize;
         for (count, &(a, b)) in self.sacked.as_slice().iter().rev().enumerate() {
             bytes += b - a;
             if count + 1 >= DUP_THRESH || bytes > (DUP_THRESH - 1) * smss {
-                return a;
+                return a.max(marked);
             }
         }
-        snd_una
+        marked
     }
 
     /// True when the byte `seq` (not SACKed) counts as lost: RFC 6675 `IsLost(seq)`.
@@ -483,6 +503,27 @@ mod tests {
         assert_eq!(sb.detect_lost_retransmissions(smss), 1);
         assert_eq!(sb.next_lost(una, s(5800), smss), Some((una, 100)), "offered again");
         assert_eq!(sb.lost_retransmissions, 1);
+    }
+
+    #[test]
+    fn time_marks_everything_below_the_highest_sack_lost() {
+        let smss = 100;
+        let una = s(u32::MAX - 50);
+        let max = una + 500;
+        let mut sb = Scoreboard::default();
+        // One segment SACKed above two holes: not enough for IsLost by count or bytes.
+        sb.update(&blocks(&[((una + 200).0, (una + 300).0)]), una, max);
+        assert_eq!(sb.lost_edge(una, smss), una);
+        assert_eq!(sb.pipe(una, max, smss), 400);
+        assert!(sb.mark_lost_below_highest_sack(una));
+        assert_eq!(sb.lost_edge(una, smss), una + 200);
+        assert_eq!(sb.pipe(una, max, smss), 200, "only una+300..500 is in flight");
+        assert_eq!(sb.next_lost(una, max, smss), Some((una, 100)));
+        sb.retransmitted(una, una + 100, max);
+        assert_eq!(sb.next_lost(una, max, smss), Some((una + 100, 100)));
+        // An ACK past the mark drops it.
+        sb.acked(una + 300);
+        assert_eq!(sb.lost_edge(una + 300, smss), una + 300);
     }
 
     #[test]

@@ -1861,7 +1861,8 @@ fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
         options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
         ..from_peer(a)
     };
-    let old = with_ts(&p.a, recent.wrapping_sub(1), b"stale");
+    // One tick behind is reordering, not age (Linux's TCP_PAWS_WINDOW); two is old.
+    let old = with_ts(&p.a, recent.wrapping_sub(2), b"stale");
     let out = exchange(&mut p.a, p.now, &old);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(shape(&out[0]), (TcpFlags::ACK, p.a.snd_nxt(), old.seq_number, 0));
@@ -1870,6 +1871,9 @@ fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
     let fresh = with_ts(&p.a, recent.wrapping_add(1), b"fresh");
     exchange(&mut p.a, p.now, &fresh);
     assert_eq!(read_all(&mut p.a), b"fresh");
+    let reordered = with_ts(&p.a, recent, b"late");
+    exchange(&mut p.a, p.now, &reordered);
+    assert_eq!(read_all(&mut p.a), b"late");
     assert_eq!(p.a.stats().paws_drops, 1);
 }
 
