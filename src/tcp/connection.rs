@@ -133,6 +133,8 @@ pub struct Connection {
     scoreboard: Scoreboard,
     /// The order in which our out-of-order ranges are reported.
     sack_reporter: SackReporter,
+    /// A duplicate segment to report as the first block of the next ACK (D-SACK, RFC 2883).
+    dsack: Option<(SeqNumber, SeqNumber)>,
     /// The retransmission timer runs as a tail loss probe timeout (RFC 8985 §7.2), not as the RTO.
     tlp_armed: bool,
     /// A tail loss probe is owed.
@@ -231,6 +233,7 @@ impl Connection {
             sack_enabled: false,
             scoreboard: Scoreboard::default(),
             sack_reporter: SackReporter::default(),
+            dsack: None,
             tlp_armed: false,
             tlp_owed: false,
             tlp_sent: false,
@@ -679,6 +682,7 @@ impl Connection {
         if !self.acceptable(seq, seg_len, !payload.is_empty()) {
             if !flags.rst() {
                 self.stats.out_of_window += 1;
+                self.note_duplicate(seq, payload.len());
                 self.ack_invalid(now, seg);
                 if self.state == State::TimeWait && flags.fin() {
                     // A retransmitted FIN: our last ACK was lost. Re-ACK it and restart 2·MSL.
@@ -748,6 +752,7 @@ impl Connection {
         let mut fin = flags.fin();
         if seq.diff(self.rcv_nxt) < 0 {
             let skip = self.rcv_nxt - seq;
+            self.note_duplicate(seq, skip.min(payload.len()));
             payload = payload.get(skip..).unwrap_or(&[]);
             seq = self.rcv_nxt;
         }
@@ -1006,7 +1011,25 @@ impl Connection {
         }
     }
 
+    /// `len` bytes from `seq` arrived that we already had: with SACK, the next ACK reports them first (D-SACK,
+    /// RFC 2883 §4), so that the sender can tell a needless retransmission (Linux then undoes its window reduction
+    /// and raises its reordering threshold). Only data within a buffer's length of RCV.NXT: older is garbage.
+    fn note_duplicate(&mut self, seq: SeqNumber, len: usize) {
+        let end = seq + len;
+        if self.sack_enabled && len > 0 && end.diff(self.rcv_nxt) <= 0 && self.rcv_nxt - seq <= self.recv_buf.capacity()
+        {
+            self.dsack = Some((seq, end));
+        }
+    }
+
     fn receive_data(&mut self, now: Instant, seq: SeqNumber, data: &[u8]) {
+        let end = seq + data.len();
+        if self.sack_enabled
+            && self.recv_buf.out_of_order().ranges().iter().any(|r| seq.diff(r.0) >= 0 && end.diff(r.1) <= 0)
+        {
+            // All of it is held already, out of order: a duplicate too (RFC 2883 §4, example 3).
+            self.dsack = Some((seq, end));
+        }
         let had_gap = !self.recv_buf.out_of_order().is_empty();
         let Some(next) = self.recv_buf.write(self.rcv_nxt, seq, data) else {
             self.stats.ooo_dropped += 1;
@@ -1528,6 +1551,7 @@ impl Connection {
 
     /// A segment carrying our ACK left: nothing more is owed for what arrived so far.
     fn sent_ack(&mut self) {
+        self.dsack = None;
         self.ack_now = false;
         self.unacked_bytes = 0;
         self.last_ack_sent = self.rcv_nxt;
@@ -1542,9 +1566,16 @@ impl Connection {
         // RFC 2018 §4: every ACK carries SACK blocks while out-of-order data is held; three fit beside timestamps,
         // four without.
         let ooo = self.recv_buf.out_of_order();
-        if self.sack_enabled && !ooo.is_empty() && self.state.is_synchronized() {
+        if self.sack_enabled && self.state.is_synchronized() {
             let max = if self.ts_enabled { 3 } else { 4 };
-            options.sack_blocks = self.sack_reporter.blocks(ooo.ranges(), max);
+            // A D-SACK block goes first, then the ordinary ones (RFC 2883 §4).
+            if let Some((left, right)) = self.dsack {
+                options.sack_blocks.push(left, right);
+            }
+            let held = self.sack_reporter.blocks(ooo.ranges(), max - usize::from(options.sack_blocks.len));
+            for &(left, right) in held.as_slice() {
+                options.sack_blocks.push(left, right);
+            }
         }
         TcpRepr {
             src_port: self.local.port(),

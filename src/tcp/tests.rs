@@ -2139,6 +2139,37 @@ fn receiver_reports_the_latest_segment_first_in_every_ack_while_data_is_held() {
 }
 
 #[test]
+fn a_duplicate_is_reported_first_as_a_dsack_block_once() {
+    let mut p = Pair::established(cfg_sack(), cfg_sack());
+    let now = p.now;
+    p.a.set_nodelay(true);
+    let mss = p.a.send_mss();
+    p.a.send(&pattern(4 * mss, 6)).unwrap();
+    let segs = transmit(&mut p.a, now);
+    let at = |i: usize| segs[i].seq_number;
+    let b = &mut p.b;
+    exchange(b, now, &segs[0]);
+    exchange(b, now, &segs[2]);
+    // Segment 0 again (below RCV.NXT): D-SACK first, then the held range.
+    let out = exchange(b, now, &segs[0]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].options.sack_blocks.as_slice(), &[(at(0), at(1)), (at(2), at(3))]);
+    // Segment 2 again (held out of order): D-SACK of it, then its range.
+    let out = exchange(b, now, &segs[2]);
+    assert_eq!(out[0].options.sack_blocks.as_slice(), &[(at(2), at(3)), (at(2), at(3))]);
+    // The next ACK has no D-SACK.
+    let out = exchange(b, now, &segs[3]);
+    assert_eq!(out[0].options.sack_blocks.as_slice(), &[(at(2), at(3) + mss)]);
+    // Without SACK nothing of the kind.
+    let mut p = Pair::established(cfg_plain(), cfg_plain());
+    p.a.send(&pattern(mss, 6)).unwrap();
+    let segs = transmit(&mut p.a, now);
+    exchange(&mut p.b, now, &segs[0]);
+    let out = exchange(&mut p.b, now, &segs[0]);
+    assert!(out[0].options.sack_blocks.is_empty());
+}
+
+#[test]
 fn with_timestamps_three_blocks_fit_and_data_segments_shrink_to_carry_them() {
     let mut p = Pair::established(cfg(), cfg());
     assert!(p.a.sack_enabled() && p.a.timestamps_enabled());
@@ -2211,6 +2242,60 @@ fn sack_retransmits_the_hole_on_the_third_duplicate_ack_and_then_only_holes() {
     assert_eq!(a.congestion_window(), 9 * mss / 2);
     assert_eq!(a.stats().retransmits, 2);
     assert!(a.scoreboard().is_empty());
+}
+
+#[test]
+fn tail_loss_probe_sends_new_data_before_the_rto_when_the_window_allows() {
+    let mut p = Pair::established(cfg(), cfg());
+    let now = p.now;
+    p.a.set_nodelay(true);
+    let mss = p.a.send_mss();
+    p.a.send(&pattern(20 * mss, 2)).unwrap();
+    let segs = transmit(&mut p.a, now);
+    assert_eq!(segs.len(), 10, "the initial window");
+    let pto = p.a.timer(TimerKind::Retransmit).unwrap();
+    assert!(pto < now + p.a.rtt().rto(), "the probe timeout comes first");
+    assert!(pto >= now + ms(10));
+    p.a.on_timer(pto, TimerKind::Retransmit);
+    let out = transmit(&mut p.a, pto);
+    assert_eq!(out.len(), 1, "one probe: {out:?}");
+    assert_eq!((out[0].seq_number, out[0].payload.len()), (segs[0].seq_number + 10 * mss, mss), "new data");
+    assert_eq!(p.a.stats().tail_loss_probes, 1);
+    assert_eq!(p.a.stats().rto_timeouts, 0);
+    // One probe per episode: the next expiry is the RTO.
+    let rto = p.a.timer(TimerKind::Retransmit).unwrap();
+    assert_eq!(rto, pto + p.a.rtt().rto());
+    p.a.on_timer(rto, TimerKind::Retransmit);
+    assert_eq!(p.a.stats().rto_timeouts, 1);
+}
+
+#[test]
+fn a_lost_retransmission_goes_again_after_the_reordering_timeout_not_the_rto() {
+    let (mut p, s, mss) = sack_sender_with_ten_out();
+    let now = p.now;
+    let seg = |n: usize| s + n * mss;
+    let a = &mut p.a;
+    let template = from_peer(a);
+    // Segment 1 lost; 2..10 SACKed on three duplicate ACKs: recovery resends segment 1.
+    exchange(a, now, &Seg { ack_number: seg(1), ..template.clone() });
+    let mut sent = Vec::new();
+    for k in [3, 6, 10] {
+        let out = exchange(a, now, &Seg { ack_number: seg(1), options: sack(&[(seg(2), seg(k))]), ..template.clone() });
+        sent.extend(out.into_iter().map(|o| o.seq_number));
+    }
+    assert_eq!(sent, vec![seg(1)]);
+    assert!(a.congestion().in_sack_recovery());
+    // That resend is lost too, and nothing follows it. The timer is a probe timeout, well before the RTO.
+    let t = a.timer(TimerKind::Retransmit).unwrap();
+    assert!(t < now + a.rtt().rto(), "{t} vs RTO {:?}", a.rtt().rto());
+    a.on_timer(t, TimerKind::Retransmit);
+    let out = transmit(a, t);
+    assert_eq!(out.iter().map(|o| o.seq_number).collect::<Vec<_>>(), vec![seg(1)], "segment 1 again");
+    assert_eq!((a.stats().recovery_probes, a.stats().rto_timeouts), (1, 0));
+    assert_eq!(a.stats().retransmits, 2);
+    let out = exchange(a, t, &Seg { ack_number: seg(10), ..template.clone() });
+    assert!(out.is_empty());
+    assert!(!a.congestion().in_recovery());
 }
 
 #[test]
