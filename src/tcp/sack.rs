@@ -9,10 +9,10 @@
 use crate::wire::{SackBlocks, SeqNumber};
 
 /// The most SACKed ranges the sender remembers.
-pub const MAX_SACKED_RANGES: usize = 32;
+pub const MAX_SACKED_RANGES: usize = 16;
 /// The most retransmitted ranges the sender tracks in one recovery; when full, no more holes are resent until an
 /// ACK frees one.
-pub const MAX_RETRANSMITTED_RANGES: usize = 32;
+pub const MAX_RETRANSMITTED_RANGES: usize = 16;
 /// RFC 6675's DupThresh.
 pub const DUP_THRESH: usize = 3;
 
