@@ -824,8 +824,9 @@ fn teardown_simultaneous_close_both_sides_pass_closing_to_time_wait() {
 // ----- 5. Impairment: megabytes each way through loss, reordering, duplication and corruption -----
 
 /// Bytes each way through each impaired path. 64 MiB was the goal. With SACK on both sides (RFC 6675 recovery, tail
-/// loss probes) the middle namespace moves about 4.4 MB/s each way (64 MiB in ~15 s) and the fault injector about
-/// 1.2 MB/s (64 MiB in ~57–64 s; without SACK these were 300 and 120 KB/s). The fault injector's size is held at
+/// loss probes, an adapting reordering threshold) the middle namespace moves about 4.4 MB/s each way (64 MiB in
+/// ~15 s) and the fault injector about 2.3 MB/s (64 MiB in ~26–32 s); without SACK these were 300 and 120 KB/s. The
+/// fault injector's size is held at
 /// 4 MiB (~3 s) by its corruption, not by speed: it flips up to 3 bits, and the Internet checksum misses two flips
 /// of the same bit position in opposite directions, so about one corrupted frame per 50 MiB gets through any TCP
 /// and fails the sha256 comparison (one 64 MiB run of two did; with one-bit flips 64 MiB passed). See

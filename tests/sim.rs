@@ -371,7 +371,9 @@ fn bulk(tcp: xtcp::tcp::Config, faults: Faults, bytes: usize, seed: u64) -> Bulk
     for cfg in cfgs.iter_mut() {
         cfg.tcp = tcp;
     }
-    let mut world = common::world(cfgs, LinkConfig::default(), faults, seed);
+    // A 1 Gbit/s link, so that a sender that resends needlessly pays for it in time.
+    let link = LinkConfig { rate_bits_per_sec: Some(1_000_000_000), ..LinkConfig::default() };
+    let mut world = common::world(cfgs, link, faults, seed);
     let mut data_rng = ChaCha8Rng::seed_from_u64(seed);
     let mut data = [vec![0u8; bytes], vec![0u8; bytes]];
     data_rng.fill_bytes(&mut data[0]);

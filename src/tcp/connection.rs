@@ -79,6 +79,8 @@ pub struct ConnectionStats {
     pub tail_loss_probes: u64,
     /// Probe timeouts in a SACK recovery after which unanswered retransmissions were sent again.
     pub recovery_probes: u64,
+    /// D-SACK blocks received for data below SND.UNA: needless retransmissions (or network duplicates).
+    pub dsacks_received: u64,
 }
 
 /// Something owed to the peer that is not data: a probe.
@@ -811,6 +813,14 @@ impl Connection {
         }
         let wnd = usize::from(seg.window_len) << self.snd_wscale;
         let flight = self.snd_max - self.snd_una;
+        // RFC 2883 §4: a first block below the cumulative ACK reports a duplicate, here one of our retransmissions
+        // (or a duplicate the network made).
+        if let Some(&(_, right)) = seg.options.sack_blocks.as_slice().first() {
+            if self.sack_enabled && right.diff(ack) <= 0 && right.diff(self.snd_una - self.max_snd_wnd.max(1)) > 0 {
+                self.stats.dsacks_received += 1;
+                self.scoreboard.needless_retransmission();
+            }
+        }
         // RFC 6675 `Update()`: blocks outside the new SND.UNA..SND.MAX are ignored.
         let newly_sacked = if self.sack_enabled && !seg.options.sack_blocks.is_empty() {
             self.scoreboard.update(&seg.options.sack_blocks, self.snd_una.max(ack), self.snd_max)

@@ -13,8 +13,10 @@ pub const MAX_SACKED_RANGES: usize = 16;
 /// The most retransmitted ranges the sender tracks in one recovery; when full, no more holes are resent until an
 /// ACK frees one.
 pub const MAX_RETRANSMITTED_RANGES: usize = 16;
-/// RFC 6675's DupThresh.
+/// RFC 6675's DupThresh: where the reordering threshold starts.
 pub const DUP_THRESH: usize = 3;
+/// The most the reordering threshold grows to (in segments) when D-SACK shows retransmissions were needless.
+pub const MAX_REORDERING_SEGMENTS: usize = 16;
 
 /// Sorted, disjoint, non-adjacent half-open ranges of sequence space, at most `N`, compared with wrapping arithmetic.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +123,9 @@ pub struct Scoreboard {
     /// Time-based evidence (RFC 8985's RACK in the small: a probe timeout passed since these bytes were sent and
     /// later data was SACKed): every unSACKed byte below this counts as lost.
     lost_below: Option<SeqNumber>,
+    /// The reordering threshold in segments: DupThresh, raised by each needless retransmission D-SACK reveals (as
+    /// Linux's tp->reordering), at most [`MAX_REORDERING_SEGMENTS`].
+    reordering: usize,
     /// Blocks ignored because they lay outside SND.UNA..SND.MAX or were malformed.
     pub blocks_ignored: u64,
     /// Ranges dropped because the scoreboard was full.
@@ -137,6 +142,7 @@ impl Default for Scoreboard {
             rexmit: [empty; MAX_RETRANSMITTED_RANGES],
             rexmit_len: 0,
             lost_below: None,
+            reordering: DUP_THRESH,
             blocks_ignored: 0,
             ranges_evicted: 0,
             lost_retransmissions: 0,
@@ -242,7 +248,7 @@ impl Scoreboard {
         let mut bytes = 0usize;
         for (count, &(a, b)) in self.sacked.as_slice().iter().rev().enumerate() {
             bytes += b - a;
-            if count + 1 >= DUP_THRESH || bytes > (DUP_THRESH - 1) * smss {
+            if count + 1 >= self.reordering || bytes > (self.reordering - 1) * smss {
                 return a.max(marked);
             }
         }
@@ -314,6 +320,17 @@ impl Scoreboard {
         true
     }
 
+    /// A D-SACK said a retransmission was needless: the original had only been reordered. Loss now needs one more
+    /// segment SACKed above a hole, up to [`MAX_REORDERING_SEGMENTS`].
+    pub fn needless_retransmission(&mut self) {
+        self.reordering = (self.reordering + 1).min(MAX_REORDERING_SEGMENTS);
+    }
+
+    /// The reordering threshold in segments (DupThresh as adapted).
+    pub fn reordering(&self) -> usize {
+        self.reordering
+    }
+
     /// True when a retransmission record has room.
     pub fn can_retransmit(&self) -> bool {
         self.rexmit_len < MAX_RETRANSMITTED_RANGES
@@ -330,7 +347,7 @@ impl Scoreboard {
             let whole = self.sacked.covered(r.start, r.end) == r.end - r.start;
             let high = self.sacked.as_slice().last().map_or(r.snd_max_then, |x| x.1);
             let after = if high.diff(r.snd_max_then) > 0 { self.sacked.covered(r.snd_max_then, high) } else { 0 };
-            if !whole && after > (DUP_THRESH - 1) * smss {
+            if !whole && after > (self.reordering - 1) * smss {
                 self.remove_rexmit(i);
                 found += 1;
                 continue;
@@ -524,6 +541,28 @@ mod tests {
         // An ACK past the mark drops it.
         sb.acked(una + 300);
         assert_eq!(sb.lost_edge(una + 300, smss), una + 300);
+    }
+
+    #[test]
+    fn needless_retransmissions_raise_the_reordering_threshold_to_a_limit() {
+        let smss = 100;
+        let una = s(0);
+        let mut sb = Scoreboard::default();
+        // Three SACKed segments above a hole: lost at DupThresh 3.
+        sb.update(&blocks(&[(100, 400)]), una, s(1000));
+        assert_eq!(sb.lost_edge(una, smss), s(100));
+        sb.needless_retransmission();
+        assert_eq!(sb.reordering(), 4);
+        assert_eq!(sb.lost_edge(una, smss), una, "now four are needed");
+        sb.update(&blocks(&[(100, 500)]), una, s(1000));
+        assert_eq!(sb.lost_edge(una, smss), s(100));
+        for _ in 0..100 {
+            sb.needless_retransmission();
+        }
+        assert_eq!(sb.reordering(), MAX_REORDERING_SEGMENTS);
+        // A timeout forgets SACK information but not what was learned about the path.
+        sb.clear();
+        assert_eq!(sb.reordering(), MAX_REORDERING_SEGMENTS);
     }
 
     #[test]

@@ -2299,6 +2299,23 @@ fn a_lost_retransmission_goes_again_after_the_reordering_timeout_not_the_rto() {
 }
 
 #[test]
+fn a_dsack_below_the_ack_counts_a_needless_retransmission() {
+    let (mut p, s, mss) = sack_sender_with_ten_out();
+    let now = p.now;
+    let a = &mut p.a;
+    let template = from_peer(a);
+    assert_eq!(a.scoreboard().reordering(), 3);
+    // The peer got segment 0 twice: its ACK of 0..2 reports the duplicate first.
+    exchange(a, now, &Seg { ack_number: s + 2 * mss, options: sack(&[(s, s + mss)]), ..template.clone() });
+    assert_eq!(a.stats().dsacks_received, 1);
+    assert_eq!(a.scoreboard().reordering(), 4);
+    assert_eq!(a.scoreboard().blocks_ignored, 1, "not a SACK of anything outstanding");
+    // A block far below (older than a window) is not believed.
+    exchange(a, now, &Seg { ack_number: s + 2 * mss, options: sack(&[(s - 1_000_000, s - 999_000)]), ..template });
+    assert_eq!(a.stats().dsacks_received, 1);
+}
+
+#[test]
 fn sack_sender_ignores_blocks_outside_una_to_max() {
     let (mut p, s, mss) = sack_sender_with_ten_out();
     let now = p.now;
