@@ -121,7 +121,7 @@ impl SendBuffer {
 
 /// The most out-of-order ranges a connection remembers. A segment that would need one more is dropped (and
 /// counted); the sender retransmits it later.
-pub const MAX_OOO_RANGES: usize = 8;
+pub const MAX_OOO_RANGES: usize = 16;
 
 /// Which sequence ranges past RCV.NXT are held, as at most [`MAX_OOO_RANGES`] sorted, disjoint, non-adjacent
 /// half-open ranges.

@@ -98,6 +98,9 @@ pub struct Congestion {
     /// The highest sequence number sent when recovery began (RFC 6582 `recover`).
     recover: SeqNumber,
     in_recovery: bool,
+    /// The recovery is RFC 6675's: the connection sends by `pipe` and its scoreboard; ACKs neither inflate nor
+    /// deflate the window.
+    sack_recovery: bool,
     /// Bytes acknowledged in congestion avoidance not yet turned into window growth.
     avoidance_acked: usize,
 }
@@ -125,6 +128,7 @@ impl Congestion {
             dupacks: 0,
             recover: iss,
             in_recovery: false,
+            sack_recovery: false,
             avoidance_acked: 0,
         }
     }
@@ -149,6 +153,33 @@ impl Congestion {
         self.in_recovery
     }
 
+    /// True in an RFC 6675 (SACK) recovery.
+    pub fn in_sack_recovery(&self) -> bool {
+        self.in_recovery && self.sack_recovery
+    }
+
+    /// The recovery point: SND.MAX when the last recovery or timeout began (RFC 6582 `recover`, RFC 6675
+    /// `RecoveryPoint`).
+    pub fn recovery_point(&self) -> SeqNumber {
+        self.recover
+    }
+
+    /// Starts an RFC 6675 loss recovery (§5 step 4) with SND.UNA at `ack`, `flight` bytes outstanding and `snd_max`
+    /// the highest sequence number sent. ssthresh and cwnd drop to β·FlightSize, unless the window of an earlier
+    /// reduction (a timeout's) is still being repaired (`ack` not past the recovery point): then data the timeout
+    /// resent was lost again, and it is recovered without a second reduction (RFC 6675 §5.1 would wait for another
+    /// timeout; Linux's loss state does the same).
+    pub fn enter_sack_recovery(&mut self, ack: SeqNumber, flight: usize, snd_max: SeqNumber) {
+        if ack.diff(self.recover) > 0 {
+            self.ssthresh = self.reduced(flight);
+            self.cwnd = self.ssthresh;
+            self.recover = snd_max;
+        }
+        self.in_recovery = true;
+        self.sack_recovery = true;
+        self.avoidance_acked = 0;
+    }
+
     /// Updates the sender MSS once negotiated; the initial window follows it if nothing was sent yet.
     pub fn set_mss(&mut self, smss: usize, initial_segments: usize) {
         self.smss = smss.max(1);
@@ -166,6 +197,15 @@ impl Congestion {
         flight: usize,
     ) -> AckAction {
         self.dupacks = 0;
+        if self.in_recovery && self.sack_recovery {
+            // RFC 6675 §5: recovery ends when the ACK covers the recovery point; until then `pipe` governs.
+            if ack.diff(self.recover) >= 0 {
+                self.cwnd = self.cwnd.min(self.ssthresh).max(self.smss);
+                self.in_recovery = false;
+                self.sack_recovery = false;
+            }
+            return AckAction::None;
+        }
         if self.in_recovery {
             if ack.diff(self.recover) >= 0 {
                 // Full acknowledgment (RFC 6582 §3.2 step 3, option 1): deflate the window to
@@ -205,6 +245,9 @@ impl Congestion {
     /// `snd_max` the highest sequence number sent.
     pub fn on_duplicate_ack(&mut self, ack: SeqNumber, flight: usize, snd_max: SeqNumber) -> AckAction {
         self.dupacks = self.dupacks.saturating_add(1);
+        if self.in_recovery && self.sack_recovery {
+            return AckAction::None;
+        }
         if self.in_recovery {
             // Fast recovery: each further duplicate means a segment left the network (RFC 6582 §3.2 step 5).
             self.cwnd += self.smss;
@@ -228,6 +271,7 @@ impl Congestion {
         self.cwnd = self.smss;
         self.dupacks = 0;
         self.in_recovery = false;
+        self.sack_recovery = false;
         self.recover = snd_max;
         self.avoidance_acked = 0;
     }
@@ -247,6 +291,12 @@ impl Congestion {
 
     /// Duplicate ACKs counted since the last new ACK.
     pub fn dupacks(&self) -> u32 {
+        self.dupacks
+    }
+
+    /// Counts a duplicate ACK without acting on it (a SACK connection decides recovery from its scoreboard).
+    pub fn count_duplicate_ack(&mut self) -> u32 {
+        self.dupacks = self.dupacks.saturating_add(1);
         self.dupacks
     }
 }
@@ -295,6 +345,32 @@ mod tests {
         assert_eq!(c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(10_001), 7000, 7000), AckAction::None);
         assert!(!c.in_recovery());
         assert_eq!(c.window(), 2000, "min(ssthresh, max(flight after the ACK, SMSS) + SMSS)");
+    }
+
+    #[test]
+    fn sack_recovery_reduces_once_and_ends_at_the_recovery_point() {
+        let mut c = Congestion::new(1000, 10, SeqNumber(0));
+        c.enter_sack_recovery(SeqNumber(1), 10_000, SeqNumber(10_001));
+        assert!(c.in_sack_recovery());
+        assert_eq!((c.ssthresh(), c.window()), (5000, 5000), "cwnd = ssthresh, no inflation");
+        assert_eq!(c.on_duplicate_ack(SeqNumber(1), 10_000, SeqNumber(10_001)), AckAction::None);
+        assert_eq!(c.window(), 5000);
+        assert_eq!(
+            c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(3001), 3000, 10_000),
+            AckAction::None,
+            "a partial ACK: the scoreboard, not NewReno, picks what to resend"
+        );
+        assert_eq!(c.window(), 5000);
+        c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(10_001), 7000, 7000);
+        assert!(!c.in_recovery());
+        assert_eq!(c.window(), 5000);
+        // After a timeout, a loss found before the timeout's window is repaired does not reduce again.
+        c.on_timeout(8000, SeqNumber(18_001));
+        assert_eq!((c.ssthresh(), c.window()), (4000, 1000));
+        c.enter_sack_recovery(SeqNumber(12_001), 6000, SeqNumber(18_001));
+        assert!(c.in_sack_recovery());
+        assert_eq!((c.ssthresh(), c.window()), (4000, 1000));
+        assert_eq!(c.recovery_point(), SeqNumber(18_001));
     }
 
     #[test]

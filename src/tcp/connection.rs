@@ -9,9 +9,10 @@ use core::time::Duration;
 use std::net::SocketAddrV4;
 
 use super::buffer::{RecvBuffer, SendBuffer};
-use super::congestion::{AckAction, Congestion};
+use super::congestion::{AckAction, Congestion, DUPACK_THRESHOLD};
 use super::isn::IsnGenerator;
 use super::rtt::RttEstimator;
+use super::sack::{SackReporter, Scoreboard};
 use super::{CloseReason, Config, Event, State, TimerKind};
 use crate::time::Instant;
 use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpRepr};
@@ -22,6 +23,8 @@ const DEFAULT_PEER_MSS: usize = 536;
 const TIMESTAMP_OPTION_LEN: usize = 12;
 /// RFC 7323 §2.3: the shift count is at most 14.
 const MAX_WINDOW_SCALE: u8 = 14;
+/// How far (in the peer's timestamp ticks) a segment's TSval may lag TS.Recent before PAWS calls it old.
+const PAWS_WINDOW_TICKS: i32 = 1;
 /// The most duplicate ACKs owed between two calls of `poll_transmit` (one per out-of-order segment).
 const MAX_DUP_ACKS_OWED: u32 = 64;
 
@@ -66,6 +69,18 @@ pub struct ConnectionStats {
     pub keepalive_probes: u64,
     /// Challenge or invalid-segment ACKs not sent because of the rate limit.
     pub acks_rate_limited: u64,
+    /// SACK-based loss recoveries started (RFC 6675).
+    pub sack_recoveries: u64,
+    /// Retransmissions found lost again from SACK information and sent once more.
+    pub lost_retransmissions: u64,
+    /// Payload bytes not resent because the peer had SACKed them.
+    pub sacked_bytes_skipped: u64,
+    /// Tail loss probes sent (RFC 8985 §7).
+    pub tail_loss_probes: u64,
+    /// Probe timeouts in a SACK recovery after which unanswered retransmissions were sent again.
+    pub recovery_probes: u64,
+    /// D-SACK blocks received for data below SND.UNA: needless retransmissions (or network duplicates).
+    pub dsacks_received: u64,
 }
 
 /// Something owed to the peer that is not data: a probe.
@@ -112,6 +127,22 @@ pub struct Connection {
     rcv_wscale: u8,
     /// Largest payload seen in one segment; "full-sized" for the delayed-ACK rule.
     rcv_mss: usize,
+
+    // Selective acknowledgments (RFC 2018, RFC 6675).
+    /// Both SYNs carried SACK-permitted.
+    sack_enabled: bool,
+    /// What the peer's SACK blocks said it holds above SND.UNA, and what this recovery resent.
+    scoreboard: Scoreboard,
+    /// The order in which our out-of-order ranges are reported.
+    sack_reporter: SackReporter,
+    /// A duplicate segment to report as the first block of the next ACK (D-SACK, RFC 2883).
+    dsack: Option<(SeqNumber, SeqNumber)>,
+    /// The retransmission timer runs as a tail loss probe timeout (RFC 8985 §7.2), not as the RTO.
+    tlp_armed: bool,
+    /// A tail loss probe is owed.
+    tlp_owed: bool,
+    /// A probe went since SND.UNA last advanced: at most one per episode.
+    tlp_sent: bool,
 
     // Timestamps (RFC 7323).
     ts_enabled: bool,
@@ -201,6 +232,13 @@ impl Connection {
             rcv_adv: SeqNumber(0),
             rcv_wscale: if cfg.window_scaling { rcv_wscale } else { 0 },
             rcv_mss: usize::from(cfg.mss).saturating_sub(ts_len).max(1),
+            sack_enabled: false,
+            scoreboard: Scoreboard::default(),
+            sack_reporter: SackReporter::default(),
+            dsack: None,
+            tlp_armed: false,
+            tlp_owed: false,
+            tlp_sent: false,
             ts_enabled: false,
             ts_offset,
             ts_recent: 0,
@@ -348,6 +386,16 @@ impl Connection {
         (self.rcv_wscale, self.snd_wscale)
     }
 
+    /// True when selective acknowledgments were negotiated (both SYNs carried SACK-permitted).
+    pub fn sack_enabled(&self) -> bool {
+        self.sack_enabled
+    }
+
+    /// The sender's SACK scoreboard.
+    pub fn scoreboard(&self) -> &Scoreboard {
+        &self.scoreboard
+    }
+
     /// True when timestamps were negotiated.
     pub fn timestamps_enabled(&self) -> bool {
         self.ts_enabled
@@ -410,6 +458,7 @@ impl Connection {
             || self.dup_acks_owed > 0
             || self.send_syn
             || self.fast_retransmit
+            || self.tlp_owed
             || self.probe.is_some()
             || self.pending_rst.is_some()
     }
@@ -617,10 +666,12 @@ impl Connection {
             flags = TcpFlags(flags.0 & !TcpFlags::SYN.0);
         }
 
-        // PAWS (RFC 7323 §5.3): a timestamp older than TS.Recent marks an old duplicate.
+        // PAWS (RFC 7323 §5.3): a timestamp older than TS.Recent marks an old duplicate. One tick of tolerance, as
+        // Linux's TCP_PAWS_WINDOW: a segment reordered across a clock tick is not old, and dropping it would turn
+        // reordering into loss.
         if self.ts_enabled && !flags.rst() {
             if let Some((tsval, _)) = seg.options.timestamp {
-                if (tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+                if (tsval.wrapping_sub(self.ts_recent) as i32) < -PAWS_WINDOW_TICKS {
                     self.stats.paws_drops += 1;
                     self.ack_invalid(now, seg);
                     return;
@@ -633,6 +684,7 @@ impl Connection {
         if !self.acceptable(seq, seg_len, !payload.is_empty()) {
             if !flags.rst() {
                 self.stats.out_of_window += 1;
+                self.note_duplicate(seq, payload.len());
                 self.ack_invalid(now, seg);
                 if self.state == State::TimeWait && flags.fin() {
                     // A retransmitted FIN: our last ACK was lost. Re-ACK it and restart 2·MSL.
@@ -702,6 +754,7 @@ impl Connection {
         let mut fin = flags.fin();
         if seq.diff(self.rcv_nxt) < 0 {
             let skip = self.rcv_nxt - seq;
+            self.note_duplicate(seq, skip.min(payload.len()));
             payload = payload.get(skip..).unwrap_or(&[]);
             seq = self.rcv_nxt;
         }
@@ -760,6 +813,20 @@ impl Connection {
         }
         let wnd = usize::from(seg.window_len) << self.snd_wscale;
         let flight = self.snd_max - self.snd_una;
+        // RFC 2883 §4: a first block below the cumulative ACK reports a duplicate, here one of our retransmissions
+        // (or a duplicate the network made).
+        if let Some(&(_, right)) = seg.options.sack_blocks.as_slice().first() {
+            if self.sack_enabled && right.diff(ack) <= 0 && right.diff(self.snd_una - self.max_snd_wnd.max(1)) > 0 {
+                self.stats.dsacks_received += 1;
+                self.scoreboard.needless_retransmission();
+            }
+        }
+        // RFC 6675 `Update()`: blocks outside the new SND.UNA..SND.MAX are ignored.
+        let newly_sacked = if self.sack_enabled && !seg.options.sack_blocks.is_empty() {
+            self.scoreboard.update(&seg.options.sack_blocks, self.snd_una.max(ack), self.snd_max)
+        } else {
+            0
+        };
         if ack.diff(self.snd_una) > 0 {
             self.on_new_ack(now, seg, flight);
         } else if ack == self.snd_una
@@ -773,10 +840,24 @@ impl Connection {
         {
             // A duplicate ACK (RFC 5681 §2).
             self.stats.dup_acks += 1;
-            if self.cc.on_duplicate_ack(ack, flight, self.snd_max) == AckAction::Retransmit {
+            if self.sack_enabled {
+                self.cc.count_duplicate_ack();
+            } else if self.cc.on_duplicate_ack(ack, flight, self.snd_max) == AckAction::Retransmit {
                 self.fast_retransmit = true;
                 self.stats.fast_retransmits += 1;
             }
+        } else if ack == self.snd_una && flight > 0 && newly_sacked > 0 {
+            // RFC 6675 §2: an ACK that SACKs new data is a duplicate ACK even when it carries data or a new window
+            // (the peer's data flows too, and its ACKs ride on it).
+            self.stats.dup_acks += 1;
+            self.cc.count_duplicate_ack();
+        }
+        if self.sack_enabled {
+            if newly_sacked > 0 && self.cc.in_sack_recovery() {
+                // The peer is receiving: another reordering timeout may follow this one.
+                self.tlp_sent = false;
+            }
+            self.sack_loss_detection(newly_sacked);
         }
         self.update_send_window(seq, ack, wnd);
         if self.fin_acked {
@@ -797,6 +878,40 @@ impl Connection {
         true
     }
 
+    /// RFC 6675 §5: after the scoreboard changed, start a recovery when DupThresh duplicate ACKs came or the
+    /// first unacknowledged byte counts as lost, and find retransmissions lost again.
+    fn sack_loss_detection(&mut self, newly_sacked: usize) {
+        if self.snd_una == self.snd_max {
+            return;
+        }
+        if self.tlp_sent && newly_sacked > 0 && !self.cc.in_recovery() {
+            // RFC 8985 §7.4: the probe's ACK runs RACK. Data SACKed now went out after the holes below it by at
+            // least the probe timeout, more than a round trip and a reordering window: those holes are lost.
+            self.scoreboard.mark_lost_below_highest_sack(self.snd_una);
+        }
+        if self.cc.in_sack_recovery() {
+            let found = self.scoreboard.detect_lost_retransmissions(self.smss);
+            self.stats.lost_retransmissions += found as u64;
+            return;
+        }
+        let lost = self.scoreboard.is_lost(self.snd_una, self.snd_una, self.smss);
+        // Only once what a timeout resent has gone out again (SND.NXT back at SND.MAX): before, `pipe` would count
+        // bytes not yet resent as in flight, and the go-back-N resend is still under way.
+        if (lost || self.cc.dupacks() >= DUPACK_THRESHOLD) && self.snd_nxt == self.snd_max {
+            let in_timeout_window = self.snd_una.diff(self.cc.recovery_point()) <= 0;
+            if in_timeout_window && !lost {
+                // Duplicates from the resend after a timeout say nothing new (RFC 6582 §3.2 step 2's caution).
+                return;
+            }
+            self.cc.enter_sack_recovery(self.snd_una, self.snd_max - self.snd_una, self.snd_max);
+            self.scoreboard.clear_retransmitted();
+            self.stats.sack_recoveries += 1;
+            self.stats.fast_retransmits += 1;
+            // RFC 6675 §5 step 4.3: the first segment goes now, whatever `pipe` says.
+            self.fast_retransmit = true;
+        }
+    }
+
     fn on_new_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, flight: usize) {
         let ack = seg.ack_number;
         let acked = ack - self.snd_una;
@@ -813,6 +928,7 @@ impl Connection {
         self.rtt_sample_on_ack(now, seg);
         self.send_buf.consume(data_acked);
         self.snd_una = ack;
+        self.scoreboard.acked(ack);
         if self.snd_nxt.diff(ack) < 0 {
             self.snd_nxt = ack;
         }
@@ -820,16 +936,70 @@ impl Connection {
         self.probes = 0;
         self.rtt.reset_backoff();
         let srtt = self.rtt.srtt().unwrap_or(self.cfg.rto_initial);
+        let was_sack_recovery = self.cc.in_sack_recovery();
         if self.cc.on_new_ack(now, srtt, ack, acked, flight) == AckAction::Retransmit {
             self.fast_retransmit = true;
             self.stats.fast_retransmits += 1;
         }
-        // RFC 6298 §5.2–5.3: stop the timer when everything is acknowledged, restart it otherwise.
-        let deadline = if self.snd_una == self.snd_max { None } else { Some(now + self.rtt.rto()) };
-        self.set_timer(TimerKind::Retransmit, deadline);
+        if was_sack_recovery && !self.cc.in_recovery() {
+            self.scoreboard.clear_retransmitted();
+        }
+        // RFC 6298 §5.2–5.3: stop the timer when everything is acknowledged, restart it otherwise (as a tail loss
+        // probe timeout where one may go).
+        self.tlp_sent = false;
+        self.arm_retransmit_timer(now);
         if self.send_refused && data_acked > 0 {
             self.send_refused = false;
             self.events |= EV_WRITABLE;
+        }
+    }
+
+    /// May a tail loss probe be scheduled (RFC 8985 §7.2)? With SACK, outside recovery and timeout resends, data
+    /// outstanding, and no probe yet since SND.UNA last moved.
+    fn tlp_eligible(&self) -> bool {
+        !self.cc.in_recovery() && self.snd_nxt == self.snd_max && self.probe_eligible()
+    }
+
+    /// May the retransmission timer run as a probe timeout: a tail loss probe outside recovery, or inside a SACK
+    /// recovery RACK's reordering timeout (RFC 8985 §6.2), after which retransmissions still unanswered count as
+    /// lost again.
+    fn probe_timer_eligible(&self) -> bool {
+        self.tlp_eligible() || (self.cc.in_sack_recovery() && self.probe_eligible())
+    }
+
+    fn probe_eligible(&self) -> bool {
+        self.sack_enabled
+            && !self.tlp_sent
+            && self.retries == 0
+            && self.snd_una != self.snd_max
+            && matches!(
+                self.state,
+                State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
+            )
+    }
+
+    /// The probe timeout (RFC 8985 §7.2): 2·SRTT, plus the peer's likely delayed-ACK time when one segment is out
+    /// (taken as ours), at least 10 ms, never past the RTO.
+    fn probe_timeout(&self) -> Duration {
+        let Some(srtt) = self.rtt.srtt() else { return self.rtt.rto() };
+        let mut pto = srtt * 2;
+        if self.snd_max - self.snd_una <= self.smss {
+            pto += self.cfg.delayed_ack;
+        }
+        pto.max(Duration::from_millis(10)).min(self.rtt.rto())
+    }
+
+    /// Restarts the retransmission timer: none when nothing is outstanding, a probe timeout where a tail loss probe
+    /// may go, the RTO otherwise.
+    fn arm_retransmit_timer(&mut self, now: Instant) {
+        self.tlp_armed = false;
+        if self.snd_una == self.snd_max {
+            self.set_timer(TimerKind::Retransmit, None);
+        } else if self.probe_timer_eligible() {
+            self.tlp_armed = true;
+            self.set_timer(TimerKind::Retransmit, Some(now + self.probe_timeout()));
+        } else {
+            self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
         }
     }
 
@@ -851,7 +1021,25 @@ impl Connection {
         }
     }
 
+    /// `len` bytes from `seq` arrived that we already had: with SACK, the next ACK reports them first (D-SACK,
+    /// RFC 2883 §4), so that the sender can tell a needless retransmission (Linux then undoes its window reduction
+    /// and raises its reordering threshold). Only data within a buffer's length of RCV.NXT: older is garbage.
+    fn note_duplicate(&mut self, seq: SeqNumber, len: usize) {
+        let end = seq + len;
+        if self.sack_enabled && len > 0 && end.diff(self.rcv_nxt) <= 0 && self.rcv_nxt - seq <= self.recv_buf.capacity()
+        {
+            self.dsack = Some((seq, end));
+        }
+    }
+
     fn receive_data(&mut self, now: Instant, seq: SeqNumber, data: &[u8]) {
+        let end = seq + data.len();
+        if self.sack_enabled
+            && self.recv_buf.out_of_order().ranges().iter().any(|r| seq.diff(r.0) >= 0 && end.diff(r.1) <= 0)
+        {
+            // All of it is held already, out of order: a duplicate too (RFC 2883 §4, example 3).
+            self.dsack = Some((seq, end));
+        }
         let had_gap = !self.recv_buf.out_of_order().is_empty();
         let Some(next) = self.recv_buf.write(self.rcv_nxt, seq, data) else {
             self.stats.ooo_dropped += 1;
@@ -860,6 +1048,7 @@ impl Connection {
         };
         self.rcv_mss = self.rcv_mss.max(data.len());
         if seq != self.rcv_nxt {
+            self.sack_reporter.received(seq, self.recv_buf.out_of_order().ranges());
             // Out of order: a duplicate ACK at once tells the sender about the hole (RFC 5681 §4.2), one for each
             // such segment even when several arrive before the next poll, or fast retransmit never triggers.
             self.stats.ooo_segments += 1;
@@ -869,6 +1058,9 @@ impl Connection {
         }
         self.stats.bytes_in += (next - self.rcv_nxt) as u64;
         self.rcv_nxt = next;
+        if self.recv_buf.out_of_order().is_empty() {
+            self.sack_reporter.clear();
+        }
         // Duplicates of the old RCV.NXT not sent yet would now carry the new one and mislead the sender.
         self.dup_acks_owed = 0;
         self.events |= EV_READABLE;
@@ -915,6 +1107,23 @@ impl Connection {
             _ => return,
         }
         match kind {
+            TimerKind::Retransmit if self.tlp_armed => {
+                // RFC 8985 §7.3: the probe timeout, not the RTO. One probe, then the RTO runs.
+                self.tlp_armed = false;
+                if self.cc.in_sack_recovery() && self.probe_eligible() {
+                    // RFC 8985 §6.2–6.3 in the small: what was resent a whole probe timeout ago and is still not
+                    // acknowledged is lost again, and so is everything below the highest SACK; the first hole goes
+                    // at once.
+                    self.scoreboard.mark_lost_below_highest_sack(self.snd_una);
+                    self.fast_retransmit = true;
+                    self.tlp_sent = true;
+                    self.stats.recovery_probes += 1;
+                } else if self.tlp_eligible() {
+                    self.tlp_owed = true;
+                    self.tlp_sent = true;
+                }
+                self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
+            }
             TimerKind::Retransmit => {
                 self.ts_at_rto = Some(self.ts_now(now));
                 self.on_retransmit_timeout();
@@ -952,9 +1161,13 @@ impl Connection {
                     self.enter_closed(CloseReason::TimedOut);
                     return;
                 }
-                // RFC 5681 §3.1: one segment's window; go back to SND.UNA and resend from there.
+                // RFC 5681 §3.1: one segment's window; go back to SND.UNA and resend from there. RFC 6675 §5.1 (and
+                // RFC 2018 §8, in case the peer reneged): the scoreboard starts again; SACK blocks that come with
+                // the ACKs of the resend refill it, and what they name is skipped.
                 self.cc.on_timeout(self.snd_max - self.snd_una, self.snd_max);
                 self.snd_nxt = self.snd_una;
+                self.scoreboard.clear();
+                self.fast_retransmit = false;
             }
             _ => return,
         }
@@ -1026,6 +1239,7 @@ impl Connection {
         let offer_ws = self.cfg.window_scaling && (!passive_reply || self.window_scale_agreed);
         repr.options.window_scale = offer_ws.then_some(self.rcv_wscale);
         let offer_ts = self.cfg.timestamps && (!passive_reply || self.ts_enabled);
+        repr.options.sack_permitted = self.cfg.sack && (!passive_reply || self.sack_enabled);
         if offer_ts {
             repr.options.timestamp = Some((self.ts_now(now), if passive_reply { self.ts_recent } else { 0 }));
         }
@@ -1054,7 +1268,11 @@ impl Connection {
     }
 
     fn transmit_synchronized(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) {
-        if self.fast_retransmit {
+        if self.cc.in_sack_recovery() {
+            if !self.transmit_sack_recovery(now, emit) {
+                return;
+            }
+        } else if self.fast_retransmit {
             // Only what was sent before: new data beyond SND.MAX is not a retransmission and is for the windows
             // to allow (and SND.NXT must never pass SND.MAX).
             let sent = self.snd_max - self.snd_una;
@@ -1074,6 +1292,9 @@ impl Connection {
             if self.snd_nxt.diff(end) < 0 {
                 self.snd_nxt = end;
             }
+        }
+        if self.tlp_owed && !self.send_tail_loss_probe(now, emit) {
+            return;
         }
         match self.probe {
             Some(Probe::Window) if self.snd_wnd == 0 => {
@@ -1126,7 +1347,10 @@ impl Connection {
             }
             self.snd_nxt = seq + used;
             self.snd_max = self.snd_max.max(self.snd_nxt);
-            if self.timer(TimerKind::Retransmit).is_none() {
+            if !retransmission && self.tlp_eligible() {
+                // RFC 8985 §7.2: new data restarts the probe timeout.
+                self.arm_retransmit_timer(now);
+            } else if self.timer(TimerKind::Retransmit).is_none() {
                 self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
             }
         }
@@ -1144,9 +1368,100 @@ impl Connection {
         }
     }
 
+    /// RFC 8985 §7.3: the probe is a new segment if the peer's window takes one (whatever cwnd says), otherwise the
+    /// last segment sent again. Returns false when `emit` had no room.
+    fn send_tail_loss_probe(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) -> bool {
+        if self.snd_una == self.snd_max {
+            self.tlp_owed = false;
+            return true;
+        }
+        let data_start = self.data_start();
+        let data_end = data_start + self.send_buf.len();
+        let unsent = self.send_buf.len().saturating_sub(self.snd_nxt - data_start);
+        let room = self.snd_wnd.saturating_sub(self.snd_nxt - self.snd_una);
+        let (seq, len) = if unsent > 0 && room > 0 {
+            (self.snd_nxt, unsent.min(room).min(self.smss))
+        } else {
+            let start = data_start.max(data_end - self.smss.min(data_end - data_start));
+            let start = if start.diff(self.snd_una) < 0 { self.snd_una } else { start };
+            let len = if data_end.diff(start) > 0 { data_end - start } else { 0 };
+            (start, len)
+        };
+        let Some(used) = self.emit_segment(now, seq, TcpFlags::ACK, len, true, emit) else {
+            return false;
+        };
+        self.tlp_owed = false;
+        self.stats.tail_loss_probes += 1;
+        let end = seq + used;
+        if end.diff(self.snd_max) > 0 {
+            self.snd_nxt = end;
+            self.snd_max = end;
+            self.arm_retransmit_timer(now);
+        } else {
+            self.stats.retransmits += 1;
+            self.rtt_timing = None;
+        }
+        true
+    }
+
+    /// RFC 6675 §5 step (C): while `cwnd − pipe` leaves a segment's room (or the recovery's first retransmission is
+    /// owed), resend what `NextSeg` rule 1 names: lost data not resent yet in this recovery, lowest first. New data
+    /// (rule 2) follows in the ordinary loop, limited by `pipe`. Returns false when `emit` had no room.
+    fn transmit_sack_recovery(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) -> bool {
+        loop {
+            let pipe = self.scoreboard.pipe(self.snd_una, self.snd_max, self.smss);
+            if !self.fast_retransmit && self.cc.window() < pipe + self.smss {
+                return true;
+            }
+            if !self.scoreboard.can_retransmit() {
+                self.fast_retransmit = false;
+                return true;
+            }
+            let next = self.scoreboard.next_lost(self.snd_una, self.snd_max, self.smss);
+            let (start, len) = match next {
+                Some(hole) => hole,
+                // Step 4.3 with DupThresh duplicates but nothing yet counted lost: the first unacknowledged segment.
+                None if self.fast_retransmit => {
+                    let end = self.scoreboard.next_sacked_after(self.snd_una).unwrap_or(self.snd_max);
+                    (self.snd_una, (end - self.snd_una).min(self.smss))
+                }
+                None => return true,
+            };
+            // Only bytes of the send buffer (a FIN that is the last thing sent rides along when it fits).
+            let data_end = self.data_start() + self.send_buf.len();
+            let len = if data_end.diff(start) > 0 { len.min(data_end - start) } else { 0 };
+            let Some(used) = self.emit_segment(now, start, TcpFlags::ACK, len, true, emit) else {
+                return false;
+            };
+            self.fast_retransmit = false;
+            if used == 0 {
+                return true;
+            }
+            let end = start + used;
+            self.scoreboard.retransmitted(start, end, self.snd_max);
+            self.stats.retransmits += 1;
+            // The reordering timeout runs from the latest retransmission.
+            if self.probe_timer_eligible() {
+                self.arm_retransmit_timer(now);
+            }
+            // Karn: the ACK of a retransmitted segment cannot be told from the ACK of its first copy.
+            if let Some((timed, _)) = self.rtt_timing {
+                if timed.diff(end) < 0 {
+                    self.rtt_timing = None;
+                }
+            }
+        }
+    }
+
     /// The next new segment the windows, Nagle and sender SWS avoidance (RFC 9293 §3.8.6.2.1) allow: its payload
     /// length and whether it carries the FIN. Arms the persist timer when a zero window blocks data.
     fn next_segment(&mut self, now: Instant) -> Option<(usize, bool)> {
+        // Resending after a timeout: what the peer has SACKed since is not sent again.
+        while self.snd_nxt.diff(self.snd_max) < 0 {
+            let Some(end) = self.scoreboard.sacked_end(self.snd_nxt) else { break };
+            self.stats.sacked_bytes_skipped += (end - self.snd_nxt) as u64;
+            self.snd_nxt = end;
+        }
         let data_end = self.data_start() + self.send_buf.len();
         let offset = self.snd_nxt - self.data_start();
         let unsent = self.send_buf.len().saturating_sub(offset);
@@ -1156,8 +1471,21 @@ impl Connection {
             return fin_pending.then_some((0, true));
         }
         let flight = self.snd_nxt - self.snd_una;
-        let usable = self.snd_wnd.min(self.cc.window()).saturating_sub(flight);
-        let len = unsent.min(self.smss).min(usable);
+        // The congestion window counts what is in the network: in a SACK recovery RFC 6675's `pipe`; otherwise
+        // what was sent less what the peer SACKed (nothing, unless a timeout's resend is skipping SACKed data).
+        let in_network = if self.cc.in_sack_recovery() {
+            self.scoreboard.pipe(self.snd_una, self.snd_max, self.smss)
+        } else {
+            flight - self.scoreboard.sacked_between(self.snd_una, self.snd_nxt)
+        };
+        let usable = self.snd_wnd.saturating_sub(flight).min(self.cc.window().saturating_sub(in_network));
+        let mut len = unsent.min(self.smss).min(usable);
+        // A resend stops where SACKed data begins.
+        if self.snd_nxt.diff(self.snd_max) < 0 {
+            if let Some(next) = self.scoreboard.next_sacked_after(self.snd_nxt) {
+                len = len.min(next - self.snd_nxt);
+            }
+        }
         if len == 0 {
             if self.snd_wnd == 0 && flight == 0 && self.timer(TimerKind::Persist).is_none() {
                 let backoff = self.rtt.rto().saturating_mul(1 << self.probes.min(16)).min(self.cfg.rto_max);
@@ -1167,6 +1495,7 @@ impl Connection {
         }
         let all = len == unsent;
         let send = len == self.smss
+            || self.snd_nxt.diff(self.snd_max) < 0
             || (all && (flight == 0 || !self.cfg.nagle || self.fin_queued))
             || (self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2)
             || self.override_sws;
@@ -1202,7 +1531,15 @@ impl Connection {
         let data_start = self.data_start();
         let data_end = data_start + self.send_buf.len();
         if len > 0 && seq.diff(data_start) >= 0 {
+            // SACK blocks take room the MSS left for data (as Linux's tcp_current_mss): the segment shrinks.
+            let base = if self.ts_enabled { TIMESTAMP_OPTION_LEN } else { 0 };
+            let extra = repr.options.buffer_len().saturating_sub(base);
+            let len = if len + extra > self.smss { self.smss.saturating_sub(extra).max(1).min(len) } else { len };
             repr.payload = self.send_buf.peek(seq - data_start, len);
+        }
+        if repr.flags.fin() && seq + repr.payload.len() != data_end {
+            // The payload shrank (for SACK blocks): the FIN waits for the segment that ends the data.
+            repr.flags = TcpFlags(repr.flags.0 & !TcpFlags::FIN.0);
         }
         if fin_if_last
             && self.fin_queued
@@ -1224,6 +1561,7 @@ impl Connection {
 
     /// A segment carrying our ACK left: nothing more is owed for what arrived so far.
     fn sent_ack(&mut self) {
+        self.dsack = None;
         self.ack_now = false;
         self.unacked_bytes = 0;
         self.last_ack_sent = self.rcv_nxt;
@@ -1234,6 +1572,20 @@ impl Connection {
         let mut options = TcpOptions::default();
         if self.ts_enabled {
             options.timestamp = Some((self.ts_now(now), self.ts_recent));
+        }
+        // RFC 2018 §4: every ACK carries SACK blocks while out-of-order data is held; three fit beside timestamps,
+        // four without.
+        let ooo = self.recv_buf.out_of_order();
+        if self.sack_enabled && self.state.is_synchronized() {
+            let max = if self.ts_enabled { 3 } else { 4 };
+            // A D-SACK block goes first, then the ordinary ones (RFC 2883 §4).
+            if let Some((left, right)) = self.dsack {
+                options.sack_blocks.push(left, right);
+            }
+            let held = self.sack_reporter.blocks(ooo.ranges(), max - usize::from(options.sack_blocks.len));
+            for &(left, right) in held.as_slice() {
+                options.sack_blocks.push(left, right);
+            }
         }
         TcpRepr {
             src_port: self.local.port(),
@@ -1349,6 +1701,7 @@ impl Connection {
             }
         }
         self.ts_enabled = self.cfg.timestamps && opts.timestamp.is_some();
+        self.sack_enabled = self.cfg.sack && opts.sack_permitted;
         if let Some((tsval, _)) = opts.timestamp {
             self.ts_recent = tsval;
         }

@@ -14,6 +14,7 @@ mod congestion;
 mod connection;
 mod isn;
 mod rtt;
+mod sack;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,7 @@ pub use congestion::{AckAction, Algorithm, Congestion, DUPACK_THRESHOLD};
 pub use connection::{Connection, ConnectionStats};
 pub use isn::IsnGenerator;
 pub use rtt::RttEstimator;
+pub use sack::{SackReporter, Scoreboard, DUP_THRESH, MAX_RETRANSMITTED_RANGES, MAX_SACKED_RANGES};
 
 use core::fmt;
 use core::time::Duration;
@@ -183,6 +185,9 @@ pub struct Config {
     pub window_scaling: bool,
     /// Offer timestamps (RFC 7323 §3) and so PAWS; default on.
     pub timestamps: bool,
+    /// Offer selective acknowledgments (RFC 2018) and, when the peer agrees, recover from loss with them
+    /// (RFC 6675); default on.
+    pub sack: bool,
     /// First RTO before any sample (RFC 6298: 1 s).
     pub rto_initial: Duration,
     /// Lower bound of the RTO (default 200 ms, as Linux; RFC 6298 suggests 1 s).
@@ -221,6 +226,7 @@ impl Default for Config {
             recv_buffer_bytes: 256 * 1024,
             window_scaling: true,
             timestamps: true,
+            sack: true,
             rto_initial: Duration::from_secs(1),
             rto_min: Duration::from_millis(200),
             rto_max: Duration::from_secs(60),

@@ -41,9 +41,19 @@ fn cfg() -> Config {
     Config::default()
 }
 
-/// No options beyond MSS, so crafted segments need no timestamps and windows are not scaled.
+/// No options beyond MSS, so crafted segments need no timestamps, windows are not scaled and no SACK is offered.
 fn cfg_plain() -> Config {
-    Config { window_scaling: false, timestamps: false, ..Config::default() }
+    Config { window_scaling: false, timestamps: false, sack: false, ..Config::default() }
+}
+
+/// The defaults without SACK (and so without tail loss probes).
+fn cfg_no_sack() -> Config {
+    Config { sack: false, ..cfg() }
+}
+
+/// Like [`cfg_plain`], with SACK offered.
+fn cfg_sack() -> Config {
+    Config { sack: true, ..cfg_plain() }
 }
 
 /// A segment that owns its payload, so that it can be stored, dropped, reordered and replayed.
@@ -1387,8 +1397,9 @@ fn window_scaling_is_negotiated_and_the_advertised_window_covers_the_free_buffer
 
 #[test]
 fn zero_window_persist_probes_back_off_until_the_reader_reopens_the_window() {
-    let small = Config { recv_buffer_bytes: 4096, ..cfg() };
-    let mut p = Pair::established(cfg(), small);
+    // Without SACK: the persist and retransmission timers alone, no tail loss probe.
+    let small = Config { recv_buffer_bytes: 4096, ..cfg_no_sack() };
+    let mut p = Pair::established(cfg_no_sack(), small);
     let data = pattern(20_000, 7);
     assert_eq!(p.a.send(&data), Ok(20_000));
     p.flush();
@@ -1499,8 +1510,9 @@ fn reassembly_bound_drops_and_counts_beyond_max_ooo_ranges() {
 
 #[test]
 fn retransmission_timeout_backs_off_exponentially() {
-    let c = Config { rto_max: secs(10), data_retries: 20, ..cfg() };
-    let mut p = Pair::established(c, cfg());
+    // Without SACK: the RTO alone, no tail loss probe before it.
+    let c = Config { rto_max: secs(10), data_retries: 20, ..cfg_no_sack() };
+    let mut p = Pair::established(c, cfg_no_sack());
     p.set_loss(|from, _| from == Side::A);
     p.a.send(b"hello").unwrap();
     let sent = p.transmit(Side::A).remove(0);
@@ -1737,7 +1749,8 @@ fn fast_retransmit_on_third_duplicate_ack_and_newreno_partial_and_full_ack() {
 
 #[test]
 fn delayed_ack_waits_for_the_timeout_but_two_full_segments_are_acked_at_once() {
-    let mut p = established();
+    // Without SACK, so that no tail loss probe from A crosses B's delayed ACK.
+    let mut p = Pair::established(cfg_no_sack(), cfg_no_sack());
     p.a.send(b"ping").unwrap();
     p.transmit(Side::A);
     p.deliver(Side::B);
@@ -1848,7 +1861,8 @@ fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
         options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
         ..from_peer(a)
     };
-    let old = with_ts(&p.a, recent.wrapping_sub(1), b"stale");
+    // One tick behind is reordering, not age (Linux's TCP_PAWS_WINDOW); two is old.
+    let old = with_ts(&p.a, recent.wrapping_sub(2), b"stale");
     let out = exchange(&mut p.a, p.now, &old);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(shape(&out[0]), (TcpFlags::ACK, p.a.snd_nxt(), old.seq_number, 0));
@@ -1857,6 +1871,9 @@ fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
     let fresh = with_ts(&p.a, recent.wrapping_add(1), b"fresh");
     exchange(&mut p.a, p.now, &fresh);
     assert_eq!(read_all(&mut p.a), b"fresh");
+    let reordered = with_ts(&p.a, recent, b"late");
+    exchange(&mut p.a, p.now, &reordered);
+    assert_eq!(read_all(&mut p.a), b"late");
     assert_eq!(p.a.stats().paws_drops, 1);
 }
 
@@ -1914,8 +1931,9 @@ fn isn_differs_per_tuple_and_key_rfc6528() {
 
 #[test]
 fn data_retransmission_gives_up_after_data_retries() {
-    let c = Config { data_retries: 3, ..cfg() };
-    let mut p = Pair::established(c, cfg());
+    // Without SACK: the RTO alone, no tail loss probe before it.
+    let c = Config { data_retries: 3, ..cfg_no_sack() };
+    let mut p = Pair::established(c, cfg_no_sack());
     p.set_loss(|from, _| from == Side::A);
     let t = p.now;
     p.a.send(b"doomed").unwrap();
@@ -2054,6 +2072,336 @@ fn time_wait_runs_only_its_2msl_timer() {
     }
 }
 
+// ----- Selective acknowledgments (RFC 2018, RFC 6675) -----
+
+/// A SACK block list.
+fn sack(blocks: &[(SeqNumber, SeqNumber)]) -> TcpOptions {
+    let mut options = TcpOptions::default();
+    for &(l, r) in blocks {
+        options.sack_blocks.push(l, r);
+    }
+    options
+}
+
+#[test]
+fn sack_permitted_is_offered_on_the_syn_and_agreed_only_when_both_offer() {
+    let p = Pair::established(cfg_sack(), cfg_sack());
+    assert!(p.a.sack_enabled() && p.b.sack_enabled());
+    assert!(p.log[0].seg.flags.syn() && p.log[0].seg.options.sack_permitted, "SYN: {:?}", p.log[0].seg);
+    assert!(p.log[1].seg.options.sack_permitted, "SYN-ACK: {:?}", p.log[1].seg);
+    let p = Pair::established(cfg_sack(), cfg_plain());
+    assert!(!p.a.sack_enabled() && !p.b.sack_enabled());
+    assert!(p.log[0].seg.options.sack_permitted);
+    assert!(!p.log[1].seg.options.sack_permitted, "a SYN-ACK offers only what the SYN did");
+    let p = Pair::established(cfg_plain(), cfg_sack());
+    assert!(!p.log[0].seg.options.sack_permitted && !p.log[1].seg.options.sack_permitted);
+    assert!(!p.a.sack_enabled() && !p.b.sack_enabled());
+    assert!(Config::default().sack, "on by default");
+}
+
+#[test]
+fn receiver_reports_the_latest_segment_first_in_every_ack_while_data_is_held() {
+    let mut p = Pair::established(cfg_sack(), cfg_sack());
+    let now = p.now;
+    let a = &mut p.a;
+    a.set_nodelay(true);
+    let mss = a.send_mss();
+    a.send(&pattern(8 * mss, 3)).unwrap();
+    let segs = transmit(a, now);
+    assert_eq!(segs.len(), 8);
+    let b = &mut p.b;
+    let at = |i: usize| segs[i].seq_number;
+    let block = |i: usize| (at(i), at(i) + mss);
+    // Segments 0, 2, 4 and 6 are lost; 1, 5, 3, 7 arrive in that order.
+    let mut firsts = Vec::new();
+    for i in [1, 5, 3, 7] {
+        let out = exchange(b, now, &segs[i]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].ack_number, at(0), "a duplicate ACK");
+        firsts.push(out[0].options.sack_blocks.as_slice()[0]);
+        if i == 7 {
+            // No timestamps: four blocks fit. The latest first, then the most recently reported others.
+            assert_eq!(out[0].options.sack_blocks.as_slice(), &[block(7), block(3), block(5), block(1)]);
+        }
+    }
+    assert_eq!(firsts, vec![block(1), block(5), block(3), block(7)]);
+    // Segment 6 joins 5 and 7: that merged range is reported first; segment 0 makes 0..4 in order.
+    let out = exchange(b, now, &segs[6]);
+    assert_eq!(out[0].options.sack_blocks.as_slice()[0], (at(5), at(7) + mss));
+    let out = exchange(b, now, &segs[0]);
+    assert_eq!(out[0].ack_number, at(2));
+    assert_eq!(out[0].options.sack_blocks.as_slice(), &[(at(5), at(7) + mss), block(3)]);
+    // Data that leaves nothing held: no blocks.
+    exchange(b, now, &segs[2]);
+    let out = exchange(b, now, &segs[4]);
+    assert_eq!(out[0].ack_number, at(7) + mss);
+    assert!(out[0].options.sack_blocks.is_empty());
+}
+
+#[test]
+fn a_duplicate_is_reported_first_as_a_dsack_block_once() {
+    let mut p = Pair::established(cfg_sack(), cfg_sack());
+    let now = p.now;
+    p.a.set_nodelay(true);
+    let mss = p.a.send_mss();
+    p.a.send(&pattern(4 * mss, 6)).unwrap();
+    let segs = transmit(&mut p.a, now);
+    let at = |i: usize| segs[i].seq_number;
+    let b = &mut p.b;
+    exchange(b, now, &segs[0]);
+    exchange(b, now, &segs[2]);
+    // Segment 0 again (below RCV.NXT): D-SACK first, then the held range.
+    let out = exchange(b, now, &segs[0]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].options.sack_blocks.as_slice(), &[(at(0), at(1)), (at(2), at(3))]);
+    // Segment 2 again (held out of order): D-SACK of it, then its range.
+    let out = exchange(b, now, &segs[2]);
+    assert_eq!(out[0].options.sack_blocks.as_slice(), &[(at(2), at(3)), (at(2), at(3))]);
+    // The next ACK has no D-SACK.
+    let out = exchange(b, now, &segs[3]);
+    assert_eq!(out[0].options.sack_blocks.as_slice(), &[(at(2), at(3) + mss)]);
+    // Without SACK nothing of the kind.
+    let mut p = Pair::established(cfg_plain(), cfg_plain());
+    p.a.send(&pattern(mss, 6)).unwrap();
+    let segs = transmit(&mut p.a, now);
+    exchange(&mut p.b, now, &segs[0]);
+    let out = exchange(&mut p.b, now, &segs[0]);
+    assert!(out[0].options.sack_blocks.is_empty());
+}
+
+#[test]
+fn with_timestamps_three_blocks_fit_and_data_segments_shrink_to_carry_them() {
+    let mut p = Pair::established(cfg(), cfg());
+    assert!(p.a.sack_enabled() && p.a.timestamps_enabled());
+    let now = p.now;
+    p.a.set_nodelay(true);
+    p.b.set_nodelay(true);
+    let mss = p.a.send_mss();
+    p.a.send(&pattern(9 * mss, 4)).unwrap();
+    let segs = transmit(&mut p.a, now);
+    for i in [1, 3, 5, 7] {
+        p.b.process(now, &segs[i].repr());
+    }
+    // B sends data while it holds four ranges: three blocks, and the payload shrinks by the 28 bytes they take.
+    p.b.send(&pattern(4 * mss, 5)).unwrap();
+    let out = transmit(&mut p.b, now);
+    let data: Vec<_> = out.iter().filter(|s| !s.payload.is_empty()).collect();
+    assert!(!data.is_empty());
+    for s in &data {
+        assert_eq!(s.options.sack_blocks.as_slice().len(), 3, "{s:?}");
+    }
+    assert!(data[..data.len() - 1].iter().all(|s| s.payload.len() == mss - 28));
+    assert_eq!(data.iter().map(|s| s.payload.len()).sum::<usize>(), 4 * mss);
+    assert_eq!(data[0].options.sack_blocks.as_slice()[0].0, segs[7].seq_number);
+}
+
+/// A SACK sender with ten segments out: (pair, first sequence number, MSS, segments).
+fn sack_sender_with_ten_out() -> (Pair, SeqNumber, usize) {
+    let mut p = Pair::established(cfg_sack(), cfg_sack());
+    let now = p.now;
+    p.a.set_nodelay(true);
+    let mss = p.a.send_mss();
+    p.a.send(&pattern(10 * mss, 8)).unwrap();
+    let segs = transmit(&mut p.a, now);
+    assert_eq!(segs.len(), 10);
+    let s = segs[0].seq_number;
+    (p, s, mss)
+}
+
+#[test]
+fn sack_retransmits_the_hole_on_the_third_duplicate_ack_and_then_only_holes() {
+    let (mut p, s, mss) = sack_sender_with_ten_out();
+    let now = p.now;
+    let a = &mut p.a;
+    let seg = |n: usize| s + n * mss;
+    let template = from_peer(a);
+    let dup = |blocks: &[(SeqNumber, SeqNumber)]| Seg { ack_number: seg(1), options: sack(blocks), ..template.clone() };
+    // Segments 1 and 5 are lost. Segment 0 is acknowledged, then 2, 3, 4 are SACKed one by one.
+    assert!(exchange(a, now, &Seg { ack_number: seg(1), ..template.clone() }).is_empty());
+    assert!(exchange(a, now, &dup(&[(seg(2), seg(3))])).is_empty());
+    assert!(exchange(a, now, &dup(&[(seg(2), seg(4))])).is_empty());
+    assert_eq!(a.stats().fast_retransmits, 0);
+    let out = exchange(a, now, &dup(&[(seg(2), seg(5))]));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].seq_number, out[0].payload.len()), (seg(1), mss));
+    assert_eq!(a.stats().sack_recoveries, 1);
+    assert!(a.congestion().in_sack_recovery());
+    // cwnd = ssthresh = FlightSize / 2 (9 segments out), no inflation.
+    assert_eq!(a.congestion_window(), 9 * mss / 2);
+    // 6..9 SACKed: segment 5 counts lost now (more than 2·SMSS SACKed above it) and goes, nothing else does.
+    let mut sent = Vec::new();
+    for k in 7..=10 {
+        let out = exchange(a, now, &dup(&[(seg(6), seg(k)), (seg(2), seg(5))]));
+        sent.extend(out.iter().map(|o| (o.seq_number, o.payload.len())));
+    }
+    assert_eq!(sent, vec![(seg(5), mss)], "only the second hole, once");
+    // The retransmissions arrive: a full ACK ends the recovery at cwnd = ssthresh; nothing SACKed was resent.
+    let out = exchange(a, now, &Seg { ack_number: seg(10), ..template.clone() });
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!a.congestion().in_recovery());
+    assert_eq!(a.congestion_window(), 9 * mss / 2);
+    assert_eq!(a.stats().retransmits, 2);
+    assert!(a.scoreboard().is_empty());
+}
+
+#[test]
+fn tail_loss_probe_sends_new_data_before_the_rto_when_the_window_allows() {
+    let mut p = Pair::established(cfg(), cfg());
+    let now = p.now;
+    p.a.set_nodelay(true);
+    let mss = p.a.send_mss();
+    p.a.send(&pattern(20 * mss, 2)).unwrap();
+    let segs = transmit(&mut p.a, now);
+    assert_eq!(segs.len(), 10, "the initial window");
+    let pto = p.a.timer(TimerKind::Retransmit).unwrap();
+    assert!(pto < now + p.a.rtt().rto(), "the probe timeout comes first");
+    assert!(pto >= now + ms(10));
+    p.a.on_timer(pto, TimerKind::Retransmit);
+    let out = transmit(&mut p.a, pto);
+    assert_eq!(out.len(), 1, "one probe: {out:?}");
+    assert_eq!((out[0].seq_number, out[0].payload.len()), (segs[0].seq_number + 10 * mss, mss), "new data");
+    assert_eq!(p.a.stats().tail_loss_probes, 1);
+    assert_eq!(p.a.stats().rto_timeouts, 0);
+    // One probe per episode: the next expiry is the RTO.
+    let rto = p.a.timer(TimerKind::Retransmit).unwrap();
+    assert_eq!(rto, pto + p.a.rtt().rto());
+    p.a.on_timer(rto, TimerKind::Retransmit);
+    assert_eq!(p.a.stats().rto_timeouts, 1);
+}
+
+#[test]
+fn a_lost_retransmission_goes_again_after_the_reordering_timeout_not_the_rto() {
+    let (mut p, s, mss) = sack_sender_with_ten_out();
+    let now = p.now;
+    let seg = |n: usize| s + n * mss;
+    let a = &mut p.a;
+    let template = from_peer(a);
+    // Segment 1 lost; 2..10 SACKed on three duplicate ACKs: recovery resends segment 1.
+    exchange(a, now, &Seg { ack_number: seg(1), ..template.clone() });
+    let mut sent = Vec::new();
+    for k in [3, 6, 10] {
+        let out = exchange(a, now, &Seg { ack_number: seg(1), options: sack(&[(seg(2), seg(k))]), ..template.clone() });
+        sent.extend(out.into_iter().map(|o| o.seq_number));
+    }
+    assert_eq!(sent, vec![seg(1)]);
+    assert!(a.congestion().in_sack_recovery());
+    // That resend is lost too, and nothing follows it. The timer is a probe timeout, well before the RTO.
+    let t = a.timer(TimerKind::Retransmit).unwrap();
+    assert!(t < now + a.rtt().rto(), "{t} vs RTO {:?}", a.rtt().rto());
+    a.on_timer(t, TimerKind::Retransmit);
+    let out = transmit(a, t);
+    assert_eq!(out.iter().map(|o| o.seq_number).collect::<Vec<_>>(), vec![seg(1)], "segment 1 again");
+    assert_eq!((a.stats().recovery_probes, a.stats().rto_timeouts), (1, 0));
+    assert_eq!(a.stats().retransmits, 2);
+    let out = exchange(a, t, &Seg { ack_number: seg(10), ..template.clone() });
+    assert!(out.is_empty());
+    assert!(!a.congestion().in_recovery());
+}
+
+#[test]
+fn a_dsack_below_the_ack_counts_a_needless_retransmission() {
+    let (mut p, s, mss) = sack_sender_with_ten_out();
+    let now = p.now;
+    let a = &mut p.a;
+    let template = from_peer(a);
+    assert_eq!(a.scoreboard().reordering(), 3);
+    // The peer got segment 0 twice: its ACK of 0..2 reports the duplicate first.
+    exchange(a, now, &Seg { ack_number: s + 2 * mss, options: sack(&[(s, s + mss)]), ..template.clone() });
+    assert_eq!(a.stats().dsacks_received, 1);
+    assert_eq!(a.scoreboard().reordering(), 4);
+    assert_eq!(a.scoreboard().blocks_ignored, 1, "not a SACK of anything outstanding");
+    // A block far below (older than a window) is not believed.
+    exchange(a, now, &Seg { ack_number: s + 2 * mss, options: sack(&[(s - 1_000_000, s - 999_000)]), ..template });
+    assert_eq!(a.stats().dsacks_received, 1);
+}
+
+#[test]
+fn sack_sender_ignores_blocks_outside_una_to_max() {
+    let (mut p, s, mss) = sack_sender_with_ten_out();
+    let now = p.now;
+    let a = &mut p.a;
+    let template = from_peer(a);
+    let out = exchange(
+        a,
+        now,
+        &Seg {
+            ack_number: s,
+            options: sack(&[(s - 100, s), (s + 20 * mss, s + 21 * mss), (s + 9 * mss, s + 11 * mss)]),
+            ..template
+        },
+    );
+    assert!(out.is_empty());
+    assert!(a.scoreboard().is_empty());
+    assert_eq!(a.scoreboard().blocks_ignored, 3);
+}
+
+#[test]
+fn after_a_timeout_the_resend_skips_what_the_peer_sacks_since() {
+    let (mut p, s, mss) = sack_sender_with_ten_out();
+    let seg = |n: usize| s + n * mss;
+    // Everything but segment 0 SACKed... then the timer fires anyway (the ACKs were lost): the scoreboard is
+    // cleared (RFC 6675 §5.1) and segment 0 goes again.
+    let template = from_peer(&p.a);
+    let now = p.now;
+    p.a.process(now, &Seg { ack_number: s, options: sack(&[(seg(1), seg(2))]), ..template.clone() }.repr());
+    // First the tail loss probe (the last segment again), then the RTO.
+    let pto = p.a.timer(TimerKind::Retransmit).unwrap();
+    p.a.on_timer(pto, TimerKind::Retransmit);
+    let out = transmit(&mut p.a, pto);
+    assert_eq!(shape(&out[0]).1, seg(9));
+    assert_eq!(p.a.stats().tail_loss_probes, 1);
+    assert_eq!(p.a.stats().rto_timeouts, 0);
+    let rto = p.a.timer(TimerKind::Retransmit).unwrap();
+    assert!(rto >= pto + p.a.rtt().rto());
+    p.a.on_timer(rto, TimerKind::Retransmit);
+    assert_eq!(p.a.stats().rto_timeouts, 1);
+    assert!(p.a.scoreboard().is_empty(), "cleared on the timeout");
+    let out = transmit(&mut p.a, rto);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].seq_number, s);
+    // The peer says (in the ACK of that resend) it holds 1..6 and 7..10: the resend continues with 6 only.
+    let out = exchange(
+        &mut p.a,
+        rto,
+        &Seg { ack_number: seg(1), options: sack(&[(seg(7), seg(10)), (seg(2), seg(6))]), ..template.clone() },
+    );
+    let sent: Vec<_> = out.iter().map(|o| (o.seq_number, o.payload.len())).collect();
+    assert_eq!(sent, vec![(seg(1), mss), (seg(6), mss)], "segments 2..6 and 7..10 are not sent again");
+    assert_eq!(p.a.stats().sacked_bytes_skipped, (7 * mss) as u64);
+}
+
+#[test]
+fn sack_pair_moves_data_through_loss_without_a_timeout() {
+    // Every fifth data segment from A is lost once; SACK recovery repairs each loss without the timer.
+    let mut p = Pair::established(cfg_sack(), cfg_sack());
+    let mut n = 0u32;
+    let mut seen = std::collections::HashSet::new();
+    p.set_loss(move |from, seg| {
+        if from != Side::A || seg.payload.is_empty() || !seen.insert(seg.seq_number) {
+            return false;
+        }
+        n += 1;
+        n % 5 == 0
+    });
+    let data = pattern(200_000, 9);
+    let mut sent = 0;
+    let mut got = Vec::new();
+    for _ in 0..2000 {
+        if sent < data.len() {
+            sent += p.a.send(&data[sent..]).unwrap();
+        }
+        assert!(p.flush_bounded(1000));
+        got.extend(read_all(&mut p.b));
+        if got.len() == data.len() {
+            break;
+        }
+        p.advance();
+    }
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    assert_eq!(p.a.stats().rto_timeouts, 0, "{:?}", p.a.stats());
+    assert!(p.a.stats().sack_recoveries > 0);
+}
+
 // ----- Property: arbitrary input never panics and keeps the invariants -----
 
 mod arbitrary_input {
@@ -2091,12 +2439,19 @@ mod arbitrary_input {
     }
 
     fn options() -> impl Strategy<Value = TcpOptions> {
-        (proptest::option::of(any::<u16>()), proptest::option::of(0u8..20), proptest::option::of(any::<(u32, u32)>()))
-            .prop_map(|(mss, window_scale, timestamp)| TcpOptions {
-                mss,
-                window_scale,
-                timestamp,
-                ..TcpOptions::default()
+        (
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(0u8..20),
+            proptest::option::of(any::<(u32, u32)>()),
+            // SACK blocks as offsets from SND.UNA, resolved when the segment is made.
+            proptest::collection::vec((-3000i32..40_000, 0u32..20_000), 0..4),
+        )
+            .prop_map(|(mss, window_scale, timestamp, blocks)| {
+                let mut sack_blocks = crate::wire::SackBlocks::default();
+                for (left, len) in blocks {
+                    sack_blocks.push(SeqNumber(left as u32), SeqNumber((left as u32).wrapping_add(len)));
+                }
+                TcpOptions { mss, window_scale, timestamp, sack_blocks, ..TcpOptions::default() }
             })
     }
 
@@ -2184,6 +2539,15 @@ mod arbitrary_input {
             assert!(end - c.rcv_nxt() <= room, "{state}: range past the buffer");
             prev = end;
         }
+        // The scoreboard holds sorted, disjoint ranges inside SND.UNA..SND.MAX, and no more than its limit.
+        let sacked = c.scoreboard().sacked();
+        assert!(sacked.len() <= MAX_SACKED_RANGES);
+        let mut prev = c.snd_una();
+        for &(start, end) in sacked {
+            assert!(start.diff(prev) >= 0 && end.diff(start) > 0, "{state}: scoreboard {sacked:?} at {prev:?}");
+            prev = end;
+        }
+        assert!(prev.diff(c.snd_una() + (c.send_queue_len() + 2)) <= 0, "{state}: SACKed past what was sent");
         match state {
             State::Closed => assert_eq!(c.poll_at(), None),
             State::TimeWait => {
@@ -2233,12 +2597,17 @@ mod arbitrary_input {
                     Num::Right(d) => c.snd_nxt() + d as usize,
                     Num::Any(n) => SeqNumber(n),
                 };
+                let mut options = *options;
+                let una = c.snd_una().0;
+                for block in options.sack_blocks.blocks.iter_mut() {
+                    *block = (SeqNumber(una.wrapping_add(block.0 .0)), SeqNumber(una.wrapping_add(block.1 .0)));
+                }
                 let seg = Seg {
                     seq_number: seq,
                     ack_number: ack,
                     flags: TcpFlags(*flags),
                     window_len: *window,
-                    options: *options,
+                    options,
                     payload: pattern(*len, seq.0),
                     ..from_peer(c)
                 };
