@@ -1,4 +1,5 @@
 //! The `xtcp` command: its errors, and `xtcp echo` serving a kernel client over AF_XDP.
+#![cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(unused_imports))]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

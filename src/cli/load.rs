@@ -167,6 +167,7 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
 }
 
 /// Core `core`'s share of `cfg` when `cores` share it: connections, requests and rate split as evenly as they go.
+#[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
 fn share(cfg: &LoadConfig, core: usize, cores: usize) -> LoadConfig {
     let part = |total: u64| total / cores as u64 + u64::from((core as u64) < total % cores as u64);
     let mut c = cfg.clone();

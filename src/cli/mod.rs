@@ -81,6 +81,7 @@ impl NetArgs {
 
 /// One line on stderr when frames were dropped for bad checksums: over veth, a kernel peer sends partial checksums
 /// (CHECKSUM_PARTIAL) unless its transmit offload is off, and xtcp cannot tell them from corrupted frames.
+#[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
 pub fn checksum_hint(name: &str, counters: &xtcp::engine::Counters) {
     let bad = counters.dropped(xtcp::engine::Drop::BadChecksum);
     if bad > 0 {
@@ -121,6 +122,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A seed from the system's random source (the ISN key and table hashing must not be guessable).
+#[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
 pub fn system_seed() -> u64 {
     use std::io::Read;
     let mut b = [0u8; 8];
@@ -131,6 +133,7 @@ pub fn system_seed() -> u64 {
 }
 
 /// The effective user is root (read from /proc, no unsafe call).
+#[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -139,6 +142,7 @@ pub fn is_root() -> bool {
 }
 
 /// Whether a kernel socket listens on TCP `port` (any address) in this network namespace.
+#[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
 pub fn kernel_listens_on(port: u16) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
     table.lines().skip(1).any(|l| {

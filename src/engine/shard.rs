@@ -380,6 +380,7 @@ pub fn core_seed(seed: u64, core: usize) -> u64 {
 }
 
 /// Live connections of `stack` that still need the wire: not in TIME_WAIT and not closed.
+#[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
 fn live_connections(stack: &Stack) -> usize {
     use crate::tcp::State;
     stack.connections().filter(|(_, c)| !matches!(c.state(), State::TimeWait | State::Closed)).count()
