@@ -127,7 +127,12 @@ mod tests {
     fn shared_constants_fit_the_port_bitmap() {
         assert_eq!(shared::XTCP_PORT_WORDS * shared::XTCP_PORT_WORD_BITS, shared::XTCP_PORT_BITS);
         assert_eq!(shared::XTCP_PORT_BITS, 1 << 16);
-        assert_eq!(core::mem::size_of::<shared::xtcp_config>(), 8 + 8 * shared::XTCP_PORT_WORDS as usize);
+        // No padding: the address array (an even number of u32s) keeps the port bitmap 8-byte aligned.
+        assert_eq!(shared::XTCP_MAX_ADDRS % 2, 0);
+        assert_eq!(
+            core::mem::size_of::<shared::xtcp_config>(),
+            8 + 4 * shared::XTCP_MAX_ADDRS as usize + 8 * shared::XTCP_PORT_WORDS as usize
+        );
     }
 
     #[test]
