@@ -16,7 +16,7 @@ pub mod sim;
 pub use counters::{Counters, Drop};
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -190,7 +190,7 @@ pub enum StackError {
     ListenerExists,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FourTuple {
     local_ip: Ipv4Addr,
     local_port: u16,
@@ -200,6 +200,15 @@ struct FourTuple {
 impl FourTuple {
     fn local(&self) -> SocketAddrV4 {
         SocketAddrV4::new(self.local_ip, self.local_port)
+    }
+}
+
+/// Twelve bytes in two writes: the addresses as one u64, the ports as one u32 (the derived hash would write each
+/// address as a length-prefixed byte slice).
+impl Hash for FourTuple {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(u64::from(u32::from(self.local_ip)) << 32 | u64::from(u32::from(*self.remote.ip())));
+        h.write_u32(u32::from(self.local_port) << 16 | u32::from(self.remote.port()));
     }
 }
 
@@ -600,7 +609,7 @@ impl Stack {
             Err(e) => return self.counters.drop_wire(e),
         };
         // The primary address is compared first: a single-address stack pays one comparison, as before.
-        if !self.local_ips.contains(&ip_repr.dst_addr) {
+        if ip_repr.dst_addr != self.cfg.ip && !self.local_ips[1..].contains(&ip_repr.dst_addr) {
             return self.counters.drop(Drop::NotForUs);
         }
         if ip_repr.protocol != IpProtocol::Tcp {
