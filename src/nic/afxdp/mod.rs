@@ -2,9 +2,9 @@
 //!
 //! Two halves, used together:
 //! - [`Steering`] loads `xdp-prog/xtcp.bpf.c` (compiled by `build.rs` and embedded in the binary), tells it the
-//!   stack's IPv4 address and TCP ports, and attaches it to an interface as a BPF link. The link is a file
+//!   stack's IPv4 addresses and TCP ports, and attaches it to an interface as a BPF link. The link is a file
 //!   descriptor of this process: however the process ends — normally, by panic, Ctrl-C or SIGKILL — the kernel
-//!   closes it and the program leaves the interface. Frames for our address and ports go to the AF_XDP socket of
+//!   closes it and the program leaves the interface. Frames for our addresses and ports go to the AF_XDP socket of
 //!   their rx queue; everything else (ARP, ICMP, IPv6, other ports) passes to the kernel, which keeps ARP and ICMP
 //!   for the address it shares with xtcp.
 //! - [`XskDevice`] is one AF_XDP socket on one queue (xsk-rs over libxdp, libxdp's own program inhibited): a UMEM
