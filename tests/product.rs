@@ -192,6 +192,35 @@ fn xtcp_load_from_two_aliases_holds_more_connections_than_one_address_has_ports_
         assert_eq!(r["connections_opened"], CONNECTIONS, "{stack}: {r}");
         assert_eq!(r["bytes_received"], 1600 * 100, "{stack}: {r}");
     }
+    // --sources 3: the interface's first three addresses (its own and both aliases) hold 250 connections.
+    let r = load(
+        &ns,
+        "xdp",
+        &["--target", &target, "--connections", "250", "--requests", "2500", "--ephemeral-ports", "61000-61099"],
+    );
+    assert!(r["errors"]["connect"].as_u64().unwrap() > 0, "one address: {r}");
+    let r = load(
+        &ns,
+        "xdp",
+        &[
+            "--target",
+            &target,
+            "--connections",
+            "250",
+            "--requests",
+            "2500",
+            "--ephemeral-ports",
+            "61000-61099",
+            "--sources",
+            "3",
+        ],
+    );
+    assert_eq!(
+        (&r["completed"], &r["failed"], &r["connections_opened"]),
+        (&2500.into(), &0.into(), &250.into()),
+        "{r}"
+    );
+    assert_eq!(r["errors"]["connect"], 0, "{r}");
     interrupt(server);
 }
 
