@@ -97,9 +97,7 @@ impl StackConfig {
             seed,
         }
     }
-}
 
-impl StackConfig {
     /// Our addresses: `ip` first, then `extra_ips` without repeats, at most [`MAX_LOCAL_ADDRESSES`].
     pub fn local_addresses(&self) -> Vec<Ipv4Addr> {
         let mut all = Vec::with_capacity(MAX_LOCAL_ADDRESSES.min(1 + self.extra_ips.len()));
