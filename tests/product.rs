@@ -1,5 +1,5 @@
 //! The `xtcp` commands end to end, as users run them (root, veth): `xtcp http` under wrk and curl, `xtcp load`
-//! against a kernel HTTP server and against `xtcp http` on both stacks, `xtcp stat` while connections are open and
+//! against a kernel HTTP server and against `xtcp http` on both stacks, from several source addresses, `xtcp stat` while connections are open and
 //! in TIME_WAIT, the pcap read back by tcpdump — and the one-line errors of bad arguments (no root needed).
 
 #![cfg(all(feature = "afxdp", target_os = "linux"))]
@@ -221,6 +221,47 @@ fn xtcp_load_from_two_aliases_holds_more_connections_than_one_address_has_ports_
         "{r}"
     );
     assert_eq!(r["errors"]["connect"], 0, "{r}");
+    interrupt(server);
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn xtcp_load_on_two_cores_uses_its_port_slice_on_every_source_address() {
+    // 200 ports cut into two slices of 100, one per core: one address holds 200 connections, three hold 250.
+    let ns = Netns::up_with("psrcmc", &["--queues", "2", "--aliases", "2"]);
+    let server = serve(&ns, &["echo", "--port", "7010"]);
+    let target = format!("{}:7010", ns.var("IP_XTCP"));
+    let run = |sources: &str| {
+        load(
+            &ns,
+            "xdp",
+            &[
+                "--cores",
+                "2",
+                "--target",
+                &target,
+                "--connections",
+                "250",
+                "--requests",
+                "2500",
+                "--ephemeral-ports",
+                "61000-61199",
+                "--sources",
+                sources,
+            ],
+        )
+    };
+    let r = run("1");
+    assert_eq!(r["connections_opened"], 200, "one address: {r}");
+    assert!(r["errors"]["connect"].as_u64().unwrap() > 0, "one address: {r}");
+    let r = run("3");
+    assert_eq!(
+        (&r["completed"], &r["failed"], &r["connections_opened"]),
+        (&2500.into(), &0.into(), &250.into()),
+        "{r}"
+    );
+    assert_eq!(r["errors"]["connect"], 0, "{r}");
+    assert_eq!(r["errors"]["bad_response"], 0, "{r}");
     interrupt(server);
 }
 
