@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two network namespaces joined by a veth pair, for the AF_XDP tests and by hand:
 #
-#   scripts/netns.sh up NAME [--queues N [--xps-rxqs]] [--middle [--loss PERMILLE] [--dup PERMILLE]]
+#   scripts/netns.sh up NAME [--queues N [--xps-rxqs]] [--middle [--loss PERMILLE] [--dup PERMILLE]] [--aliases N]
 #                                            creates them and prints shell assignments (eval-able)
 #   scripts/netns.sh down NAME               removes them (quietly does nothing if they are gone)
 #
@@ -19,11 +19,15 @@
 # the wire between xtcp and the kernel runs through a namespace neither owns. --loss N drops N frames in 1000 and
 # --dup N sends N in 1000 twice, in each direction, with nftables netdev ingress rules on the middle's two ports
 # (`numgen random mod 1000 < N drop`, `dup to`): loss on the wire, which a kernel sender sees as loss, unlike a drop
-# on its own egress (a local send failure it simply retries). Needs root.
+# on its own egress (a local send failure it simply retries).
+#
+# --aliases N (at most 64) adds N more addresses to the kernel side's interface, 10.77.X.10 up to 10.77.X.(9+N),
+# printed as ALIASES_KERNEL=a,b,c: source addresses for a load generator there (`xtcp load --source`) that wants
+# more connections to one server than one address has ports. Needs root.
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 up NAME [--queues N [--xps-rxqs]] [--middle [--loss N] [--dup N]] | down NAME" >&2
+    echo "usage: $0 up NAME [--queues N [--xps-rxqs]] [--middle [--loss N] [--dup N]] [--aliases N] | down NAME" >&2
     exit 2
 }
 
@@ -56,7 +60,7 @@ down() {
 }
 
 up() {
-    local queues=1 middle=0 loss=0 dup=0 xps_rxqs=0
+    local queues=1 middle=0 loss=0 dup=0 xps_rxqs=0 aliases=0
     while [ $# -gt 0 ]; do
         case "$1" in
             --queues) [ $# -ge 2 ] || usage; queues=$2; shift 2 ;;
@@ -64,10 +68,13 @@ up() {
             --middle) middle=1; shift ;;
             --loss) [ $# -ge 2 ] || usage; loss=$2; middle=1; shift 2 ;;
             --dup) [ $# -ge 2 ] || usage; dup=$2; middle=1; shift 2 ;;
+            --aliases) [ $# -ge 2 ] || usage; aliases=$2; shift 2 ;;
             *) usage ;;
         esac
     done
     case "$queues" in *[!0-9]* | "" | 0) echo "error: --queues wants a positive number" >&2; exit 2 ;; esac
+    case "$aliases" in *[!0-9]* | "") echo "error: --aliases wants a number from 0 to 64" >&2; exit 2 ;; esac
+    [ "$aliases" -le 64 ] || { echo "error: --aliases wants a number from 0 to 64" >&2; exit 2; }
     for n in "$loss" "$dup"; do
         case "$n" in *[!0-9]* | "") echo "error: --loss and --dup want a number of frames in 1000" >&2; exit 2 ;; esac
         [ "$n" -le 1000 ] || { echo "error: --loss and --dup want a number of frames in 1000" >&2; exit 2; }
@@ -105,6 +112,11 @@ up() {
     fi
     ip -n "$ns_x" addr add "$ip_x/24" dev "$if_x"
     ip -n "$ns_k" addr add "$ip_k/24" dev "$if_k"
+    local alias_list=""
+    for i in $(seq 0 $((aliases - 1))); do
+        ip -n "$ns_k" addr add "10.77.$subnet.$((10 + i))/24" dev "$if_k"
+        alias_list="$alias_list${alias_list:+,}10.77.$subnet.$((10 + i))"
+    done
     ip -n "$ns_x" link set lo up
     ip -n "$ns_k" link set lo up
     ip -n "$ns_x" link set "$if_x" up
@@ -131,6 +143,9 @@ up() {
     echo "MAC_KERNEL=$(ip netns exec "$ns_k" cat "/sys/class/net/$if_k/address")"
     if [ "$middle" -eq 1 ]; then
         echo "NS_MIDDLE=$ns_m"
+    fi
+    if [ "$aliases" -gt 0 ]; then
+        echo "ALIASES_KERNEL=$alias_list"
     fi
 }
 

@@ -31,7 +31,7 @@ const ECHO_PORT: u16 = 7777;
 fn child_attach() {
     let Some(role) = child_role() else { return };
     let ip: Ipv4Addr = child_env("XTCP_IP").parse().unwrap();
-    let steering = Steering::load_and_attach(&child_env("XTCP_IF"), ip, [ECHO_PORT]).expect("attach");
+    let steering = Steering::load_and_attach(&child_env("XTCP_IF"), &[ip], [ECHO_PORT]).expect("attach");
     println!("ATTACHED {}", steering.ifindex().unwrap());
     std::io::stdout().flush().unwrap();
     match role.as_str() {
@@ -81,7 +81,7 @@ fn child_bind_modes() {
     }
     let ifname = child_env("XTCP_IF");
     let ip: Ipv4Addr = child_env("XTCP_IP").parse().unwrap();
-    let steering = Steering::load_and_attach(&ifname, ip, [ECHO_PORT]).expect("attach");
+    let steering = Steering::load_and_attach(&ifname, &[ip], [ECHO_PORT]).expect("attach");
     let zc = XskConfig { mode: BindMode::ZeroCopy, ..XskConfig::DEFAULT };
     match XskDevice::open(&ifname, &zc, &steering) {
         Ok(dev) => println!("ZC_OK {:?}", dev.mode()),
@@ -156,7 +156,7 @@ fn child_echo() {
     let mut cfg = StackConfig::new(mac, ip, 7);
     cfg.arp = false; // the kernel keeps ARP for the address it shares with us
     let ephemeral = cfg.ephemeral_ports.clone();
-    let mut steering = Steering::load_and_attach(&ifname, ip, [ECHO_PORT]).expect("attach the steering program");
+    let mut steering = Steering::load_and_attach(&ifname, &[ip], [ECHO_PORT]).expect("attach the steering program");
     steering.allow_ports(ephemeral).expect("steer the ephemeral ports");
     let xsk_cfg = XskConfig { mode: BindMode::Auto, ..XskConfig::DEFAULT };
     let mut dev = XskDevice::open(&ifname, &xsk_cfg, &steering).expect("open the AF_XDP socket");

@@ -315,3 +315,98 @@ fn a_fixed_next_hop_mac_takes_every_frame() {
         assert_eq!(&frame[..6], &router.0, "sent to the next hop, not the sender");
     }
 }
+
+/// The client's second address, and the server's.
+const CLIENT_ALIAS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 11);
+const SERVER_ALIAS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 12);
+
+#[test]
+fn connections_from_two_addresses_with_the_same_port_to_one_server_are_distinct() {
+    let [mut client, mut server] = common::configs(11);
+    client.extra_ips = vec![CLIENT_ALIAS];
+    client.ephemeral_ports = 40000..=40000;
+    server.extra_ips = vec![SERVER_ALIAS];
+    let mut world = common::world([client, server], LinkConfig::default(), Faults::default(), 11);
+    // The server's alias is in no neighbour table: the client asks for it with ARP, and the server answers for it.
+    let remote = SocketAddrV4::new(SERVER_ALIAS, common::PORT);
+    let a = world.stacks[0].connect(remote).unwrap();
+    let b = world.stacks[0].connect(remote).unwrap();
+    assert_eq!(world.stacks[0].connect(remote), Err(xtcp::engine::StackError::NoPort), "one port on each address");
+    let locals = [a, b].map(|id| world.stacks[0].connection(id).unwrap().local());
+    assert_eq!(locals, [SocketAddrV4::new(common::CLIENT_IP, 40000), SocketAddrV4::new(CLIENT_ALIAS, 40000)]);
+    let mut connected = 0;
+    let mut received = std::collections::HashMap::new();
+    let done = world.run(Instant::from_secs(10), |stacks, _| {
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::Connected(id) = ev {
+                connected += 1;
+                let byte = if id == a { b"a" } else { b"b" };
+                stacks[0].send(id, byte).unwrap();
+            }
+        }
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Readable(id) = ev {
+                let mut buf = [0u8; 8];
+                let n = stacks[1].recv(id, &mut buf).unwrap();
+                let conn = stacks[1].connection(id).unwrap();
+                received.insert(conn.remote(), (conn.local(), buf[..n].to_vec()));
+            }
+        }
+        connected == 2 && received.len() == 2
+    });
+    assert!(done, "connected {connected}, received {received:?}");
+    assert_eq!(received[&locals[0]], (remote, b"a".to_vec()));
+    assert_eq!(received[&locals[1]], (remote, b"b".to_vec()));
+    assert_eq!(world.stacks[0].connection_count(), 2);
+    assert_eq!(world.stacks[1].connection_count(), 2);
+    assert!(world.stacks[1].counters().arp_in > 0, "the client resolved the server's alias with ARP");
+}
+
+#[test]
+fn a_frame_to_an_address_not_ours_is_dropped_and_one_to_an_alias_is_answered_from_it() {
+    let mut cfg = common::configs(12)[1].clone();
+    cfg.extra_ips = vec![SERVER_ALIAS];
+    let (mut s, mut dev) = scripted_server(cfg);
+    assert_eq!(s.local_addresses(), [SERVER_IP, SERVER_ALIAS]);
+    dev.rx.push_back(common::client_frame_to(std::net::Ipv4Addr::new(10, 0, 0, 99), &syn(44000, 1)));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(s.counters().dropped(Drop::NotForUs), 1);
+    assert!(dev.tx.is_empty(), "nothing answers a frame for someone else");
+    dev.rx.push_back(common::client_frame_to(SERVER_ALIAS, &syn(44000, 1)));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(sent_segments(&dev.tx), [(TcpFlags::SYN | TcpFlags::ACK, sent_segments(&dev.tx)[0].1, 2, 44000)]);
+    let ip = xtcp::wire::Ipv4Packet::new_checked(&dev.tx[0][14..]).unwrap();
+    assert_eq!(ip.src_addr(), SERVER_ALIAS, "the SYN-ACK comes from the address the SYN went to");
+    let (_, conn) = s.connections().next().unwrap();
+    assert_eq!(conn.local(), SocketAddrV4::new(SERVER_ALIAS, common::PORT));
+}
+
+#[test]
+fn an_address_with_no_free_port_to_a_peer_passes_the_open_to_the_next() {
+    let mut cfg = common::configs(13)[0].clone();
+    cfg.extra_ips = vec![CLIENT_ALIAS, CLIENT_ALIAS, common::CLIENT_IP];
+    cfg.ephemeral_ports = 40000..=40000;
+    let mut s = xtcp::engine::Stack::new(cfg, Instant::ZERO);
+    assert_eq!(s.local_addresses(), [common::CLIENT_IP, CLIENT_ALIAS], "repeats count once");
+    let (r, r2) = (common::server_addr(), SocketAddrV4::new(SERVER_IP, 81));
+    let local = |s: &mut xtcp::engine::Stack, remote| {
+        let id = s.connect(remote)?;
+        Ok::<_, xtcp::engine::StackError>(*s.connection(id).unwrap().local().ip())
+    };
+    // Round-robin: R from the first address, R2 from the second; the turn is the first's again, but its one port
+    // to R is taken, so the open moves on to the second.
+    assert_eq!(local(&mut s, r), Ok(common::CLIENT_IP));
+    assert_eq!(local(&mut s, r2), Ok(CLIENT_ALIAS));
+    assert_eq!(local(&mut s, r), Ok(CLIENT_ALIAS));
+    assert_eq!(local(&mut s, r), Err(xtcp::engine::StackError::NoPort));
+    assert_eq!(local(&mut s, r2), Ok(common::CLIENT_IP));
+    assert_eq!(s.connection_count(), 4);
+}
+
+#[test]
+fn extra_addresses_are_bounded() {
+    let mut cfg = common::configs(14)[0].clone();
+    cfg.extra_ips = (0..200u32).map(|i| std::net::Ipv4Addr::from(0x0a01_0000 + i)).collect();
+    assert_eq!(cfg.local_addresses().len(), xtcp::engine::MAX_LOCAL_ADDRESSES);
+    assert_eq!(cfg.local_addresses()[0], common::CLIENT_IP);
+}

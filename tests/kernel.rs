@@ -786,3 +786,34 @@ fn echo_serves_a_hundred_connections_at_once() {
     assert_eq!((c.accepted, c.closed_normal, c.resets), (100, 100, 0));
     assert_eq!(stack.connections(), 0);
 }
+
+#[test]
+fn connect_takes_the_sources_in_turn_and_skips_one_it_cannot_bind() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, listener.local_addr().unwrap().port());
+    let (a, b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    // 192.0.2.1 is no address of this host: its bind fails and the open goes on to the next source.
+    let sources = vec![a, Ipv4Addr::new(192, 0, 2, 1), b];
+    let mut stack = KernelStack::new(KernelConfig { sources, ..KernelConfig::new(Ipv4Addr::LOCALHOST) }).unwrap();
+    let mut ids = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        ids.push(stack.connect(target).unwrap());
+        peers.push(listener.accept().unwrap());
+    }
+    assert_eq!(peers.iter().map(|(_, from)| from.ip()).collect::<Vec<_>>(), [a, b, a, b]);
+    let deadline = StdInstant::now() + TIMEOUT;
+    let mut connected = Vec::new();
+    while connected.len() < 4 && StdInstant::now() < deadline {
+        stack.poll(Some(Duration::from_millis(10))).unwrap();
+        connected.extend(std::iter::from_fn(|| stack.next_event()));
+    }
+    assert_eq!(connected, ids.iter().map(|&id| StackEvent::Connected(id)).collect::<Vec<_>>());
+    // With no source it can bind, the open fails as having no port.
+    let mut lost = KernelStack::new(KernelConfig {
+        sources: vec![Ipv4Addr::new(192, 0, 2, 1)],
+        ..KernelConfig::new(Ipv4Addr::LOCALHOST)
+    })
+    .unwrap();
+    assert_eq!(lost.connect(target), Err(StackError::NoPort));
+}

@@ -1,6 +1,7 @@
 //! The `xtcp` commands end to end, as users run them (root, veth): `xtcp http` under wrk and curl, `xtcp load`
-//! against a kernel HTTP server and against `xtcp http` on both stacks, `xtcp stat` while connections are open and
-//! in TIME_WAIT, the pcap read back by tcpdump — and the one-line errors of bad arguments (no root needed).
+//! against a kernel HTTP server and against `xtcp http` on both stacks and from several source addresses, `xtcp
+//! stat` while connections are open and in TIME_WAIT, the pcap read back by tcpdump — and the one-line errors of bad
+//! arguments (no root needed).
 
 #![cfg(all(feature = "afxdp", target_os = "linux"))]
 
@@ -151,6 +152,122 @@ fn xtcp_load_measures_a_kernel_http_server_and_xtcp_http_on_both_stacks() {
 
 #[test]
 #[ignore = "needs root: run scripts/test.sh"]
+fn xtcp_load_from_two_aliases_holds_more_connections_than_one_address_has_ports_on_both_stacks() {
+    // 160 connections held at once to one server, with 100 source ports per address: only two addresses hold them.
+    const CONNECTIONS: u64 = 160;
+    let ns = Netns::up_with("psrc", &["--aliases", "2"]);
+    let aliases: Vec<String> = ns.var("ALIASES_KERNEL").split(',').map(str::to_owned).collect();
+    assert_eq!(aliases.len(), 2);
+    run(ns.in_kernel_ns("sysctl").args(["-qw", "net.ipv4.ip_local_port_range=40000 40099"]));
+    let server = serve(&ns, &["echo", "--port", "7009"]);
+    let target = format!("{}:7009", ns.var("IP_XTCP"));
+    let args = |stack: &str, sources: &[String]| {
+        let mut a: Vec<String> = ["--target", &target, "--connections", &CONNECTIONS.to_string()]
+            .into_iter()
+            .chain(["--requests", "1600", "--message-bytes", "100"])
+            .map(str::to_owned)
+            .collect();
+        for source in sources {
+            a.extend(["--source".to_owned(), source.clone()]);
+        }
+        if stack == "xdp" {
+            a.extend(["--ephemeral-ports".to_owned(), "61000-61099".to_owned()]);
+        }
+        a
+    };
+    for stack in ["xdp", "kernel"] {
+        // One address alone holds no more connections than it has ports: the other opens fail. (The primary
+        // address: a kernel source keeps its ports in TIME_WAIT after the run, so each run gets fresh ones.)
+        let one = args(stack, &[ns.var("IP_KERNEL").to_owned()]);
+        let r = load(&ns, stack, &one.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(r["connections_opened"], 100, "{stack}, one source: {r}");
+        assert!(r["errors"]["connect"].as_u64().unwrap() > 0, "{stack}, one source: {r}");
+        let two = args(stack, &aliases);
+        let r = load(&ns, stack, &two.iter().map(String::as_str).collect::<Vec<_>>());
+        // Every echo came back byte for byte (a wrong byte counts as a bad response), and no open failed.
+        assert_eq!(r["completed"], 1600, "{stack}: {r}");
+        assert_eq!(r["failed"], 0, "{stack}: {r}");
+        for kind in ["refused", "reset", "timeout", "bad_response", "connect", "closed"] {
+            assert_eq!(r["errors"][kind], 0, "{stack}: {kind}: {r}");
+        }
+        assert_eq!(r["connections_opened"], CONNECTIONS, "{stack}: {r}");
+        assert_eq!(r["bytes_received"], 1600 * 100, "{stack}: {r}");
+    }
+    // --sources 3: the interface's first three addresses (its own and both aliases) hold 250 connections.
+    let r = load(
+        &ns,
+        "xdp",
+        &["--target", &target, "--connections", "250", "--requests", "2500", "--ephemeral-ports", "61000-61099"],
+    );
+    assert!(r["errors"]["connect"].as_u64().unwrap() > 0, "one address: {r}");
+    let r = load(
+        &ns,
+        "xdp",
+        &[
+            "--target",
+            &target,
+            "--connections",
+            "250",
+            "--requests",
+            "2500",
+            "--ephemeral-ports",
+            "61000-61099",
+            "--sources",
+            "3",
+        ],
+    );
+    assert_eq!(
+        (&r["completed"], &r["failed"], &r["connections_opened"]),
+        (&2500.into(), &0.into(), &250.into()),
+        "{r}"
+    );
+    assert_eq!(r["errors"]["connect"], 0, "{r}");
+    interrupt(server);
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn xtcp_load_on_two_cores_uses_its_port_slice_on_every_source_address() {
+    // 200 ports cut into two slices of 100, one per core: one address holds 200 connections, three hold 250.
+    let ns = Netns::up_with("psrcmc", &["--queues", "2", "--aliases", "2"]);
+    let server = serve(&ns, &["echo", "--port", "7010"]);
+    let target = format!("{}:7010", ns.var("IP_XTCP"));
+    let run = |sources: &str| {
+        load(
+            &ns,
+            "xdp",
+            &[
+                "--cores",
+                "2",
+                "--target",
+                &target,
+                "--connections",
+                "250",
+                "--requests",
+                "2500",
+                "--ephemeral-ports",
+                "61000-61199",
+                "--sources",
+                sources,
+            ],
+        )
+    };
+    let r = run("1");
+    assert_eq!(r["connections_opened"], 200, "one address: {r}");
+    assert!(r["errors"]["connect"].as_u64().unwrap() > 0, "one address: {r}");
+    let r = run("3");
+    assert_eq!(
+        (&r["completed"], &r["failed"], &r["connections_opened"]),
+        (&2500.into(), &0.into(), &250.into()),
+        "{r}"
+    );
+    assert_eq!(r["errors"]["connect"], 0, "{r}");
+    assert_eq!(r["errors"]["bad_response"], 0, "{r}");
+    interrupt(server);
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
 fn xtcp_stat_lists_established_and_time_wait_connections() {
     let ns = Netns::up("pstat");
     let server = serve(&ns, &["http", "--port", "8082"]);
@@ -245,6 +362,18 @@ fn bad_arguments_get_one_line_saying_what_to_do() {
     one_line(&["load", "--target", "nowhere"], 2, "--target");
     one_line(&["load", "--target", "10.0.0.1:80", "--duration", "5y"], 2, "unknown unit");
     one_line(&["load", "--target", "10.0.0.1:80", "--mode", "smtp"], 2, "smtp");
+    one_line(&["load", "--target", "10.0.0.1:80", "--ephemeral-ports", "80-90"], 2, "LO-HI");
+    one_line(&["load", "--target", "10.0.0.1:80", "--sources", "0"], 2, "--sources");
+    one_line(&["load", "--target", "10.0.0.1:80", "--stack", "kernel", "--source", "10.0.0.9"], 1, "need --iface");
+    let lo_source = ["load", "--target", "127.0.0.1:9", "--stack", "kernel", "--iface", "lo", "--source", "192.0.2.1"];
+    one_line(&lo_source, 1, "--source 192.0.2.1 is not an address of lo");
+    one_line(
+        &["load", "--target", "127.0.0.1:9", "--stack", "kernel", "--iface", "lo", "--sources", "9"],
+        1,
+        "aliases",
+    );
+    let kernel_ports = ["load", "--target", "127.0.0.1:9", "--stack", "kernel", "--ephemeral-ports", "61000-61099"];
+    one_line(&kernel_ports, 1, "--ephemeral-ports is for --stack xdp");
     one_line(&["echo", "--port", "seven"], 2, "seven");
     one_line(&["echo"], 1, "needs --iface");
     one_line(&["http", "--iface", "nosuch0"], 1, "no interface named \"nosuch0\"");

@@ -2,7 +2,7 @@
 /*
  * xtcp's XDP steering program.
  *
- * Frames for the stack's IPv4 address and one of its TCP ports go to the AF_XDP socket of the rx queue they came
+ * Frames for one of the stack's IPv4 addresses and one of its TCP ports go to the AF_XDP socket of the rx queue they came
  * in on; everything else (ARP, ICMP, IPv6, other addresses and ports) passes to the kernel, which keeps ARP and
  * ICMP for the address it shares with xtcp. Modelled on libxdp's default program: parse with a bounds-checked
  * cursor, decide, redirect.
@@ -56,12 +56,27 @@ static __always_inline void *pull(struct cursor *c, __u32 len)
 
 enum verdict { NOT_OURS, OURS, MALFORMED };
 
+/* Whether daddr is one of the stack's addresses: a bounded scan, primary first, so one address costs one compare. */
+static __always_inline int our_address(const struct xtcp_config *cfg, __u32 daddr)
+{
+	__u32 count = cfg->addr_count;
+
+	for (__u32 i = 0; i < XTCP_MAX_ADDRS; i++) {
+		if (i >= count)
+			return 0;
+		if (cfg->addrs_be[i] == daddr)
+			return 1;
+	}
+	return 0;
+}
+
 static __always_inline enum verdict classify(struct cursor *c, const struct xtcp_config *cfg)
 {
 	struct ethhdr *eth = pull(c, sizeof(*eth));
 	struct iphdr *ip;
 	struct tcphdr *tcp;
 	__u32 ihl_bytes;
+	__u32 daddr;
 	__u16 port;
 
 	if (!eth)
@@ -74,8 +89,9 @@ static __always_inline enum verdict classify(struct cursor *c, const struct xtcp
 		return MALFORMED;
 	if (ip->version != 4 || ip->ihl < 5)
 		return MALFORMED;
-	if (ip->daddr != cfg->ip_be || ip->protocol != IPPROTO_TCP)
+	if (ip->protocol != IPPROTO_TCP)
 		return NOT_OURS;
+	daddr = ip->daddr;
 	/* A fragment carries no TCP header we could read (xtcp sends DF and never sees them): the kernel's. */
 	if (ip->frag_off & bpf_htons(0x3fff))
 		return NOT_OURS;
@@ -88,6 +104,9 @@ static __always_inline enum verdict classify(struct cursor *c, const struct xtcp
 		return MALFORMED;
 	port = bpf_ntohs(tcp->dest);
 	if (!((cfg->ports[port / XTCP_PORT_WORD_BITS] >> (port % XTCP_PORT_WORD_BITS)) & 1))
+		return NOT_OURS;
+	/* The address last: the scan's loop then follows every packet access, which keeps the verifier's bounds. */
+	if (!our_address(cfg, daddr))
 		return NOT_OURS;
 	return OURS;
 }

@@ -17,6 +17,9 @@
 #define XTCP_PORT_WORD_BITS 64
 #define XTCP_PORT_WORDS (XTCP_PORT_BITS / XTCP_PORT_WORD_BITS)
 
+/* IPv4 addresses steered: the stack's own and its aliases (xtcp's MAX_LOCAL_ADDRESSES is the same number). */
+#define XTCP_MAX_ADDRS 64
+
 /* The one key of the config map. */
 #define XTCP_CONFIG_KEY 0
 
@@ -29,9 +32,11 @@
 
 /* Runtime settings, written by user space before and after attach (an array map of one entry). */
 struct xtcp_config {
-	/* The stack's IPv4 address as it sits in the header (network byte order); 0 steers nothing. */
-	__u32 ip_be;
+	/* How many entries of addrs_be are in use (at most XTCP_MAX_ADDRS); 0 steers nothing. */
+	__u32 addr_count;
 	__u32 reserved;
+	/* The stack's IPv4 addresses as they sit in the header (network byte order), its primary first. */
+	__u32 addrs_be[XTCP_MAX_ADDRS];
 	/* Bit (port % 64) of word (port / 64) set: TCP segments to that destination port go to the stack. */
 	__u64 ports[XTCP_PORT_WORDS];
 };

@@ -1,7 +1,8 @@
 //! `xtcp load`: the load generator on either stack, with a progress bar on a terminal and a report at the end.
 
 use std::io::IsTerminal;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -73,9 +74,63 @@ pub struct LoadArgs {
     /// A request unanswered this long is a timeout; its connection is replaced.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Open connections from this address of the interface (repeatable: connections go round-robin over them,
+    /// past one address's 64k ports to one server) [default: the one address, --ip or the interface's first].
+    #[arg(long = "source", value_name = "ADDR")]
+    pub sources: Vec<Ipv4Addr>,
+    /// Open connections from the interface's first N addresses (add aliases: `ip addr add ADDR/LEN dev IFACE`).
+    #[arg(long = "sources", value_name = "N", conflicts_with = "sources",
+          value_parser = clap::value_parser!(u8).range(1..=xtcp::engine::MAX_LOCAL_ADDRESSES as i64))]
+    pub source_count: Option<u8>,
+    /// xtcp's source ports, LO-HI, on every source address [default: the ports above the kernel's
+    /// ip_local_port_range]. --stack xdp only: the kernel's are net.ipv4.ip_local_port_range.
+    #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
+    pub ephemeral_ports: Option<RangeInclusive<u16>>,
     /// Print the report as JSON (and no progress bar).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Parses `LO-HI`, a range of TCP ports from 1024 up.
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let range = s.split_once('-').and_then(|(lo, hi)| Some((lo.trim().parse::<u16>().ok()?, hi.trim().parse().ok()?)));
+    match range {
+        Some((lo, hi)) if lo >= 1024 && lo <= hi => Ok(lo..=hi),
+        _ => Err(format!("{s:?} is not a port range: write LO-HI, e.g. 61000-65535, with 1024 <= LO <= HI")),
+    }
+}
+
+/// The source addresses `--source` or `--sources N` ask for, each checked against `iface`'s addresses (in the
+/// kernel's order, the primary first); `None` when neither is given.
+fn source_addresses(args: &LoadArgs) -> Result<Option<Vec<Ipv4Addr>>, String> {
+    if args.sources.is_empty() && args.source_count.is_none() {
+        return Ok(None);
+    }
+    let iface = args.net.iface.as_deref().ok_or("--source and --sources need --iface, whose addresses they use")?;
+    let have = super::serve::interface_addresses(iface)?;
+    if let Some(n) = args.source_count {
+        let n = usize::from(n);
+        if n > have.len() {
+            return Err(format!(
+                "--sources {n}: {iface} has {} IPv4 addresses — add aliases (`ip addr add ADDR/LEN dev {iface}`)",
+                have.len()
+            ));
+        }
+        return Ok(Some(have[..n].to_vec()));
+    }
+    let mut sources: Vec<Ipv4Addr> = Vec::with_capacity(args.sources.len());
+    for &ip in &args.sources {
+        if !have.contains(&ip) {
+            return Err(format!("--source {ip} is not an address of {iface} (it has {have:?}) — choose one of those"));
+        }
+        if !sources.contains(&ip) {
+            sources.push(ip);
+        }
+    }
+    if sources.len() > xtcp::engine::MAX_LOCAL_ADDRESSES {
+        return Err(format!("at most {} --source addresses", xtcp::engine::MAX_LOCAL_ADDRESSES));
+    }
+    Ok(Some(sources))
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -116,6 +171,10 @@ impl LoadArgs {
 pub fn run(args: &LoadArgs) -> Result<(), String> {
     let cfg = args.config();
     Load::new(cfg.clone()).map_err(|e| e.to_string())?;
+    if args.ephemeral_ports.is_some() && args.net.stack == StackKind::Kernel {
+        return Err("--ephemeral-ports is for --stack xdp: the kernel's are net.ipv4.ip_local_port_range".into());
+    }
+    let sources = source_addresses(args)?;
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let total_ms = args.warmup.as_millis() as u64 + args.duration.map_or(10_000, |d| d.as_millis() as u64);
     let bar = show_progress.then(|| {
@@ -135,7 +194,7 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
         eprintln!("xtcp load: {:?} load on {} with {what}", args.mode, args.target);
     }
     let report = match args.net.stack {
-        StackKind::Xdp => run_xdp(args, &cfg, bar.clone(), &stop)?,
+        StackKind::Xdp => run_xdp(args, &cfg, sources, bar.clone(), &stop)?,
         StackKind::Kernel => {
             let ip = super::serve::kernel_ip(&args.net)?;
             let files = xtcp::engine::kernel::open_files_limit().unwrap_or(u64::MAX);
@@ -145,8 +204,8 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
                     args.connections
                 ));
             }
-            let mut stack =
-                KernelStack::new(KernelConfig::new(ip)).map_err(|e| format!("creating the epoll instance: {e}"))?;
+            let kernel_cfg = KernelConfig { sources: sources.unwrap_or_default(), ..KernelConfig::new(ip) };
+            let mut stack = KernelStack::new(kernel_cfg).map_err(|e| format!("creating the epoll instance: {e}"))?;
             let mut app = Progress::new(Load::new(cfg).map_err(|e| e.to_string())?, bar.clone());
             run_kernel(&mut stack, &mut app, &stop, args.net.run_options());
             app.load.report()
@@ -184,11 +243,24 @@ fn share(cfg: &LoadConfig, core: usize, cores: usize) -> LoadConfig {
 fn run_xdp(
     args: &LoadArgs,
     cfg: &LoadConfig,
+    sources: Option<Vec<Ipv4Addr>>,
     bar: Option<ProgressBar>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<Report, String> {
     use xtcp::engine::shard::{CoreInfo, Hooks};
     let mut cores_cfg = super::xdp::cores_config("load", &args.net, &[], Some(*args.target.ip()))?;
+    if let Some((first, rest)) = sources.as_deref().and_then(|s| s.split_first()) {
+        // Every core opens from every address, each from its own slice of the same ports.
+        cores_cfg.stack.ip = *first;
+        cores_cfg.stack.extra_ips = rest.to_vec();
+    }
+    if let Some(ports) = &args.ephemeral_ports {
+        let cores = cores_cfg.cores.unwrap_or(1);
+        if ports.len() < cores {
+            return Err(format!("--ephemeral-ports {ports:?} has fewer ports than the {cores} cores — widen it"));
+        }
+        cores_cfg.stack.ephemeral_ports = ports.clone();
+    }
     // No core without a connection of its own.
     let cores = cores_cfg.cores.unwrap_or(1).min(args.connections.max(1) as usize);
     cores_cfg.cores = Some(cores);
@@ -222,6 +294,7 @@ fn run_xdp(
 fn run_xdp(
     _: &LoadArgs,
     _: &LoadConfig,
+    _: Option<Vec<Ipv4Addr>>,
     _: Option<ProgressBar>,
     _: &std::sync::atomic::AtomicBool,
 ) -> Result<Report, String> {
@@ -292,5 +365,14 @@ mod tests {
             })
             .sum();
         assert_eq!(requests, 1001);
+    }
+
+    #[test]
+    fn port_ranges_parse_and_refuse_garbage() {
+        assert_eq!(parse_port_range("61000-65535"), Ok(61000..=65535));
+        assert_eq!(parse_port_range("40000-40099"), Ok(40000..=40099));
+        for bad in ["40099-40000", "80-90", "40000", "a-b", "40000-70000"] {
+            assert!(parse_port_range(bad).unwrap_err().contains("LO-HI"), "{bad}");
+        }
     }
 }

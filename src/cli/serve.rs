@@ -84,17 +84,23 @@ pub fn kernel_ip(net: &NetArgs) -> Result<Ipv4Addr, String> {
     interface_ipv4(iface)
 }
 
-#[cfg(all(feature = "afxdp", target_os = "linux"))]
 fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, String> {
-    let ifindex = xtcp::nic::afxdp::interface_index(iface)
-        .map_err(|_| format!("no interface named {iface:?} — `ip -br link` lists them"))?;
-    let addrs = xtcp::nic::neigh::Neighbors::open()
-        .and_then(|mut n| n.interface_addresses(ifindex))
-        .map_err(|e| format!("reading {iface}'s addresses over netlink: {e}"))?;
+    let addrs = interface_addresses(iface)?;
     addrs.first().copied().ok_or_else(|| format!("{iface} has no IPv4 address — add one or give --ip"))
 }
 
+/// `iface`'s IPv4 addresses in the kernel's order (the primary first, then the aliases as added).
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+pub fn interface_addresses(iface: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let ifindex = xtcp::nic::afxdp::interface_index(iface)
+        .map_err(|_| format!("no interface named {iface:?} — `ip -br link` lists them"))?;
+    xtcp::nic::neigh::Neighbors::open()
+        .and_then(|mut n| n.interface_addresses(ifindex))
+        .map_err(|e| format!("reading {iface}'s addresses over netlink: {e}"))
+}
+
+/// `iface`'s IPv4 addresses: this build reads none.
 #[cfg(not(all(feature = "afxdp", target_os = "linux")))]
-fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, String> {
-    Err(format!("give --ip instead of --iface {iface} (this build reads no interface addresses)"))
+pub fn interface_addresses(iface: &str) -> Result<Vec<Ipv4Addr>, String> {
+    Err(format!("give addresses with --ip instead of --iface {iface} (this build reads no interface addresses)"))
 }

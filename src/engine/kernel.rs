@@ -40,6 +40,10 @@ pub const LISTENER_TOKEN_BASE: usize = 1 << 30;
 /// Listening ports one stack may have.
 pub const MAX_LISTENERS: usize = 64;
 
+/// Source addresses one stack may spread its active opens over ([`KernelConfig::sources`]); the same limit as
+/// xtcp's [`crate::engine::MAX_LOCAL_ADDRESSES`].
+pub const MAX_SOURCES: usize = crate::engine::MAX_LOCAL_ADDRESSES;
+
 /// Readiness events taken from epoll per poll.
 const POLL_BATCH_EVENTS: usize = 1024;
 
@@ -55,6 +59,14 @@ const EINPROGRESS: i32 = 115;
 pub struct KernelConfig {
     /// The address listeners bind to and connections are made from (`0.0.0.0`: any, as the kernel chooses).
     pub ip: Ipv4Addr,
+    /// Source addresses for active opens, taken in turn (round-robin); one with no free port passes the open to
+    /// the next. Empty: every connection comes from `ip`. At most [`MAX_SOURCES`].
+    ///
+    /// Each connection binds its source before connecting, and socket2 0.5 has no `IP_BIND_ADDRESS_NO_PORT`: so
+    /// the kernel picks the port at bind time, without knowing the server, and a port bound on an address is
+    /// taken for every destination. Each address therefore holds at most as many connections as
+    /// `ip_local_port_range` has ports (28,232 by default), to all servers together; N addresses hold N times that.
+    pub sources: Vec<Ipv4Addr>,
     /// Open connections allowed (accepted and connected together); at most [`LISTENER_TOKEN_BASE`].
     pub max_connections: usize,
     /// The user-space send buffer of each connection: what [`Sockets::send_capacity`] counts down from.
@@ -68,7 +80,14 @@ pub struct KernelConfig {
 impl KernelConfig {
     /// Defaults for a stack on `ip`: 65,536 connections, 256 KiB send buffers, a backlog of 1024, 65,536 events.
     pub fn new(ip: Ipv4Addr) -> KernelConfig {
-        KernelConfig { ip, max_connections: 65536, send_buffer_bytes: 256 * 1024, backlog: 1024, max_events: 65536 }
+        KernelConfig {
+            ip,
+            sources: Vec::new(),
+            max_connections: 65536,
+            send_buffer_bytes: 256 * 1024,
+            backlog: 1024,
+            max_events: 65536,
+        }
     }
 }
 
@@ -217,6 +236,8 @@ pub struct KernelStack {
     /// queued at the next poll if the buffer still has room then (at most one entry per connection).
     owed_writable: Vec<ConnId>,
     listeners: Vec<Listener>,
+    /// The source address (index into `cfg.sources`) the next active open tries first.
+    next_source: usize,
     events: VecDeque<StackEvent>,
     counters: KernelCounters,
 }
@@ -246,6 +267,9 @@ impl KernelStack {
         if cfg.send_buffer_bytes == 0 || cfg.max_events == 0 || cfg.backlog == 0 {
             return Err(invalid("send_buffer_bytes, max_events and backlog must be at least 1"));
         }
+        if cfg.sources.len() > MAX_SOURCES {
+            return Err(invalid("at most MAX_SOURCES (64) source addresses"));
+        }
         Ok(KernelStack {
             poll: Poll::new()?,
             ready: Events::with_capacity(POLL_BATCH_EVENTS),
@@ -255,6 +279,7 @@ impl KernelStack {
             freed: false,
             owed_writable: Vec::new(),
             listeners: Vec::new(),
+            next_source: 0,
             events: VecDeque::with_capacity(cfg.max_events.min(4096)),
             counters: KernelCounters::default(),
             cfg,
@@ -734,9 +759,24 @@ impl Sockets for KernelStack {
         Ok(())
     }
 
-    /// Connects from [`KernelConfig::ip`] (see [`KernelStack::connect_from`]).
+    /// Connects from the next of [`KernelConfig::sources`] in turn, moving on while one has no free port (see
+    /// [`KernelStack::connect_from`]); from [`KernelConfig::ip`] when there are none.
     fn connect(&mut self, remote: SocketAddrV4) -> Result<ConnId, StackError> {
-        self.connect_from(self.cfg.ip, remote)
+        let count = self.cfg.sources.len();
+        if count == 0 {
+            return self.connect_from(self.cfg.ip, remote);
+        }
+        let first = self.next_source;
+        for k in 0..count {
+            match self.connect_from(self.cfg.sources[(first + k) % count], remote) {
+                Err(StackError::NoPort) => continue,
+                done => {
+                    self.next_source = (first + k + 1) % count;
+                    return done;
+                }
+            }
+        }
+        Err(StackError::NoPort)
     }
 
     /// Takes at most [`Sockets::send_capacity`] bytes: straight to the socket while nothing is pending, the rest
@@ -934,6 +974,7 @@ mod tests {
             KernelConfig { send_buffer_bytes: 0, ..ok.clone() },
             KernelConfig { max_events: 0, ..ok.clone() },
             KernelConfig { backlog: 0, ..ok.clone() },
+            KernelConfig { sources: vec![Ipv4Addr::LOCALHOST; MAX_SOURCES + 1], ..ok.clone() },
         ] {
             assert_eq!(KernelStack::new(bad).unwrap_err().kind(), io::ErrorKind::InvalidInput);
         }

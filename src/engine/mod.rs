@@ -16,7 +16,7 @@ pub mod sim;
 pub use counters::{Counters, Drop};
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -39,8 +39,12 @@ use crate::wire::{
 pub struct StackConfig {
     /// Our MAC address.
     pub mac: EthernetAddress,
-    /// Our IPv4 address.
+    /// Our IPv4 address: the first of ours, the one ARP requests come from.
     pub ip: Ipv4Addr,
+    /// More addresses of ours (aliases on the interface), so active opens can hold more than one address's
+    /// ephemeral range of connections to one server. Frames to any of them are ours; with `ip` at most
+    /// [`MAX_LOCAL_ADDRESSES`] count, and the rest (and repeats) are ignored.
+    pub extra_ips: Vec<Ipv4Addr>,
     /// Settings for every connection.
     pub tcp: tcp::Config,
     /// Connection table limit, TIME_WAIT included.
@@ -77,6 +81,7 @@ impl StackConfig {
         StackConfig {
             mac,
             ip,
+            extra_ips: Vec::new(),
             tcp: tcp::Config::default(),
             max_connections: 65536,
             syn_backlog: 1024,
@@ -92,7 +97,22 @@ impl StackConfig {
             seed,
         }
     }
+
+    /// Our addresses: `ip` first, then `extra_ips` without repeats, at most [`MAX_LOCAL_ADDRESSES`].
+    pub fn local_addresses(&self) -> Vec<Ipv4Addr> {
+        let mut all = Vec::with_capacity(MAX_LOCAL_ADDRESSES.min(1 + self.extra_ips.len()));
+        for &ip in std::iter::once(&self.ip).chain(&self.extra_ips) {
+            if all.len() < MAX_LOCAL_ADDRESSES && !all.contains(&ip) {
+                all.push(ip);
+            }
+        }
+        all
+    }
 }
+
+/// The most local addresses a [`Stack`] holds (`ip` and `extra_ips` of [`StackConfig`] together); the steering
+/// program steers as many (`XTCP_MAX_ADDRS`).
+pub const MAX_LOCAL_ADDRESSES: usize = 64;
 
 /// Says whether an active open from `local` to `remote` may use `local`'s port: called by [`Stack::connect`] for
 /// each candidate port, never per packet.
@@ -168,10 +188,26 @@ pub enum StackError {
     ListenerExists,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FourTuple {
+    local_ip: Ipv4Addr,
     local_port: u16,
     remote: SocketAddrV4,
+}
+
+impl FourTuple {
+    fn local(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.local_ip, self.local_port)
+    }
+}
+
+/// Twelve bytes in two writes: the addresses as one u64, the ports as one u32 (the derived hash would write each
+/// address as a length-prefixed byte slice).
+impl Hash for FourTuple {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(u64::from(u32::from(self.local_ip)) << 32 | u64::from(u32::from(*self.remote.ip())));
+        h.write_u32(u32::from(self.local_port) << 16 | u32::from(self.remote.port()));
+    }
 }
 
 /// SipHash-1-3 keyed from the stack's seed: deterministic for replay, not predictable by a peer choosing 4-tuples.
@@ -225,6 +261,10 @@ struct Listener {
 #[derive(Debug)]
 pub struct Stack {
     cfg: StackConfig,
+    /// `cfg`'s addresses, primary first (see [`StackConfig::local_addresses`]).
+    local_ips: Vec<Ipv4Addr>,
+    /// The address the next active open tries first (round-robin over `local_ips`).
+    next_local: usize,
     isn: IsnGenerator,
     rng: ChaCha8Rng,
     slots: Vec<Slot>,
@@ -247,6 +287,8 @@ impl Stack {
         let hasher = KeyedHasher { k0: rng.gen(), k1: rng.gen() };
         let max = cfg.max_connections;
         Stack {
+            local_ips: cfg.local_addresses(),
+            next_local: 0,
             isn,
             rng,
             slots: Vec::with_capacity(max),
@@ -266,6 +308,11 @@ impl Stack {
     /// The settings.
     pub fn config(&self) -> &StackConfig {
         &self.cfg
+    }
+
+    /// Our addresses, the primary ([`StackConfig::ip`]) first.
+    pub fn local_addresses(&self) -> &[Ipv4Addr] {
+        &self.local_ips
     }
 
     /// The counters.
@@ -339,23 +386,37 @@ impl Stack {
             self.counters.table_full += 1;
             return Err(StackError::TableFull);
         }
+        // Round-robin over our addresses; one whose ports to `remote` are all taken passes the turn to the next.
+        let count = self.local_ips.len();
+        let first = self.next_local;
+        let (ip, port) = (0..count)
+            .find_map(|k| {
+                let ip = self.local_ips[(first + k) % count];
+                self.free_port(ip, remote).map(|port| {
+                    self.next_local = (first + k + 1) % count;
+                    (ip, port)
+                })
+            })
+            .ok_or(StackError::NoPort)?;
+        let local = SocketAddrV4::new(ip, port);
+        let conn = Connection::connect(tcp, local, remote, &self.isn, self.now);
+        let peer_mac = self.cfg.next_hop_mac.or_else(|| self.neighbors.get(remote.ip()).copied());
+        let id = self.insert(conn, FourTuple { local_ip: ip, local_port: port, remote }, None, peer_mac);
+        self.mark_dirty(id.index);
+        Ok(id)
+    }
+
+    /// A free ephemeral port on `ip` towards `remote`: from a random start, the first that no listener or
+    /// connection holds and the port filter allows.
+    fn free_port(&mut self, ip: Ipv4Addr, remote: SocketAddrV4) -> Option<u16> {
         let (lo, hi) = (*self.cfg.ephemeral_ports.start(), *self.cfg.ephemeral_ports.end());
         let span = u32::from(hi.saturating_sub(lo)) + 1;
         let start = self.rng.gen_range(0..span);
-        let port = (0..span)
-            .map(|i| lo + ((start + i) % span) as u16)
-            .find(|&p| {
-                !self.listeners.contains_key(&p)
-                    && !self.table.contains_key(&FourTuple { local_port: p, remote })
-                    && self.cfg.port_filter.as_ref().is_none_or(|f| (f.0)(SocketAddrV4::new(self.cfg.ip, p), remote))
-            })
-            .ok_or(StackError::NoPort)?;
-        let local = SocketAddrV4::new(self.cfg.ip, port);
-        let conn = Connection::connect(tcp, local, remote, &self.isn, self.now);
-        let peer_mac = self.cfg.next_hop_mac.or_else(|| self.neighbors.get(remote.ip()).copied());
-        let id = self.insert(conn, FourTuple { local_port: port, remote }, None, peer_mac);
-        self.mark_dirty(id.index);
-        Ok(id)
+        (0..span).map(|i| lo + ((start + i) % span) as u16).find(|&p| {
+            !self.listeners.contains_key(&p)
+                && !self.table.contains_key(&FourTuple { local_ip: ip, local_port: p, remote })
+                && self.cfg.port_filter.as_ref().is_none_or(|f| (f.0)(SocketAddrV4::new(ip, p), remote))
+        })
     }
 
     /// Queues bytes for sending; returns how many fit.
@@ -499,7 +560,7 @@ impl Stack {
             operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, ..
         } = repr;
         self.counters.arp_in += 1;
-        if target_protocol_addr != self.cfg.ip {
+        if !self.local_ips.contains(&target_protocol_addr) {
             return;
         }
         self.add_neighbor(source_protocol_addr, source_hardware_addr);
@@ -507,7 +568,7 @@ impl Stack {
             let reply = ArpRepr::EthernetIpv4 {
                 operation: ArpOperation::Reply,
                 source_hardware_addr: self.cfg.mac,
-                source_protocol_addr: self.cfg.ip,
+                source_protocol_addr: target_protocol_addr,
                 target_hardware_addr: source_hardware_addr,
                 target_protocol_addr: source_protocol_addr,
             };
@@ -545,7 +606,8 @@ impl Stack {
             },
             Err(e) => return self.counters.drop_wire(e),
         };
-        if ip_repr.dst_addr != self.cfg.ip {
+        // The primary address is compared first: a single-address stack pays one comparison, as before.
+        if ip_repr.dst_addr != self.cfg.ip && !self.local_ips[1..].contains(&ip_repr.dst_addr) {
             return self.counters.drop(Drop::NotForUs);
         }
         if ip_repr.protocol != IpProtocol::Tcp {
@@ -565,7 +627,7 @@ impl Stack {
             return self.counters.drop(Drop::Malformed);
         }
         self.counters.tcp_in += 1;
-        self.handle_tcp(now, ip_repr.src_addr, src_mac, &seg, tx);
+        self.handle_tcp(now, ip_repr.src_addr, ip_repr.dst_addr, src_mac, &seg, tx);
     }
 
     /// `src_mac` is the frame's sender: where replies go when the neighbour table does not say (see
@@ -574,11 +636,12 @@ impl Stack {
         &mut self,
         now: Instant,
         src: Ipv4Addr,
+        dst: Ipv4Addr,
         src_mac: EthernetAddress,
         seg: &TcpRepr<'_>,
         tx: &mut dyn Transmit,
     ) {
-        let tuple = FourTuple { local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
+        let tuple = FourTuple { local_ip: dst, local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
         if let Some(&index) = self.table.get(&tuple) {
             let e = self.slots[index as usize].entry.as_mut().expect("table points at a live slot");
             if !(e.conn.state() == State::TimeWait && e.conn.accepts_reopen(seg)) {
@@ -597,8 +660,8 @@ impl Stack {
             self.counters.drop(Drop::NoConnection);
             if let Some(rst) = tcp::reset_for(seg) {
                 self.counters.rst_sent += 1;
-                let dst = self.reply_mac(src, src_mac);
-                self.emit_tcp(now, tuple.remote, dst, &rst, tx);
+                let dst_mac = self.reply_mac(src, src_mac);
+                self.emit_tcp(now, tuple.local_ip, tuple.remote, dst_mac, &rst, tx);
             }
             return;
         }
@@ -606,8 +669,8 @@ impl Stack {
             ListenAction::Drop => self.counters.drop(Drop::NoConnection),
             ListenAction::Reset(rst) => {
                 self.counters.rst_sent += 1;
-                let dst = self.reply_mac(src, src_mac);
-                self.emit_tcp(now, tuple.remote, dst, &rst, tx);
+                let dst_mac = self.reply_mac(src, src_mac);
+                self.emit_tcp(now, tuple.local_ip, tuple.remote, dst_mac, &rst, tx);
             }
             ListenAction::Accept => {
                 let backlog_full =
@@ -619,7 +682,7 @@ impl Stack {
                     self.counters.table_full += 1;
                     return self.counters.drop(Drop::TableFull);
                 }
-                let local = SocketAddrV4::new(self.cfg.ip, seg.dst_port);
+                let local = tuple.local();
                 let tcp = self.listeners.get(&seg.dst_port).map_or(self.cfg.tcp, |l| l.tcp);
                 let conn = Connection::accept(tcp, local, tuple.remote, seg, &self.isn, now);
                 let id = self.insert(conn, tuple, Some(seg.dst_port), Some(self.reply_mac(src, src_mac)));
@@ -633,7 +696,7 @@ impl Stack {
     fn after_activity(&mut self, index: u32, tx: &mut dyn Transmit) {
         let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
         let remote = e.tuple.remote;
-        let local_ip = self.cfg.ip;
+        let local_ip = e.tuple.local_ip;
         let mac = self.cfg.mac;
         if e.peer_mac.is_none() {
             e.peer_mac = self.neighbors.get(remote.ip()).copied();
@@ -661,17 +724,18 @@ impl Stack {
             }
         });
         if unresolved && self.cfg.arp {
-            self.request_arp(now, *remote.ip(), tx);
+            self.request_arp(now, local_ip, *remote.ip(), tx);
         }
         self.sync_timers(index);
         self.drain_events(index);
     }
 
-    fn request_arp(&mut self, now: Instant, ip: Ipv4Addr, tx: &mut dyn Transmit) {
+    /// Asks for `ip`'s MAC from `local_ip`, the address of the connection that needs it.
+    fn request_arp(&mut self, now: Instant, local_ip: Ipv4Addr, ip: Ipv4Addr, tx: &mut dyn Transmit) {
         let req = ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Request,
             source_hardware_addr: self.cfg.mac,
-            source_protocol_addr: self.cfg.ip,
+            source_protocol_addr: local_ip,
             target_hardware_addr: EthernetAddress([0; 6]),
             target_protocol_addr: ip,
         };
@@ -848,12 +912,13 @@ impl Stack {
     fn emit_tcp(
         &mut self,
         now: Instant,
+        local_ip: Ipv4Addr,
         remote: SocketAddrV4,
         dst: EthernetAddress,
         seg: &TcpRepr<'_>,
         tx: &mut dyn Transmit,
     ) {
-        if emit_tcp_frame(tx, now, self.cfg.mac, dst, self.cfg.ip, *remote.ip(), seg) {
+        if emit_tcp_frame(tx, now, self.cfg.mac, dst, local_ip, *remote.ip(), seg) {
             self.counters.tx_frames += 1;
             self.counters.tcp_out += 1;
         } else {

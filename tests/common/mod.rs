@@ -109,10 +109,15 @@ impl FrameDevice for Script {
 
 /// An Ethernet + IPv4 + TCP frame carrying `seg` from the client to the server.
 pub fn client_frame(seg: &xtcp::wire::TcpRepr<'_>) -> Vec<u8> {
+    client_frame_to(SERVER_IP, seg)
+}
+
+/// An Ethernet + IPv4 + TCP frame carrying `seg` from the client to `dst` at the server's MAC.
+pub fn client_frame_to(dst: Ipv4Addr, seg: &xtcp::wire::TcpRepr<'_>) -> Vec<u8> {
     use xtcp::wire::{EtherType, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket};
     let ip = Ipv4Repr {
         src_addr: CLIENT_IP,
-        dst_addr: SERVER_IP,
+        dst_addr: dst,
         protocol: IpProtocol::Tcp,
         payload_len: seg.buffer_len(),
         hop_limit: 64,
@@ -126,7 +131,7 @@ pub fn client_frame(seg: &xtcp::wire::TcpRepr<'_>) -> Vec<u8> {
     eth.emit(&mut e);
     let mut p = Ipv4Packet::new_unchecked(e.payload_mut());
     ip.emit(&mut p);
-    seg.emit(&mut TcpPacket::new_unchecked(p.payload_mut()), CLIENT_IP, SERVER_IP);
+    seg.emit(&mut TcpPacket::new_unchecked(p.payload_mut()), CLIENT_IP, dst);
     frame
 }
 

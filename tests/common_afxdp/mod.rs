@@ -314,7 +314,7 @@ pub fn open_xtcp(ports: &[u16], seed: u64) -> (Stack, XskDevice, Steering) {
     cfg.arp = false; // the kernel keeps ARP for the address it shares with us
     let ephemeral = cfg.ephemeral_ports.clone();
     let mut steering =
-        Steering::load_and_attach(&ifname, ip, ports.iter().copied()).expect("attach the steering program");
+        Steering::load_and_attach(&ifname, &[ip], ports.iter().copied()).expect("attach the steering program");
     steering.allow_ports(ephemeral).expect("steer the ephemeral ports");
     let xsk_cfg = XskConfig { mode: BindMode::Auto, ..XskConfig::DEFAULT };
     let dev = XskDevice::open(&ifname, &xsk_cfg, &steering).expect("open the AF_XDP socket");

@@ -310,7 +310,7 @@ where
     let cores = core_count(cfg)?;
     let partition = PortPartition::new(cfg.stack.ephemeral_ports.clone(), cores)?;
     let (cpus, cpu_count) = cpu_plan(cores);
-    let mut steering = Steering::load_and_attach(&cfg.ifname, cfg.stack.ip, cfg.ports.iter().copied())
+    let mut steering = Steering::load_and_attach(&cfg.ifname, &cfg.stack.local_addresses(), cfg.ports.iter().copied())
         .map_err(|source| CoresError::AfXdp { core: 0, source })?;
     steering
         .allow_ports(*partition.range(0).start()..=*partition.range(cores - 1).end())

@@ -7,8 +7,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
 use super::shared::{
-    xtcp_config, xtcp_counters, XTCP_CONFIG_KEY, XTCP_MAP_CONFIG, XTCP_MAP_COUNTERS, XTCP_MAP_XSKS, XTCP_MAX_QUEUES,
-    XTCP_PORT_WORDS, XTCP_PORT_WORD_BITS, XTCP_PROG_STEER,
+    xtcp_config, xtcp_counters, XTCP_CONFIG_KEY, XTCP_MAP_CONFIG, XTCP_MAP_COUNTERS, XTCP_MAP_XSKS, XTCP_MAX_ADDRS,
+    XTCP_MAX_QUEUES, XTCP_PORT_WORDS, XTCP_PORT_WORD_BITS, XTCP_PROG_STEER,
 };
 use super::{AfXdpError, Result, PROGRAM_OBJECT};
 
@@ -62,7 +62,7 @@ pub struct Steering {
 impl fmt::Debug for Steering {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Steering")
-            .field("ip", &self.ip())
+            .field("addresses", &self.addresses())
             .field("ports", &self.ports().count())
             .field("ifindex", &self.link.as_ref().map(|(i, _)| *i))
             .finish_non_exhaustive()
@@ -74,9 +74,12 @@ fn bpf(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AfXdpError {
 }
 
 impl Steering {
-    /// Loads the program into the kernel and sets it to steer TCP segments for `ip` and `ports` (add more with
+    /// Loads the program into the kernel and sets it to steer TCP segments for any of `ips` (the stack's address
+    /// and its aliases, at most `XTCP_MAX_ADDRS`; repeats count once) and `ports` (add more with
     /// [`Steering::allow_port`]). Nothing is attached yet. Needs CAP_BPF and CAP_NET_ADMIN (root).
-    pub fn load(ip: Ipv4Addr, ports: impl IntoIterator<Item = u16>) -> Result<Steering> {
+    pub fn load(ips: &[Ipv4Addr], ports: impl IntoIterator<Item = u16>) -> Result<Steering> {
+        let mut config = Box::new(empty_config());
+        set_addresses(&mut config, ips)?;
         let open = ObjectBuilder::default().open_memory(PROGRAM_OBJECT).map_err(bpf("open the XDP object"))?;
         let object = open.load().map_err(bpf("load the XDP program (is this root?)"))?;
         let handle = |name: &'static str| -> Result<MapHandle> {
@@ -84,7 +87,7 @@ impl Steering {
             MapHandle::try_from(&map).map_err(bpf("duplicate a map descriptor"))
         };
         let mut steering = Steering {
-            config: Box::new(empty_config()),
+            config,
             config_map: handle(XTCP_MAP_CONFIG)?,
             counters_map: handle(XTCP_MAP_COUNTERS)?,
             xsks_map: handle(XTCP_MAP_XSKS)?,
@@ -94,7 +97,6 @@ impl Steering {
         if !steering.object.progs().any(|p| p.name() == XTCP_PROG_STEER) {
             return Err(AfXdpError::Missing(XTCP_PROG_STEER));
         }
-        steering.config.ip_be = u32::from_ne_bytes(ip.octets());
         for port in ports {
             set_bit(&mut steering.config, port, true);
         }
@@ -120,10 +122,10 @@ impl Steering {
     }
 
     /// [`Steering::load`], then [`Steering::attach`] to the interface named `ifname`.
-    pub fn load_and_attach(ifname: &str, ip: Ipv4Addr, ports: impl IntoIterator<Item = u16>) -> Result<Steering> {
+    pub fn load_and_attach(ifname: &str, ips: &[Ipv4Addr], ports: impl IntoIterator<Item = u16>) -> Result<Steering> {
         let ifindex =
             super::interface_index(ifname).map_err(|source| AfXdpError::Io { what: "find the interface", source })?;
-        let mut s = Steering::load(ip, ports)?;
+        let mut s = Steering::load(ips, ports)?;
         s.attach(ifindex)?;
         Ok(s)
     }
@@ -138,9 +140,10 @@ impl Steering {
         self.link.as_ref().map(|(i, _)| *i)
     }
 
-    /// The address steered.
-    pub fn ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.config.ip_be.to_ne_bytes())
+    /// The addresses steered, the primary first.
+    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+        let count = (self.config.addr_count as usize).min(self.config.addrs_be.len());
+        self.config.addrs_be[..count].iter().map(|a| Ipv4Addr::from(a.to_ne_bytes())).collect()
     }
 
     /// The TCP destination ports steered, ascending.
@@ -219,7 +222,7 @@ impl Steering {
     fn write_config(&self) -> Result<()> {
         let cfg: &xtcp_config = &self.config;
         // SAFETY: xtcp_config is repr(C) of u32 and u64 fields with no padding (bindgen's layout test fixes its size
-        // at 8 + 8 * XTCP_PORT_WORDS), so all size_of bytes are initialised; the slice borrows `cfg` only for the
+        // at 8 + 4 * XTCP_MAX_ADDRS + 8 * XTCP_PORT_WORDS, with XTCP_MAX_ADDRS even), so all size_of bytes are initialised; the slice borrows `cfg` only for the
         // update below.
         let bytes = unsafe {
             core::slice::from_raw_parts((cfg as *const xtcp_config).cast::<u8>(), core::mem::size_of::<xtcp_config>())
@@ -230,9 +233,32 @@ impl Steering {
     }
 }
 
-/// Steers nothing: address 0, no ports.
+/// Steers nothing: no address, no ports.
 fn empty_config() -> xtcp_config {
-    xtcp_config { ip_be: 0, reserved: 0, ports: [0; XTCP_PORT_WORDS as usize] }
+    xtcp_config {
+        addr_count: 0,
+        reserved: 0,
+        addrs_be: [0; XTCP_MAX_ADDRS as usize],
+        ports: [0; XTCP_PORT_WORDS as usize],
+    }
+}
+
+/// Puts `ips` (without repeats) into the address array; more than `XTCP_MAX_ADDRS` is an error.
+fn set_addresses(cfg: &mut xtcp_config, ips: &[Ipv4Addr]) -> Result<()> {
+    let mut count = 0;
+    for ip in ips {
+        let be = u32::from_ne_bytes(ip.octets());
+        if cfg.addrs_be[..count].contains(&be) {
+            continue;
+        }
+        if count == cfg.addrs_be.len() {
+            return Err(AfXdpError::Config(format!("more than {XTCP_MAX_ADDRS} addresses to steer")));
+        }
+        cfg.addrs_be[count] = be;
+        count += 1;
+    }
+    cfg.addr_count = count as u32;
+    Ok(())
 }
 
 fn set_bit(cfg: &mut xtcp_config, port: u16, on: bool) {
@@ -264,5 +290,19 @@ mod tests {
         set_bit(&mut cfg, 64, false);
         assert!(!get_bit(&cfg, 64) && get_bit(&cfg, 63));
         assert_eq!(cfg.ports[0], 1 | 1 << 1 | 1 << 63);
+    }
+
+    #[test]
+    fn addresses_are_stored_as_on_the_wire_without_repeats_and_bounded() {
+        let mut cfg = empty_config();
+        let (a, b) = (Ipv4Addr::new(10, 77, 1, 2), Ipv4Addr::new(10, 77, 1, 10));
+        set_addresses(&mut cfg, &[a, b, a]).unwrap();
+        assert_eq!(cfg.addr_count, 2);
+        assert_eq!(cfg.addrs_be[0].to_ne_bytes(), [10, 77, 1, 2], "network byte order in memory");
+        assert_eq!(cfg.addrs_be[1].to_ne_bytes(), [10, 77, 1, 10]);
+        let many: Vec<Ipv4Addr> = (0..=XTCP_MAX_ADDRS).map(|i| Ipv4Addr::from(0x0a00_0000 + i)).collect();
+        assert!(set_addresses(&mut cfg, &many[..XTCP_MAX_ADDRS as usize]).is_ok());
+        assert!(set_addresses(&mut cfg, &many).is_err());
+        assert_eq!(XTCP_MAX_ADDRS as usize, crate::engine::MAX_LOCAL_ADDRESSES, "one limit on both sides");
     }
 }

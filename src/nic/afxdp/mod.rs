@@ -2,9 +2,9 @@
 //!
 //! Two halves, used together:
 //! - [`Steering`] loads `xdp-prog/xtcp.bpf.c` (compiled by `build.rs` and embedded in the binary), tells it the
-//!   stack's IPv4 address and TCP ports, and attaches it to an interface as a BPF link. The link is a file
+//!   stack's IPv4 addresses and TCP ports, and attaches it to an interface as a BPF link. The link is a file
 //!   descriptor of this process: however the process ends — normally, by panic, Ctrl-C or SIGKILL — the kernel
-//!   closes it and the program leaves the interface. Frames for our address and ports go to the AF_XDP socket of
+//!   closes it and the program leaves the interface. Frames for our addresses and ports go to the AF_XDP socket of
 //!   their rx queue; everything else (ARP, ICMP, IPv6, other ports) passes to the kernel, which keeps ARP and ICMP
 //!   for the address it shares with xtcp.
 //! - [`XskDevice`] is one AF_XDP socket on one queue (xsk-rs over libxdp, libxdp's own program inhibited): a UMEM
@@ -127,7 +127,12 @@ mod tests {
     fn shared_constants_fit_the_port_bitmap() {
         assert_eq!(shared::XTCP_PORT_WORDS * shared::XTCP_PORT_WORD_BITS, shared::XTCP_PORT_BITS);
         assert_eq!(shared::XTCP_PORT_BITS, 1 << 16);
-        assert_eq!(core::mem::size_of::<shared::xtcp_config>(), 8 + 8 * shared::XTCP_PORT_WORDS as usize);
+        // No padding: the address array (an even number of u32s) keeps the port bitmap 8-byte aligned.
+        assert_eq!(shared::XTCP_MAX_ADDRS % 2, 0);
+        assert_eq!(
+            core::mem::size_of::<shared::xtcp_config>(),
+            8 + 4 * shared::XTCP_MAX_ADDRS as usize + 8 * shared::XTCP_PORT_WORDS as usize
+        );
     }
 
     #[test]
