@@ -20,7 +20,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
 
-use common_afxdp::{child_env, child_role, field, has_xdp, open_xtcp, run_text, ChildGuard, Netns, Tcpdump, TempDir};
+use common_afxdp::{
+    child_env, child_role, field, has_xdp, open_xtcp, run_text, serve_kernel_echo, ChildGuard, Netns, Tcpdump, TempDir,
+};
 use xtcp::app::echo::Echo;
 use xtcp::app::http::{Http, HttpConfig};
 use xtcp::app::App;
@@ -367,24 +369,7 @@ fn xtcp_client() {
 fn kernel_echo_server() {
     let ip = child_env("XTCP_IP");
     let listener = TcpListener::bind(format!("{ip}:{}", child_env("XTCP_PORT"))).expect("bind");
-    println!("READY kernel echo");
-    for stream in listener.incoming() {
-        let mut s = stream.expect("accept");
-        std::thread::spawn(move || {
-            s.set_nodelay(true).unwrap();
-            let mut buf = [0u8; 65536];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-    }
+    serve_kernel_echo(listener);
 }
 
 /// One connection, 64-byte messages, one in flight: round trips for `XTCP_SECS`; prints the rate and latencies.

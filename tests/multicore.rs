@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
 
-use common_afxdp::{child_env, child_role, field, ChildGuard, Netns};
+use common_afxdp::{child_env, child_role, field, serve_kernel_echo, ChildGuard, Netns};
 use xtcp::app::echo::Echo;
 use xtcp::app::{App, Sockets};
 use xtcp::engine::shard::{run_cores_with, CoreInfo, CoreReport, CoresConfig, Hooks, WrapDevice};
@@ -293,24 +293,7 @@ fn client() {
 /// A kernel echo server (std::net, a thread per connection) on `XTCP_PEER_IP`:`KERNEL_ECHO_PORT`.
 fn kernel_echo_server() {
     let listener = TcpListener::bind((child_env("XTCP_PEER_IP").as_str(), KERNEL_ECHO_PORT)).expect("bind");
-    println!("READY kernel echo");
-    for stream in listener.incoming() {
-        let Ok(mut s) = stream else { continue };
-        std::thread::spawn(move || {
-            let _ = s.set_nodelay(true);
-            let mut buf = [0u8; 16384];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-    }
+    serve_kernel_echo(listener);
 }
 
 /// A kernel client: `XTCP_CONNS` connections to `XTCP_ADDR` from `XTCP_THREADS` threads; each sends its [`pattern`],

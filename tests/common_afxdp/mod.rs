@@ -6,8 +6,8 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
-use std::net::Ipv4Addr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -320,4 +320,27 @@ pub fn open_xtcp(ports: &[u16], seed: u64) -> (Stack, XskDevice, Steering) {
     let dev = XskDevice::open(&ifname, &xsk_cfg, &steering).expect("open the AF_XDP socket");
     let stack = Stack::new(cfg, Instant::from_micros(0));
     (stack, dev, steering)
+}
+
+/// A kernel echo server on `listener` (std::net, a thread per connection, TCP_NODELAY): says `READY kernel echo`,
+/// then echoes every connection until its peer closes, until the process is killed.
+pub fn serve_kernel_echo(listener: TcpListener) {
+    println!("READY kernel echo");
+    for stream in listener.incoming() {
+        let Ok(mut s) = stream else { continue };
+        std::thread::spawn(move || {
+            let _ = s.set_nodelay(true);
+            let mut buf = [0u8; 65536];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
 }
