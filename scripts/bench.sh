@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks: xtcp against the kernel's TCP on the same veth pair, measured in one run (issue 8).
+#
+# Makes two namespaces joined by a veth pair (scripts/netns.sh) and runs every workload twice: xtcp over AF_XDP on
+# both ends (`xtcp echo|http --stack xdp` served, `xtcp load --stack xdp` loading), then the kernel's TCP on both
+# ends (`--stack kernel`: the same application code over ordinary sockets). The server is pinned to CPU 1 and the
+# load generator to CPU 0 (taskset; xtcp's loop pins itself inside that set), the same for both stacks. Each run's
+# `xtcp load --json` report is kept; bench/e2e.py merges them into one JSON file, prints a table with xtcp/kernel
+# ratios and, with --plots, draws SVG plots. Removes every namespace and process it made, even on failure. Root.
+#
+#   scripts/bench.sh                      # every workload, 5 s each (about 3 minutes after the build)
+#   scripts/bench.sh --quick              # a few workloads, 2 s each, fails when a ratio is under its floor
+#   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
+#   BENCH_SECS=10 scripts/bench.sh        # longer runs
+#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these workloads
+#
+# Results go to target/bench/results.json (and the table to stdout).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+quick=0
+plots=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1; shift ;;
+        --plots) [ $# -ge 2 ] || { echo "error: --plots wants a directory" >&2; exit 2; }; plots=$2; shift 2 ;;
+        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "error: unknown argument $1 — see scripts/bench.sh --help" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: the benchmarks make namespaces and attach XDP — run scripts/bench.sh as root" >&2
+    exit 1
+fi
+# shellcheck disable=SC2086 # the package lists are words
+ensure_packages $BUILD_PACKAGES $RUN_PACKAGES
+ensure_rust
+cargo build --release --locked --bin xtcp
+bin=$PWD/target/release/xtcp
+
+if [ "$quick" -eq 1 ]; then
+    secs=${BENCH_SECS:-2}
+    warmup=500ms
+    workloads=${BENCH_ONLY:-"echo-1 echo-64 cps"}
+else
+    secs=${BENCH_SECS:-5}
+    warmup=1s
+    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 cps http-16 http-64 bulk"}
+fi
+cpus=$(nproc)
+server_cpu=$((cpus > 1 ? 1 : 0))
+client_cpu=0
+# 1024 kernel connections need more than the usual 1024 open files.
+ulimit -n 65536 2>/dev/null || true
+
+name="bench$$"
+work=$(mktemp -d /tmp/xtcp-bench.XXXXXX)
+server=""
+cleanup() {
+    if [ -n "$server" ]; then
+        kill -INT "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+    fi
+    scripts/netns.sh down "$name"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+eval "$(scripts/netns.sh up "$name")"
+
+# serve STACK COMMAND ARGS...: starts the server in xtcp's namespace and waits until it says it serves.
+serve() {
+    local stack=$1
+    shift
+    ip netns exec "$NS_XTCP" taskset -c "$server_cpu" "$bin" "$@" --stack "$stack" --iface "$IF_XTCP" \
+        >"$work/server.log" 2>&1 &
+    server=$!
+    for _ in $(seq 100); do
+        grep -q "serving" "$work/server.log" 2>/dev/null && return 0
+        kill -0 "$server" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "error: the server did not start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+}
+
+stop_server() {
+    kill -INT "$server"
+    wait "$server" || true
+    server=""
+}
+
+# measure KEY STACK SERVER-ARGS -- LOAD-ARGS: one server, one load run from the kernel's namespace, JSON saved.
+measure() {
+    local key=$1 stack=$2
+    shift 2
+    local server_args=()
+    while [ "$1" != "--" ]; do server_args+=("$1"); shift; done
+    shift
+    serve "$stack" "${server_args[@]}"
+    echo "== $key, $stack on both ends" >&2
+    if ! ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" "$bin" load --stack "$stack" --iface "$IF_KERNEL" \
+        --duration "${secs}s" --warmup "$warmup" --json "$@" >"$work/$key-$stack.json" 2>"$work/$key-$stack.err"; then
+        echo "warning: $key on $stack failed: $(tail -1 "$work/$key-$stack.err")" >&2
+        rm -f "$work/$key-$stack.json"
+    fi
+    stop_server
+}
+
+# run KEY STACK: the workload KEY on STACK.
+run() {
+    local key=$1 stack=$2
+    local echo_srv=(echo --port 7007) http_srv=(http --port 8080 --body-bytes 600)
+    case "$key" in
+        echo-*)
+            measure "$key" "$stack" "${echo_srv[@]}" -- --target "$IP_XTCP:7007" --mode echo \
+                --connections "${key#echo-}" --message-bytes 64 ;;
+        http-*)
+            measure "$key" "$stack" "${http_srv[@]}" -- --target "$IP_XTCP:8080" --mode http \
+                --connections "${key#http-}" ;;
+        cps)
+            # A new connection for each request: connect, one request, a 64-byte answer, the server closes first
+            # (Connection: close) and holds TIME_WAIT.
+            measure "$key" "$stack" http --port 8080 --body-bytes 64 -- --target "$IP_XTCP:8080" --mode http \
+                --connections 16 --new-connection-per-request ;;
+        bulk)
+            # One connection, 1 MiB messages echoed back: as many bytes each way as fit.
+            measure "$key" "$stack" "${echo_srv[@]}" -- --target "$IP_XTCP:7007" --mode echo \
+                --connections 1 --message-bytes 1048576 ;;
+        *) echo "error: unknown workload $key" >&2; exit 2 ;;
+    esac
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+for key in $workloads; do
+    for stack in xdp kernel; do
+        run "$key" "$stack"
+    done
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+mkdir -p target/bench
+args=(--work "$work" --workloads "$workloads" --secs "$secs" --server-cpu "$server_cpu" --client-cpu "$client_cpu"
+    --load-before "$load_before" --load-after "$load_after" --out target/bench/results.json)
+[ "$quick" -eq 1 ] && args+=(--check-floors)
+[ -n "$plots" ] && args+=(--plots "$plots")
+python3 bench/e2e.py "${args[@]}"
