@@ -25,7 +25,14 @@ TITLES = {
     "http-16": "HTTP keep-alive, 600 B body, 16 connections",
     "http-64": "HTTP keep-alive, 600 B body, 64 connections",
     "bulk": "bulk: 1 conn., 1 MiB echoed (each way)",
+    "raw-1": "AF_XDP alone, no TCP: 1 frame in flight",
+    "raw-64": "AF_XDP alone, no TCP: 64 frames in flight",
 }
+
+
+def is_raw(key):
+    """The null reflector's runs (`xtcp reflect`): xtcp's AF_XDP path only, no kernel counterpart."""
+    return key.startswith("raw-")
 
 # The floors --quick asserts: xtcp's rate over the kernel's, measured in the same run. Set from this machine's runs
 # (2 CPUs shared with compilers; docs/benchmarks.md) at about half of the lowest ratio seen, so a loaded CI machine
@@ -83,6 +90,8 @@ def table(runs):
     lines.append(head)
     lines.append("-" * len(head))
     for key, r in runs.items():
+        if is_raw(key):
+            continue
         for i, (stack, label) in enumerate(STACKS):
             title = TITLES.get(key, key) if i == 0 else ""
             x = r.get(stack)
@@ -99,6 +108,19 @@ def table(runs):
             )
         ratio = ratio_of(key, r)
         lines.append(f"{'':<46} {'ratio':<7} {ratio:>13.2f}x" if ratio is not None else f"{'':<46} ratio   n/a")
+    raw = [k for k in runs if is_raw(k)]
+    if raw:
+        lines.append("")
+        lines.append(f"{'the AF_XDP ceiling (xtcp reflect)':<46} {'':<7} {'frames/s':>14} {'':<8} {'p50 µs':>7} {'p99 µs':>7} {'lost':>7}")
+        for k in raw:
+            x = runs[k].get("xdp")
+            if x is None:
+                lines.append(f"{TITLES.get(k, k):<46} {'':<7} {'failed':>14}")
+                continue
+            lines.append(
+                f"{TITLES.get(k, k):<46} {'':<7} {x['frames_per_sec']:>14,.0f} {'':<8} {x['p50_us']:>7} "
+                f"{x['p99_us']:>7} {x['lost']:>7}"
+            )
     return "\n".join(lines)
 
 
@@ -246,7 +268,7 @@ def main():
         "seconds_per_run": args.secs,
         "pinning": {"server_cpu": args.server_cpu, "load_cpu": args.client_cpu},
         "workloads": {k: TITLES.get(k, k) for k in runs},
-        "ratios": {k: ratio_of(k, r) for k, r in runs.items()},
+        "ratios": {k: ratio_of(k, r) for k, r in runs.items() if not is_raw(k)},
         "runs": runs,
     }
     text = json.dumps(result, indent=2) + "\n"
@@ -257,11 +279,12 @@ def main():
     print(f"\nload average {meta['load_average_before']} before, {meta['load_average_after']} after; "
           f"server on CPU {args.server_cpu}, load on CPU {args.client_cpu}; results in {args.out}")
     if args.plots:
+        os.makedirs(args.plots, exist_ok=True)
         write(args.plots, "results.json", text)
         for path in plots(runs, meta, args.plots):
             print(f"plot: {path}")
 
-    missing = [f"{k} ({s})" for k, r in runs.items() for s, _ in STACKS if s not in r]
+    missing = [f"{k} ({s})" for k, r in runs.items() for s, _ in STACKS if s not in r and not (is_raw(k) and s == "kernel")]
     if args.check_floors:
         bad = []
         for k, floor in FLOORS.items():

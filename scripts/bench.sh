@@ -12,7 +12,7 @@
 #   scripts/bench.sh --quick              # a few workloads, 2 s each, fails when a ratio is under its floor
 #   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
-#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these workloads
+#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these workloads (echo-N, http-N, cps, bulk, raw-N)
 #
 # Results go to target/bench/results.json (and the table to stdout).
 set -euo pipefail
@@ -47,7 +47,7 @@ if [ "$quick" -eq 1 ]; then
 else
     secs=${BENCH_SECS:-5}
     warmup=1s
-    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 cps http-16 http-64 bulk"}
+    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 cps http-16 http-64 bulk raw-1 raw-64"}
 fi
 cpus=$(nproc)
 server_cpu=$((cpus > 1 ? 1 : 0))
@@ -83,6 +83,21 @@ serve() {
         sleep 0.1
     done
     echo "error: the server did not start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+}
+
+# serve_raw: the null reflector in xtcp's namespace, pinned like the servers.
+serve_raw() {
+    ip netns exec "$NS_XTCP" taskset -c "$server_cpu" "$bin" reflect --iface "$IF_XTCP" --port 9000 \
+        >"$work/server.log" 2>&1 &
+    server=$!
+    for _ in $(seq 100); do
+        grep -q "serving" "$work/server.log" 2>/dev/null && return 0
+        kill -0 "$server" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "error: xtcp reflect did not start:" >&2
     cat "$work/server.log" >&2
     exit 1
 }
@@ -126,6 +141,18 @@ run() {
             # (Connection: close) and holds TIME_WAIT.
             measure "$key" "$stack" http --port 8080 --body-bytes 64 -- --target "$IP_XTCP:8080" --mode http \
                 --connections 16 --new-connection-per-request ;;
+        raw-*)
+            # The AF_XDP ceiling, no TCP (xtcp only): frames bounced by `xtcp reflect`, N in flight.
+            [ "$stack" = xdp ] || return 0
+            serve_raw
+            echo "== $key: frames ping-ponged through xtcp reflect, no TCP" >&2
+            if ! ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" "$bin" reflect --iface "$IF_KERNEL" --port 9001 \
+                --ping "$IP_XTCP:9000" --in-flight "${key#raw-}" --duration "${secs}s" --json \
+                >"$work/$key-xdp.json" 2>"$work/$key-xdp.err"; then
+                echo "warning: $key failed: $(tail -1 "$work/$key-xdp.err")" >&2
+                rm -f "$work/$key-xdp.json"
+            fi
+            stop_server ;;
         bulk)
             # One connection, 1 MiB messages echoed back: as many bytes each way as fit.
             measure "$key" "$stack" "${echo_srv[@]}" -- --target "$IP_XTCP:7007" --mode echo \
