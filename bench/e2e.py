@@ -35,9 +35,10 @@ def is_raw(key):
     return key.startswith("raw-")
 
 # The floors --quick asserts: xtcp's rate over the kernel's, measured in the same run. Set from this machine's runs
-# (2 CPUs shared with compilers; docs/benchmarks.md) at about half of the lowest ratio seen, so a loaded CI machine
-# passes and only a real regression (xtcp falling to near the kernel) fails.
-FLOORS = {"echo-1": 1.5, "echo-64": 1.0, "cps": 0.8}
+# (2 CPUs shared with compilers, load average 3-6; docs/benchmarks.md) at about half of the lowest ratio seen —
+# echo-1 1.43-1.66, echo-64 2.36-3.97, cps 0.20-0.33 — so a loaded CI machine passes and only a real regression
+# fails. Raise them as xtcp gets faster.
+FLOORS = {"echo-1": 0.7, "echo-64": 1.2, "cps": 0.1}
 
 
 def rate(key, report):

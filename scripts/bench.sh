@@ -9,7 +9,8 @@
 # ratios and, with --plots, draws SVG plots. Removes every namespace and process it made, even on failure. Root.
 #
 #   scripts/bench.sh                      # every workload, 5 s each (about 3 minutes after the build)
-#   scripts/bench.sh --quick              # a few workloads, 2 s each, fails when a ratio is under its floor
+#   scripts/bench.sh --quick              # echo-1, echo-64, cps for 3 s each (~30 s): fails when an xtcp/kernel
+#                                         # ratio is under its floor (FLOORS in bench/e2e.py)
 #   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
 #   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these workloads (echo-N, http-N, cps, bulk, raw-N)
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; shift ;;
         --plots) [ $# -ge 2 ] || { echo "error: --plots wants a directory" >&2; exit 2; }; plots=$2; shift 2 ;;
-        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 — see scripts/bench.sh --help" >&2; exit 2 ;;
     esac
 done
@@ -41,7 +42,7 @@ cargo build --release --locked --bin xtcp
 bin=$PWD/target/release/xtcp
 
 if [ "$quick" -eq 1 ]; then
-    secs=${BENCH_SECS:-2}
+    secs=${BENCH_SECS:-3}
     warmup=500ms
     workloads=${BENCH_ONLY:-"echo-1 echo-64 cps"}
 else
@@ -103,7 +104,7 @@ serve_raw() {
 }
 
 stop_server() {
-    kill -INT "$server"
+    kill -INT "$server" 2>/dev/null || true
     wait "$server" || true
     server=""
 }

@@ -23,4 +23,6 @@ fi
 XTCP_SIM_SEEDS=20000 cargo test --release --locked -- --include-ignored
 echo "== bench smoke runs"
 for b in timer wire tcp engine; do cargo bench --locked --bench "$b" -- --test >/dev/null; done
+echo "== end-to-end bench, quick: xtcp/kernel ratios above their floors"
+scripts/bench.sh --quick
 echo "all checks passed"
