@@ -8,14 +8,17 @@
 # `xtcp load --json` report is kept; bench/e2e.py merges them into one JSON file, prints a table with xtcp/kernel
 # ratios and, with --plots, draws SVG plots. Removes every namespace and process it made, even on failure. Root.
 #
-#   scripts/bench.sh                      # every workload, 5 s each (about 3 minutes after the build)
-#   scripts/bench.sh --quick              # echo-1, echo-64, cps for 3 s each (~30 s): fails when an xtcp/kernel
-#                                         # ratio is under its floor (FLOORS in bench/e2e.py)
+#   scripts/bench.sh                      # every workload, 5 s each, 3 times (about 7 minutes after the build)
+#   scripts/bench.sh --quick              # echo-1, echo-64, cps for 2 s each, 3 times (about 70 s): fails when an
+#                                         # xtcp/kernel ratio is under its floor (FLOORS in bench/e2e.py)
+#   BENCH_REPEATS=1 scripts/bench.sh      # each workload once (default 3: the pair with the median ratio is kept)
 #   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
 #   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these workloads (echo-N, http-N, cps, bulk, raw-N)
 #
-# Results go to target/bench/results.json (and the table to stdout).
+# Each repetition runs xtcp then the kernel back to back, so the two see about the same machine; the reported pair is
+# the repetition with the median xtcp/kernel ratio (every ratio is kept in the JSON). Results go to
+# target/bench/results.json (and the table to stdout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -41,8 +44,9 @@ ensure_rust
 cargo build --release --locked --bin xtcp
 bin=$PWD/target/release/xtcp
 
+repeats=${BENCH_REPEATS:-3}
 if [ "$quick" -eq 1 ]; then
-    secs=${BENCH_SECS:-3}
+    secs=${BENCH_SECS:-2}
     warmup=500ms
     workloads=${BENCH_ONLY:-"echo-1 echo-64 cps"}
 else
@@ -109,19 +113,20 @@ stop_server() {
     server=""
 }
 
-# measure KEY STACK SERVER-ARGS -- LOAD-ARGS: one server, one load run from the kernel's namespace, JSON saved.
+# measure KEY STACK SERVER-ARGS -- LOAD-ARGS: one server, one load run from the kernel's namespace, JSON saved as
+# KEY-STACK-REP.json.
 measure() {
-    local key=$1 stack=$2
+    local key=$1 stack=$2 out="$work/$1-$2-$rep"
     shift 2
     local server_args=()
     while [ "$1" != "--" ]; do server_args+=("$1"); shift; done
     shift
     serve "$stack" "${server_args[@]}"
-    echo "== $key, $stack on both ends" >&2
+    echo "== $key, $stack on both ends (run $rep of $repeats)" >&2
     if ! ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" "$bin" load --stack "$stack" --iface "$IF_KERNEL" \
-        --duration "${secs}s" --warmup "$warmup" --json "$@" >"$work/$key-$stack.json" 2>"$work/$key-$stack.err"; then
-        echo "warning: $key on $stack failed: $(tail -1 "$work/$key-$stack.err")" >&2
-        rm -f "$work/$key-$stack.json"
+        --duration "${secs}s" --warmup "$warmup" --json "$@" >"$out.json" 2>"$out.err"; then
+        echo "warning: $key on $stack failed: $(tail -1 "$out.err")" >&2
+        rm -f "$out.json"
     fi
     stop_server
 }
@@ -149,9 +154,9 @@ run() {
             echo "== $key: frames ping-ponged through xtcp reflect, no TCP" >&2
             if ! ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" "$bin" reflect --iface "$IF_KERNEL" --port 9001 \
                 --ping "$IP_XTCP:9000" --in-flight "${key#raw-}" --duration "${secs}s" --json \
-                >"$work/$key-xdp.json" 2>"$work/$key-xdp.err"; then
-                echo "warning: $key failed: $(tail -1 "$work/$key-xdp.err")" >&2
-                rm -f "$work/$key-xdp.json"
+                >"$work/$key-xdp-$rep.json" 2>"$work/$key-xdp-$rep.err"; then
+                echo "warning: $key failed: $(tail -1 "$work/$key-xdp-$rep.err")" >&2
+                rm -f "$work/$key-xdp-$rep.json"
             fi
             stop_server ;;
         bulk)
@@ -164,14 +169,16 @@ run() {
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for key in $workloads; do
-    for stack in xdp kernel; do
-        run "$key" "$stack"
+    for rep in $(seq "$repeats"); do
+        for stack in xdp kernel; do
+            run "$key" "$stack"
+        done
     done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 mkdir -p target/bench
-args=(--work "$work" --workloads "$workloads" --secs "$secs" --server-cpu "$server_cpu" --client-cpu "$client_cpu"
+args=(--work "$work" --workloads "$workloads" --repeats "$repeats" --secs "$secs" --server-cpu "$server_cpu" --client-cpu "$client_cpu"
     --load-before "$load_before" --load-after "$load_after" --out target/bench/results.json)
 [ "$quick" -eq 1 ] && args+=(--check-floors)
 [ -n "$plots" ] && args+=(--plots "$plots")
