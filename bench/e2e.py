@@ -25,6 +25,7 @@ TITLES = {
     "http-16": "HTTP keep-alive, 600 B body, 16 connections",
     "http-64": "HTTP keep-alive, 600 B body, 64 connections",
     "bulk": "bulk: 1 conn., 1 MiB echoed (each way)",
+    "wrk-16": "HTTP 600 B, 16 conn., wrk: xtcp http / nginx",
     "raw-1": "AF_XDP alone, no TCP: 1 frame in flight",
     "raw-64": "AF_XDP alone, no TCP: 64 frames in flight",
 }
@@ -285,7 +286,43 @@ def write(outdir, name, text):
     return path
 
 
+def wrk_report(path):
+    """wrk's text output (with --latency) as the fields of an `xtcp load --json` report that the table uses.
+    wrk prints no p99.9: its p99 stands in."""
+    text = open(path).read()
+    scale = {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}
+
+    def micros(v):
+        for u in ("us", "ms", "m", "s"):
+            if v.endswith(u):
+                return round(float(v[: -len(u)]) * scale[u])
+        return round(float(v) * 1e6)
+
+    pct, rps, done, secs, errors = {}, 0.0, 0, 0.0, 0
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 2 and f[0] in ("50%", "90%", "99%"):
+            pct[f[0]] = micros(f[1])
+        elif line.startswith("Requests/sec:"):
+            rps = float(f[1])
+        elif len(f) >= 5 and f[1] == "requests" and f[2] == "in":
+            done, secs = int(f[0]), float(f[3].rstrip(",s"))
+        elif line.strip().startswith("Socket errors:"):
+            errors += sum(int(x.rstrip(",")) for x in f[2:] if x.rstrip(",").isdigit())
+        elif line.strip().startswith("Non-2xx"):
+            errors += int(f[-1])
+    if not rps:
+        raise SystemExit(f"no Requests/sec in {path}")
+    lat = {"p50_us": pct.get("50%", 0), "p90_us": pct.get("90%", 0), "p99_us": pct.get("99%", 0)}
+    lat["p999_us"] = lat["p99_us"]
+    return {"completed": done, "elapsed_us": round(secs * 1e6), "requests_per_sec": rps, "errors": errors,
+            "failed": errors, "latency": lat, "client": "wrk"}
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--wrk":
+        print(json.dumps(wrk_report(sys.argv[2]), indent=2))
+        return 0
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--work", required=True, help="the directory holding KEY-STACK.json reports")
     p.add_argument("--workloads", required=True)

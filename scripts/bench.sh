@@ -14,7 +14,7 @@
 #   BENCH_REPEATS=1 scripts/bench.sh      # each workload once (default 3: the pair with the median ratio is kept)
 #   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
-#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these workloads (echo-N, http-N, cps, bulk, raw-N)
+#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, http-N, cps, bulk, raw-N, wrk-N)
 #
 # Each repetition runs xtcp then the kernel back to back, so the two see about the same machine; the reported pair is
 # the repetition with the median xtcp/kernel ratio (every ratio is kept in the JSON). Results go to
@@ -53,6 +53,8 @@ else
     secs=${BENCH_SECS:-5}
     warmup=1s
     workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 cps http-16 http-64 bulk raw-1 raw-64"}
+    # wrk against xtcp http and against nginx, when nginx is installed (apt-get install nginx-light).
+    if [ -z "${BENCH_ONLY:-}" ] && command -v nginx >/dev/null; then workloads="$workloads wrk-16"; fi
 fi
 cpus=$(nproc)
 server_cpu=$((cpus > 1 ? 1 : 0))
@@ -107,6 +109,35 @@ serve_raw() {
     exit 1
 }
 
+# serve_nginx: nginx with one worker on the kernel's TCP in xtcp's namespace, a 600-byte page, keep-alive, no log.
+serve_nginx() {
+    mkdir -p "$work/www"
+    head -c 600 /dev/zero | tr '\0' x >"$work/www/index.html"
+    cat >"$work/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen $IP_XTCP:8080; root $work/www; }
+}
+EOF
+    ip netns exec "$NS_XTCP" taskset -c "$server_cpu" nginx -c "$work/nginx.conf" >"$work/server.log" 2>&1 &
+    server=$!
+    for _ in $(seq 100); do
+        ip netns exec "$NS_XTCP" ss -ltn | grep -q ":8080 " && return 0
+        kill -0 "$server" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "error: nginx did not start:" >&2
+    cat "$work/server.log" "$work/nginx-error.log" >&2
+    exit 1
+}
+
 stop_server() {
     kill -INT "$server" 2>/dev/null || true
     wait "$server" || true
@@ -158,6 +189,19 @@ run() {
                 echo "warning: $key failed: $(tail -1 "$work/$key-xdp-$rep.err")" >&2
                 rm -f "$work/$key-xdp-$rep.json"
             fi
+            stop_server ;;
+        wrk-*)
+            # The same kernel client, wrk, against xtcp http and against nginx (one worker) on the kernel's TCP.
+            if [ "$stack" = xdp ]; then
+                serve xdp "${http_srv[@]}"
+            else
+                serve_nginx
+            fi
+            echo "== $key: wrk against $([ "$stack" = xdp ] && echo "xtcp http" || echo nginx) (run $rep of $repeats)" >&2
+            ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" wrk -t1 -c"${key#wrk-}" -d"${secs}s" --latency \
+                "http://$IP_XTCP:8080/" >"$work/$key-$stack-$rep.wrk" 2>&1 || true
+            python3 bench/e2e.py --wrk "$work/$key-$stack-$rep.wrk" >"$work/$key-$stack-$rep.json" ||
+                rm -f "$work/$key-$stack-$rep.json"
             stop_server ;;
         bulk)
             # One connection, 1 MiB messages echoed back: as many bytes each way as fit.
