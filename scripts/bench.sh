@@ -197,7 +197,9 @@ run() {
             else
                 serve_nginx
             fi
-            echo "== $key: wrk against $([ "$stack" = xdp ] && echo "xtcp http" || echo nginx) (run $rep of $repeats)" >&2
+            local who=nginx
+            [ "$stack" = kernel ] || who="xtcp http"
+            echo "== $key: wrk against $who (run $rep of $repeats)" >&2
             ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" wrk -t1 -c"${key#wrk-}" -d"${secs}s" --latency \
                 "http://$IP_XTCP:8080/" >"$work/$key-$stack-$rep.wrk" 2>&1 || true
             python3 bench/e2e.py --wrk "$work/$key-$stack-$rep.wrk" >"$work/$key-$stack-$rep.json" ||
@@ -222,7 +224,8 @@ done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 mkdir -p target/bench
-args=(--work "$work" --workloads "$workloads" --repeats "$repeats" --secs "$secs" --server-cpu "$server_cpu" --client-cpu "$client_cpu"
+args=(--work "$work" --workloads "$workloads" --repeats "$repeats" --secs "$secs"
+    --server-cpu "$server_cpu" --client-cpu "$client_cpu"
     --load-before "$load_before" --load-after "$load_after" --out target/bench/results.json)
 [ "$quick" -eq 1 ] && args+=(--check-floors)
 [ -n "$plots" ] && args+=(--plots "$plots")
