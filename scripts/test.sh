@@ -24,4 +24,6 @@ XTCP_SIM_SEEDS=20000 cargo test --profile ci --locked -- --include-ignored
 echo "== bench smoke runs"
 # Each criterion bench once, in its test mode (no measurement), built like the tests.
 cargo test --profile ci --locked --benches >/dev/null
+echo "== end-to-end bench, quick: xtcp/kernel ratios above their floors"
+BENCH_PROFILE=ci scripts/bench.sh --quick
 echo "all checks passed"

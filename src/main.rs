@@ -2,6 +2,9 @@
 //! demo — on xtcp's own stack over AF_XDP or, for comparison, on the kernel's.
 
 mod cli;
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+#[path = "cli/reflect.rs"]
+mod reflect;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +81,9 @@ enum Command {
     Load(cli::load::LoadArgs),
     /// What running xtcp processes do: connections per state (like `ss -tan`), counters, drops by reason.
     Stat(cli::stat::StatArgs),
+    /// The raw AF_XDP ceiling, no TCP: bounce frames back with addresses and ports swapped, or ping-pong them.
+    #[cfg(all(feature = "afxdp", target_os = "linux"))]
+    Reflect(reflect::ReflectArgs),
 }
 
 /// Parses the command line; a bad argument is one line on stderr that says what to do, and exit code 2.
@@ -124,6 +130,8 @@ fn main() -> ExitCode {
         }
         Command::Load(args) => ("load", cli::load::run(&args)),
         Command::Stat(args) => ("stat", cli::stat::run(&args)),
+        #[cfg(all(feature = "afxdp", target_os = "linux"))]
+        Command::Reflect(args) => ("reflect", reflect::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
