@@ -62,7 +62,7 @@ pub fn run(args: &ReflectArgs) -> Result<(), String> {
         .map_err(|e| format!("reading {}'s addresses: {e}", args.iface))?
         .first()
         .ok_or_else(|| format!("{} has no IPv4 address — add one with `ip addr add`", args.iface))?;
-    let steering = Steering::load_and_attach(&args.iface, ip, [args.port]).map_err(|e| e.to_string())?;
+    let steering = Steering::load_and_attach(&args.iface, &[ip], [args.port]).map_err(|e| e.to_string())?;
     let cfg = XskConfig { mode: BindMode::Auto, ..XskConfig::DEFAULT };
     let mut dev = XskDevice::open(&args.iface, &cfg, &steering).map_err(|e| e.to_string())?;
     let stop = stop_on_signals()?;
