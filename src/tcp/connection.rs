@@ -108,6 +108,9 @@ pub struct Connection {
     snd_nxt: SeqNumber,
     /// The highest sequence number sent, plus one. `snd_nxt` goes back to `snd_una` after a timeout.
     snd_max: SeqNumber,
+    /// The end of the last segment sent shorter than the MSS (Minshall's Nagle: another short one waits only while
+    /// this one is unacknowledged).
+    snd_sml: SeqNumber,
     snd_wnd: usize,
     snd_wl1: SeqNumber,
     snd_wl2: SeqNumber,
@@ -219,6 +222,7 @@ impl Connection {
             snd_una: iss,
             snd_nxt: iss,
             snd_max: iss,
+            snd_sml: iss,
             snd_wnd: 0,
             snd_wl1: SeqNumber(0),
             snd_wl2: iss,
@@ -1347,6 +1351,9 @@ impl Connection {
             }
             self.snd_nxt = seq + used;
             self.snd_max = self.snd_max.max(self.snd_nxt);
+            if used < self.smss && used > 0 {
+                self.snd_sml = self.snd_nxt;
+            }
             if !retransmission && self.tlp_eligible() {
                 // RFC 8985 §7.2: new data restarts the probe timeout.
                 self.arm_retransmit_timer(now);
@@ -1494,9 +1501,13 @@ impl Connection {
             return None;
         }
         let all = len == unsent;
+        // Nagle as Minshall refined it (and Linux does): a short segment waits only while an earlier short one is
+        // unacknowledged, not behind full ones — else the tail of a write can wait for the peer's delayed ACK of an
+        // odd last full segment.
+        let short_in_flight = self.snd_sml.diff(self.snd_una) > 0;
         let send = len == self.smss
             || self.snd_nxt.diff(self.snd_max) < 0
-            || (all && (flight == 0 || !self.cfg.nagle || self.fin_queued))
+            || (all && (flight == 0 || !self.cfg.nagle || self.fin_queued || !short_in_flight))
             || (self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2)
             || self.override_sws;
         if !send {

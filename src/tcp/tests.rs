@@ -1806,6 +1806,21 @@ fn nagle_holds_a_small_segment_while_data_is_unacked_and_nodelay_sends_it() {
 }
 
 #[test]
+fn nagle_as_minshall_does_not_hold_a_short_tail_behind_full_segments() {
+    let mut p = established();
+    let mss = p.a.send_mss();
+    // A write of two full segments and a short tail: the tail follows at once, though the full ones are unacked
+    // (classic Nagle would hold it until they are, which waits for b's delayed ACK of an odd segment count).
+    let data: Vec<u8> = (0..2 * mss + 10).map(|i| i as u8).collect();
+    assert_eq!(p.a.send(&data).unwrap(), data.len());
+    let out = p.transmit(Side::A);
+    assert_eq!(out.iter().map(|s| s.payload.len()).collect::<Vec<_>>(), [mss, mss, 10]);
+    // Now a short segment is unacknowledged: the next short write waits for its ACK.
+    p.a.send(b"more").unwrap();
+    assert!(p.transmit(Side::A).is_empty(), "held while the short tail is unacked");
+}
+
+#[test]
 fn mss_negotiation_defaults_to_536_takes_the_minimum_and_leaves_room_for_timestamps() {
     let negotiated = |ours: Config, mss: Option<u16>, ts: bool| {
         let mut a = Connection::connect(ours, A_ADDR, B_ADDR, &isn_a(), T0);
