@@ -11,7 +11,7 @@
 #   scripts/bench.sh                      # every workload, 5 s each, 3 times (about 7 minutes after the build)
 #   scripts/bench.sh --quick              # echo-1, echo-64, cps for 2 s each, 3 times (about 70 s): fails when an
 #                                         # xtcp/kernel ratio is under its floor (FLOORS in bench/e2e.py)
-#   BENCH_PROFILE=ci scripts/bench.sh     # the binary scripts/test.sh builds (default: release, with LTO)
+#   BENCH_BIN=target/ci/xtcp scripts/bench.sh   # an xtcp already built (default: a release build, with LTO)
 #   BENCH_REPEATS=1 scripts/bench.sh      # each workload once (default 3: the pair with the median ratio is kept)
 #   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
@@ -42,10 +42,13 @@ fi
 # shellcheck disable=SC2086 # the package lists are words
 ensure_packages $BUILD_PACKAGES $RUN_PACKAGES
 ensure_rust
-# BENCH_PROFILE=ci reuses what scripts/test.sh built (release optimizations without LTO).
-profile=${BENCH_PROFILE:-release}
-cargo build --profile "$profile" --locked --bin xtcp
-bin=$PWD/target/$profile/xtcp
+# BENCH_BIN names a binary already built (scripts/test.sh passes its own); otherwise a release build.
+if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$BENCH_BIN
+else
+    cargo build --release --locked --bin xtcp
+    bin=$PWD/target/release/xtcp
+fi
 
 repeats=${BENCH_REPEATS:-3}
 if [ "$quick" -eq 1 ]; then

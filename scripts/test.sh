@@ -25,5 +25,5 @@ echo "== bench smoke runs"
 # Each criterion bench once, in its test mode (no measurement), built like the tests.
 cargo test --profile ci --locked --benches >/dev/null
 echo "== end-to-end bench, quick: xtcp/kernel ratios above their floors"
-BENCH_PROFILE=ci scripts/bench.sh --quick
+BENCH_BIN=$PWD/target/ci/xtcp scripts/bench.sh --quick
 echo "all checks passed"
