@@ -87,32 +87,14 @@ eval "$(scripts/netns.sh up "$name")"
 serve() {
     local stack=$1
     shift
-    ip netns exec "$NS_XTCP" taskset -c "$server_cpu" "$bin" "$@" --stack "$stack" --iface "$IF_XTCP" \
-        >"$work/server.log" 2>&1 &
-    server=$!
-    for _ in $(seq 100); do
-        grep -q "serving" "$work/server.log" 2>/dev/null && return 0
-        kill -0 "$server" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "error: the server did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
+    start_serving "$NS_XTCP" "$server_cpu" "$work/server.log" "$bin" "$@" --stack "$stack" --iface "$IF_XTCP"
+    server=$SERVER_PID
 }
 
 # serve_raw: the null reflector in xtcp's namespace, pinned like the servers.
 serve_raw() {
-    ip netns exec "$NS_XTCP" taskset -c "$server_cpu" "$bin" reflect --iface "$IF_XTCP" --port 9000 \
-        >"$work/server.log" 2>&1 &
-    server=$!
-    for _ in $(seq 100); do
-        grep -q "serving" "$work/server.log" 2>/dev/null && return 0
-        kill -0 "$server" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "error: xtcp reflect did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
+    start_serving "$NS_XTCP" "$server_cpu" "$work/server.log" "$bin" reflect --iface "$IF_XTCP" --port 9000
+    server=$SERVER_PID
 }
 
 # serve_nginx: nginx with one worker on the kernel's TCP in xtcp's namespace, a 600-byte page, keep-alive, no log.

@@ -55,17 +55,8 @@ eval "$(scripts/netns.sh up "$name")"
 serve() {
     local stack=$1
     shift
-    ip netns exec "$NS_XTCP" taskset -c "$server_cpu" "$bin" "$@" --stack "$stack" --iface "$IF_XTCP" \
-        >"$work/server.log" 2>&1 &
-    server=$!
-    for _ in $(seq 100); do
-        grep -q "serving" "$work/server.log" 2>/dev/null && return 0
-        kill -0 "$server" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "error: the server did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
+    start_serving "$NS_XTCP" "$server_cpu" "$work/server.log" "$bin" "$@" --stack "$stack" --iface "$IF_XTCP"
+    server=$SERVER_PID
 }
 
 stop_server() {

@@ -47,3 +47,21 @@ BUILD_PACKAGES="ca-certificates clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-
 # What the veth tests and the demo drive: namespaces, offload settings, ping, Python sockets, captures, nc and
 # curl as kernel clients, nftables for the impaired middle namespace.
 RUN_PACKAGES="iproute2 ethtool iputils-ping python3 tcpdump netcat-openbsd curl nftables wrk util-linux"
+
+# start_serving NS CPU LOG COMMAND...: runs COMMAND in the background inside namespace NS, pinned to CPU, its output
+# in LOG, and waits (10 s at most) until it says it is serving; its pid is then in SERVER_PID. When it does not
+# start, prints its log and exits (the caller's EXIT trap cleans up).
+start_serving() {
+    local ns=$1 cpu=$2 log=$3
+    shift 3
+    ip netns exec "$ns" taskset -c "$cpu" "$@" >"$log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        grep -q "serving" "$log" 2>/dev/null && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "error: $* did not start:" >&2
+    cat "$log" >&2
+    exit 1
+}
