@@ -7,7 +7,7 @@
 # generator are pinned to different CPUs, the same for both stacks. Prints one side-by-side table and removes
 # everything it made. Needs root.
 #
-#   scripts/demo.sh                 # about a minute after the build
+#   scripts/demo.sh                 # about 90 s after the build
 #   DEMO_SECS=20 scripts/demo.sh    # longer runs
 #   scripts/demo.sh --sim           # no root or veth: watch one connection's life over the simulated link
 set -euo pipefail
