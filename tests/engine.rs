@@ -7,7 +7,8 @@ use std::net::SocketAddrV4;
 
 use common::{client_frame, scripted_server, sent_segments, syn, SERVER_IP};
 use proptest::prelude::*;
-use xtcp::engine::{Drop, StackEvent};
+use xtcp::engine::sim::SimWorld;
+use xtcp::engine::{Drop, StackConfig, StackEvent, SynCookieMode};
 use xtcp::nic::fault::Faults;
 use xtcp::nic::sim::LinkConfig;
 use xtcp::tcp::{Algorithm, CloseReason, State};
@@ -52,9 +53,10 @@ fn syn_to_a_closed_port_gets_rst_ack_and_a_bare_ack_gets_rst() {
 }
 
 #[test]
-fn syn_backlog_limit_drops_and_counts() {
+fn syn_backlog_limit_drops_and_counts_without_cookies() {
     let mut cfg = common::configs(2)[1].clone();
     cfg.syn_backlog = 2;
+    cfg.syn_cookies = SynCookieMode::Never;
     let (mut s, mut dev) = scripted_server(cfg);
     for port in 0..5 {
         dev.rx.push_back(client_frame(&syn(41000 + port, 1)));
@@ -64,6 +66,149 @@ fn syn_backlog_limit_drops_and_counts() {
     assert_eq!(synacks, 2);
     assert_eq!(s.counters().dropped(Drop::SynBacklogFull), 3);
     assert_eq!(s.state_counts()[3], 2, "two connections in SYN_RECEIVED");
+}
+
+#[test]
+fn past_the_syn_backlog_syns_get_cookies_and_no_state() {
+    let mut cfg = common::configs(2)[1].clone();
+    cfg.syn_backlog = 2;
+    let (mut s, mut dev) = scripted_server(cfg);
+    for port in 0..5 {
+        dev.rx.push_back(client_frame(&syn(41000 + port, 1)));
+    }
+    s.poll(Instant::ZERO, &mut dev);
+    let synacks = sent_segments(&dev.tx).iter().filter(|s| s.0 == TcpFlags::SYN | TcpFlags::ACK).count();
+    assert_eq!(synacks, 5, "two from the backlog, three with cookies");
+    assert_eq!(s.counters().syn_cookies_sent, 3);
+    assert_eq!(s.counters().dropped(Drop::SynBacklogFull), 0);
+    assert_eq!((s.state_counts()[3], s.connection_count()), (2, 2), "only the backlog holds state");
+}
+
+/// Runs an echo of `bytes` over a fresh world whose server has `server` settings: the client sends, the server
+/// echoes, both sides' bytes are checked. Returns the world and what the server's connection negotiated:
+/// (window scales, SACK, timestamps).
+fn echo_through(server: StackConfig, bytes: usize, faults: Faults, seed: u64) -> (SimWorld, (u8, u8), bool, bool) {
+    let mut cfgs = common::configs(seed);
+    cfgs[1] = server;
+    let mut world = common::world(cfgs, LinkConfig::default(), faults, seed);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    let (mut sent, mut got, mut echoed_back, mut back) = (0, Vec::new(), 0usize, Vec::new());
+    let mut seen = None;
+    let mut buf = vec![0u8; 65536];
+    let done = world.run(Instant::from_secs(120), |stacks, _| {
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Accepted { conn, .. } = ev {
+                let c = stacks[1].connection(conn).unwrap();
+                seen = Some((conn, c.window_scales(), c.sack_enabled(), c.timestamps_enabled()));
+            }
+        }
+        while stacks[0].next_event().is_some() {}
+        if sent < data.len() {
+            sent += stacks[0].send(client, &data[sent..]).unwrap_or(0);
+        }
+        if let Some((conn, ..)) = seen {
+            loop {
+                let n = stacks[1].recv(conn, &mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if echoed_back < got.len() {
+                echoed_back += stacks[1].send(conn, &got[echoed_back..]).unwrap_or(0);
+            }
+        }
+        let n = stacks[0].recv(client, &mut buf).unwrap_or(0);
+        back.extend_from_slice(&buf[..n]);
+        back.len() == bytes
+    });
+    assert!(done, "the echo did not finish");
+    assert!(got == data && back == data, "bytes arrived intact both ways");
+    let (_, scales, sack, ts) = seen.unwrap();
+    (world, scales, sack, ts)
+}
+
+#[test]
+fn a_cookie_connection_negotiates_like_a_backlog_one_and_carries_data() {
+    let mut cfg = common::configs(21)[1].clone();
+    cfg.syn_cookies = SynCookieMode::Always;
+    // 2 MB each way with 2% loss: the window scale and SACK from the cookie are what make it go.
+    let faults = Faults { loss_ppm: 20_000, ..Faults::default() };
+    let (world, scales, sack, ts) = echo_through(cfg, 2 << 20, faults, 21);
+    let c = world.stacks[1].counters();
+    assert_eq!((c.syn_cookies_sent, c.syn_cookies_valid, c.syn_cookies_invalid), (1, 1, 0));
+    let (_, plain_scales, plain_sack, plain_ts) = echo_through(common::configs(21)[1].clone(), 1000, faults, 21);
+    assert_eq!((scales, sack, ts), (plain_scales, plain_sack, plain_ts), "the same options as without a cookie");
+    assert!(scales.0 > 0 && sack && ts);
+}
+
+#[test]
+fn a_cookie_connection_without_timestamps_still_works() {
+    let mut cfgs = common::configs(22);
+    cfgs[0].tcp.timestamps = false;
+    cfgs[1].syn_cookies = SynCookieMode::Always;
+    let mut world = common::world(cfgs, LinkConfig::default(), Faults::default(), 22);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let mut accepted = None;
+    world.run(Instant::from_secs(5), |stacks, _| {
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Accepted { conn, .. } = ev {
+                accepted = Some(conn);
+                stacks[1].send(conn, b"hello").unwrap();
+            }
+        }
+        stacks[0].connection(client).unwrap().recv_queue_len() == 5
+    });
+    let conn = world.stacks[1].connection(accepted.expect("accepted")).unwrap();
+    assert_eq!((conn.window_scales(), conn.sack_enabled(), conn.timestamps_enabled()), ((0, 0), false, false));
+    assert_eq!(conn.send_mss(), 1460, "the peer's MSS, rounded down to the cookie's table");
+    assert_eq!(world.stacks[1].counters().syn_cookies_valid, 1);
+}
+
+#[test]
+fn an_ack_with_no_cookie_of_ours_gets_rst_and_is_counted() {
+    let mut cfg = common::configs(23)[1].clone();
+    cfg.syn_cookies = SynCookieMode::Always;
+    let (mut s, mut dev) = scripted_server(cfg);
+    let mut forged = syn(40001, 5);
+    forged.flags = TcpFlags::ACK;
+    forged.ack_number = SeqNumber(777);
+    dev.rx.push_back(client_frame(&forged));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(sent_segments(&dev.tx), [(TcpFlags::RST, 777, 0, 40001)]);
+    assert_eq!((s.counters().syn_cookies_invalid, s.connection_count()), (1, 0));
+}
+
+#[test]
+fn past_the_time_wait_limit_connections_close_at_once() {
+    let mut cfgs = common::configs(24);
+    cfgs[1].max_time_wait = 2;
+    let mut world = common::world(cfgs, LinkConfig::default(), Faults::default(), 24);
+    // Five connections, the server closing first each time: it would hold five in TIME_WAIT.
+    for _ in 0..5 {
+        world.stacks[0].connect(common::server_addr()).unwrap();
+    }
+    let done = world.run(Instant::from_secs(10), |stacks, _| {
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Accepted { conn, .. } = ev {
+                stacks[1].close(conn).unwrap();
+            }
+        }
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::PeerClosed(c) = ev {
+                stacks[0].close(c).unwrap();
+            }
+        }
+        stacks[0].connection_count() == 0 && stacks[1].state_counts()[3..8].iter().sum::<usize>() == 0
+    });
+    assert!(done, "the connections did not close");
+    assert_eq!(world.stacks[1].state_counts()[8], 2, "two in TIME_WAIT");
+    assert_eq!(world.stacks[1].counters().time_wait_limited, 3);
+    assert_eq!(world.stacks[1].counters().conns_closed, 3, "the three past the limit closed normally");
+    // When those two end, the room is back.
+    world.run(Instant::from_secs(100), |stacks, _| stacks[1].connection_count() == 0);
+    assert_eq!((world.stacks[1].connection_count(), world.stacks[1].slots_in_use()), (0, 0));
 }
 
 #[test]

@@ -35,6 +35,17 @@ pub enum Mode {
     ZeroCopy,
 }
 
+/// When xtcp answers a SYN with a SYN cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cookies {
+    /// Never: SYNs past the backlog are dropped.
+    Never,
+    /// When a listener's SYN backlog is full (a flood).
+    WhenFull,
+    /// For every SYN (no half-open state at all).
+    Always,
+}
+
 /// Where and on which stack a command runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NetArgs {
@@ -70,6 +81,18 @@ pub struct NetArgs {
     /// Keep polling this long after the last frame or event before sleeping, in microseconds.
     #[arg(long, default_value_t = 200, value_name = "US")]
     pub busy_poll_us: u64,
+    /// Connections each core holds at most, TIME_WAIT included (AF_XDP; the table is allocated up front).
+    #[arg(long, default_value_t = 65536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_connections: u32,
+    /// Half-open connections each listener keeps per core before SYN cookies take over (AF_XDP).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub syn_backlog: u32,
+    /// When SYNs are answered with SYN cookies, which hold no state (AF_XDP).
+    #[arg(long, value_enum, default_value = "when-full")]
+    pub syn_cookies: Cookies,
+    /// Connections each core keeps in TIME_WAIT; past this, connections close without it (AF_XDP).
+    #[arg(long, default_value_t = 32768, value_name = "N")]
+    pub max_time_wait: u32,
 }
 
 impl NetArgs {

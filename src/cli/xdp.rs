@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use xtcp::engine::control::ControlConfig;
 use xtcp::engine::shard::{CoreInfo, CoresConfig, CoresReport};
-use xtcp::engine::StackConfig;
+use xtcp::engine::{StackConfig, SynCookieMode};
 use xtcp::nic::afxdp::{self, BindMode};
 use xtcp::nic::neigh::Neighbors;
 
-use super::{is_root, kernel_listens_on, system_seed, Mode, NetArgs};
+use super::{is_root, kernel_listens_on, system_seed, Cookies, Mode, NetArgs};
 
 /// Checks `net` and builds the multi-core settings for serving `listen_ports` on its interface and, with
 /// `active_to`, opening connections to that peer (its MAC looked up in, or resolved by, the kernel's neighbour
@@ -62,6 +62,14 @@ pub fn cores_config(
     stack.arp = false;
     stack.next_hop_mac = net.next_hop_mac;
     stack.ephemeral_ports = ephemeral_ports_beside_the_kernel();
+    stack.max_connections = net.max_connections as usize;
+    stack.syn_backlog = net.syn_backlog as usize;
+    stack.max_time_wait = net.max_time_wait as usize;
+    stack.syn_cookies = match net.syn_cookies {
+        Cookies::Never => SynCookieMode::Never,
+        Cookies::WhenFull => SynCookieMode::WhenFull,
+        Cookies::Always => SynCookieMode::Always,
+    };
     let mut cfg = CoresConfig::new(iface, stack);
     cfg.cores = Some(cores as usize);
     cfg.first_queue = net.queue;

@@ -34,7 +34,7 @@ pub enum Drop {
 
 impl Drop {
     /// Every reason, in display order.
-    pub const ALL: [Drop; 10] = [
+    pub const ALL: [Drop; Drop::COUNT] = [
         Drop::Malformed,
         Drop::BadChecksum,
         Drop::Fragment,
@@ -46,6 +46,9 @@ impl Drop {
         Drop::TxFull,
         Drop::NoNeighbor,
     ];
+
+    /// How many reasons there are.
+    pub const COUNT: usize = 10;
 
     /// A short name for tables and JSON.
     pub fn name(self) -> &'static str {
@@ -118,14 +121,22 @@ pub struct Counters {
     pub timer_wheel_full: u64,
     /// Application events dropped because the queue was full.
     pub events_dropped: u64,
+    /// SYN-ACKs sent with a SYN cookie instead of a half-open connection (the SYN backlog was full).
+    pub syn_cookies_sent: u64,
+    /// ACKs that returned a valid cookie and became connections.
+    pub syn_cookies_valid: u64,
+    /// ACKs to a listener that were checked for a cookie and failed (answered with RST).
+    pub syn_cookies_invalid: u64,
+    /// Connections that closed without TIME_WAIT because [`super::StackConfig::max_time_wait`] were waiting.
+    pub time_wait_limited: u64,
     /// Drops by reason, indexed like [`Drop::ALL`].
     #[serde(serialize_with = "serialize_drops", deserialize_with = "deserialize_drops")]
-    pub drops: [u64; 10],
+    pub drops: [u64; Drop::COUNT],
 }
 
 impl Counters {
     /// How many counters [`Counters::named`] lists.
-    pub const NAMED_LEN: usize = 15;
+    pub const NAMED_LEN: usize = 19;
 
     /// Counts one drop.
     pub fn drop(&mut self, reason: Drop) {
@@ -167,6 +178,10 @@ impl Counters {
             ("table_full", self.table_full),
             ("timer_wheel_full", self.timer_wheel_full),
             ("events_dropped", self.events_dropped),
+            ("syn_cookies_sent", self.syn_cookies_sent),
+            ("syn_cookies_valid", self.syn_cookies_valid),
+            ("syn_cookies_invalid", self.syn_cookies_invalid),
+            ("time_wait_limited", self.time_wait_limited),
         ]
     }
 
@@ -180,7 +195,7 @@ impl Counters {
     }
 }
 
-fn serialize_drops<S: Serializer>(drops: &[u64; 10], s: S) -> Result<S::Ok, S::Error> {
+fn serialize_drops<S: Serializer>(drops: &[u64; Drop::COUNT], s: S) -> Result<S::Ok, S::Error> {
     let mut map = s.serialize_map(Some(drops.len()))?;
     for (reason, count) in Drop::ALL.iter().zip(drops) {
         map.serialize_entry(reason.name(), count)?;
@@ -188,15 +203,15 @@ fn serialize_drops<S: Serializer>(drops: &[u64; 10], s: S) -> Result<S::Ok, S::E
     map.end()
 }
 
-fn deserialize_drops<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; 10], D::Error> {
+fn deserialize_drops<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; Drop::COUNT], D::Error> {
     struct DropsVisitor;
     impl<'de> Visitor<'de> for DropsVisitor {
-        type Value = [u64; 10];
+        type Value = [u64; Drop::COUNT];
         fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
             f.write_str("an object from drop reason to count")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<[u64; 10], A::Error> {
-            let mut drops = [0; 10];
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<[u64; Drop::COUNT], A::Error> {
+            let mut drops = [0; Drop::COUNT];
             while let Some((name, count)) = map.next_entry::<String, u64>()? {
                 if let Some(i) = Drop::from_name(&name).and_then(|r| Drop::ALL.iter().position(|&d| d == r)) {
                     drops[i] = count;
@@ -230,6 +245,10 @@ mod tests {
             &mut c.table_full,
             &mut c.timer_wheel_full,
             &mut c.events_dropped,
+            &mut c.syn_cookies_sent,
+            &mut c.syn_cookies_valid,
+            &mut c.syn_cookies_invalid,
+            &mut c.time_wait_limited,
         ]
         .into_iter()
         .enumerate()

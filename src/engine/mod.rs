@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use siphasher::sip::SipHasher13;
 
 use crate::nic::{FrameDevice, Transmit};
-use crate::tcp::{self, CloseReason, Connection, Event, IsnGenerator, ListenAction, State, TimerKind};
+use crate::tcp::{self, CloseReason, Connection, Event, IsnGenerator, ListenAction, State, SynCookies, TimerKind};
 use crate::time::Instant;
 use crate::timer::{TimerHandle, TimerWheel};
 use crate::wire::{
@@ -51,6 +51,11 @@ pub struct StackConfig {
     pub max_connections: usize,
     /// Half-open (SYN_RECEIVED) connections allowed per listener.
     pub syn_backlog: usize,
+    /// When SYNs are answered with SYN cookies instead of half-open connections.
+    pub syn_cookies: SynCookieMode,
+    /// Connections kept in TIME_WAIT; past this, one that would enter TIME_WAIT closes at once (counted in
+    /// [`Counters::time_wait_limited`]), as Linux does past `tcp_max_tw_buckets`.
+    pub max_time_wait: usize,
     /// Listening ports allowed.
     pub max_listeners: usize,
     /// Source ports for active opens.
@@ -85,6 +90,8 @@ impl StackConfig {
             tcp: tcp::Config::default(),
             max_connections: 65536,
             syn_backlog: 1024,
+            syn_cookies: SynCookieMode::WhenFull,
+            max_time_wait: 32768,
             max_listeners: 64,
             ephemeral_ports: 32768..=60999,
             port_filter: None,
@@ -108,6 +115,18 @@ impl StackConfig {
         }
         all
     }
+}
+
+/// When a listener answers a SYN with a SYN cookie (see [`tcp::syncookie`]) rather than a half-open connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SynCookieMode {
+    /// Never: SYNs past the backlog are dropped (counted as [`Drop::SynBacklogFull`]).
+    Never,
+    /// When the listener's SYN backlog is full — a flood, or a burst of real clients (Linux's default).
+    #[default]
+    WhenFull,
+    /// For every SYN: no half-open state at all (tests, and hosts under constant attack).
+    Always,
 }
 
 /// The most local addresses a [`Stack`] holds (`ip` and `extra_ips` of [`StackConfig`] together); the steering
@@ -245,6 +264,8 @@ struct Entry {
     dirty: bool,
     /// Counted in its listener's SYN backlog.
     half_open: bool,
+    /// Counted in the stack's TIME_WAIT population.
+    time_wait: bool,
     /// Closed in order while the application still had bytes to read: the entry stays (out of the table, with no
     /// timers) until they are read, and the `Closed` event waits for that.
     closed_unread: Option<CloseReason>,
@@ -266,6 +287,11 @@ pub struct Stack {
     /// The address the next active open tries first (round-robin over `local_ips`).
     next_local: usize,
     isn: IsnGenerator,
+    cookies: SynCookies,
+    /// When the last SYN cookie went out: ACKs to a listener are checked for cookies only for a while after.
+    cookie_sent_at: Option<Instant>,
+    /// Connections in TIME_WAIT.
+    time_wait: usize,
     rng: ChaCha8Rng,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -285,11 +311,16 @@ impl Stack {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let isn = IsnGenerator::new(rng.gen());
         let hasher = KeyedHasher { k0: rng.gen(), k1: rng.gen() };
+        // A generator of its own, so that the main one's draws (ports...) stay as they were for a seed.
+        let cookies = SynCookies::new(ChaCha8Rng::seed_from_u64(cfg.seed ^ COOKIE_SEED_SALT).gen());
         let max = cfg.max_connections;
         Stack {
             local_ips: cfg.local_addresses(),
             next_local: 0,
             isn,
+            cookies,
+            cookie_sent_at: None,
+            time_wait: 0,
             rng,
             slots: Vec::with_capacity(max),
             free: Vec::new(),
@@ -668,6 +699,12 @@ impl Stack {
         match tcp::listen_input(seg) {
             ListenAction::Drop => self.counters.drop(Drop::NoConnection),
             ListenAction::Reset(rst) => {
+                if self.cookies_in_use(now) {
+                    match self.cookies.check(tuple.local(), tuple.remote, seg, now) {
+                        Some(opts) => return self.accept_cookie(now, tuple, src_mac, seg, opts, tx),
+                        None => self.counters.syn_cookies_invalid += 1,
+                    }
+                }
                 self.counters.rst_sent += 1;
                 let dst_mac = self.reply_mac(src, src_mac);
                 self.emit_tcp(now, tuple.local_ip, tuple.remote, dst_mac, &rst, tx);
@@ -675,6 +712,19 @@ impl Stack {
             ListenAction::Accept => {
                 let backlog_full =
                     self.listeners.get(&seg.dst_port).is_some_and(|l| l.half_open >= self.cfg.syn_backlog);
+                let cookie = match self.cfg.syn_cookies {
+                    SynCookieMode::Never => false,
+                    SynCookieMode::WhenFull => backlog_full,
+                    SynCookieMode::Always => true,
+                };
+                if cookie {
+                    let tcp = self.listeners.get(&seg.dst_port).map_or(self.cfg.tcp, |l| l.tcp);
+                    let syn_ack = self.cookies.syn_ack(&tcp, tuple.local(), tuple.remote, seg, &self.isn, now);
+                    self.counters.syn_cookies_sent += 1;
+                    self.cookie_sent_at = Some(now);
+                    let dst_mac = self.reply_mac(src, src_mac);
+                    return self.emit_tcp(now, tuple.local_ip, tuple.remote, dst_mac, &syn_ack, tx);
+                }
                 if backlog_full {
                     return self.counters.drop(Drop::SynBacklogFull);
                 }
@@ -689,6 +739,36 @@ impl Stack {
                 self.after_activity(id.index, tx);
             }
         }
+    }
+
+    /// Whether an ACK to a listener may return a cookie of ours: always in [`SynCookieMode::Always`], else while
+    /// a cookie sent lately could still be valid. Outside those times a stray ACK costs no hash.
+    fn cookies_in_use(&self, now: Instant) -> bool {
+        let valid_for = core::time::Duration::from_secs(tcp::syncookie::PERIOD_SECS * u64::from(MAX_COOKIE_PERIODS));
+        self.cfg.syn_cookies == SynCookieMode::Always || self.cookie_sent_at.is_some_and(|t| now < t + valid_for)
+    }
+
+    /// The connection an ACK returning a valid SYN cookie stands for: ESTABLISHED at once, accepted like one from
+    /// the backlog.
+    fn accept_cookie(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        src_mac: EthernetAddress,
+        seg: &TcpRepr<'_>,
+        opts: tcp::CookieOptions,
+        tx: &mut dyn Transmit,
+    ) {
+        if self.table.len() >= self.cfg.max_connections {
+            self.counters.table_full += 1;
+            return self.counters.drop(Drop::TableFull);
+        }
+        self.counters.syn_cookies_valid += 1;
+        let tcp = self.listeners.get(&seg.dst_port).map_or(self.cfg.tcp, |l| l.tcp);
+        let conn = Connection::from_cookie(tcp, tuple.local(), tuple.remote, seg, opts, &self.isn, now);
+        let mac = self.reply_mac(*tuple.remote.ip(), src_mac);
+        let id = self.insert(conn, tuple, Some(seg.dst_port), Some(mac));
+        self.after_activity(id.index, tx);
     }
 
     /// After a connection took input or a timer: send what it owes, move its timers, pass its events on, and
@@ -725,6 +805,18 @@ impl Stack {
         });
         if unresolved && self.cfg.arp {
             self.request_arp(now, local_ip, *remote.ip(), tx);
+        }
+        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        if e.conn.state() == State::TimeWait && !e.time_wait {
+            if self.time_wait < self.cfg.max_time_wait {
+                e.time_wait = true;
+                self.time_wait += 1;
+            } else {
+                // Past the limit the last ACK has gone out; the 4-tuple is free at once (RFC 6191 reopening
+                // aside, what TIME_WAIT guards against is a stale duplicate segment, rare next to running out).
+                self.counters.time_wait_limited += 1;
+                e.conn.skip_time_wait();
+            }
         }
         self.sync_timers(index);
         self.drain_events(index);
@@ -838,8 +930,17 @@ impl Stack {
                 l.half_open += 1;
             }
         }
-        let entry =
-            Entry { conn, tuple, listener, peer_mac, timers: [None; 5], dirty: false, half_open, closed_unread: None };
+        let entry = Entry {
+            conn,
+            tuple,
+            listener,
+            peer_mac,
+            timers: [None; 5],
+            dirty: false,
+            half_open,
+            time_wait: false,
+            closed_unread: None,
+        };
         let index = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize].entry = Some(entry);
@@ -868,6 +969,10 @@ impl Stack {
             if let Some(l) = e.listener.and_then(|p| self.listeners.get_mut(&p)) {
                 l.half_open = l.half_open.saturating_sub(1);
             }
+        }
+        if e.time_wait {
+            e.time_wait = false;
+            self.time_wait -= 1;
         }
         if self.table.get(&e.tuple) == Some(&index) {
             self.table.remove(&e.tuple);
@@ -926,6 +1031,11 @@ impl Stack {
         }
     }
 }
+
+/// Mixed into the seed for the SYN cookie key's generator.
+const COOKIE_SEED_SALT: u64 = 0x5359_4e43_4f4f_4b49;
+/// Periods a cookie stays valid, one more than its checked age to cover the period it was made in.
+const MAX_COOKIE_PERIODS: u32 = tcp::syncookie::MAX_AGE_PERIODS + 1;
 
 const ETHERNET_HEADER_LEN: usize = 14;
 const IPV4_HEADER_LEN: usize = 20;

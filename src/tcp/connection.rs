@@ -34,6 +34,20 @@ const EV_WRITABLE: u8 = 4;
 const EV_PEER_CLOSED: u8 = 8;
 const EV_CLOSED: u8 = 16;
 
+/// The window scale we offer with `cfg`: the least shift that lets the receive buffer be advertised.
+pub(crate) fn window_scale_for(cfg: &Config) -> u8 {
+    let mut shift = 0;
+    while shift < MAX_WINDOW_SCALE && (cfg.recv_buffer_bytes >> shift) > 65535 {
+        shift += 1;
+    }
+    shift
+}
+
+/// The window a SYN-ACK offers with `cfg` (never scaled, RFC 7323 §2.2): the empty receive buffer.
+pub(crate) fn syn_ack_window(cfg: &Config) -> u16 {
+    cfg.recv_buffer_bytes.clamp(1, 65535) as u16
+}
+
 /// What one connection counted over its life.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionStats {
@@ -206,10 +220,7 @@ pub enum UserError {
 impl Connection {
     fn new(cfg: Config, local: SocketAddrV4, remote: SocketAddrV4, iss: SeqNumber, ts_offset: u32) -> Connection {
         let rtt = RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max);
-        let mut rcv_wscale = 0;
-        while rcv_wscale < MAX_WINDOW_SCALE && (cfg.recv_buffer_bytes >> rcv_wscale) > 65535 {
-            rcv_wscale += 1;
-        }
+        let rcv_wscale = window_scale_for(&cfg);
         let ts_len = if cfg.timestamps { TIMESTAMP_OPTION_LEN } else { 0 };
         let smss = (DEFAULT_PEER_MSS - ts_len).max(1);
         Connection {
@@ -315,6 +326,43 @@ impl Connection {
         c.set_send_window(syn.seq_number, iss, usize::from(syn.window_len));
         c.send_syn = true;
         c.last_activity(now);
+        c
+    }
+
+    /// The connection a valid SYN cookie stands for (see [`super::syncookie`]): `ack` completed a handshake whose
+    /// SYN-ACK we sent without keeping state, and `opts` is what the cookie says the SYN negotiated. The
+    /// connection is ESTABLISHED once `ack` is processed, as if it had waited in SYN_RECEIVED; any data or FIN
+    /// `ack` carries is taken too.
+    pub fn from_cookie(
+        cfg: Config,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        ack: &TcpRepr<'_>,
+        opts: super::syncookie::CookieOptions,
+        isn: &IsnGenerator,
+        now: Instant,
+    ) -> Connection {
+        let iss = ack.ack_number - 1;
+        let irs = ack.seq_number - 1;
+        let mut c = Connection::new(cfg, local, remote, iss, isn.timestamp_offset(local, remote));
+        c.passive = true;
+        c.state = State::SynReceived;
+        c.irs = irs;
+        c.rcv_nxt = irs + 1;
+        c.negotiate(&TcpOptions {
+            mss: Some(opts.mss),
+            window_scale: opts.window_scale,
+            sack_permitted: opts.sack_permitted,
+            timestamp: ack.options.timestamp.filter(|_| opts.timestamps).map(|(val, _)| (val, 0)),
+            ..TcpOptions::default()
+        });
+        // What the SYN-ACK did: SND.NXT past our SYN, the window it offered.
+        c.snd_nxt = iss + 1;
+        c.snd_max = c.snd_nxt;
+        c.rcv_adv = c.rcv_nxt + usize::from(syn_ack_window(&cfg));
+        c.last_ack_sent = c.rcv_nxt;
+        c.last_activity(now);
+        c.process(now, ack);
         c
     }
 
@@ -534,6 +582,14 @@ impl Connection {
                 Ok(())
             }
             _ => Err(UserError::Closing),
+        }
+    }
+
+    /// Ends TIME_WAIT at once (the owner's TIME_WAIT population is at its limit): CLOSED, as if 2·MSL had
+    /// passed. Does nothing in any other state.
+    pub fn skip_time_wait(&mut self) {
+        if self.state == State::TimeWait {
+            self.enter_closed(CloseReason::Normal);
         }
     }
 

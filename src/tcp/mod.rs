@@ -15,6 +15,7 @@ mod connection;
 mod isn;
 mod rtt;
 mod sack;
+pub mod syncookie;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ pub use connection::{Connection, ConnectionStats};
 pub use isn::IsnGenerator;
 pub use rtt::RttEstimator;
 pub use sack::{SackReporter, Scoreboard, DUP_THRESH, MAX_RETRANSMITTED_RANGES, MAX_SACKED_RANGES};
+pub use syncookie::{CookieOptions, SynCookies};
 
 use core::fmt;
 use core::time::Duration;
