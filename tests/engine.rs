@@ -555,3 +555,47 @@ fn extra_addresses_are_bounded() {
     assert_eq!(cfg.local_addresses().len(), xtcp::engine::MAX_LOCAL_ADDRESSES);
     assert_eq!(cfg.local_addresses()[0], common::CLIENT_IP);
 }
+
+#[test]
+fn buffer_memory_is_held_only_while_data_waits_and_is_bounded() {
+    let mut cfgs = common::configs(25);
+    cfgs[1].max_buffer_bytes = 8192;
+    let mut world = common::world(cfgs, LinkConfig::default(), Faults::default(), 25);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let (mut sent, mut got, mut server, mut peak) = (0, Vec::new(), None, 0);
+    let mut next_read = Instant::ZERO;
+    let mut buf = vec![0u8; 1000];
+    let done = world.run(Instant::from_secs(60), |stacks, now| {
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Accepted { conn, .. } = ev {
+                server = Some(conn);
+            }
+        }
+        while stacks[0].next_event().is_some() {}
+        if sent < data.len() {
+            sent += stacks[0].send(client, &data[sent..]).unwrap_or(0);
+        }
+        peak = peak.max(stacks[1].buffer_bytes());
+        // A slow reader: every 5 ms at most, so data piles up against the limit.
+        if let Some(conn) = server.filter(|_| now >= next_read) {
+            loop {
+                let n = stacks[1].recv(conn, &mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            next_read = now + std::time::Duration::from_millis(5);
+        }
+        got.len() == data.len()
+    });
+    assert!(done, "the data did not all arrive: {} of {} at {}", got.len(), data.len(), world.now());
+    assert!(got == data, "intact, in order");
+    assert!(world.stacks[1].counters().dropped(Drop::MemoryFull) > 0, "the limit bit");
+    // The growth that crosses the limit may at most double the one connection's buffer.
+    assert!(peak <= 2 * 8192, "peak {peak}");
+    world.run(world.now() + std::time::Duration::from_secs(1), |_, _| false);
+    let idle = (world.stacks[0].buffer_bytes(), world.stacks[1].buffer_bytes());
+    assert_eq!(idle, (0, 0), "idle connections hold no buffers");
+}

@@ -260,7 +260,9 @@ impl Snapshot {
             uptime_us: 0,
             counters: stack.counters().clone(),
             states,
-            device: extra.iter().map(|&(k, v)| (k.to_owned(), v)).collect(),
+            device: std::iter::once(("buffer_bytes".to_owned(), stack.buffer_bytes() as u64))
+                .chain(extra.iter().map(|&(k, v)| (k.to_owned(), v)))
+                .collect(),
             control: ControlStats::default(),
             connections,
             connections_omitted: omitted,

@@ -30,6 +30,8 @@ pub enum Drop {
     TxFull,
     /// No MAC address known for the peer.
     NoNeighbor,
+    /// Data that arrived while the connections' buffers held [`super::StackConfig::max_buffer_bytes`].
+    MemoryFull,
 }
 
 impl Drop {
@@ -45,10 +47,11 @@ impl Drop {
         Drop::TableFull,
         Drop::TxFull,
         Drop::NoNeighbor,
+        Drop::MemoryFull,
     ];
 
     /// How many reasons there are.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
 
     /// A short name for tables and JSON.
     pub fn name(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Drop {
             Drop::TableFull => "table_full",
             Drop::TxFull => "tx_full",
             Drop::NoNeighbor => "no_neighbor",
+            Drop::MemoryFull => "memory_full",
         }
     }
 

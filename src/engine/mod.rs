@@ -31,7 +31,7 @@ use crate::time::Instant;
 use crate::timer::{TimerHandle, TimerWheel};
 use crate::wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet,
-    Ipv4Repr, TcpPacket, TcpRepr,
+    Ipv4Repr, TcpFlags, TcpPacket, TcpRepr,
 };
 
 /// Settings of one stack, fixed at start.
@@ -56,6 +56,10 @@ pub struct StackConfig {
     /// Connections kept in TIME_WAIT; past this, one that would enter TIME_WAIT closes at once (counted in
     /// [`Counters::time_wait_limited`]), as Linux does past `tcp_max_tw_buckets`.
     pub max_time_wait: usize,
+    /// Bytes of send and receive buffers all connections may hold together (buffers are allocated only while they
+    /// hold data). At the limit, arriving data is dropped (counted as [`Drop::MemoryFull`]) and the peer sends it
+    /// again later; the segment's ACK still counts, so acknowledged data frees memory.
+    pub max_buffer_bytes: usize,
     /// Listening ports allowed.
     pub max_listeners: usize,
     /// Source ports for active opens.
@@ -92,6 +96,7 @@ impl StackConfig {
             syn_backlog: 1024,
             syn_cookies: SynCookieMode::WhenFull,
             max_time_wait: 32768,
+            max_buffer_bytes: 1 << 30,
             max_listeners: 64,
             ephemeral_ports: 32768..=60999,
             port_filter: None,
@@ -266,6 +271,8 @@ struct Entry {
     half_open: bool,
     /// Counted in the stack's TIME_WAIT population.
     time_wait: bool,
+    /// The connection's buffer memory as last counted in the stack's total.
+    buffer_bytes: usize,
     /// Closed in order while the application still had bytes to read: the entry stays (out of the table, with no
     /// timers) until they are read, and the `Closed` event waits for that.
     closed_unread: Option<CloseReason>,
@@ -292,6 +299,8 @@ pub struct Stack {
     cookie_sent_at: Option<Instant>,
     /// Connections in TIME_WAIT.
     time_wait: usize,
+    /// Buffer memory held by all connections.
+    buffer_bytes: usize,
     rng: ChaCha8Rng,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -321,6 +330,7 @@ impl Stack {
             cookies,
             cookie_sent_at: None,
             time_wait: 0,
+            buffer_bytes: 0,
             rng,
             slots: Vec::with_capacity(max),
             free: Vec::new(),
@@ -334,6 +344,11 @@ impl Stack {
             now,
             cfg,
         }
+    }
+
+    /// Bytes of send and receive buffers held by all connections (see [`StackConfig::max_buffer_bytes`]).
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
     }
 
     /// The settings.
@@ -455,6 +470,7 @@ impl Stack {
         let e = self.entry_mut(id)?;
         let n = e.conn.send(data).map_err(|_| StackError::Closing)?;
         if n > 0 {
+            self.account_buffers(id.index);
             self.mark_dirty(id.index);
         }
         Ok(n)
@@ -465,6 +481,8 @@ impl Stack {
     pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
         let e = self.entry_mut(id)?;
         let n = e.conn.recv(buf);
+        self.account_buffers(id.index);
+        let e = self.entry_mut(id)?;
         if let Some(reason) = e.closed_unread {
             if e.conn.recv_queue_len() == 0 {
                 self.push_event(StackEvent::Closed(id, reason));
@@ -676,7 +694,21 @@ impl Stack {
         if let Some(&index) = self.table.get(&tuple) {
             let e = self.slots[index as usize].entry.as_mut().expect("table points at a live slot");
             if !(e.conn.state() == State::TimeWait && e.conn.accepts_reopen(seg)) {
-                e.conn.process(now, seg);
+                if self.buffer_bytes >= self.cfg.max_buffer_bytes
+                    && !seg.payload.is_empty()
+                    && !e.conn.takes_without_growing(seg)
+                {
+                    // No memory for more data: take the rest of the segment (its ACK frees memory), as if the
+                    // data and what follows it (a FIN) had been lost. Data that fits what the connection holds
+                    // still goes in — above all a gap before out-of-order data, whose arrival frees memory.
+                    self.counters.drop(Drop::MemoryFull);
+                    let mut bare = *seg;
+                    bare.payload = &[];
+                    bare.flags = TcpFlags(bare.flags.0 & !TcpFlags::FIN.0);
+                    e.conn.process(now, &bare);
+                } else {
+                    e.conn.process(now, seg);
+                }
                 self.after_activity(index, tx);
                 return;
             }
@@ -819,7 +851,16 @@ impl Stack {
             }
         }
         self.sync_timers(index);
+        self.account_buffers(index);
         self.drain_events(index);
+    }
+
+    /// Brings the stack's buffer total up to date with the connection's.
+    fn account_buffers(&mut self, index: u32) {
+        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        let now = e.conn.buffer_bytes();
+        self.buffer_bytes = self.buffer_bytes - e.buffer_bytes + now;
+        e.buffer_bytes = now;
     }
 
     /// Asks for `ip`'s MAC from `local_ip`, the address of the connection that needs it.
@@ -939,6 +980,7 @@ impl Stack {
             dirty: false,
             half_open,
             time_wait: false,
+            buffer_bytes: 0,
             closed_unread: None,
         };
         let index = match self.free.pop() {
@@ -983,7 +1025,8 @@ impl Stack {
     fn free_slot(&mut self, index: u32) {
         self.remove_from_table(index);
         let slot = &mut self.slots[index as usize];
-        if slot.entry.take().is_some() {
+        if let Some(e) = slot.entry.take() {
+            self.buffer_bytes -= e.buffer_bytes;
             slot.generation = slot.generation.wrapping_add(1);
             self.free.push(index);
         }

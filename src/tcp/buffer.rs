@@ -1,37 +1,74 @@
-//! Send and receive buffers: fixed-capacity byte rings allocated when the connection is made, never grown.
+//! Send and receive buffers: byte rings of a fixed logical capacity whose memory is taken only while they hold
+//! data — allocated on the first byte, grown by doubling as data arrives, and given back when they empty. An idle
+//! connection holds no buffer memory at all; a busy one holds about what it has queued.
 //!
 //! The receive side keeps out-of-order data in place (at its offset past the in-order bytes) and tracks which
 //! ranges are present with a bounded [`Assembler`].
 
 use crate::wire::SeqNumber;
 
-/// A fixed-capacity byte ring.
+/// The smallest allocation: an echo-sized message fits, and the allocator serves a block this small from its
+/// per-thread cache, so a connection that sends and drains one small message at a time costs little.
+pub const MIN_ALLOCATION: usize = 512;
+
+/// A byte ring of `limit` bytes' logical capacity, backed by an allocation of at most that much.
 #[derive(Debug)]
 struct Ring {
+    /// Empty when nothing is held; else a power of two (or `limit`) at least as long as the held span.
     bytes: Box<[u8]>,
-    /// Index of the first held byte.
+    /// The logical capacity: what the ring may hold, whatever is allocated now.
+    limit: usize,
+    /// Index in `bytes` of the first held byte.
     head: usize,
     /// Held bytes.
     len: usize,
 }
 
 impl Ring {
-    fn new(capacity: usize) -> Ring {
-        Ring { bytes: vec![0; capacity].into_boxed_slice(), head: 0, len: 0 }
+    fn new(limit: usize) -> Ring {
+        Ring { bytes: Box::default(), limit, head: 0, len: 0 }
     }
 
     fn capacity(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes allocated now.
+    fn allocated(&self) -> usize {
         self.bytes.len()
     }
 
+    /// The index in `bytes` of the byte `offset` past the head (`offset` at most the allocation's length).
     fn index(&self, offset: usize) -> usize {
-        let cap = self.capacity();
+        let cap = self.bytes.len();
         let i = self.head + offset;
         if i >= cap {
             i - cap
         } else {
             i
         }
+    }
+
+    /// Makes the allocation cover `end` bytes past the head, moving what it held to a larger one (head first).
+    fn reserve(&mut self, end: usize) {
+        let have = self.bytes.len();
+        if end <= have {
+            return;
+        }
+        debug_assert!(end <= self.limit);
+        let want = end.max(MIN_ALLOCATION).next_power_of_two().min(self.limit).max(end);
+        let mut bytes = vec![0; want].into_boxed_slice();
+        let (front, back) = self.bytes.split_at(self.head);
+        bytes[..back.len()].copy_from_slice(back);
+        bytes[back.len()..have].copy_from_slice(front);
+        self.bytes = bytes;
+        self.head = 0;
+    }
+
+    /// Gives the allocation back; the caller knows nothing is held in it.
+    fn release(&mut self) {
+        self.bytes = Box::default();
+        self.head = 0;
     }
 
     /// Copies `data` into the ring at `offset` bytes past the head (which may be past `len`). The caller
@@ -41,8 +78,9 @@ impl Ring {
         if data.is_empty() {
             return;
         }
+        self.reserve(offset + data.len());
         let start = self.index(offset);
-        let first = data.len().min(self.capacity() - start);
+        let first = data.len().min(self.bytes.len() - start);
         self.bytes[start..start + first].copy_from_slice(&data[..first]);
         self.bytes[..data.len() - first].copy_from_slice(&data[first..]);
     }
@@ -53,16 +91,16 @@ impl Ring {
             return &[];
         }
         let start = self.index(offset);
-        let n = (self.len - offset).min(max).min(self.capacity() - start);
+        let n = (self.len - offset).min(max).min(self.bytes.len() - start);
         &self.bytes[start..start + n]
     }
 
-    fn consume(&mut self, n: usize) {
+    /// Drops `n` bytes from the front, keeping the positions of bytes stored past `len`.
+    fn advance(&mut self, n: usize) {
         let n = n.min(self.len);
-        self.head = self.index(n);
-        self.len -= n;
-        if self.len == 0 {
-            self.head = 0;
+        if n > 0 {
+            self.head = self.index(n);
+            self.len -= n;
         }
     }
 }
@@ -74,9 +112,14 @@ pub struct SendBuffer {
 }
 
 impl SendBuffer {
-    /// A buffer of `capacity` bytes.
+    /// A buffer of `capacity` bytes (nothing allocated until the first byte).
     pub fn new(capacity: usize) -> SendBuffer {
         SendBuffer { ring: Ring::new(capacity) }
+    }
+
+    /// Bytes of memory held now.
+    pub fn allocated(&self) -> usize {
+        self.ring.allocated()
     }
 
     /// Bytes held (unacknowledged plus unsent).
@@ -113,9 +156,12 @@ impl SendBuffer {
         self.ring.contiguous_at(offset, max)
     }
 
-    /// Drops `n` acknowledged bytes from the front.
+    /// Drops `n` acknowledged bytes from the front; the memory goes back once nothing is held.
     pub fn consume(&mut self, n: usize) {
-        self.ring.consume(n)
+        self.ring.advance(n);
+        if self.ring.len == 0 {
+            self.ring.release();
+        }
     }
 }
 
@@ -197,9 +243,14 @@ pub struct RecvBuffer {
 }
 
 impl RecvBuffer {
-    /// A buffer of `capacity` bytes.
+    /// A buffer of `capacity` bytes (nothing allocated until the first byte).
     pub fn new(capacity: usize) -> RecvBuffer {
         RecvBuffer { ring: Ring::new(capacity), ooo: Assembler::default() }
+    }
+
+    /// Bytes of memory held now.
+    pub fn allocated(&self) -> usize {
+        self.ring.allocated()
     }
 
     /// In-order bytes waiting to be read.
@@ -220,6 +271,14 @@ impl RecvBuffer {
     /// Room past the unread bytes: the most the receive window can offer.
     pub fn free(&self) -> usize {
         self.ring.capacity() - self.ring.len
+    }
+
+    /// Whether storing the bytes `[seq, seq + len)` needs no more memory than is allocated now (given the next
+    /// expected byte `rcv_nxt`): bytes already received, or bytes that land inside the held span — a gap before
+    /// out-of-order data.
+    pub fn fits_allocated(&self, rcv_nxt: SeqNumber, seq: SeqNumber, len: usize) -> bool {
+        let end = seq + len;
+        end.diff(rcv_nxt) <= 0 || self.ring.len + (end - rcv_nxt) <= self.ring.allocated()
     }
 
     /// The out-of-order ranges held.
@@ -254,20 +313,16 @@ impl RecvBuffer {
 
     /// Copies out and consumes up to `out.len()` in-order bytes.
     pub fn read(&mut self, out: &mut [u8]) -> usize {
-        // Out-of-order bytes live at offsets past `len` relative to the head; consuming moves the head and the
-        // length together, so their position relative to the in-order end is unchanged.
         let n = out.len().min(self.ring.len);
-        let cap = self.ring.capacity();
         let mut done = 0;
         while done < n {
             let chunk = self.ring.contiguous_at(0, n - done);
             let c = chunk.len();
             out[done..done + c].copy_from_slice(chunk);
             done += c;
-            // Do not reset head to 0 when len reaches 0: out-of-order bytes may sit past it.
-            self.ring.head = (self.ring.head + c) % cap;
-            self.ring.len -= c;
+            self.ring.advance(c);
         }
+        self.release_if_empty();
         n
     }
 
@@ -278,10 +333,17 @@ impl RecvBuffer {
 
     /// Drops `n` in-order bytes after a [`RecvBuffer::peek`].
     pub fn consume(&mut self, n: usize) {
-        let n = n.min(self.ring.len);
-        let cap = self.ring.capacity();
-        self.ring.head = (self.ring.head + n) % cap;
-        self.ring.len -= n;
+        self.ring.advance(n);
+        self.release_if_empty();
+    }
+
+    /// Out-of-order bytes live at offsets past `len` relative to the head (advancing moves the head and the
+    /// length together, so their place relative to the in-order end holds): the memory goes back only when
+    /// neither kind is held.
+    fn release_if_empty(&mut self) {
+        if self.ring.len == 0 && self.ooo.is_empty() {
+            self.ring.release();
+        }
     }
 }
 
@@ -346,5 +408,101 @@ mod tests {
         assert_eq!(next, base + 12);
         let n = r.read(&mut out);
         assert_eq!(&out[..n], b"defghijkl");
+    }
+
+    #[test]
+    fn memory_is_taken_on_the_first_byte_grows_with_the_data_and_goes_back_when_empty() {
+        let mut b = SendBuffer::new(256 * 1024);
+        assert_eq!(b.allocated(), 0);
+        b.enqueue(&[1; 64]);
+        assert_eq!(b.allocated(), MIN_ALLOCATION);
+        b.consume(60);
+        // Wrapped data survives growth: head near the end of the small block, then a big write.
+        b.enqueue(&[2; 500]);
+        b.enqueue(&(0..=255).cycle().take(5000).collect::<Vec<u8>>());
+        assert_eq!(b.allocated(), 8192);
+        assert_eq!(b.peek(0, 4), [1, 1, 1, 1]);
+        assert_eq!(b.peek(4, 500), [2; 500]);
+        assert_eq!(b.peek(504, 3), [0, 1, 2]);
+        b.consume(b.len());
+        assert_eq!(b.allocated(), 0);
+
+        let mut r = RecvBuffer::new(256 * 1024);
+        let base = s(1000);
+        // Out-of-order data alone holds memory; reading the in-order part keeps it while a gap remains.
+        assert_eq!(r.write(base, base + 100, b"later"), Some(base));
+        assert_eq!(r.allocated(), MIN_ALLOCATION);
+        let next = r.write(base, base, &[7; 50]).unwrap();
+        assert_eq!(next, base + 50);
+        let mut out = [0u8; 64];
+        assert_eq!(r.read(&mut out), 50);
+        assert_eq!(r.allocated(), MIN_ALLOCATION, "the out-of-order bytes are still held");
+        let next = r.write(next, next, &[8; 50]).unwrap();
+        assert_eq!(next, base + 105);
+        let mut all = vec![0u8; 64];
+        assert_eq!(r.read(&mut all), 55);
+        assert_eq!(&all[50..55], b"later");
+        assert_eq!(r.allocated(), 0);
+    }
+
+    /// Random enqueues, partial acknowledgements, in-order and out-of-order arrivals and reads, checked against a
+    /// plain model, across every allocation size.
+    #[test]
+    fn buffers_match_a_model_through_growth_wrap_and_release() {
+        use rand::{Rng, SeedableRng};
+        use std::collections::VecDeque;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let limit = 20_000;
+        let (mut b, mut model) = (SendBuffer::new(limit), VecDeque::<u8>::new());
+        let mut counter = 0u8;
+        for _ in 0..20_000 {
+            if rng.gen_bool(0.5) {
+                let n = rng.gen_range(0..3000);
+                let data: Vec<u8> = (0..n)
+                    .map(|_| {
+                        counter = counter.wrapping_add(1);
+                        counter
+                    })
+                    .collect();
+                let took = b.enqueue(&data);
+                model.extend(&data[..took]);
+            } else {
+                let n = rng.gen_range(0..=model.len());
+                b.consume(n);
+                model.drain(..n);
+            }
+            assert_eq!(b.len(), model.len());
+            let off = rng.gen_range(0..=model.len());
+            let run = b.peek(off, usize::MAX);
+            assert!(run.iter().eq(model.range(off..off + run.len())));
+            assert!(b.allocated() <= limit && (model.is_empty() == (b.allocated() == 0)));
+        }
+
+        // The receiver: a stream cut into segments that arrive in a shuffled window, read in random chunks.
+        let stream: Vec<u8> = (0..400_000u32).map(|i| (i % 253) as u8).collect();
+        let mut r = RecvBuffer::new(limit);
+        let (mut rcv_nxt, mut read) = (s(u32::MAX - 1000), Vec::new());
+        let start = rcv_nxt;
+        while read.len() < stream.len() {
+            let delivered = rcv_nxt - start;
+            let window = r.free().min(stream.len() - delivered);
+            if window > 0 && rng.gen_bool(0.7) {
+                let off = rng.gen_range(0..window);
+                let len = rng.gen_range(1..=(window - off).min(1500));
+                let from = delivered + off;
+                if let Some(next) = r.write(rcv_nxt, rcv_nxt + off, &stream[from..from + len]) {
+                    rcv_nxt = next;
+                }
+            } else {
+                let mut out = vec![0u8; rng.gen_range(1..5000)];
+                let n = r.read(&mut out);
+                read.extend_from_slice(&out[..n]);
+            }
+            assert!(r.allocated() <= limit);
+            if r.is_empty() && r.out_of_order().is_empty() {
+                assert_eq!(r.allocated(), 0);
+            }
+        }
+        assert!(read == stream, "every byte once, in order");
     }
 }

@@ -368,6 +368,17 @@ impl Connection {
 
     // ----- Accessors -----
 
+    /// Bytes of buffer memory this connection holds now (send and receive): none while idle.
+    pub fn buffer_bytes(&self) -> usize {
+        self.send_buf.allocated() + self.recv_buf.allocated()
+    }
+
+    /// Whether the data `seg` carries needs no more buffer memory than this connection holds now (already
+    /// received, or filling a gap before out-of-order data): what the owner still takes when memory is short.
+    pub fn takes_without_growing(&self, seg: &TcpRepr<'_>) -> bool {
+        self.recv_buf.fits_allocated(self.rcv_nxt, seg.seq_number + usize::from(seg.flags.syn()), seg.payload.len())
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.state
