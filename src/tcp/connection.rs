@@ -876,8 +876,13 @@ impl Connection {
             self.ack_invalid(now, seg);
             return false;
         }
-        // RFC 5961 §5.2: an ACK too far in the past is answered with a challenge.
-        let oldest = self.snd_una - self.max_snd_wnd.max(1);
+        // RFC 5961 §5.2: an ACK too far in the past is answered with a challenge. Too far is more than MAX.SND.WND
+        // back, or, as Linux also bounds it (by bytes_acked), before our first byte: on a young connection the
+        // window is wide while little was sent, and a blind injector's ACK from far before the ISN would pass.
+        // (Past 2 GiB sent, the distance from the ISN wraps; the window alone bounds it then.)
+        let sent =
+            if self.stats.bytes_out < 1 << 31 { (self.snd_una - self.iss).saturating_sub(1) } else { usize::MAX };
+        let oldest = self.snd_una - self.max_snd_wnd.max(1).min(sent);
         if ack.diff(oldest) < 0 {
             self.challenge_ack(now);
             return false;

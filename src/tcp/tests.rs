@@ -961,6 +961,28 @@ fn challenge_and_invalid_acks_are_rate_limited_but_data_is_always_acknowledged()
     assert_eq!(exchange(&mut p.a, p.now + interval + ms(1), &syn).len(), 1);
 }
 
+/// RFC 5961 §5.2 on a young connection: an ACK before anything we ever sent gets a challenge and its data is not
+/// taken, even though it is within MAX.SND.WND of SND.UNA (Linux bounds the range by bytes_acked the same way).
+#[test]
+fn data_whose_ack_precedes_our_first_byte_gets_a_challenge_ack_and_is_not_taken() {
+    let mut p = established();
+    p.a.send(b"hello").unwrap();
+    p.flush();
+    p.advance_to(p.now + ms(100)); // b's delayed ACK
+    assert_eq!(p.a.snd_una(), p.a.snd_nxt(), "the five bytes are acknowledged");
+    transmit(&mut p.a, p.now);
+    let injected = Seg { ack_number: p.a.snd_una() - 1000, payload: b"INJECTED".to_vec(), ..from_peer(&p.a) };
+    let rcv_nxt = p.a.rcv_nxt();
+    let out = exchange(&mut p.a, p.now + secs(1), &injected);
+    assert_eq!(out.iter().map(shape).collect::<Vec<_>>(), [(TcpFlags::ACK, p.a.snd_nxt(), rcv_nxt, 0)]);
+    assert_eq!(p.a.rcv_nxt(), rcv_nxt, "the data was not taken");
+    assert_eq!(p.a.stats().challenge_acks, 1);
+    // An ACK within what was sent is an old duplicate: its data is taken.
+    let old = Seg { ack_number: p.a.snd_una() - 3, payload: b"ok".to_vec(), ..from_peer(&p.a) };
+    exchange(&mut p.a, p.now + secs(2), &old);
+    assert_eq!(p.a.rcv_nxt(), rcv_nxt + 2);
+}
+
 #[test]
 fn syn_in_synchronized_state_gets_challenge_ack() {
     for (state, mut p) in synchronized_fixtures(cfg()) {
