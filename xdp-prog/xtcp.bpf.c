@@ -74,7 +74,11 @@ static __always_inline enum verdict classify(struct cursor *c, const struct xtcp
 {
 	struct ethhdr *eth = pull(c, sizeof(*eth));
 	struct iphdr *ip;
-	struct tcphdr *tcp;
+	struct tcp_ports {
+		__be16 source;
+		__be16 dest;
+	} *ports;
+	__u32 first_fragment;
 	__u32 ihl_bytes;
 	__u32 daddr;
 	__u16 port;
@@ -92,17 +96,24 @@ static __always_inline enum verdict classify(struct cursor *c, const struct xtcp
 	if (ip->protocol != IPPROTO_TCP)
 		return NOT_OURS;
 	daddr = ip->daddr;
-	/* A fragment carries no TCP header we could read (xtcp sends DF and never sees them): the kernel's. */
-	if (ip->frag_off & bpf_htons(0x3fff))
+	/* xtcp does not reassemble. A later fragment carries no TCP header: the kernel's (which, never getting the
+	 * first, drops it when reassembly times out). The first fragment carries the ports: if they are ours it is
+	 * ours too, and xtcp counts and drops it; passed on, the kernel would reassemble the datagram and answer for a
+	 * port it does not own with an RST. */
+	if (ip->frag_off & bpf_htons(0x1fff))
 		return NOT_OURS;
+	first_fragment = ip->frag_off & bpf_htons(0x2000);
 	ihl_bytes = ip->ihl * 4;
 	if (!pull(c, ihl_bytes - sizeof(*ip)))
 		return MALFORMED;
 
-	tcp = pull(c, sizeof(*tcp));
-	if (!tcp)
+	/* The ports (the first four bytes of the header) are all a first fragment is sure to hold. */
+	ports = pull(c, sizeof(*ports));
+	if (!ports)
 		return MALFORMED;
-	port = bpf_ntohs(tcp->dest);
+	if (!first_fragment && !pull(c, sizeof(struct tcphdr) - sizeof(*ports)))
+		return MALFORMED;
+	port = bpf_ntohs(ports->dest);
 	if (!((cfg->ports[port / XTCP_PORT_WORD_BITS] >> (port % XTCP_PORT_WORD_BITS)) & 1))
 		return NOT_OURS;
 	/* The address last: the scan's loop then follows every packet access, which keeps the verifier's bounds. */
