@@ -1318,7 +1318,7 @@ fn syn_flood_from_spoofed_sources_leaves_legitimate_clients_served() {
     }
     assert!(x.syn_pps >= 100_000.0, "the flood reached only {:.0} SYN/s", x.syn_pps);
     assert!(pct(&x) >= 99.0, "legitimate clients under the flood: {}/{}", x.legit_ok, x.legit_tried);
-    assert!(x.legit_tried >= 20, "too few legitimate connections tried: {}", x.legit_tried);
+    assert!(x.legit_tried >= 10, "too few legitimate connections tried: {}", x.legit_tried);
     // The backlog filled, and from then on SYN cookies answered: the legitimate clients came in on them.
     assert!(cookies > 0, "the flood filled the SYN backlog but no SYN cookie was sent: {after}");
     assert!(cookies_valid > 0, "no legitimate client came in on a cookie: {after}");
