@@ -1,5 +1,6 @@
 //! The loop one core runs: poll the device, hand events to the application, and when there is nothing to do,
-//! spin a little and then sleep in growing steps until the next timer — busy under load, quiet when idle.
+//! spin a little and then sleep in growing steps until the next timer or the next frame — busy under load, quiet
+//! when idle.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
@@ -39,7 +40,8 @@ impl Default for Clock {
 pub struct RunOptions {
     /// Keep polling without sleeping for this long after the last frame or event (default 200 µs).
     pub busy_poll: Duration,
-    /// The longest single sleep when idle (default 1 ms); sleeps grow from 1 µs up to this.
+    /// The longest single sleep when idle (default 1 ms); sleeps grow from 1 µs up to this. A device with
+    /// something to wait on ends a sleep as soon as a frame arrives (see [`FrameDevice::wait`]).
     pub max_sleep: Duration,
 }
 
@@ -113,7 +115,7 @@ pub fn run_with(
             sleep = sleep.min(t - now);
         }
         stats.sleeps += 1;
-        std::thread::sleep(sleep);
+        dev.wait(sleep);
     }
     stats
 }

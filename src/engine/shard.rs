@@ -294,6 +294,12 @@ impl<D: FrameDevice> FrameDevice for ShardDevice<'_, D> {
         }
         self.inner.poll_at()
     }
+
+    /// Wakes for the queue's own frames; a frame another core hands over while this one waits is taken when the
+    /// wait ends (at most the loop's longest sleep, 1 ms by default) — hand-offs are the rare path.
+    fn wait(&mut self, timeout: core::time::Duration) {
+        self.inner.wait(timeout)
+    }
 }
 
 /// Bytes of an Ethernet/IPv4/TCP frame with no IP or TCP options: a bare RST.

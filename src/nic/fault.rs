@@ -562,6 +562,11 @@ impl<D: FrameDevice> FrameDevice for FaultInjector<D> {
             .flatten()
             .min()
     }
+
+    /// The loop bounds `timeout` by [`FrameDevice::poll_at`], so held frames are released on time.
+    fn wait(&mut self, timeout: core::time::Duration) {
+        self.inner.wait(timeout)
+    }
 }
 
 #[cfg(test)]

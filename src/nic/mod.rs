@@ -42,4 +42,10 @@ pub trait FrameDevice: Transmit {
     fn poll_at(&self) -> Option<Instant> {
         None
     }
+
+    /// The idle loop's sleep: returns after `timeout`, or sooner once a frame may have arrived (a device with
+    /// something to wait on, such as an AF_XDP socket, wakes at once; others just sleep).
+    fn wait(&mut self, timeout: core::time::Duration) {
+        std::thread::sleep(timeout);
+    }
 }

@@ -265,6 +265,10 @@ impl<D: FrameDevice, W: Write> FrameDevice for PcapTap<D, W> {
     fn poll_at(&self) -> Option<Instant> {
         self.inner.poll_at()
     }
+
+    fn wait(&mut self, timeout: core::time::Duration) {
+        self.inner.wait(timeout)
+    }
 }
 
 #[cfg(test)]

@@ -77,4 +77,8 @@ impl<D: FrameDevice, F: FnMut(Instant, Direction, &[u8])> FrameDevice for Tracer
     fn poll_at(&self) -> Option<Instant> {
         self.inner.poll_at()
     }
+
+    fn wait(&mut self, timeout: core::time::Duration) {
+        self.inner.wait(timeout)
+    }
 }

@@ -517,4 +517,17 @@ impl FrameDevice for XskDevice {
     fn max_frame_len(&self) -> usize {
         self.max_frame_len
     }
+
+    /// Blocks in `ppoll` on the socket until a frame is on the rx ring or `timeout` passes: an idle loop sleeps
+    /// without missing a frame by a whole sleep, and wakes in the time the scheduler takes.
+    fn wait(&mut self, timeout: core::time::Duration) {
+        let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: one valid pollfd and a valid timespec, both alive for the call; no signal mask is changed. An
+        // error (EINTR from a signal) only ends the wait early, which the loop takes like a wake-up.
+        unsafe { libc::ppoll(&mut pfd, 1, &ts, core::ptr::null()) };
+    }
 }
