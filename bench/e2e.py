@@ -319,10 +319,57 @@ def wrk_report(path):
             "failed": errors, "latency": lat, "client": "wrk"}
 
 
+# The soak fails when a process's resident memory at the end is more than this over its reading after the first
+# minute (the tables are allocated up front and buffers come and go, so a flat line is expected), in KiB and
+# as a fraction, whichever is larger.
+SOAK_RSS_SLACK_KIB = 2048
+SOAK_RSS_SLACK_FRACTION = 0.05
+
+
+def soak(samples_path, report_path):
+    """Prints the soak's samples once a minute and its verdict; returns the exit status."""
+    with open(samples_path) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    head, rows = rows[0], [list(map(int, r)) for r in rows[1:] if r and r[0]]
+    with open(report_path) as f:
+        report = json.load(f)
+    errors = report["errors"] if isinstance(report["errors"], int) else sum(report["errors"].values())
+    print(f"\n{'t s':>6} {'server RSS KiB':>15} {'load RSS KiB':>13} {'TIME_WAIT':>10} {'conns opened':>13} "
+          f"{'buffer bytes':>13}")
+    for r in rows:
+        if r[0] % 60 == 0 or r is rows[-1]:
+            print(f"{r[0]:>6} {r[1]:>15} {r[2]:>13} {r[3]:>10} {r[4]:>13} {r[5]:>13}")
+    secs = report["elapsed_us"] / 1e6
+    opened = report.get("connections_opened", 0)
+    print(f"\n{report['completed']} requests, {opened} connections in {secs:.0f} s "
+          f"({opened / max(secs, 1e-9):,.0f} conn./s); errors {errors}")
+    bad = []
+    if errors:
+        bad.append(f"{errors} load errors (a port, the table or TIME_WAIT ran out?) — see the load report")
+    base = next((r for r in rows if r[0] >= 60), None)
+    if base and rows:
+        for i, who in ((1, "server"), (2, "load generator")):
+            grew = rows[-1][i] - base[i]
+            slack = max(SOAK_RSS_SLACK_KIB, base[i] * SOAK_RSS_SLACK_FRACTION)
+            print(f"{who} RSS: {base[i]} KiB at {base[0]} s, {rows[-1][i]} KiB at {rows[-1][0]} s ({grew:+} KiB)")
+            if grew > slack:
+                bad.append(f"{who} memory grew by {grew} KiB after the first minute")
+    summary = {"samples": [dict(zip(head, r)) for r in rows], "report": report, "failures": bad}
+    with open(os.path.join(os.path.dirname(samples_path), "soak.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    if bad:
+        print("error: " + "; ".join(bad), file=sys.stderr)
+        return 1
+    print("soak: no errors, memory flat")
+    return 0
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--wrk":
         print(json.dumps(wrk_report(sys.argv[2]), indent=2))
         return 0
+    if len(sys.argv) == 5 and sys.argv[1] == "--soak" and sys.argv[3] == "--soak-report":
+        return soak(sys.argv[2], sys.argv[4])
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--work", required=True, help="the directory holding KEY-STACK.json reports")
     p.add_argument("--workloads", required=True)

@@ -16,6 +16,9 @@
 #   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
 #   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, http-N, cps, bulk, raw-N, wrk-N)
+#   scripts/bench.sh --soak [SECS]        # only the soak (default 600 s): `xtcp http` under new-connection-per-request
+#                                         # load with TIME_WAIT on; fails on any load error (a port or table that ran
+#                                         # out) or when either process's memory grew past the first minute's
 #
 # Each repetition runs xtcp then the kernel back to back, so the two see about the same machine; the reported pair is
 # the repetition with the median xtcp/kernel ratio (every ratio is kept in the JSON). Results go to
@@ -26,9 +29,14 @@ cd "$(dirname "$0")/.."
 
 quick=0
 plots=""
+soak=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; shift ;;
+        --soak)
+            soak=600; shift
+            if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then soak=$1; shift; fi
+            [ "$soak" -ge 60 ] || { echo "error: --soak wants at least 60 seconds" >&2; exit 2; } ;;
         --plots) [ $# -ge 2 ] || { echo "error: --plots wants a directory" >&2; exit 2; }; plots=$2; shift 2 ;;
         -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 — see scripts/bench.sh --help" >&2; exit 2 ;;
@@ -200,6 +208,48 @@ run() {
         *) echo "error: unknown workload $key" >&2; exit 2 ;;
     esac
 }
+
+# soak SECS: open/close churn for SECS against `xtcp http` (the server closes first and holds TIME_WAIT), both
+# processes' resident memory and the server's state sampled every 10 s into soak.tsv; then the verdict.
+soak() {
+    local secs=$1 out=target/bench/soak.tsv
+    mkdir -p target/bench
+    serve xdp http --port 8080 --body-bytes 64
+    echo "== soak: $secs s of new-connection-per-request load, 16 connections, TIME_WAIT on" >&2
+    ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" "$bin" load --stack xdp --iface "$IF_KERNEL" \
+        --target "$IP_XTCP:8080" --mode http --connections 16 --new-connection-per-request \
+        --duration "${secs}s" --warmup 1s --json >"$work/soak.json" 2>"$work/soak.err" &
+    local load=$!
+    printf 't_s\tserver_rss_kib\tload_rss_kib\tserver_time_wait\tserver_conns_opened\tserver_buffer_bytes\n' >"$out"
+    local t=0
+    while kill -0 "$load" 2>/dev/null; do
+        sleep 10
+        t=$((t + 10))
+        kill -0 "$load" 2>/dev/null || break
+        local srss lrss stat
+        srss=$(awk '/^VmRSS/ { print $2 }' "/proc/$server/status" 2>/dev/null || echo 0)
+        # `ip netns exec` and taskset exec what they run: the PIDs are the xtcp processes'.
+        lrss=$(awk '/^VmRSS/ { print $2 }' "/proc/$load/status" 2>/dev/null || echo 0)
+        stat=$("$bin" stat --pid "$server" --json 2>/dev/null || echo '{}')
+        python3 - "$t" "$srss" "$lrss" "$stat" >>"$out" <<'PY'
+import json, sys
+t, srss, lrss, stat = sys.argv[1:]
+cores = json.loads(stat) if stat.startswith("[") else []
+tw = sum(c["states"].get("TIME_WAIT", 0) for c in cores)
+opened = sum(c["counters"].get("conns_opened", 0) for c in cores)
+buf = sum(c.get("device", {}).get("buffer_bytes", 0) for c in cores)
+print(f"{t}\t{srss}\t{lrss}\t{tw}\t{opened}\t{buf}")
+PY
+    done
+    wait "$load" || { echo "error: the soak's load failed: $(tail -1 "$work/soak.err")" >&2; exit 1; }
+    stop_server
+    python3 bench/e2e.py --soak "$out" --soak-report "$work/soak.json"
+}
+
+if [ "$soak" -gt 0 ]; then
+    soak "$soak"
+    exit 0
+fi
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for key in $workloads; do
