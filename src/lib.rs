@@ -14,6 +14,8 @@
 
 pub mod app;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod nic;
 pub mod tcp;
 pub mod time;
