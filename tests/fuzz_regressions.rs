@@ -63,3 +63,11 @@ fn recorded_seeds_replay() {
         }
     }
 }
+
+/// A SYN-ACK retransmission that the device refused (its ring full: two ARP requests took it) left the half-open
+/// connection with no retransmission timer: it held its table slot and backlog place for good. Fixed in
+/// `Connection::on_retransmit_timeout`, which now restarts the timer itself (RFC 6298 (5.6)).
+#[test]
+fn refused_syn_ack_resend_keeps_the_timer() {
+    xtcp::fuzz::stack(include_bytes!("fuzz_inputs/stack-syn-ack-refused-no-timer"));
+}

@@ -1202,7 +1202,7 @@ impl Connection {
             }
             TimerKind::Retransmit => {
                 self.ts_at_rto = Some(self.ts_now(now));
-                self.on_retransmit_timeout();
+                self.on_retransmit_timeout(now);
             }
             TimerKind::Persist => {
                 self.probe = Some(Probe::Window);
@@ -1218,7 +1218,7 @@ impl Connection {
         }
     }
 
-    fn on_retransmit_timeout(&mut self) {
+    fn on_retransmit_timeout(&mut self, now: Instant) {
         match self.state {
             State::SynSent | State::SynReceived => {
                 if self.retries >= self.cfg.syn_retries {
@@ -1251,6 +1251,11 @@ impl Connection {
         self.retries += 1;
         self.rtt.back_off();
         self.rtt_timing = None;
+        // RFC 6298 (5.6): the timer starts again now, with the backed-off RTO, not only once the resend goes out.
+        // The sending code arms it only after a segment was handed over; when the device refused the resend
+        // (ring full), nothing else would ever call again, and the connection hung with no timer at all — a
+        // half-open one holding its table slot and backlog place for good (found by the `stack` fuzz target).
+        self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
     }
 
     fn on_keepalive_timeout(&mut self, now: Instant) {

@@ -570,6 +570,38 @@ fn listen_to_syn_received_on_syn_sends_syn_ack() {
 }
 
 #[test]
+fn a_resend_the_device_refuses_keeps_the_retransmission_timer() {
+    // Found by the `stack` fuzz target: the timer used to be armed only by a segment handed over, so a resend the
+    // device refused (ring full) left the connection with no timer at all, half-open for good.
+    let mut p = syn_received();
+    let t1 = T0 + secs(1);
+    p.b.on_timer(t1, TimerKind::Retransmit);
+    p.b.poll_transmit(t1, &mut |_| false);
+    assert_eq!(p.b.timer(TimerKind::Retransmit), Some(t1 + secs(2)), "backed off, and running");
+    let t2 = t1 + secs(2);
+    p.b.on_timer(t2, TimerKind::Retransmit);
+    let out = transmit(&mut p.b, t2);
+    assert_eq!(
+        out.iter().map(shape).collect::<Vec<_>>(),
+        [(TcpFlags::SYN | TcpFlags::ACK, p.b.iss(), p.b.rcv_nxt(), 0)]
+    );
+    assert_eq!(p.b.timer(TimerKind::Retransmit), Some(t2 + secs(4)));
+
+    // The same with data in flight (without SACK, so that the first expiry is the RTO, not a tail loss probe).
+    let mut p = Pair::established(cfg_plain(), cfg_plain());
+    p.a.send(&pattern(100, 1)).unwrap();
+    assert_eq!(p.transmit(Side::A).len(), 1);
+    let rto = p.a.timer(TimerKind::Retransmit).expect("data in flight");
+    p.a.on_timer(rto, TimerKind::Retransmit);
+    p.a.poll_transmit(rto, &mut |_| false);
+    let again = p.a.timer(TimerKind::Retransmit).expect("the timer survives a refused resend");
+    assert!(again > rto);
+    p.a.on_timer(again, TimerKind::Retransmit);
+    let out = transmit(&mut p.a, again);
+    assert_eq!(out.first().map(|s| (s.seq_number, s.len())), Some((p.a.snd_una(), 100)), "resent: {out:?}");
+}
+
+#[test]
 fn syn_sent_to_established_on_syn_ack_sends_ack() {
     let mut a = Connection::connect(cfg_plain(), A_ADDR, B_ADDR, &isn_a(), T0);
     transmit(&mut a, T0);
