@@ -21,6 +21,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 XTCP_SIM_SEEDS=20000 cargo test --profile ci --locked -- --include-ignored
+echo "== fuzz: 30 s per target (scripts/fuzz.sh)"
+scripts/fuzz.sh 30
 echo "== bench smoke runs"
 # Each criterion bench once, in its test mode (no measurement), built like the tests.
 cargo test --profile ci --locked --benches >/dev/null
