@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use super::Cursor;
 use crate::app::demo::describe_frame;
-use crate::engine::{ConnId, Drop, Stack, StackConfig, StackError, StackEvent};
+use crate::engine::{ConnId, Drop, Stack, StackConfig, StackError, StackEvent, SynCookieMode};
 use crate::nic::{FrameDevice, Transmit};
 use crate::tcp::{Algorithm, Keepalive, State};
 use crate::time::Instant;
@@ -99,6 +99,19 @@ pub fn config(settings: [u8; 2]) -> StackConfig {
     cfg.tcp.rto_max = Duration::from_secs(4);
     cfg.tcp.msl = Duration::from_secs(1);
     cfg.tcp.fin_wait_2_timeout = Some(Duration::from_secs(5));
+    // Every bit of the two bytes has a use above; the hardening limits take combinations of them.
+    let mix = a ^ b;
+    cfg.syn_cookies = match mix & 0x03 {
+        0 => SynCookieMode::Always,
+        1 => SynCookieMode::Never,
+        _ => SynCookieMode::WhenFull,
+    };
+    if mix & 0x0c == 0 {
+        cfg.max_buffer_bytes = 4096;
+    }
+    if mix & 0x10 != 0 {
+        cfg.max_time_wait = 0;
+    }
     cfg.max_listeners = LISTEN_PORTS.len();
     cfg.max_events = 4096;
     cfg.max_neighbors = 4;
