@@ -599,3 +599,36 @@ fn buffer_memory_is_held_only_while_data_waits_and_is_bounded() {
     let idle = (world.stacks[0].buffer_bytes(), world.stacks[1].buffer_bytes());
     assert_eq!(idle, (0, 0), "idle connections hold no buffers");
 }
+
+#[test]
+fn a_client_reusing_its_port_at_once_reopens_the_servers_time_wait() {
+    // One source port: every new connection meets the server's TIME_WAIT from the one before (the server closes
+    // first), a few hundred microseconds after it began.
+    let mut cfgs = common::configs(26);
+    cfgs[0].ephemeral_ports = 40000..=40000;
+    let mut world = common::world(cfgs, LinkConfig::default(), Faults::default(), 26);
+    let mut done = 0;
+    let mut current = Some(world.stacks[0].connect(common::server_addr()).unwrap());
+    let ok = world.run(Instant::from_secs(5), |stacks, _| {
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Accepted { conn, .. } = ev {
+                stacks[1].close(conn).unwrap();
+            }
+        }
+        while let Some(ev) = stacks[0].next_event() {
+            match ev {
+                StackEvent::PeerClosed(c) => stacks[0].close(c).unwrap(),
+                StackEvent::Closed(c, reason) if Some(c) == current => {
+                    assert_eq!(reason, CloseReason::Normal);
+                    done += 1;
+                    current = (done < 20).then(|| stacks[0].connect(common::server_addr()).unwrap());
+                }
+                _ => {}
+            }
+        }
+        done == 20
+    });
+    assert!(ok, "{done} of 20 connections done by {}", world.now());
+    assert_eq!(world.stacks[1].counters().time_wait_reopened, 19);
+    assert!(world.now() < Instant::from_millis(500), "no SYN waited for a retransmission: {}", world.now());
+}

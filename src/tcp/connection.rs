@@ -650,14 +650,21 @@ impl Connection {
     }
 
     /// RFC 6191: may a SYN for this 4-tuple end this TIME_WAIT connection and open a new one? Yes when its
-    /// timestamp is newer than the last one seen, or, without timestamps, its sequence number is past RCV.NXT.
+    /// timestamp is newer than the last one seen, or as new with a sequence number past RCV.NXT, or, without
+    /// timestamps, when its sequence number is past RCV.NXT.
     pub fn accepts_reopen(&self, syn: &TcpRepr<'_>) -> bool {
         if self.state != State::TimeWait || !syn.flags.syn() || syn.flags.ack() || syn.flags.rst() {
             return false;
         }
+        let newer_seq = syn.seq_number.diff(self.rcv_nxt) > 0;
         match (self.ts_enabled, syn.options.timestamp) {
-            (true, Some((tsval, _))) => (tsval.wrapping_sub(self.ts_recent) as i32) > 0,
-            _ => syn.seq_number.diff(self.rcv_nxt) > 0,
+            // RFC 6191 §2: a later timestamp, or the same one (a peer reconnecting within its clock's tick, a
+            // millisecond for Linux and for us) with a later sequence number.
+            (true, Some((tsval, _))) => {
+                let newer_ts = tsval.wrapping_sub(self.ts_recent) as i32;
+                newer_ts > 0 || (newer_ts == 0 && newer_seq)
+            }
+            _ => newer_seq,
         }
     }
 

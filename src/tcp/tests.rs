@@ -1947,21 +1947,24 @@ fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
 }
 
 #[test]
-fn time_wait_accepts_reopen_for_a_newer_timestamp_or_higher_seq_only() {
+fn time_wait_accepts_reopen_for_a_newer_timestamp_or_the_same_one_and_a_higher_seq() {
     let syn = |a: &Connection, seq: SeqNumber, ts: Option<u32>| Seg {
         seq_number: seq,
         flags: TcpFlags::SYN,
         options: TcpOptions { timestamp: ts.map(|v| (v, 0)), ..TcpOptions::default() },
         ..from_peer(a)
     };
-    // With timestamps the timestamp decides (RFC 6191 §2).
+    // With timestamps a newer timestamp decides (RFC 6191 §2).
     let p = time_wait();
     let recent = p.log.iter().rev().find(|s| s.from == Side::B).unwrap().seg.tsval();
     let a = &p.a;
     let n = a.rcv_nxt();
     assert!(a.accepts_reopen(&syn(a, n + 1000, Some(recent + 1)).repr()));
     assert!(a.accepts_reopen(&syn(a, n - 1000, Some(recent + 1)).repr()));
-    assert!(!a.accepts_reopen(&syn(a, n + 1000, Some(recent)).repr()));
+    // The same timestamp (a reconnection within the peer's clock tick): the sequence number decides.
+    assert!(a.accepts_reopen(&syn(a, n + 1000, Some(recent)).repr()));
+    assert!(!a.accepts_reopen(&syn(a, n, Some(recent)).repr()));
+    assert!(!a.accepts_reopen(&syn(a, n - 1000, Some(recent)).repr()));
     assert!(!a.accepts_reopen(&syn(a, n + 1000, Some(recent - 1)).repr()));
     let synack = Seg { flags: TcpFlags::SYN | TcpFlags::ACK, ..syn(a, n + 1000, Some(recent + 1)) };
     assert!(!a.accepts_reopen(&synack.repr()), "only a bare SYN");
