@@ -78,7 +78,8 @@ pub struct NetArgs {
     /// Send every frame to this MAC (aa:bb:cc:dd:ee:ff) instead of the neighbour table's or the sender's.
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     pub next_hop_mac: Option<EthernetAddress>,
-    /// Keep polling this long after the last frame or event before sleeping, in microseconds.
+    /// Keep polling at least this long after the last frame or event before sleeping, in microseconds; when work
+    /// comes at intervals the loop polls through them, up to 2 ms (or this, if longer).
     #[arg(long, default_value_t = 200, value_name = "US")]
     pub busy_poll_us: u64,
     /// Connections each core holds at most, TIME_WAIT included (AF_XDP; the table is allocated up front).

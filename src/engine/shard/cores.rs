@@ -464,6 +464,10 @@ impl FrameDevice for CoreDevice {
             CoreDevice::Wrapped(b) => b.poll_at(),
         }
     }
+
+    fn wait(&mut self, timeout: core::time::Duration) {
+        self.as_dyn().wait(timeout);
+    }
 }
 
 fn run_core<A: App>(
