@@ -29,8 +29,9 @@ use crate::engine::{ConnId, StackEvent};
 use crate::tcp::CloseReason;
 use crate::time::Instant;
 
-/// The most connections one [`Load`] keeps open.
-pub const CONNECTIONS_MAX: u32 = 65_536;
+/// The most connections one [`Load`] keeps open (the stack's own table limit, `--max-connections`, bites first
+/// unless raised).
+pub const CONNECTIONS_MAX: u32 = 1 << 22;
 /// The most requests one connection keeps outstanding.
 pub const PIPELINE_DEPTH_MAX: u32 = 1024;
 /// The largest echo message.
