@@ -7,48 +7,15 @@
 //!
 //! `XTCP_WRITE_FUZZ_SEEDS=1 cargo test --test fuzz_regressions` writes them to `fuzz/corpus/`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddrV4;
 
-use super::stack::{app_byte, stream_byte, Harness, Op, LISTEN_PORTS, PEER_IP, PEER_MAC, PEER_PORT_BASE, STACK_IP};
+use super::stack::{
+    app_byte, stream_byte, Device, Harness, Op, LISTEN_PORTS, PEER_IP, PEER_MAC, PEER_PORT_BASE, STACK_IP,
+};
 use crate::engine::{ConnId, Stack, StackConfig, StackEvent};
-use crate::nic::{FrameDevice, Transmit};
 use crate::time::Instant;
 use crate::wire::{ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, Ipv4Packet, TcpPacket};
-
-/// The peer's device: frames the harness's stack sent wait in `rx`; the peer's own land in `tx`.
-#[derive(Debug, Default)]
-struct Queue {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-}
-
-impl Transmit for Queue {
-    fn transmit(&mut self, _now: Instant, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
-        let mut frame = vec![0; len];
-        fill(&mut frame);
-        self.tx.push(frame);
-        true
-    }
-}
-
-impl FrameDevice for Queue {
-    fn receive(&mut self, _now: Instant, budget: usize, handler: &mut dyn FnMut(&[u8], &mut dyn Transmit)) -> usize {
-        let mut n = 0;
-        while n < budget {
-            let Some(frame) = self.rx.pop_front() else { break };
-            handler(&frame, self);
-            n += 1;
-        }
-        n
-    }
-
-    fn flush(&mut self, _now: Instant) {}
-
-    fn max_frame_len(&self) -> usize {
-        1514
-    }
-}
 
 /// One exchange being recorded.
 #[derive(Debug)]
@@ -56,7 +23,8 @@ struct Recorder {
     harness: Harness,
     input: Vec<u8>,
     peer: Stack,
-    dev: Queue,
+    /// The peer's device: frames the harness's stack sent wait in `rx`; the peer's own land in `tx`.
+    dev: Device,
     /// Every frame, both directions, in order.
     frames: Vec<Vec<u8>>,
     /// Bytes the peer queued and read, per connection.
@@ -84,7 +52,7 @@ impl Recorder {
             harness,
             input: settings.to_vec(),
             peer,
-            dev: Queue::default(),
+            dev: Device::new(usize::MAX),
             frames: Vec::new(),
             peer_sent: HashMap::new(),
             peer_read: HashMap::new(),

@@ -345,12 +345,19 @@ pub fn stack(data: &[u8]) {
 /// The in-memory device: frames queued by the harness are received in order; frames sent are kept for the
 /// harness to check, up to a capacity per step, after which the device refuses.
 #[derive(Debug)]
-struct Device {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
+pub(super) struct Device {
+    pub(super) rx: VecDeque<Vec<u8>>,
+    pub(super) tx: Vec<Vec<u8>>,
     tx_capacity: usize,
     /// Frames taken, over the whole run.
     tx_accepted: u64,
+}
+
+impl Device {
+    /// An empty device that takes up to `tx_capacity` frames per step.
+    pub(super) fn new(tx_capacity: usize) -> Device {
+        Device { rx: VecDeque::new(), tx: Vec::new(), tx_capacity, tx_accepted: 0 }
+    }
 }
 
 impl Transmit for Device {
@@ -430,7 +437,7 @@ impl Harness {
             stack.listen(port).expect("listen");
         }
         assert_eq!(stack.listen(8080), Err(StackError::ListenerExists), "the listener limit holds");
-        let dev = Device { rx: VecDeque::new(), tx: Vec::new(), tx_capacity: tx_capacity(settings), tx_accepted: 0 };
+        let dev = Device::new(tx_capacity(settings));
         Harness {
             stack,
             dev,
