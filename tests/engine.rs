@@ -190,16 +190,7 @@ fn past_the_time_wait_limit_connections_close_at_once() {
         world.stacks[0].connect(common::server_addr()).unwrap();
     }
     let done = world.run(Instant::from_secs(10), |stacks, _| {
-        while let Some(ev) = stacks[1].next_event() {
-            if let StackEvent::Accepted { conn, .. } = ev {
-                stacks[1].close(conn).unwrap();
-            }
-        }
-        while let Some(ev) = stacks[0].next_event() {
-            if let StackEvent::PeerClosed(c) = ev {
-                stacks[0].close(c).unwrap();
-            }
-        }
+        server_closes_first(stacks);
         stacks[0].connection_count() == 0 && stacks[1].state_counts()[3..8].iter().sum::<usize>() == 0
     });
     assert!(done, "the connections did not close");
@@ -243,6 +234,21 @@ fn half_open_connections_time_out_and_free_everything() {
     assert!(s.next_event().is_none(), "a connection the application never saw closes without a word");
 }
 
+/// One turn of an application pair where the server closes each connection as soon as it is accepted (so it
+/// holds TIME_WAIT) and the client closes when the server did.
+fn server_closes_first(stacks: &mut [xtcp::engine::Stack; 2]) {
+    while let Some(ev) = stacks[1].next_event() {
+        if let StackEvent::Accepted { conn, .. } = ev {
+            stacks[1].close(conn).unwrap();
+        }
+    }
+    while let Some(ev) = stacks[0].next_event() {
+        if let StackEvent::PeerClosed(c) = ev {
+            stacks[0].close(c).unwrap();
+        }
+    }
+}
+
 #[test]
 fn new_syn_takes_over_a_time_wait_tuple_with_a_higher_sequence_number() {
     // The server closes first, so the server holds TIME_WAIT; then a SYN for the same 4-tuple arrives.
@@ -251,16 +257,7 @@ fn new_syn_takes_over_a_time_wait_tuple_with_a_higher_sequence_number() {
     let client_port = world.stacks[0].connection(client).unwrap().local().port();
     let mut server_rcv_nxt = None;
     let done = world.run(Instant::from_secs(5), |stacks, _| {
-        while let Some(ev) = stacks[1].next_event() {
-            if let StackEvent::Accepted { conn, .. } = ev {
-                stacks[1].close(conn).unwrap();
-            }
-        }
-        while let Some(ev) = stacks[0].next_event() {
-            if let StackEvent::PeerClosed(c) = ev {
-                stacks[0].close(c).unwrap();
-            }
-        }
+        server_closes_first(stacks);
         let tw = stacks[1].connections().find(|(_, c)| c.state() == State::TimeWait).map(|(_, c)| c.rcv_nxt());
         server_rcv_nxt = tw;
         tw.is_some() && stacks[0].connection_count() == 0
@@ -291,16 +288,7 @@ fn old_syn_for_a_time_wait_tuple_does_not_reopen_it() {
     let client = world.stacks[0].connect(common::server_addr()).unwrap();
     let client_port = world.stacks[0].connection(client).unwrap().local().port();
     world.run(Instant::from_secs(5), |stacks, _| {
-        while let Some(ev) = stacks[1].next_event() {
-            if let StackEvent::Accepted { conn, .. } = ev {
-                stacks[1].close(conn).unwrap();
-            }
-        }
-        while let Some(ev) = stacks[0].next_event() {
-            if let StackEvent::PeerClosed(c) = ev {
-                stacks[0].close(c).unwrap();
-            }
-        }
+        server_closes_first(stacks);
         stacks[1].state_counts()[8] == 1 && stacks[0].connection_count() == 0
     });
     let irs = world.stacks[1].connections().next().map(|(_, c)| c.irs()).unwrap();
