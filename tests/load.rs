@@ -477,3 +477,43 @@ fn open_loop_paces_itself_in_the_real_clock_loop() {
     assert!(r.elapsed_us >= 300_000, "{}", r.to_text());
     assert_eq!(r.latency.count, r.completed);
 }
+
+#[test]
+fn held_connections_open_first_stay_idle_while_the_load_runs_and_are_reset_at_the_end() {
+    // More held connections than may handshake at once (512), so the pacing is exercised.
+    const HOLD: u32 = 2000;
+    let (mut w, ctl) = world(11);
+    let mut load = Load::new(LoadConfig { hold: HOLD, ..echo_config(4, 1, 500, 100) }).unwrap();
+    let mut echo = Echo::new(ECHO_PORT);
+    let now = w.now();
+    echo.start(&mut w.stacks[1], now);
+    App::<Stack>::start(&mut load, &mut w.stacks[0], now);
+    // The server's table while answers come: every held connection is there the whole time.
+    let mut fewest_while_measuring = usize::MAX;
+    let finished = w.run(Instant::from_secs(600), |stacks, now| {
+        dispatch(&mut stacks[1], now, &mut echo);
+        dispatch(&mut stacks[0], now, &mut load);
+        ctl.wake_at.set(load.poll_at());
+        let r = load.report();
+        if r.completed > 0 && r.completed < 500 {
+            fewest_while_measuring = fewest_while_measuring.min(stacks[1].connection_count());
+        }
+        App::<Stack>::done(&load)
+    });
+    let r = load.report();
+    assert!(finished, "the load did not finish: {}", r.to_text());
+    assert_eq!((r.held, r.held_lost), (u64::from(HOLD), 0), "{}", r.to_text());
+    assert!(r.hold_open_us > 0);
+    assert_eq!(r.completed, 500, "{}", r.to_text());
+    assert_eq!(r.errors.total(), 0, "{}", r.to_text());
+    assert_eq!(r.connections_opened, u64::from(HOLD) + 4);
+    assert_eq!(fewest_while_measuring, HOLD as usize + 4, "held connections were not all open while measuring");
+    // Held connections carried nothing: only the requests' bytes went out.
+    assert_eq!((r.bytes_sent, r.bytes_received), (500 * 100, 500 * 100));
+    // Paced handshakes never overflowed the server's SYN backlog (1024): no SYN cookies were needed.
+    assert_eq!(w.stacks[1].counters().syn_cookies_sent, 0);
+    // At the end the held connections were reset and both tables empty out.
+    let emptied = w.run(Instant::from_secs(1200), |stacks, _| stacks.iter().all(|s| s.slots_in_use() == 0));
+    assert!(emptied, "connections left: {} and {}", w.stacks[0].slots_in_use(), w.stacks[1].slots_in_use());
+    assert!(w.stacks[1].counters().conns_reset >= u64::from(HOLD), "{:?}", w.stacks[1].counters());
+}

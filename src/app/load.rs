@@ -56,6 +56,9 @@ const _: () = assert!(RECV_CHUNK_BYTES <= SEND_CHUNK_BYTES);
 /// The echo pattern's period: byte `p` of a connection's stream is `p % 251` (a prime, so that messages of any
 /// power-of-two length differ from each other).
 const PATTERN_PERIOD: usize = 251;
+/// Held connections (`hold`) in their handshake at once: the rest wait their turn, so that a million of them do
+/// not all send their SYN in one burst.
+const HOLD_OPENING_MAX: usize = 512;
 /// Connections we closed and wait on for the peer's FIN, beyond the live ones; past this, closes become aborts.
 const CLOSING_EXTRA_MAX: usize = 4096;
 /// The longest wait for the peer's FIN after we closed before aborting.
@@ -127,6 +130,11 @@ pub struct LoadConfig {
     pub request_timeout_ms: u64,
     /// How many times connections lost to errors are replaced, in total; past it they are not.
     pub reconnects_max: u64,
+    /// Connections opened first and then held idle (no requests) while the load runs on `connections`: what many
+    /// open connections cost, in memory and in the rate of the busy ones. The load (and its warm-up) starts once
+    /// they are all open; they are reset when it ends.
+    #[serde(default)]
+    pub hold: u32,
 }
 
 impl LoadConfig {
@@ -143,6 +151,7 @@ impl LoadConfig {
             rate_per_sec: None,
             request_timeout_ms: 10_000,
             reconnects_max: 100,
+            hold: 0,
         }
     }
 
@@ -288,6 +297,15 @@ pub struct Report {
     pub requests_per_sec: f64,
     /// Latency percentiles of the completed requests.
     pub latency: LatencySummary,
+    /// Held connections (`hold`) open when the measured load started.
+    #[serde(default)]
+    pub held: u64,
+    /// Held connections lost: not opened, or closed or reset by the peer while held.
+    #[serde(default)]
+    pub held_lost: u64,
+    /// How long opening the held connections took, µs.
+    #[serde(default)]
+    pub hold_open_us: u64,
     /// The histogram's recorded buckets as (value µs, count): what [`Report::merge`] and [`Report::histogram`]
     /// rebuild the histogram from.
     pub latency_buckets: Vec<(u64, u64)>,
@@ -325,6 +343,9 @@ impl Report {
         self.bytes_sent += other.bytes_sent;
         self.bytes_received += other.bytes_received;
         self.elapsed_us = self.elapsed_us.max(other.elapsed_us);
+        self.held += other.held;
+        self.held_lost += other.held_lost;
+        self.hold_open_us = self.hold_open_us.max(other.hold_open_us);
         *self = self.clone().with_histogram(&h);
     }
 
@@ -362,6 +383,15 @@ impl Report {
             "{} connections opened, {} bytes sent, {} received; warm-up: {} requests, {} errors",
             self.connections_opened, self.bytes_sent, self.bytes_received, self.warmup_completed, self.warmup_errors
         );
+        if self.held + self.held_lost > 0 {
+            let _ = writeln!(
+                s,
+                "held: {} connections idle throughout (opened in {:.3} s), {} lost",
+                self.held,
+                self.hold_open_us as f64 / 1e6,
+                self.held_lost
+            );
+        }
         s
     }
 }
@@ -486,6 +516,15 @@ pub struct Load {
     report: Report,
     buf: Box<[u8]>,
     http_done: Vec<HttpDone>,
+    /// Held connections (`hold`), true once connected.
+    held: HashMap<ConnId, bool>,
+    /// Held connections connected now.
+    held_open: usize,
+    /// Held connections wanted: `hold`, less those that could not be opened.
+    hold_wanted: usize,
+    /// Held connections are opening; the load proper waits for them.
+    holding: bool,
+    hold_started: Instant,
 }
 
 impl Load {
@@ -502,6 +541,7 @@ impl Load {
             LoadLimit::Requests { requests } => check("requests", requests, 1, u64::MAX / 2)?,
         }
         check("warmup_ms", cfg.warmup_ms, 0, u64::MAX / 2000)?;
+        check("hold", cfg.hold.into(), 0, CONNECTIONS_MAX.into())?;
         let (template, request_bytes, head_request, keep_alive) = match &cfg.mode {
             LoadMode::Echo { message_bytes } => {
                 check("message_bytes", *message_bytes, 1, MESSAGE_BYTES_MAX)?;
@@ -515,6 +555,7 @@ impl Load {
                 (req, len, method.eq_ignore_ascii_case("HEAD"), *keep_alive)
             }
         };
+        let cfg_hold = cfg.hold as usize;
         Ok(Load {
             slots_wanted: cfg.connections as usize,
             cfg,
@@ -540,6 +581,11 @@ impl Load {
             report: Report::default(),
             buf: vec![0; RECV_CHUNK_BYTES].into_boxed_slice(),
             http_done: Vec::new(),
+            held: HashMap::with_capacity(cfg_hold),
+            held_open: 0,
+            hold_wanted: cfg_hold,
+            holding: false,
+            hold_started: Instant::ZERO,
         })
     }
 
@@ -604,7 +650,11 @@ impl Load {
     }
 
     fn finished(&self) -> bool {
-        self.started.is_some() && self.issue_end.is_some() && self.conns.is_empty() && self.closing.is_empty()
+        self.started.is_some()
+            && self.issue_end.is_some()
+            && self.conns.is_empty()
+            && self.closing.is_empty()
+            && self.held.is_empty()
     }
 
     fn request_timeout(&self) -> Duration {
@@ -649,6 +699,83 @@ impl Load {
         } else {
             self.slots_wanted = self.slots_wanted.saturating_sub(1);
         }
+    }
+
+    /// Starts the load proper: the warm-up, then the measured part.
+    fn begin<S: Sockets + ?Sized>(&mut self, stack: &mut S, now: Instant) {
+        self.holding = false;
+        if self.cfg.hold > 0 {
+            self.report.held = self.held_open as u64;
+            self.report.hold_open_us = now.saturating_since(self.hold_started).as_micros() as u64;
+        }
+        self.started = Some(now);
+        self.measure_start = now + Duration::from_millis(self.cfg.warmup_ms);
+        self.top_up(stack, now);
+    }
+
+    /// The hold phase: opens held connections, at most [`HOLD_OPENING_MAX`] in their handshake at once, and starts
+    /// the load once all are open (or lost).
+    fn open_held<S: Sockets + ?Sized>(&mut self, stack: &mut S, now: Instant) {
+        while self.held.len() < self.hold_wanted && self.held.len() - self.held_open < HOLD_OPENING_MAX {
+            match stack.connect(self.cfg.target) {
+                Ok(id) => {
+                    self.report.connections_opened += 1;
+                    self.held.insert(id, false);
+                }
+                Err(_) => {
+                    // No port, table full: this one is not held, and the load goes on without it.
+                    self.hold_wanted -= 1;
+                    self.report.held_lost += 1;
+                }
+            }
+        }
+        if self.held_open >= self.hold_wanted {
+            self.begin(stack, now);
+        }
+    }
+
+    /// Handles `event` if it is a held connection's; false if it is not.
+    fn held_event<S: Sockets + ?Sized>(&mut self, stack: &mut S, now: Instant, event: &StackEvent) -> bool {
+        let id = match *event {
+            StackEvent::Connected(id)
+            | StackEvent::Readable(id)
+            | StackEvent::Writable(id)
+            | StackEvent::PeerClosed(id)
+            | StackEvent::Closed(id, _) => id,
+            StackEvent::Accepted { .. } => return false,
+        };
+        let Some(&open) = self.held.get(&id) else { return false };
+        match *event {
+            StackEvent::Connected(_) => {
+                self.held.insert(id, true);
+                self.held_open += 1;
+                if self.holding {
+                    self.open_held(stack, now);
+                }
+            }
+            StackEvent::Readable(_) => {
+                // Nothing was asked: drop whatever comes.
+                while let Ok(n @ 1..) = stack.recv(id, &mut self.buf) {
+                    self.report.bytes_received += n as u64;
+                }
+            }
+            StackEvent::PeerClosed(_) | StackEvent::Closed(..) => {
+                self.held.remove(&id);
+                self.report.held_lost += 1;
+                if open {
+                    self.held_open -= 1;
+                }
+                if matches!(event, StackEvent::PeerClosed(_)) {
+                    let _ = stack.abort(id);
+                }
+                if self.holding {
+                    self.hold_wanted -= 1;
+                    self.open_held(stack, now);
+                }
+            }
+            StackEvent::Writable(_) | StackEvent::Accepted { .. } => {}
+        }
+        true
     }
 
     /// Opens connections until `slots_wanted` are open, while requests remain.
@@ -1061,15 +1188,22 @@ fn parse_responses(c: &mut Conn, head_request: bool, out: &mut Vec<HttpDone>) ->
 
 impl<S: Sockets + ?Sized> App<S> for Load {
     fn start(&mut self, stack: &mut S, now: Instant) {
-        self.started = Some(now);
         self.last_now = now;
-        self.measure_start = now + Duration::from_millis(self.cfg.warmup_ms);
         self.next_timeout_scan = now;
-        self.top_up(stack, now);
+        if self.hold_wanted > 0 {
+            self.holding = true;
+            self.hold_started = now;
+            self.open_held(stack, now);
+        } else {
+            self.begin(stack, now);
+        }
     }
 
     fn on_event(&mut self, stack: &mut S, now: Instant, event: StackEvent) {
         self.last_now = now;
+        if !self.held.is_empty() && self.held_event(stack, now, &event) {
+            return;
+        }
         match event {
             StackEvent::Connected(id) => {
                 let Some(c) = self.conns.get_mut(&id) else { return };
@@ -1161,6 +1295,14 @@ impl<S: Sockets + ?Sized> App<S> for Load {
                     let _ = stack.abort(id);
                 }
             }
+        }
+        if self.issue_end.is_some() && self.conns.is_empty() && !self.held.is_empty() {
+            // The last answer is in: held connections are reset (a million graceful closes would only fill
+            // TIME_WAIT).
+            for (id, _) in self.held.drain() {
+                let _ = stack.abort(id);
+            }
+            self.held_open = 0;
         }
     }
 

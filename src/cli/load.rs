@@ -37,6 +37,10 @@ pub struct LoadArgs {
     /// Connections kept open.
     #[arg(long, default_value_t = 1)]
     pub connections: u32,
+    /// Open N more connections first and hold them idle (no requests) while the load runs on --connections: the
+    /// rate and memory with many connections open. The warm-up starts once all are open; they are reset at the end.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub hold: u32,
     /// Requests each connection keeps outstanding (1: wait for each answer).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub pipeline: u32,
@@ -163,6 +167,7 @@ impl LoadArgs {
         cfg.rate_per_sec = self.rate;
         cfg.request_timeout_ms = self.timeout.as_millis().max(1) as u64;
         cfg.reconnects_max = u64::from(self.connections).saturating_mul(100).max(1000);
+        cfg.hold = self.hold;
         cfg
     }
 }
@@ -198,10 +203,10 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
         StackKind::Kernel => {
             let ip = super::serve::kernel_ip(&args.net)?;
             let files = xtcp::engine::kernel::open_files_limit().unwrap_or(u64::MAX);
-            if u64::from(args.connections) + 64 > files {
+            let wanted = u64::from(args.connections) + u64::from(args.hold);
+            if wanted + 64 > files {
                 return Err(format!(
-                    "{} connections need more open files than the limit of {files} — raise it (`ulimit -n 1048576`)",
-                    args.connections
+                    "{wanted} connections need more open files than the limit of {files} — raise it (`ulimit -n 1048576`)"
                 ));
             }
             let kernel_cfg = KernelConfig { sources: sources.unwrap_or_default(), ..KernelConfig::new(ip) };
@@ -236,6 +241,7 @@ fn share(cfg: &LoadConfig, core: usize, cores: usize) -> LoadConfig {
     }
     c.rate_per_sec = cfg.rate_per_sec.map(|r| part(r).max(1));
     c.reconnects_max = part(cfg.reconnects_max).max(1);
+    c.hold = part(u64::from(cfg.hold)) as u32;
     c
 }
 
@@ -354,9 +360,11 @@ mod tests {
         cfg.connections = 5;
         cfg.limit = LoadLimit::Requests { requests: 1001 };
         cfg.rate_per_sec = Some(10);
+        cfg.hold = 1001;
         let shares: Vec<LoadConfig> = (0..2).map(|core| share(&cfg, core, 2)).collect();
         assert_eq!(shares.iter().map(|c| c.connections).sum::<u32>(), 5);
         assert_eq!(shares.iter().map(|c| c.rate_per_sec.unwrap()).sum::<u64>(), 10);
+        assert_eq!(shares.iter().map(|c| c.hold).sum::<u32>(), 1001);
         let requests: u64 = shares
             .iter()
             .map(|c| match c.limit {
