@@ -28,7 +28,36 @@ TITLES = {
     "wrk-16": "HTTP 600 B, 16 conn., wrk: xtcp http / nginx",
     "raw-1": "AF_XDP alone, no TCP: 1 frame in flight",
     "raw-64": "AF_XDP alone, no TCP: 64 frames in flight",
+    "hold-100k": "echo 64 B, 64 conn., 100k more held idle",
+    "hold-1m": "echo 64 B, 64 conn., 1M more held idle",
 }
+
+
+def is_hold(key):
+    """`xtcp load --hold` runs: their reports carry a memory reading (`memory`)."""
+    return key.startswith("hold-")
+
+
+def memory(m, held, hold_open_us):
+    """Bytes per held connection from a hold run's .mem readings (KiB): the server's RSS growth, plus half the
+    slab's (the kernel's sockets of both ends live in this one kernel; xtcp's hardly touch it)."""
+    if m.get("tcp_inuse_peak", 0) > 0:
+        # Kernel sockets, perhaps held by several processes: count them in the server's namespace.
+        held = max(m["tcp_inuse_peak"] - m["not_held_sockets"], 0)
+    if not held:
+        return None
+    rss = max(m["server_rss_kib"] - m["server_rss_before_kib"], 0) * 1024
+    slab = max(m["slab_kib"] - m["slab_before_kib"], 0) * 1024
+    return {
+        "held": held,
+        "server_rss_bytes_per_conn": round(rss / held),
+        "slab_bytes_per_conn_per_end": round(slab / 2 / held),
+        "bytes_per_conn": round((rss + slab / 2) / held),
+        "load_rss_kib": m["load_rss_kib"],
+        "extra_process_pairs": m.get("extra_pairs", 0),
+        # The extra pairs open their share before the main load opens its own.
+        "open_s": round(m.get("extra_open_s", 0) + hold_open_us / 1e6, 1),
+    }
 
 
 def is_raw(key):
@@ -80,6 +109,10 @@ def read(args, key, stack, rep):
     with open(path) as f:
         r = json.load(f)
     r.pop("latency_buckets", None)
+    mem = os.path.join(args.work, f"{key}-{stack}-{rep}.mem")
+    if is_hold(key) and os.path.exists(mem):
+        with open(mem) as f:
+            r["memory"] = memory(json.load(f), r.get("held", 0), r.get("hold_open_us", 0))
     return r
 
 
@@ -126,6 +159,23 @@ def table(runs):
         spread = r.get("repeat_ratios", [])
         spread = f"  (runs: {', '.join(f'{x:.2f}' for x in spread)})" if len(spread) > 1 else ""
         lines.append(f"{'':<46} {'ratio':<7} {ratio:>13.2f}x{spread}" if ratio is not None else f"{'':<46} ratio   n/a")
+    held = [k for k in runs if is_hold(k)]
+    if held:
+        lines.append("")
+        lines.append(f"{'connections held':<46} {'stack':<7} {'held':>10} {'open s':>7} {'bytes/conn.':>12} "
+                     f"{'RSS':>7} {'slab':>7}")
+        for k in held:
+            for i, (stack, label) in enumerate(STACKS):
+                title = TITLES.get(k, k) if i == 0 else ""
+                x = runs[k].get(stack)
+                m = x and x.get("memory")
+                if not m:
+                    lines.append(f"{title:<46} {label:<7} {'failed':>10}")
+                    continue
+                lines.append(
+                    f"{title:<46} {label:<7} {m['held']:>10,} {m['open_s']:>7.1f} "
+                    f"{m['bytes_per_conn']:>12,} {m['server_rss_bytes_per_conn']:>7,} {m['slab_bytes_per_conn_per_end']:>7,}"
+                )
     raw = [k for k in runs if is_raw(k)]
     if raw:
         lines.append("")
@@ -155,6 +205,19 @@ def markdown(runs):
             f"| {TITLES.get(key, key)} | {show(rate(key, x))} | {show(rate(key, k))} | **{ratio_of(key, r):.2f}×** | "
             f"{x['latency']['p50_us']} / {k['latency']['p50_us']} | {x['latency']['p99_us']} / {k['latency']['p99_us']} |"
         )
+    held = [k for k in runs if is_hold(k) and all(runs[k].get(s, {}).get("memory") for s, _ in STACKS)]
+    if held:
+        out += ["", "| connections held | held | opened in, s (xtcp / kernel) | bytes per connection, xtcp | "
+                "kernel (RSS + slab / 2) | kernel / xtcp |", "| --- | --- | --- | --- | --- | --- |"]
+        for k in held:
+            x, kn = runs[k]["xdp"], runs[k]["kernel"]
+            mx, mk = x["memory"], kn["memory"]
+            out.append(
+                f"| {TITLES.get(k, k)} | {mx['held']:,} / {mk['held']:,} | {mx['open_s']:.1f} / {mk['open_s']:.1f} | "
+                f"{mx['bytes_per_conn']:,} | {mk['bytes_per_conn']:,} "
+                f"({mk['server_rss_bytes_per_conn']:,} + {mk['slab_bytes_per_conn_per_end']:,}) | "
+                f"{mk['bytes_per_conn'] / max(mx['bytes_per_conn'], 1):.1f}× |"
+            )
     raw = [k for k in runs if is_raw(k) and "xdp" in runs[k]]
     if raw:
         out += ["", "| AF_XDP alone (`xtcp reflect`, no TCP) | frames/s | p50 µs | p99 µs |", "| --- | --- | --- | --- |"]

@@ -15,10 +15,16 @@
 #   BENCH_REPEATS=1 scripts/bench.sh      # each workload once (default 3: the pair with the median ratio is kept)
 #   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
-#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, http-N, cps, bulk, raw-N, wrk-N)
+#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, http-N, cps, bulk, raw-N, wrk-N, hold-N)
 #   scripts/bench.sh --soak [SECS]        # only the soak (default 600 s): `xtcp http` under new-connection-per-request
 #                                         # load with TIME_WAIT on; fails on any load error (a port or table that ran
 #                                         # out) or when either process's memory grew past the first minute's
+#
+# hold-100k and hold-1m (part of the full run, once each whatever BENCH_REPEATS says) open and hold that many idle
+# connections (`xtcp load --hold`, from 9 and 64 source addresses) while 64 more echo, and sample every half second
+# the server's resident memory and the kernel's slab (/proc/meminfo): memory per connection is the growth over the
+# held count — the server's RSS for xtcp; for the kernel its RSS plus half the slab's growth (both ends' sockets
+# live in this one kernel). The kernel runs need `ulimit -n` of a million (the default fs.nr_open allows it).
 #
 # Each repetition runs xtcp then the kernel back to back, so the two see about the same machine; the reported pair is
 # the repetition with the median xtcp/kernel ratio (every ratio is kept in the JSON). Results go to
@@ -66,20 +72,23 @@ if [ "$quick" -eq 1 ]; then
 else
     secs=${BENCH_SECS:-5}
     warmup=1s
-    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 cps http-16 http-64 bulk raw-1 raw-64"}
+    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 cps http-16 http-64 bulk raw-1 raw-64 hold-100k hold-1m"}
     # wrk against xtcp http and against nginx, when nginx is installed (apt-get install nginx-light).
     if [ -z "${BENCH_ONLY:-}" ] && command -v nginx >/dev/null; then workloads="$workloads wrk-16"; fi
 fi
 cpus=$(nproc)
 server_cpu=$((cpus > 1 ? 1 : 0))
 client_cpu=0
-# 1024 kernel connections need more than the usual 1024 open files.
-ulimit -n 65536 2>/dev/null || true
+# 1024 kernel connections need more than the usual 1024 open files, and a million held ones a million.
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 
 name="bench$$"
 work=$(mktemp -d /tmp/xtcp-bench.XXXXXX)
 server=""
+extra_pids=()
 cleanup() {
+    for pid in "${extra_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    for pid in "${extra_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     if [ -n "$server" ]; then
         kill -INT "$server" 2>/dev/null || true
         wait "$server" 2>/dev/null || true
@@ -89,7 +98,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-eval "$(scripts/netns.sh up "$name")"
+aliases=()
+# hold-N opens up to a million connections to one server port, from up to 64 addresses.
+[[ " $workloads " == *" hold-"* ]] && aliases=(--aliases 63)
+eval "$(scripts/netns.sh up "$name" "${aliases[@]}")"
 
 # serve STACK COMMAND ARGS...: starts the server in xtcp's namespace and waits until it says it serves.
 serve() {
@@ -158,6 +170,122 @@ measure() {
     stop_server
 }
 
+# hold_count KEY: the connections hold-100k, hold-1m or hold-N holds.
+hold_count() {
+    local n=${1#hold-}
+    case "$n" in
+        *k) echo $((${n%k} * 1000)) ;;
+        *m) echo $((${n%m} * 1000000)) ;;
+        *) echo "$n" ;;
+    esac
+}
+
+# kib_of FILE FIELD: a "Field: N kB" line's number (0 when the file is gone).
+kib_of() {
+    awk -v f="$2:" '$1 == f { print $2; found = 1 } END { if (!found) print 0 }' "$1" 2>/dev/null || echo 0
+}
+
+# hold KEY STACK: `xtcp load --hold N` — N idle connections opened first and held while 64 more echo 64-byte
+# messages — with the servers' RSS, the load generator's, the kernel's slab and its count of TCP sockets in the
+# server's namespace sampled every half second; the peaks and the readings before the load go to KEY-STACK-REP.mem
+# as JSON. A process may hold only as many kernel sockets as it may open files (`ulimit -n`; raising the hard
+# limit needs CAP_SYS_RESOURCE, which a container may lack): past that, the kernel's share is held by extra pairs
+# of processes — a server on a port of its own and a load holding its part at one request a second.
+hold() {
+    local key=$1 stack=$2 out="$work/$1-$2-$rep" n sources
+    n=$(hold_count "$key")
+    # 12,000 connections an address, at most 64 addresses: the kernel binds a source port before it knows the
+    # server, trying odd ports first, and slows to a crawl once an address's 32,000 odd ones run short.
+    sources=$((n / 12000 + 1))
+    ((sources > 64)) && sources=64
+    # Ports from 1024 up on every source address, for both stacks (the namespace is the bench's own).
+    local range
+    range=$(ip netns exec "$NS_KERNEL" sysctl -n net.ipv4.ip_local_port_range | tr -s '\t ' ' ')
+    ip netns exec "$NS_KERNEL" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+    local ports=()
+    [ "$stack" = xdp ] && ports=(--ephemeral-ports 1024-65535)
+    serve "$stack" echo --port 7007 --max-connections $((n + 65536))
+    local servers=("$server") main_hold=$n extras=0 per
+    per=$(($(ulimit -n) - 1000))
+    if [ "$stack" = kernel ] && ((n > per)); then
+        main_hold=$per
+        local rest=$((n - per)) share
+        while ((rest > 0)); do
+            extras=$((extras + 1))
+            start_serving "$NS_XTCP" "$server_cpu" "$work/extra-server-$extras.log" "$bin" echo --stack kernel \
+                --iface "$IF_XTCP" --port $((7100 + extras))
+            servers+=("$SERVER_PID")
+            extra_pids+=("$SERVER_PID")
+            rest=$((rest - (rest < per ? rest : per)))
+        done
+    fi
+    # sum_rss: the servers' resident memory, KiB.
+    sum_rss() {
+        local pid t=0
+        for pid in "${servers[@]}"; do t=$((t + $(kib_of "/proc/$pid/status" VmRSS))); done
+        echo "$t"
+    }
+    # tcp_inuse: TCP sockets of the kernel in the servers' namespace.
+    tcp_inuse() { ip netns exec "$NS_XTCP" awk '$1 == "TCP:" { print $3 }' /proc/net/sockstat; }
+    local rss0 slab0 rss=0 lrss=0 slab=0 inuse=0 r l s i t0 extra_open_s=0
+    rss0=$(sum_rss)
+    slab0=$(kib_of /proc/meminfo Slab)
+    if ((extras > 0)); then
+        local rest=$((n - per)) share have=0 last=-1 still=0
+        t0=$(date +%s.%N)
+        for i in $(seq "$extras"); do
+            share=$((rest < per ? rest : per))
+            rest=$((rest - share))
+            ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" "$bin" load --stack kernel --iface "$IF_KERNEL" \
+                --target "$IP_XTCP:$((7100 + i))" --mode echo --connections 1 --rate 1 --hold "$share" \
+                --sources "$sources" --duration 1h --warmup 0s --json >"$work/extra-load-$i.json" 2>&1 &
+            extra_pids+=($!)
+        done
+        echo "== $key: $((n - per)) of the kernel's connections held by $extras extra pairs of processes" >&2
+        # Until they hold their share (the listeners and their one busy connection each aside), or 20 s go by
+        # without progress.
+        while ((have < n - per + 2 * extras)) && ((still < 40)); do
+            sleep 0.5
+            have=$(tcp_inuse)
+            if ((have == last)); then still=$((still + 1)); else still=0; fi
+            last=$have
+        done
+        extra_open_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    fi
+    echo "== $key: $n connections held while 64 echo, $stack on both ends" >&2
+    ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" "$bin" load --stack "$stack" --iface "$IF_KERNEL" \
+        --target "$IP_XTCP:7007" --mode echo --connections 64 --message-bytes 64 --hold "$main_hold" \
+        --sources "$sources" "${ports[@]}" --max-connections $((n + 65536)) --timeout 30s \
+        --duration "${secs}s" --warmup "$warmup" --json >"$out.json" 2>"$out.err" &
+    local load=$!
+    while kill -0 "$load" 2>/dev/null; do
+        r=$(sum_rss)
+        l=$(kib_of "/proc/$load/status" VmRSS)
+        s=$(kib_of /proc/meminfo Slab)
+        i=$(tcp_inuse)
+        ((r > rss)) && rss=$r
+        ((l > lrss)) && lrss=$l
+        ((s > slab)) && slab=$s
+        ((i > inuse)) && inuse=$i
+        sleep 0.5
+    done
+    if ! wait "$load"; then
+        echo "warning: $key on $stack failed: $(tail -1 "$out.err")" >&2
+        rm -f "$out.json"
+    fi
+    # Sockets that are not held: the listeners, the 64 busy connections and the extra loads' one each.
+    printf '{"held_target": %d, "server_rss_kib": %d, "server_rss_before_kib": %d, "load_rss_kib": %d, ' \
+        "$n" "$rss" "$rss0" "$lrss" >"$out.mem"
+    printf '"slab_kib": %d, "slab_before_kib": %d, "tcp_inuse_peak": %d, "not_held_sockets": %d, ' \
+        "$slab" "$slab0" "$inuse" $((1 + 64 + 2 * extras)) >>"$out.mem"
+    printf '"extra_pairs": %d, "extra_open_s": %s}\n' "$extras" "$extra_open_s" >>"$out.mem"
+    for pid in "${extra_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    for pid in "${extra_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    extra_pids=()
+    stop_server
+    ip netns exec "$NS_KERNEL" sysctl -qw net.ipv4.ip_local_port_range="$range"
+}
+
 # run KEY STACK: the workload KEY on STACK.
 run() {
     local key=$1 stack=$2
@@ -201,6 +329,7 @@ run() {
             python3 bench/e2e.py --wrk "$work/$key-$stack-$rep.wrk" >"$work/$key-$stack-$rep.json" ||
                 rm -f "$work/$key-$stack-$rep.json"
             stop_server ;;
+        hold-*) hold "$key" "$stack" ;;
         bulk)
             # One connection, 1 MiB messages echoed back: as many bytes each way as fit.
             measure "$key" "$stack" "${echo_srv[@]}" -- --target "$IP_XTCP:7007" --mode echo \
@@ -253,7 +382,10 @@ fi
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for key in $workloads; do
-    for rep in $(seq "$repeats"); do
+    reps=$repeats
+    # Holding a million connections takes a minute or two a stack: once is enough.
+    [[ $key == hold-* ]] && reps=1
+    for rep in $(seq "$reps"); do
         for stack in xdp kernel; do
             run "$key" "$stack"
         done
