@@ -123,6 +123,26 @@ fn http_1_0_closes_after_one_response_unless_keep_alive_is_asked() {
 }
 
 #[test]
+fn connection_header_tokens_are_matched_whole_and_in_any_case() {
+    let cfg = HttpConfig::new(80, b"x".to_vec());
+    let connections = |request: &[u8]| {
+        let (responses, _) = exchange(cfg.clone(), request, &[]);
+        responses.into_iter().map(|r| r.connection).collect::<Vec<_>>()
+    };
+    // A list of tokens in odd case, keep-alive among them.
+    assert_eq!(
+        connections(b"GET / HTTP/1.0\r\nConnection: Upgrade , KEEP-Alive\r\n\r\nGET / HTTP/1.0\r\n\r\n"),
+        ["keep-alive", "close"]
+    );
+    // "Close" in capitals closes; a token that merely contains "close" does not.
+    assert_eq!(connections(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\nGET / HTTP/1.1\r\n\r\n"), ["close"]);
+    assert_eq!(
+        connections(b"GET / HTTP/1.1\r\nConnection: x-closed\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        ["keep-alive", "close"]
+    );
+}
+
+#[test]
 fn oversized_headers_get_431_and_garbage_gets_400() {
     let cfg = HttpConfig::new(80, b"x".to_vec());
     let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();

@@ -5,6 +5,7 @@
 //! Requests are parsed with httparse; each connection's input is bounded, as is the number of requests it may make.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use super::files::StaticFiles;
@@ -69,18 +70,40 @@ struct Session {
 #[derive(Debug)]
 pub struct Http {
     cfg: HttpConfig,
+    /// The whole answer to a GET of the fixed body, built once: keep-alive, and closing.
+    canned: [Vec<u8>; 2],
     sessions: HashMap<ConnId, Session>,
+    /// Sessions of closed connections, emptied but keeping their buffers, for the next ones (at most
+    /// [`SPARE_SESSIONS`]): a connection per request then costs no allocation here.
+    spare: Vec<Session>,
     buf: Box<[u8]>,
     /// Counters.
     pub stats: HttpStats,
 }
 
 const MAX_HEADERS: usize = 64;
+/// Sessions kept for reuse.
+const SPARE_SESSIONS: usize = 1024;
+/// A session's buffers larger than this are not kept for reuse.
+const SPARE_BUFFER_BYTES: usize = 64 * 1024;
 
 impl Http {
     /// A server with `cfg`.
     pub fn new(cfg: HttpConfig) -> Http {
-        Http { cfg, sessions: HashMap::new(), buf: vec![0; 16 * 1024].into_boxed_slice(), stats: HttpStats::default() }
+        let canned = [false, true].map(|close| {
+            let mut out = Vec::with_capacity(256 + cfg.body.len());
+            head(&mut out, 200, "OK", "text/plain", cfg.body.len(), close);
+            out.extend_from_slice(&cfg.body);
+            out
+        });
+        Http {
+            cfg,
+            canned,
+            sessions: HashMap::new(),
+            spare: Vec::new(),
+            buf: vec![0; 16 * 1024].into_boxed_slice(),
+            stats: HttpStats::default(),
+        }
     }
 
     fn pump<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId) {
@@ -100,14 +123,28 @@ impl Http {
             session.skip -= skipped;
             data = &data[skipped..];
             session.input.extend_from_slice(data);
-            answer(&self.cfg, session, &mut self.stats);
+            answer(&self.cfg, &self.canned, session, &mut self.stats);
         }
         flush(stack, conn, session);
     }
 }
 
+/// Whether a header value holds `token` as one of its comma-separated elements, ignoring ASCII case (RFC 9110
+/// §7.6.1), with no allocation.
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// The request methods we answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Other,
+}
+
 /// Parses and answers every complete request in the session's input.
-fn answer(cfg: &HttpConfig, s: &mut Session, stats: &mut HttpStats) {
+fn answer(cfg: &HttpConfig, canned: &[Vec<u8>; 2], s: &mut Session, stats: &mut HttpStats) {
     while !s.closing && !s.input.is_empty() && s.skip == 0 {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
@@ -133,19 +170,17 @@ fn answer(cfg: &HttpConfig, s: &mut Session, stats: &mut HttpStats) {
             return;
         }
         let version_11 = req.version == Some(1);
-        let header = |name: &str| {
-            req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value))
-        };
-        let connection = header("connection").map(|v| v.to_ascii_lowercase());
-        let keep_alive = match connection.as_deref() {
-            Some(v) if v.contains("close") => false,
-            Some(v) if v.contains("keep-alive") => true,
+        let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+        let keep_alive = match header("connection") {
+            Some(v) if has_token(v, b"close") => false,
+            Some(v) if has_token(v, b"keep-alive") => true,
             _ => version_11,
         };
-        let body_len = match header("content-length").map(|v| v.trim().parse::<usize>()) {
+        let length = |v: &[u8]| core::str::from_utf8(v).ok().and_then(|v| v.trim().parse::<usize>().ok());
+        let body_len = match header("content-length").map(length) {
             None => 0,
-            Some(Ok(n)) => n,
-            Some(Err(_)) => {
+            Some(Some(n)) => n,
+            Some(None) => {
                 respond(s, 400, "Bad Request", b"", false, true, stats);
                 return;
             }
@@ -155,7 +190,11 @@ fn answer(cfg: &HttpConfig, s: &mut Session, stats: &mut HttpStats) {
             respond(s, 411, "Length Required", b"", false, true, stats);
             return;
         }
-        let method = req.method.unwrap_or("").to_string();
+        let method = match req.method {
+            Some("GET") => Method::Get,
+            Some("HEAD") => Method::Head,
+            _ => Method::Other,
+        };
         let files = cfg.files.as_deref();
         let file = files.map(|f| f.get(req.path.unwrap_or("")));
         s.input.drain(..head_len);
@@ -169,14 +208,23 @@ fn answer(cfg: &HttpConfig, s: &mut Session, stats: &mut HttpStats) {
         s.skip = body_len - buffered;
         s.requests += 1;
         let last = !keep_alive || s.requests >= cfg.max_requests_per_connection;
-        let head_only = method == "HEAD";
-        match (method.as_str(), file) {
-            ("GET" | "HEAD", None) => respond(s, 200, "OK", &cfg.body, head_only, last, stats),
-            ("GET" | "HEAD", Some(Some(f))) => {
+        let head_only = method == Method::Head;
+        match (method, file) {
+            (Method::Get, None) => {
+                // The common case: the answer built once.
+                stats.ok += 1;
+                s.output.extend_from_slice(&canned[usize::from(last)]);
+                if last {
+                    s.closing = true;
+                    s.input.clear();
+                }
+            }
+            (Method::Head, None) => respond(s, 200, "OK", &cfg.body, head_only, last, stats),
+            (Method::Get | Method::Head, Some(Some(f))) => {
                 respond_typed(s, 200, "OK", f.content_type, &f.body, head_only, last, stats)
             }
-            ("GET" | "HEAD", Some(None)) => respond(s, 404, "Not Found", b"", head_only, last, stats),
-            _ => respond(s, 405, "Method Not Allowed", b"", false, last, stats),
+            (Method::Get | Method::Head, Some(None)) => respond(s, 404, "Not Found", b"", head_only, last, stats),
+            (Method::Other, _) => respond(s, 405, "Method Not Allowed", b"", false, last, stats),
         }
     }
 }
@@ -201,14 +249,7 @@ fn respond_typed(
     } else {
         stats.errors += 1;
     }
-    let connection = if close { "close" } else { "keep-alive" };
-    let allow = if code == 405 { "Allow: GET, HEAD\r\n" } else { "" };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nServer: xtcp\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}\
-         Connection: {connection}\r\n\r\n",
-        body.len()
-    );
-    s.output.extend_from_slice(head.as_bytes());
+    head(&mut s.output, code, reason, content_type, body.len(), close);
     if !head_only {
         s.output.extend_from_slice(body);
     }
@@ -216,6 +257,17 @@ fn respond_typed(
         s.closing = true;
         s.input.clear();
     }
+}
+
+/// Appends a response head to `out` (written in place: no allocation beyond `out`'s growth).
+fn head(out: &mut Vec<u8>, code: u16, reason: &str, content_type: &str, body_len: usize, close: bool) {
+    let connection = if close { "close" } else { "keep-alive" };
+    let allow = if code == 405 { "Allow: GET, HEAD\r\n" } else { "" };
+    let _ = write!(
+        out,
+        "HTTP/1.1 {code} {reason}\r\nServer: xtcp\r\nContent-Type: {content_type}\r\nContent-Length: {body_len}\r\n\
+         {allow}Connection: {connection}\r\n\r\n"
+    );
 }
 
 /// Sends what the send buffer takes; closes once a closing session has sent everything.
@@ -237,7 +289,8 @@ impl<S: Sockets + ?Sized> App<S> for Http {
     fn on_event(&mut self, stack: &mut S, _now: Instant, event: StackEvent) {
         match event {
             StackEvent::Accepted { conn, .. } => {
-                self.sessions.insert(conn, Session::default());
+                let session = self.spare.pop().unwrap_or_default();
+                self.sessions.insert(conn, session);
                 self.pump(stack, conn);
             }
             StackEvent::Readable(c) | StackEvent::Writable(c) => self.pump(stack, c),
@@ -249,7 +302,15 @@ impl<S: Sockets + ?Sized> App<S> for Http {
                 }
             }
             StackEvent::Closed(c, _) => {
-                self.sessions.remove(&c);
+                if let Some(mut s) = self.sessions.remove(&c) {
+                    if self.spare.len() < SPARE_SESSIONS
+                        && s.input.capacity().max(s.output.capacity()) <= SPARE_BUFFER_BYTES
+                    {
+                        s.input.clear();
+                        s.output.clear();
+                        self.spare.push(Session { input: s.input, output: s.output, ..Session::default() });
+                    }
+                }
             }
             StackEvent::Connected(_) => {}
         }

@@ -59,6 +59,10 @@ const PATTERN_PERIOD: usize = 251;
 /// Held connections (`hold`) in their handshake at once: the rest wait their turn, so that a million of them do
 /// not all send their SYN in one burst.
 const HOLD_OPENING_MAX: usize = 512;
+/// Finished connections' state kept for reuse.
+const SPARE_CONNS: usize = 1024;
+/// A connection's input buffer larger than this is not kept for reuse.
+const SPARE_INPUT_BYTES: usize = 64 * 1024;
 /// Connections we closed and wait on for the peer's FIN, beyond the live ones; past this, closes become aborts.
 const CLOSING_EXTRA_MAX: usize = 4096;
 /// The longest wait for the peer's FIN after we closed before aborting.
@@ -525,6 +529,8 @@ pub struct Load {
     /// Held connections are opening; the load proper waits for them.
     holding: bool,
     hold_started: Instant,
+    /// Connection state kept for reuse ([`Load::recycle`]).
+    spare: Vec<Conn>,
 }
 
 impl Load {
@@ -586,6 +592,7 @@ impl Load {
             hold_wanted: cfg_hold,
             holding: false,
             hold_started: Instant::ZERO,
+            spare: Vec::new(),
         })
     }
 
@@ -701,6 +708,18 @@ impl Load {
         }
     }
 
+    /// Keeps a finished connection's state, emptied but with its buffers, for the next connection (at most
+    /// [`SPARE_CONNS`]): a connection per request then costs no allocation here.
+    fn recycle(&mut self, mut c: Conn) {
+        if self.spare.len() >= SPARE_CONNS || c.input.capacity() > SPARE_INPUT_BYTES {
+            return;
+        }
+        c.outstanding.clear();
+        c.input.clear();
+        let (outstanding, input) = (c.outstanding, c.input);
+        self.spare.push(Conn { outstanding, input, ..Conn::new(Instant::ZERO) });
+    }
+
     /// Starts the load proper: the warm-up, then the measured part.
     fn begin<S: Sockets + ?Sized>(&mut self, stack: &mut S, now: Instant) {
         self.holding = false;
@@ -784,7 +803,14 @@ impl Load {
             match stack.connect(self.cfg.target) {
                 Ok(id) => {
                     self.report.connections_opened += 1;
-                    self.conns.insert(id, Conn::new(now));
+                    let c = match self.spare.pop() {
+                        Some(mut c) => {
+                            c.opened_at = now;
+                            c
+                        }
+                        None => Conn::new(now),
+                    };
+                    self.conns.insert(id, c);
                 }
                 Err(_) => {
                     // No port, table full: an error like any other, which uses a reconnect so this cannot spin.
@@ -920,14 +946,15 @@ impl Load {
     /// Drops a connection after an error: counts it, fails its requests, aborts it if it still lives, and uses a
     /// reconnect so that its slot is opened again.
     fn fail<S: Sockets + ?Sized>(&mut self, stack: &mut S, id: ConnId, kind: ErrorKind, abort: bool, now: Instant) {
-        let Some(c) = self.conns.remove(&id) else { return };
+        let Some(mut c) = self.conns.remove(&id) else { return };
         self.error(kind, now);
-        for req in c.outstanding {
+        for req in c.outstanding.drain(..) {
             if req.measured {
                 self.report.failed += 1;
                 self.last_completion = self.last_completion.max(now);
             }
         }
+        self.recycle(c);
         if abort {
             let _ = stack.abort(id);
         }
@@ -1027,7 +1054,9 @@ impl Load {
         if !c.outstanding.is_empty() || !retired {
             return;
         }
-        self.conns.remove(&id);
+        if let Some(c) = self.conns.remove(&id) {
+            self.recycle(c);
+        }
         if self.closing.len() >= self.cfg.connections as usize + CLOSING_EXTRA_MAX {
             let _ = stack.abort(id);
             return;
@@ -1291,7 +1320,9 @@ impl<S: Sockets + ?Sized> App<S> for Load {
                     self.maybe_close(stack, id, now);
                 } else {
                     // Still connecting with nothing to send: not needed any more.
-                    self.conns.remove(&id);
+                    if let Some(c) = self.conns.remove(&id) {
+                        self.recycle(c);
+                    }
                     let _ = stack.abort(id);
                 }
             }
