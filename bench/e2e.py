@@ -176,6 +176,9 @@ def table(runs):
                     f"{title:<46} {label:<7} {m['held']:>10,} {m['open_s']:>7.1f} "
                     f"{m['bytes_per_conn']:>12,} {m['server_rss_bytes_per_conn']:>7,} {m['slab_bytes_per_conn_per_end']:>7,}"
                 )
+            mx, mk = (runs[k].get(s, {}).get("memory") for s, _ in STACKS)
+            if mx and mk:
+                lines.append(f"{'':<46} {'kernel / xtcp':<26} {mk['bytes_per_conn'] / max(mx['bytes_per_conn'], 1):>12.2f}x")
     raw = [k for k in runs if is_raw(k)]
     if raw:
         lines.append("")
