@@ -3,9 +3,11 @@
 //! connection holds no buffer memory at all; a busy one holds about what it has queued.
 //!
 //! The receive side keeps out-of-order data in place (at its offset past the in-order bytes) and tracks which
-//! ranges are present with a bounded [`Assembler`].
+//! ranges are present with a bounded [`Assembler`], allocated, like the memory, only while out-of-order data is
+//! held: an in-order connection never allocates one.
 
-use crate::wire::SeqNumber;
+use super::sack::SackReporter;
+use crate::wire::{SackBlocks, SeqNumber};
 
 /// The smallest allocation: an echo-sized message fits, and the allocator serves a block this small from its
 /// per-thread cache, so a connection that sends and drains one small message at a time costs little.
@@ -178,6 +180,9 @@ pub struct Assembler {
 }
 
 impl Assembler {
+    /// No ranges: what an idle connection's receive buffer reports without holding one.
+    pub const EMPTY: Assembler = Assembler { ranges: [(SeqNumber(0), SeqNumber(0)); MAX_OOO_RANGES], len: 0 };
+
     /// The held ranges, in sequence order.
     pub fn ranges(&self) -> &[(SeqNumber, SeqNumber)] {
         &self.ranges[..self.len]
@@ -234,18 +239,27 @@ impl Assembler {
     }
 }
 
+/// What reassembly keeps while out-of-order data is held: which ranges, and the order to report them in SACK
+/// blocks.
+#[derive(Debug, Default)]
+struct OutOfOrder {
+    ranges: Assembler,
+    reporter: SackReporter,
+}
+
 /// Bytes received: in-order bytes the application has not read yet, followed by room where out-of-order segments
 /// are stored at their offset until the gap before them fills.
 #[derive(Debug)]
 pub struct RecvBuffer {
     ring: Ring,
-    ooo: Assembler,
+    /// Allocated by the first out-of-order segment, freed when the gap fills (or the ranges are dropped).
+    ooo: Option<Box<OutOfOrder>>,
 }
 
 impl RecvBuffer {
     /// A buffer of `capacity` bytes (nothing allocated until the first byte).
     pub fn new(capacity: usize) -> RecvBuffer {
-        RecvBuffer { ring: Ring::new(capacity), ooo: Assembler::default() }
+        RecvBuffer { ring: Ring::new(capacity), ooo: None }
     }
 
     /// Bytes of memory held now.
@@ -283,7 +297,21 @@ impl RecvBuffer {
 
     /// The out-of-order ranges held.
     pub fn out_of_order(&self) -> &Assembler {
-        &self.ooo
+        self.ooo.as_ref().map_or(&Assembler::EMPTY, |o| &o.ranges)
+    }
+
+    /// Memory held for reassembly state (not data) now: none unless out-of-order data is held.
+    pub fn reassembly_allocated(&self) -> usize {
+        self.ooo.as_ref().map_or(0, |_| core::mem::size_of::<OutOfOrder>())
+    }
+
+    /// The SACK blocks to report, at most `max` (RFC 2018 §4): the range holding the latest out-of-order segment
+    /// first, then the others as [`SackReporter::blocks`] orders them.
+    pub fn sack_blocks(&self, max: usize) -> SackBlocks {
+        match &self.ooo {
+            Some(o) => o.reporter.blocks(o.ranges.ranges(), max),
+            None => SackBlocks::default(),
+        }
     }
 
     /// Stores `data`, whose first byte has sequence number `seq`, given that the next expected byte is `rcv_nxt`.
@@ -293,9 +321,15 @@ impl RecvBuffer {
         let offset = seq - rcv_nxt;
         debug_assert!(offset + data.len() <= self.free());
         if offset > 0 {
-            if !self.ooo.insert(seq, seq + data.len()) {
+            if data.is_empty() {
+                return Some(rcv_nxt);
+            }
+            let ooo = self.ooo.get_or_insert_with(Box::default);
+            // Refused only when all the ranges are taken: the box is in use.
+            if !ooo.ranges.insert(seq, seq + data.len()) {
                 return None;
             }
+            ooo.reporter.received(seq, ooo.ranges.ranges());
             let at = self.ring.len + offset;
             self.ring.write_at(at, data);
             return Some(rcv_nxt);
@@ -303,9 +337,15 @@ impl RecvBuffer {
         let at = self.ring.len;
         self.ring.write_at(at, data);
         let mut next = rcv_nxt + data.len();
-        // Ranges now covered by in-order data, or joined to it, become readable.
-        while let Some(end) = self.ooo.pop_front_at(next) {
-            next = next.max(end);
+        // Ranges now covered by in-order data, or joined to it, become readable; once none is left the reassembly
+        // state goes.
+        if let Some(ooo) = self.ooo.as_mut() {
+            while let Some(end) = ooo.ranges.pop_front_at(next) {
+                next = next.max(end);
+            }
+            if ooo.ranges.is_empty() {
+                self.ooo = None;
+            }
         }
         self.ring.len += next - rcv_nxt;
         Some(next)
@@ -341,7 +381,7 @@ impl RecvBuffer {
     /// length together, so their place relative to the in-order end holds): the memory goes back only when
     /// neither kind is held.
     fn release_if_empty(&mut self) {
-        if self.ring.len == 0 && self.ooo.is_empty() {
+        if self.ring.len == 0 && self.ooo.is_none() {
             self.ring.release();
         }
     }

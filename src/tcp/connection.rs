@@ -12,7 +12,7 @@ use super::buffer::{RecvBuffer, SendBuffer};
 use super::congestion::{AckAction, Congestion, DUPACK_THRESHOLD};
 use super::isn::IsnGenerator;
 use super::rtt::RttEstimator;
-use super::sack::{SackReporter, Scoreboard};
+use super::sack::{Scoreboard, MAX_REORDERING_SEGMENTS};
 use super::{CloseReason, Config, Event, State, TimerKind};
 use crate::time::Instant;
 use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpRepr};
@@ -95,6 +95,10 @@ pub struct ConnectionStats {
     pub recovery_probes: u64,
     /// D-SACK blocks received for data below SND.UNA: needless retransmissions (or network duplicates).
     pub dsacks_received: u64,
+    /// SACK blocks ignored because they lay outside SND.UNA..SND.MAX or were malformed.
+    pub sack_blocks_ignored: u64,
+    /// SACKed ranges dropped because the scoreboard was full.
+    pub sack_ranges_evicted: u64,
 }
 
 /// Something owed to the peer that is not data: a probe.
@@ -148,10 +152,12 @@ pub struct Connection {
     // Selective acknowledgments (RFC 2018, RFC 6675).
     /// Both SYNs carried SACK-permitted.
     sack_enabled: bool,
-    /// What the peer's SACK blocks said it holds above SND.UNA, and what this recovery resent.
-    scoreboard: Scoreboard,
-    /// The order in which our out-of-order ranges are reported.
-    sack_reporter: SackReporter,
+    /// What the peer's SACK blocks said it holds above SND.UNA, and what this recovery resent: allocated when the
+    /// peer first SACKs data in flight (or a recovery resends without SACK information), freed once it holds
+    /// nothing again. Absent, it reads as [`Scoreboard::EMPTY`].
+    scoreboard: Option<Box<Scoreboard>>,
+    /// The reordering threshold the scoreboard learned from D-SACKs, kept here while none is allocated.
+    reordering: u8,
     /// A duplicate segment to report as the first block of the next ACK (D-SACK, RFC 2883).
     dsack: Option<(SeqNumber, SeqNumber)>,
     /// The retransmission timer runs as a tail loss probe timeout (RFC 8985 §7.2), not as the RTO.
@@ -248,8 +254,8 @@ impl Connection {
             rcv_wscale: if cfg.window_scaling { rcv_wscale } else { 0 },
             rcv_mss: usize::from(cfg.mss).saturating_sub(ts_len).max(1),
             sack_enabled: false,
-            scoreboard: Scoreboard::default(),
-            sack_reporter: SackReporter::default(),
+            scoreboard: None,
+            reordering: Scoreboard::EMPTY.reordering() as u8,
             dsack: None,
             tlp_armed: false,
             tlp_owed: false,
@@ -454,9 +460,15 @@ impl Connection {
         self.sack_enabled
     }
 
-    /// The sender's SACK scoreboard.
+    /// The sender's SACK scoreboard (an empty one while nothing is SACKed).
     pub fn scoreboard(&self) -> &Scoreboard {
-        &self.scoreboard
+        self.scoreboard.as_deref().unwrap_or(&Scoreboard::EMPTY)
+    }
+
+    /// The reordering threshold in segments: DupThresh, raised by needless retransmissions (see
+    /// [`Scoreboard::reordering`]).
+    pub fn reordering(&self) -> usize {
+        self.scoreboard.as_ref().map_or(usize::from(self.reordering), |sb| sb.reordering())
     }
 
     /// True when timestamps were negotiated.
@@ -678,6 +690,7 @@ impl Connection {
             State::SynSent => self.process_syn_sent(now, seg),
             _ => self.process_other(now, seg),
         }
+        self.release_idle_scoreboard();
     }
 
     /// RFC 9293 §3.10.7.3.
@@ -901,12 +914,15 @@ impl Connection {
         if let Some(&(_, right)) = seg.options.sack_blocks.as_slice().first() {
             if self.sack_enabled && right.diff(ack) <= 0 && right.diff(self.snd_una - self.max_snd_wnd.max(1)) > 0 {
                 self.stats.dsacks_received += 1;
-                self.scoreboard.needless_retransmission();
+                match self.scoreboard.as_mut() {
+                    Some(sb) => sb.needless_retransmission(),
+                    None => self.reordering = (self.reordering + 1).min(MAX_REORDERING_SEGMENTS as u8),
+                }
             }
         }
         // RFC 6675 `Update()`: blocks outside the new SND.UNA..SND.MAX are ignored.
         let newly_sacked = if self.sack_enabled && !seg.options.sack_blocks.is_empty() {
-            self.scoreboard.update(&seg.options.sack_blocks, self.snd_una.max(ack), self.snd_max)
+            self.sack_update(&seg.options.sack_blocks, self.snd_una.max(ack))
         } else {
             0
         };
@@ -970,14 +986,16 @@ impl Connection {
         if self.tlp_sent && newly_sacked > 0 && !self.cc.in_recovery() {
             // RFC 8985 §7.4: the probe's ACK runs RACK. Data SACKed now went out after the holes below it by at
             // least the probe timeout, more than a round trip and a reordering window: those holes are lost.
-            self.scoreboard.mark_lost_below_highest_sack(self.snd_una);
+            if let Some(sb) = self.scoreboard.as_mut() {
+                sb.mark_lost_below_highest_sack(self.snd_una);
+            }
         }
         if self.cc.in_sack_recovery() {
-            let found = self.scoreboard.detect_lost_retransmissions(self.smss);
+            let found = self.scoreboard.as_mut().map_or(0, |sb| sb.detect_lost_retransmissions(self.smss));
             self.stats.lost_retransmissions += found as u64;
             return;
         }
-        let lost = self.scoreboard.is_lost(self.snd_una, self.snd_una, self.smss);
+        let lost = self.scoreboard().is_lost(self.snd_una, self.snd_una, self.smss);
         // Only once what a timeout resent has gone out again (SND.NXT back at SND.MAX): before, `pipe` would count
         // bytes not yet resent as in flight, and the go-back-N resend is still under way.
         if (lost || self.cc.dupacks() >= DUPACK_THRESHOLD) && self.snd_nxt == self.snd_max {
@@ -987,11 +1005,47 @@ impl Connection {
                 return;
             }
             self.cc.enter_sack_recovery(self.snd_una, self.snd_max - self.snd_una, self.snd_max);
-            self.scoreboard.clear_retransmitted();
+            self.clear_retransmitted();
             self.stats.sack_recoveries += 1;
             self.stats.fast_retransmits += 1;
             // RFC 6675 §5 step 4.3: the first segment goes now, whatever `pipe` says.
             self.fast_retransmit = true;
+        }
+    }
+
+    /// RFC 6675 `Update()` with the blocks of one ACK, SND.UNA being `snd_una`: returns the bytes newly SACKed. The
+    /// scoreboard is allocated only when a block names data in flight.
+    fn sack_update(&mut self, blocks: &crate::wire::SackBlocks, snd_una: SeqNumber) -> usize {
+        let snd_max = self.snd_max;
+        let in_flight = |&(l, r): &(SeqNumber, SeqNumber)| Scoreboard::block_in_flight(l, r, snd_una, snd_max);
+        let update = if self.scoreboard.is_some() || blocks.as_slice().iter().any(in_flight) {
+            self.scoreboard_mut().update(blocks, snd_una, snd_max)
+        } else {
+            super::SackUpdate { ignored: u32::from(blocks.len), ..Default::default() }
+        };
+        self.stats.sack_blocks_ignored += u64::from(update.ignored);
+        self.stats.sack_ranges_evicted += u64::from(update.evicted);
+        update.newly_sacked
+    }
+
+    /// The scoreboard, allocated (with the reordering threshold learned so far) if it was not.
+    fn scoreboard_mut(&mut self) -> &mut Scoreboard {
+        let reordering = usize::from(self.reordering);
+        self.scoreboard.get_or_insert_with(|| Box::new(Scoreboard::with_reordering(reordering)))
+    }
+
+    /// Forgets the retransmission records and the time-based loss mark (a recovery began or ended).
+    fn clear_retransmitted(&mut self) {
+        if let Some(sb) = self.scoreboard.as_mut() {
+            sb.clear_retransmitted();
+        }
+    }
+
+    /// Frees the scoreboard once it holds nothing for the current flight, keeping what it learned.
+    fn release_idle_scoreboard(&mut self) {
+        if let Some(sb) = self.scoreboard.as_ref().filter(|sb| sb.is_idle()) {
+            self.reordering = sb.reordering() as u8;
+            self.scoreboard = None;
         }
     }
 
@@ -1011,7 +1065,9 @@ impl Connection {
         self.rtt_sample_on_ack(now, seg);
         self.send_buf.consume(data_acked);
         self.snd_una = ack;
-        self.scoreboard.acked(ack);
+        if let Some(sb) = self.scoreboard.as_mut() {
+            sb.acked(ack);
+        }
         if self.snd_nxt.diff(ack) < 0 {
             self.snd_nxt = ack;
         }
@@ -1025,7 +1081,7 @@ impl Connection {
             self.stats.fast_retransmits += 1;
         }
         if was_sack_recovery && !self.cc.in_recovery() {
-            self.scoreboard.clear_retransmitted();
+            self.clear_retransmitted();
         }
         // RFC 6298 §5.2–5.3: stop the timer when everything is acknowledged, restart it otherwise (as a tail loss
         // probe timeout where one may go).
@@ -1131,7 +1187,6 @@ impl Connection {
         };
         self.rcv_mss = self.rcv_mss.max(data.len());
         if seq != self.rcv_nxt {
-            self.sack_reporter.received(seq, self.recv_buf.out_of_order().ranges());
             // Out of order: a duplicate ACK at once tells the sender about the hole (RFC 5681 §4.2), one for each
             // such segment even when several arrive before the next poll, or fast retransmit never triggers.
             self.stats.ooo_segments += 1;
@@ -1141,9 +1196,6 @@ impl Connection {
         }
         self.stats.bytes_in += (next - self.rcv_nxt) as u64;
         self.rcv_nxt = next;
-        if self.recv_buf.out_of_order().is_empty() {
-            self.sack_reporter.clear();
-        }
         // Duplicates of the old RCV.NXT not sent yet would now carry the new one and mislead the sender.
         self.dup_acks_owed = 0;
         self.events |= EV_READABLE;
@@ -1197,7 +1249,9 @@ impl Connection {
                     // RFC 8985 §6.2–6.3 in the small: what was resent a whole probe timeout ago and is still not
                     // acknowledged is lost again, and so is everything below the highest SACK; the first hole goes
                     // at once.
-                    self.scoreboard.mark_lost_below_highest_sack(self.snd_una);
+                    if let Some(sb) = self.scoreboard.as_mut() {
+                        sb.mark_lost_below_highest_sack(self.snd_una);
+                    }
                     self.fast_retransmit = true;
                     self.tlp_sent = true;
                     self.stats.recovery_probes += 1;
@@ -1249,7 +1303,9 @@ impl Connection {
                 // the ACKs of the resend refill it, and what they name is skipped.
                 self.cc.on_timeout(self.snd_max - self.snd_una, self.snd_max);
                 self.snd_nxt = self.snd_una;
-                self.scoreboard.clear();
+                if let Some(sb) = self.scoreboard.take() {
+                    self.reordering = sb.reordering() as u8;
+                }
                 self.fast_retransmit = false;
             }
             _ => return,
@@ -1500,20 +1556,20 @@ impl Connection {
     /// (rule 2) follows in the ordinary loop, limited by `pipe`. Returns false when `emit` had no room.
     fn transmit_sack_recovery(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) -> bool {
         loop {
-            let pipe = self.scoreboard.pipe(self.snd_una, self.snd_max, self.smss);
+            let pipe = self.scoreboard().pipe(self.snd_una, self.snd_max, self.smss);
             if !self.fast_retransmit && self.cc.window() < pipe + self.smss {
                 return true;
             }
-            if !self.scoreboard.can_retransmit() {
+            if !self.scoreboard().can_retransmit() {
                 self.fast_retransmit = false;
                 return true;
             }
-            let next = self.scoreboard.next_lost(self.snd_una, self.snd_max, self.smss);
+            let next = self.scoreboard().next_lost(self.snd_una, self.snd_max, self.smss);
             let (start, len) = match next {
                 Some(hole) => hole,
                 // Step 4.3 with DupThresh duplicates but nothing yet counted lost: the first unacknowledged segment.
                 None if self.fast_retransmit => {
-                    let end = self.scoreboard.next_sacked_after(self.snd_una).unwrap_or(self.snd_max);
+                    let end = self.scoreboard().next_sacked_after(self.snd_una).unwrap_or(self.snd_max);
                     (self.snd_una, (end - self.snd_una).min(self.smss))
                 }
                 None => return true,
@@ -1529,7 +1585,8 @@ impl Connection {
                 return true;
             }
             let end = start + used;
-            self.scoreboard.retransmitted(start, end, self.snd_max);
+            let snd_max = self.snd_max;
+            self.scoreboard_mut().retransmitted(start, end, snd_max);
             self.stats.retransmits += 1;
             // The reordering timeout runs from the latest retransmission.
             if self.probe_timer_eligible() {
@@ -1549,7 +1606,7 @@ impl Connection {
     fn next_segment(&mut self, now: Instant) -> Option<(usize, bool)> {
         // Resending after a timeout: what the peer has SACKed since is not sent again.
         while self.snd_nxt.diff(self.snd_max) < 0 {
-            let Some(end) = self.scoreboard.sacked_end(self.snd_nxt) else { break };
+            let Some(end) = self.scoreboard().sacked_end(self.snd_nxt) else { break };
             self.stats.sacked_bytes_skipped += (end - self.snd_nxt) as u64;
             self.snd_nxt = end;
         }
@@ -1565,15 +1622,15 @@ impl Connection {
         // The congestion window counts what is in the network: in a SACK recovery RFC 6675's `pipe`; otherwise
         // what was sent less what the peer SACKed (nothing, unless a timeout's resend is skipping SACKed data).
         let in_network = if self.cc.in_sack_recovery() {
-            self.scoreboard.pipe(self.snd_una, self.snd_max, self.smss)
+            self.scoreboard().pipe(self.snd_una, self.snd_max, self.smss)
         } else {
-            flight - self.scoreboard.sacked_between(self.snd_una, self.snd_nxt)
+            flight - self.scoreboard().sacked_between(self.snd_una, self.snd_nxt)
         };
         let usable = self.snd_wnd.saturating_sub(flight).min(self.cc.window().saturating_sub(in_network));
         let mut len = unsent.min(self.smss).min(usable);
         // A resend stops where SACKed data begins.
         if self.snd_nxt.diff(self.snd_max) < 0 {
-            if let Some(next) = self.scoreboard.next_sacked_after(self.snd_nxt) {
+            if let Some(next) = self.scoreboard().next_sacked_after(self.snd_nxt) {
                 len = len.min(next - self.snd_nxt);
             }
         }
@@ -1670,14 +1727,13 @@ impl Connection {
         }
         // RFC 2018 §4: every ACK carries SACK blocks while out-of-order data is held; three fit beside timestamps,
         // four without.
-        let ooo = self.recv_buf.out_of_order();
         if self.sack_enabled && self.state.is_synchronized() {
             let max = if self.ts_enabled { 3 } else { 4 };
             // A D-SACK block goes first, then the ordinary ones (RFC 2883 §4).
             if let Some((left, right)) = self.dsack {
                 options.sack_blocks.push(left, right);
             }
-            let held = self.sack_reporter.blocks(ooo.ranges(), max - usize::from(options.sack_blocks.len));
+            let held = self.recv_buf.sack_blocks(max - usize::from(options.sack_blocks.len));
             for &(left, right) in held.as_slice() {
                 options.sack_blocks.push(left, right);
             }

@@ -24,7 +24,7 @@ pub use congestion::{AckAction, Algorithm, Congestion, DUPACK_THRESHOLD};
 pub use connection::{Connection, ConnectionStats};
 pub use isn::IsnGenerator;
 pub use rtt::RttEstimator;
-pub use sack::{SackReporter, Scoreboard, DUP_THRESH, MAX_RETRANSMITTED_RANGES, MAX_SACKED_RANGES};
+pub use sack::{SackReporter, SackUpdate, Scoreboard, DUP_THRESH, MAX_RETRANSMITTED_RANGES, MAX_SACKED_RANGES};
 pub use syncookie::{CookieOptions, SynCookies};
 
 use core::fmt;

@@ -27,11 +27,13 @@ struct Ranges<const N: usize> {
 
 impl<const N: usize> Default for Ranges<N> {
     fn default() -> Self {
-        Ranges { ranges: [(SeqNumber(0), SeqNumber(0)); N], len: 0 }
+        Self::EMPTY
     }
 }
 
 impl<const N: usize> Ranges<N> {
+    const EMPTY: Self = Ranges { ranges: [(SeqNumber(0), SeqNumber(0)); N], len: 0 };
+
     fn as_slice(&self) -> &[(SeqNumber, SeqNumber)] {
         &self.ranges[..self.len]
     }
@@ -126,31 +128,53 @@ pub struct Scoreboard {
     /// The reordering threshold in segments: DupThresh, raised by each needless retransmission D-SACK reveals (as
     /// Linux's tp->reordering), at most [`MAX_REORDERING_SEGMENTS`].
     reordering: usize,
+}
+
+/// What one ACK's blocks did to the scoreboard ([`Scoreboard::update`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SackUpdate {
+    /// Bytes newly SACKed.
+    pub newly_sacked: usize,
     /// Blocks ignored because they lay outside SND.UNA..SND.MAX or were malformed.
-    pub blocks_ignored: u64,
+    pub ignored: u32,
     /// Ranges dropped because the scoreboard was full.
-    pub ranges_evicted: u64,
-    /// Retransmissions found lost again (data sent after them was SACKed).
-    pub lost_retransmissions: u64,
+    pub evicted: u32,
 }
 
 impl Default for Scoreboard {
     fn default() -> Scoreboard {
-        let empty = Retransmitted { start: SeqNumber(0), end: SeqNumber(0), snd_max_then: SeqNumber(0) };
-        Scoreboard {
-            sacked: Ranges::default(),
-            rexmit: [empty; MAX_RETRANSMITTED_RANGES],
-            rexmit_len: 0,
-            lost_below: None,
-            reordering: DUP_THRESH,
-            blocks_ignored: 0,
-            ranges_evicted: 0,
-            lost_retransmissions: 0,
-        }
+        Scoreboard::EMPTY
     }
 }
 
 impl Scoreboard {
+    /// Nothing known, the reordering threshold at DupThresh.
+    pub const EMPTY: Scoreboard = Scoreboard::with_reordering(DUP_THRESH);
+
+    /// Nothing known, with a reordering threshold learned before (see [`Scoreboard::reordering`]).
+    pub const fn with_reordering(reordering: usize) -> Scoreboard {
+        let empty = Retransmitted { start: SeqNumber(0), end: SeqNumber(0), snd_max_then: SeqNumber(0) };
+        Scoreboard {
+            sacked: Ranges::EMPTY,
+            rexmit: [empty; MAX_RETRANSMITTED_RANGES],
+            rexmit_len: 0,
+            lost_below: None,
+            reordering,
+        }
+    }
+
+    /// True when the scoreboard holds nothing for the current flight (no SACKed range, no retransmission record,
+    /// no loss mark): only the reordering threshold would be lost by dropping it.
+    pub fn is_idle(&self) -> bool {
+        self.sacked.len == 0 && self.rexmit_len == 0 && self.lost_below.is_none()
+    }
+
+    /// True when `(left, right)` is a block [`Scoreboard::update`] would take: non-empty and inside
+    /// `[snd_una, snd_max)`.
+    pub fn block_in_flight(left: SeqNumber, right: SeqNumber, snd_una: SeqNumber, snd_max: SeqNumber) -> bool {
+        right.diff(left) > 0 && left.diff(snd_una) >= 0 && right.diff(snd_max) <= 0
+    }
+
     /// The SACKed ranges, in sequence order.
     pub fn sacked(&self) -> &[(SeqNumber, SeqNumber)] {
         self.sacked.as_slice()
@@ -167,19 +191,21 @@ impl Scoreboard {
     }
 
     /// RFC 6675 `Update()`: folds in an ACK's blocks. Blocks not wholly inside `[snd_una, snd_max)` are ignored (a
-    /// D-SACK below SND.UNA, or garbage). Returns the bytes newly SACKed.
-    pub fn update(&mut self, blocks: &SackBlocks, snd_una: SeqNumber, snd_max: SeqNumber) -> usize {
+    /// D-SACK below SND.UNA, or garbage).
+    pub fn update(&mut self, blocks: &SackBlocks, snd_una: SeqNumber, snd_max: SeqNumber) -> SackUpdate {
         let before = self.sacked_bytes();
+        let mut out = SackUpdate::default();
         for &(left, right) in blocks.as_slice() {
-            if right.diff(left) <= 0 || left.diff(snd_una) < 0 || right.diff(snd_max) > 0 {
-                self.blocks_ignored += 1;
+            if !Scoreboard::block_in_flight(left, right, snd_una, snd_max) {
+                out.ignored += 1;
                 continue;
             }
             if !self.sacked.insert(left, right) {
-                self.ranges_evicted += 1;
+                out.evicted += 1;
             }
         }
-        self.sacked_bytes().saturating_sub(before)
+        out.newly_sacked = self.sacked_bytes().saturating_sub(before);
+        out
     }
 
     /// SND.UNA moved to `snd_una`: forget what lies below.
@@ -354,7 +380,6 @@ impl Scoreboard {
             }
             i += 1;
         }
-        self.lost_retransmissions += found as u64;
         found
     }
 
@@ -447,25 +472,28 @@ mod tests {
     fn scoreboard_merges_blocks_and_ignores_those_outside_una_to_max() {
         let mut sb = Scoreboard::default();
         let (una, max) = (s(1000), s(11_000));
-        assert_eq!(sb.update(&blocks(&[(3000, 4000), (5000, 6000)]), una, max), 2000);
-        assert_eq!(sb.update(&blocks(&[(4000, 5000), (500, 900), (10_000, 12_000), (7000, 7000)]), una, max), 1000);
+        assert_eq!(sb.update(&blocks(&[(3000, 4000), (5000, 6000)]), una, max).newly_sacked, 2000);
+        let u = sb.update(&blocks(&[(4000, 5000), (500, 900), (10_000, 12_000), (7000, 7000)]), una, max);
+        assert_eq!(u, SackUpdate { newly_sacked: 1000, ignored: 3, evicted: 0 });
         assert_eq!(sb.sacked(), &[(s(3000), s(6000))]);
-        assert_eq!(sb.blocks_ignored, 3);
+        assert!(!sb.is_idle());
         sb.acked(s(3500));
         assert_eq!(sb.sacked(), &[(s(3500), s(6000))]);
         sb.acked(s(6000));
         assert!(sb.is_empty());
+        assert!(sb.is_idle());
     }
 
     #[test]
     fn scoreboard_is_bounded_and_keeps_the_lowest_ranges() {
         let mut sb = Scoreboard::default();
         let (una, max) = (s(0), s(1_000_000));
+        let mut evicted = 0;
         for i in 0..(MAX_SACKED_RANGES as u32 + 5) {
-            sb.update(&blocks(&[(100 + i * 100, 150 + i * 100)]), una, max);
+            evicted += sb.update(&blocks(&[(100 + i * 100, 150 + i * 100)]), una, max).evicted;
         }
         assert_eq!(sb.sacked().len(), MAX_SACKED_RANGES);
-        assert_eq!(sb.ranges_evicted, 5);
+        assert_eq!(evicted, 5);
         // A low block still gets in, evicting the highest.
         sb.update(&blocks(&[(10, 20)]), una, max);
         assert_eq!(sb.sacked()[0], (s(10), s(20)));
@@ -483,7 +511,7 @@ mod tests {
         let mut b = SackBlocks::default();
         b.push(una + 400, una + 700);
         b.push(una + 100, una + 300);
-        assert_eq!(sb.update(&b, una, max), 500);
+        assert_eq!(sb.update(&b, una, max).newly_sacked, 500);
         // 300 SACKed bytes above una+300 > 2·SMSS: both holes are lost; above una+400 nothing is.
         assert_eq!(sb.lost_edge(una, smss), una + 400);
         assert!(sb.is_lost(una, una, smss));
@@ -519,7 +547,6 @@ mod tests {
         sb.update(&blocks(&[(5400, 5700), (5100, 5400)]), una, s(5800));
         assert_eq!(sb.detect_lost_retransmissions(smss), 1);
         assert_eq!(sb.next_lost(una, s(5800), smss), Some((una, 100)), "offered again");
-        assert_eq!(sb.lost_retransmissions, 1);
     }
 
     #[test]
