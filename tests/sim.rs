@@ -392,7 +392,7 @@ fn bulk(tcp: xtcp::tcp::Config, faults: Faults, bytes: usize, seed: u64) -> Bulk
             }
             let Some(id) = ids[side] else { continue };
             let Ok(conn) = stacks[side].connection(id) else { continue };
-            counters[side] = *conn.stats();
+            counters[side] = conn.stats();
             loop {
                 let n = stacks[side].recv(id, &mut buf).unwrap_or(0);
                 got[1 - side].extend_from_slice(&buf[..n]);

@@ -281,14 +281,16 @@ struct Entry {
 #[derive(Debug)]
 struct Listener {
     half_open: usize,
-    /// Settings for the connections this listener makes.
-    tcp: tcp::Config,
+    /// Settings for the connections this listener makes, shared with each of them.
+    tcp: Arc<tcp::Config>,
 }
 
 /// One core's TCP/IP stack. See the [module docs](self).
 #[derive(Debug)]
 pub struct Stack {
     cfg: StackConfig,
+    /// `cfg.tcp`, shared by the connections made with it.
+    tcp: Arc<tcp::Config>,
     /// `cfg`'s addresses, primary first (see [`StackConfig::local_addresses`]).
     local_ips: Vec<Ipv4Addr>,
     /// The address the next active open tries first (round-robin over `local_ips`).
@@ -324,6 +326,7 @@ impl Stack {
         let cookies = SynCookies::new(ChaCha8Rng::seed_from_u64(cfg.seed ^ COOKIE_SEED_SALT).gen());
         let max = cfg.max_connections;
         Stack {
+            tcp: Arc::new(cfg.tcp),
             local_ips: cfg.local_addresses(),
             next_local: 0,
             isn,
@@ -417,6 +420,7 @@ impl Stack {
         if self.listeners.contains_key(&port) || self.listeners.len() >= self.cfg.max_listeners {
             return Err(StackError::ListenerExists);
         }
+        let tcp = self.shared_config(tcp);
         self.listeners.insert(port, Listener { half_open: 0, tcp });
         Ok(())
     }
@@ -445,11 +449,25 @@ impl Stack {
             })
             .ok_or(StackError::NoPort)?;
         let local = SocketAddrV4::new(ip, port);
-        let conn = Connection::connect(tcp, local, remote, &self.isn, self.now);
+        let conn = Connection::connect(self.shared_config(tcp), local, remote, &self.isn, self.now);
         let peer_mac = self.cfg.next_hop_mac.or_else(|| self.neighbors.get(remote.ip()).copied());
         let id = self.insert(conn, FourTuple { local_ip: ip, local_port: port, remote }, None, peer_mac);
         self.mark_dirty(id.index);
         Ok(id)
+    }
+
+    /// `tcp` to hand to connections: the stack's own copy when they are the same settings, else a new one.
+    fn shared_config(&self, tcp: tcp::Config) -> Arc<tcp::Config> {
+        if tcp == *self.tcp {
+            Arc::clone(&self.tcp)
+        } else {
+            Arc::new(tcp)
+        }
+    }
+
+    /// The settings for connections to `port`: its listener's, or the stack's.
+    fn listener_config(&self, port: u16) -> Arc<tcp::Config> {
+        Arc::clone(self.listeners.get(&port).map_or(&self.tcp, |l| &l.tcp))
     }
 
     /// A free ephemeral port on `ip` towards `remote`: from a random start, the first that no listener or
@@ -750,7 +768,7 @@ impl Stack {
                     SynCookieMode::Always => true,
                 };
                 if cookie {
-                    let tcp = self.listeners.get(&seg.dst_port).map_or(self.cfg.tcp, |l| l.tcp);
+                    let tcp = self.listener_config(seg.dst_port);
                     let syn_ack = self.cookies.syn_ack(&tcp, tuple.local(), tuple.remote, seg, &self.isn, now);
                     self.counters.syn_cookies_sent += 1;
                     self.cookie_sent_at = Some(now);
@@ -765,7 +783,7 @@ impl Stack {
                     return self.counters.drop(Drop::TableFull);
                 }
                 let local = tuple.local();
-                let tcp = self.listeners.get(&seg.dst_port).map_or(self.cfg.tcp, |l| l.tcp);
+                let tcp = self.listener_config(seg.dst_port);
                 let conn = Connection::accept(tcp, local, tuple.remote, seg, &self.isn, now);
                 let id = self.insert(conn, tuple, Some(seg.dst_port), Some(self.reply_mac(src, src_mac)));
                 self.after_activity(id.index, tx);
@@ -796,7 +814,7 @@ impl Stack {
             return self.counters.drop(Drop::TableFull);
         }
         self.counters.syn_cookies_valid += 1;
-        let tcp = self.listeners.get(&seg.dst_port).map_or(self.cfg.tcp, |l| l.tcp);
+        let tcp = self.listener_config(seg.dst_port);
         let conn = Connection::from_cookie(tcp, tuple.local(), tuple.remote, seg, opts, &self.isn, now);
         let mac = self.reply_mac(*tuple.remote.ip(), src_mac);
         let id = self.insert(conn, tuple, Some(seg.dst_port), Some(mac));

@@ -7,6 +7,7 @@
 
 use core::time::Duration;
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 
 use super::buffer::{RecvBuffer, SendBuffer};
 use super::congestion::{AckAction, Congestion, DUPACK_THRESHOLD};
@@ -101,6 +102,25 @@ pub struct ConnectionStats {
     pub sack_ranges_evicted: u64,
 }
 
+/// The counters every connection moves on every segment, kept inline.
+#[derive(Debug, Default, Clone, Copy)]
+struct Traffic {
+    segs_in: u64,
+    segs_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// What only a connection that met loss, reordering or a misbehaving peer needs: allocated by the first such event
+/// (the first retransmission, duplicate ACK, out-of-order segment, challenge ACK...) and kept, as its counters are.
+#[derive(Debug, Default)]
+struct Rare {
+    /// The rare counters ([`ConnectionStats`] less the segment and byte counts, which live in [`Traffic`]).
+    stats: ConnectionStats,
+    /// When the last rate-limited ACK (challenge, or for an invalid bare segment) went out.
+    last_invalid_ack: Option<Instant>,
+}
+
 /// Something owed to the peer that is not data: a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Probe {
@@ -113,7 +133,10 @@ enum Probe {
 /// One TCP connection: the transmission control block of RFC 9293 §3.3.1 and its state machine.
 #[derive(Debug)]
 pub struct Connection {
-    cfg: Config,
+    /// Shared with the listener or stack that made the connection; a per-connection change (keep-alive) copies it.
+    cfg: Arc<Config>,
+    /// Nagle's algorithm is off (TCP_NODELAY): set per connection, so not in the shared `cfg`.
+    nodelay: bool,
     state: State,
     local: SocketAddrV4,
     remote: SocketAddrV4,
@@ -204,15 +227,15 @@ pub struct Connection {
     probe: Option<Probe>,
     /// The persist timer fired while a small window was open: send what fits even if SWS avoidance would wait.
     override_sws: bool,
-    pending_rst: Option<TcpRepr<'static>>,
-    /// When the last rate-limited ACK (challenge, or for an invalid bare segment) went out.
-    last_invalid_ack: Option<Instant>,
+    /// An RST owed, with this sequence number (and no ACK).
+    pending_rst: Option<SeqNumber>,
     /// The application was refused bytes; tell it when room opens.
     send_refused: bool,
 
     events: u8,
     close_reason: Option<CloseReason>,
-    stats: ConnectionStats,
+    traffic: Traffic,
+    rare: Option<Box<Rare>>,
 }
 
 /// Why `send` or `close` could not be done.
@@ -224,13 +247,13 @@ pub enum UserError {
 }
 
 impl Connection {
-    fn new(cfg: Config, local: SocketAddrV4, remote: SocketAddrV4, iss: SeqNumber, ts_offset: u32) -> Connection {
+    fn new(cfg: Arc<Config>, local: SocketAddrV4, remote: SocketAddrV4, iss: SeqNumber, ts_offset: u32) -> Connection {
         let rtt = RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max);
         let rcv_wscale = window_scale_for(&cfg);
         let ts_len = if cfg.timestamps { TIMESTAMP_OPTION_LEN } else { 0 };
         let smss = (DEFAULT_PEER_MSS - ts_len).max(1);
         Connection {
-            cfg,
+            nodelay: !cfg.nagle,
             state: State::Closed,
             local,
             remote,
@@ -285,25 +308,26 @@ impl Connection {
             probe: None,
             override_sws: false,
             pending_rst: None,
-            last_invalid_ack: None,
             send_refused: false,
             events: 0,
             close_reason: None,
-            stats: ConnectionStats::default(),
+            traffic: Traffic::default(),
+            rare: None,
+            cfg,
         }
     }
 
     /// Active OPEN (RFC 9293 §3.10.1): a connection in SYN_SENT whose SYN goes out on the next
     /// [`Connection::poll_transmit`].
     pub fn connect(
-        cfg: Config,
+        cfg: impl Into<Arc<Config>>,
         local: SocketAddrV4,
         remote: SocketAddrV4,
         isn: &IsnGenerator,
         now: Instant,
     ) -> Connection {
         let iss = isn.isn(local, remote, now);
-        let mut c = Connection::new(cfg, local, remote, iss, isn.timestamp_offset(local, remote));
+        let mut c = Connection::new(cfg.into(), local, remote, iss, isn.timestamp_offset(local, remote));
         c.state = State::SynSent;
         c.send_syn = true;
         c
@@ -312,7 +336,7 @@ impl Connection {
     /// A listener's SYN (RFC 9293 §3.10.7.2, after [`super::listen_input`] said `Accept`): a connection in
     /// SYN_RECEIVED whose SYN-ACK goes out on the next [`Connection::poll_transmit`].
     pub fn accept(
-        cfg: Config,
+        cfg: impl Into<Arc<Config>>,
         local: SocketAddrV4,
         remote: SocketAddrV4,
         syn: &TcpRepr<'_>,
@@ -320,7 +344,7 @@ impl Connection {
         now: Instant,
     ) -> Connection {
         let iss = isn.isn(local, remote, now);
-        let mut c = Connection::new(cfg, local, remote, iss, isn.timestamp_offset(local, remote));
+        let mut c = Connection::new(cfg.into(), local, remote, iss, isn.timestamp_offset(local, remote));
         c.passive = true;
         c.state = State::SynReceived;
         c.irs = syn.seq_number;
@@ -340,7 +364,7 @@ impl Connection {
     /// connection is ESTABLISHED once `ack` is processed, as if it had waited in SYN_RECEIVED; any data or FIN
     /// `ack` carries is taken too.
     pub fn from_cookie(
-        cfg: Config,
+        cfg: impl Into<Arc<Config>>,
         local: SocketAddrV4,
         remote: SocketAddrV4,
         ack: &TcpRepr<'_>,
@@ -350,7 +374,7 @@ impl Connection {
     ) -> Connection {
         let iss = ack.ack_number - 1;
         let irs = ack.seq_number - 1;
-        let mut c = Connection::new(cfg, local, remote, iss, isn.timestamp_offset(local, remote));
+        let mut c = Connection::new(cfg.into(), local, remote, iss, isn.timestamp_offset(local, remote));
         c.passive = true;
         c.state = State::SynReceived;
         c.irs = irs;
@@ -365,7 +389,7 @@ impl Connection {
         // What the SYN-ACK did: SND.NXT past our SYN, the window it offered.
         c.snd_nxt = iss + 1;
         c.snd_max = c.snd_nxt;
-        c.rcv_adv = c.rcv_nxt + usize::from(syn_ack_window(&cfg));
+        c.rcv_adv = c.rcv_nxt + usize::from(syn_ack_window(&c.cfg));
         c.last_ack_sent = c.rcv_nxt;
         c.last_activity(now);
         c.process(now, ack);
@@ -400,9 +424,15 @@ impl Connection {
         self.remote
     }
 
-    /// The settings this connection was made with.
+    /// The settings this connection was made with, keep-alive as last set ([`Connection::set_keepalive`]; Nagle's
+    /// algorithm as set is [`Connection::nodelay`]).
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// True when Nagle's algorithm is off ([`Connection::set_nodelay`], or `nagle: false` in the settings).
+    pub fn nodelay(&self) -> bool {
+        self.nodelay
     }
 
     /// Why the connection closed, once it has.
@@ -411,8 +441,10 @@ impl Connection {
     }
 
     /// Counters.
-    pub fn stats(&self) -> &ConnectionStats {
-        &self.stats
+    pub fn stats(&self) -> ConnectionStats {
+        let Traffic { segs_in, segs_out, bytes_in, bytes_out } = self.traffic;
+        let rare = self.rare.as_ref().map_or_else(ConnectionStats::default, |r| r.stats);
+        ConnectionStats { segs_in, segs_out, bytes_in, bytes_out, ..rare }
     }
 
     /// The initial send sequence number.
@@ -622,7 +654,7 @@ impl Connection {
             self.state,
             State::SynReceived | State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait
         ) {
-            self.pending_rst = Some(self.rst_segment(self.acceptable_seq(), None));
+            self.pending_rst = Some(self.acceptable_seq());
         }
         if self.state != State::Closed {
             self.enter_closed(CloseReason::Aborted);
@@ -631,14 +663,16 @@ impl Connection {
 
     /// Turns keep-alive on or off for this connection.
     pub fn set_keepalive(&mut self, keepalive: Option<super::Keepalive>, now: Instant) {
-        self.cfg.keepalive = keepalive;
+        if self.cfg.keepalive != keepalive {
+            Arc::make_mut(&mut self.cfg).keepalive = keepalive;
+        }
         self.probes = 0;
         self.last_activity(now);
     }
 
     /// Turns Nagle's algorithm off (`true`, TCP_NODELAY) or on.
     pub fn set_nodelay(&mut self, nodelay: bool) {
-        self.cfg.nagle = !nodelay;
+        self.nodelay = nodelay;
     }
 
     /// The next event for the application, each pending one once.
@@ -684,7 +718,7 @@ impl Connection {
 
     /// SEGMENT ARRIVES (RFC 9293 §3.10.7): one segment for this connection's 4-tuple, already checksummed.
     pub fn process(&mut self, now: Instant, seg: &TcpRepr<'_>) {
-        self.stats.segs_in += 1;
+        self.traffic.segs_in += 1;
         match self.state {
             State::Closed | State::Listen => {}
             State::SynSent => self.process_syn_sent(now, seg),
@@ -699,7 +733,7 @@ impl Connection {
         // First, check the ACK bit.
         if flags.ack() && (seg.ack_number.diff(self.iss) <= 0 || seg.ack_number.diff(self.snd_max) > 0) {
             if !flags.rst() {
-                self.pending_rst = Some(self.rst_segment(seg.ack_number, None));
+                self.pending_rst = Some(seg.ack_number);
             }
             return;
         }
@@ -763,7 +797,7 @@ impl Connection {
         if self.ts_enabled && !flags.rst() {
             if let Some((tsval, _)) = seg.options.timestamp {
                 if (tsval.wrapping_sub(self.ts_recent) as i32) < -PAWS_WINDOW_TICKS {
-                    self.stats.paws_drops += 1;
+                    self.stats_mut().paws_drops += 1;
                     self.ack_invalid(now, seg);
                     return;
                 }
@@ -774,7 +808,7 @@ impl Connection {
         let seg_len = payload.len() + usize::from(flags.syn()) + usize::from(flags.fin());
         if !self.acceptable(seq, seg_len, !payload.is_empty()) {
             if !flags.rst() {
-                self.stats.out_of_window += 1;
+                self.stats_mut().out_of_window += 1;
                 self.note_duplicate(seq, payload.len());
                 self.ack_invalid(now, seg);
                 if self.state == State::TimeWait && flags.fin() {
@@ -832,7 +866,7 @@ impl Connection {
                 self.enter_established(now);
                 self.set_send_window(seq, seg.ack_number, usize::from(seg.window_len) << self.snd_wscale);
             } else {
-                self.pending_rst = Some(self.rst_segment(seg.ack_number, None));
+                self.pending_rst = Some(seg.ack_number);
                 return;
             }
         }
@@ -901,7 +935,7 @@ impl Connection {
         // window is wide while little was sent, and a blind injector's ACK from far before the ISN would pass.
         // (Past 2 GiB sent, the distance from the ISN wraps; the window alone bounds it then.)
         let sent =
-            if self.stats.bytes_out < 1 << 31 { (self.snd_una - self.iss).saturating_sub(1) } else { usize::MAX };
+            if self.traffic.bytes_out < 1 << 31 { (self.snd_una - self.iss).saturating_sub(1) } else { usize::MAX };
         let oldest = self.snd_una - self.max_snd_wnd.max(1).min(sent);
         if ack.diff(oldest) < 0 {
             self.challenge_ack(now);
@@ -913,7 +947,7 @@ impl Connection {
         // (or a duplicate the network made).
         if let Some(&(_, right)) = seg.options.sack_blocks.as_slice().first() {
             if self.sack_enabled && right.diff(ack) <= 0 && right.diff(self.snd_una - self.max_snd_wnd.max(1)) > 0 {
-                self.stats.dsacks_received += 1;
+                self.stats_mut().dsacks_received += 1;
                 match self.scoreboard.as_mut() {
                     Some(sb) => sb.needless_retransmission(),
                     None => self.reordering = (self.reordering + 1).min(MAX_REORDERING_SEGMENTS as u8),
@@ -938,17 +972,17 @@ impl Connection {
             && wnd == self.snd_wnd
         {
             // A duplicate ACK (RFC 5681 §2).
-            self.stats.dup_acks += 1;
+            self.stats_mut().dup_acks += 1;
             if self.sack_enabled {
                 self.cc.count_duplicate_ack();
             } else if self.cc.on_duplicate_ack(ack, flight, self.snd_max) == AckAction::Retransmit {
                 self.fast_retransmit = true;
-                self.stats.fast_retransmits += 1;
+                self.stats_mut().fast_retransmits += 1;
             }
         } else if ack == self.snd_una && flight > 0 && newly_sacked > 0 {
             // RFC 6675 §2: an ACK that SACKs new data is a duplicate ACK even when it carries data or a new window
             // (the peer's data flows too, and its ACKs ride on it).
-            self.stats.dup_acks += 1;
+            self.stats_mut().dup_acks += 1;
             self.cc.count_duplicate_ack();
         }
         if self.sack_enabled {
@@ -992,7 +1026,9 @@ impl Connection {
         }
         if self.cc.in_sack_recovery() {
             let found = self.scoreboard.as_mut().map_or(0, |sb| sb.detect_lost_retransmissions(self.smss));
-            self.stats.lost_retransmissions += found as u64;
+            if found > 0 {
+                self.stats_mut().lost_retransmissions += found as u64;
+            }
             return;
         }
         let lost = self.scoreboard().is_lost(self.snd_una, self.snd_una, self.smss);
@@ -1006,8 +1042,8 @@ impl Connection {
             }
             self.cc.enter_sack_recovery(self.snd_una, self.snd_max - self.snd_una, self.snd_max);
             self.clear_retransmitted();
-            self.stats.sack_recoveries += 1;
-            self.stats.fast_retransmits += 1;
+            self.stats_mut().sack_recoveries += 1;
+            self.stats_mut().fast_retransmits += 1;
             // RFC 6675 §5 step 4.3: the first segment goes now, whatever `pipe` says.
             self.fast_retransmit = true;
         }
@@ -1023,8 +1059,12 @@ impl Connection {
         } else {
             super::SackUpdate { ignored: u32::from(blocks.len), ..Default::default() }
         };
-        self.stats.sack_blocks_ignored += u64::from(update.ignored);
-        self.stats.sack_ranges_evicted += u64::from(update.evicted);
+        if update.ignored > 0 {
+            self.stats_mut().sack_blocks_ignored += u64::from(update.ignored);
+        }
+        if update.evicted > 0 {
+            self.stats_mut().sack_ranges_evicted += u64::from(update.evicted);
+        }
         update.newly_sacked
     }
 
@@ -1078,7 +1118,7 @@ impl Connection {
         let was_sack_recovery = self.cc.in_sack_recovery();
         if self.cc.on_new_ack(now, srtt, ack, acked, flight) == AckAction::Retransmit {
             self.fast_retransmit = true;
-            self.stats.fast_retransmits += 1;
+            self.stats_mut().fast_retransmits += 1;
         }
         if was_sack_recovery && !self.cc.in_recovery() {
             self.clear_retransmitted();
@@ -1181,7 +1221,7 @@ impl Connection {
         }
         let had_gap = !self.recv_buf.out_of_order().is_empty();
         let Some(next) = self.recv_buf.write(self.rcv_nxt, seq, data) else {
-            self.stats.ooo_dropped += 1;
+            self.stats_mut().ooo_dropped += 1;
             self.ack_now = true;
             return;
         };
@@ -1189,12 +1229,12 @@ impl Connection {
         if seq != self.rcv_nxt {
             // Out of order: a duplicate ACK at once tells the sender about the hole (RFC 5681 §4.2), one for each
             // such segment even when several arrive before the next poll, or fast retransmit never triggers.
-            self.stats.ooo_segments += 1;
+            self.stats_mut().ooo_segments += 1;
             self.ack_now = true;
             self.dup_acks_owed = (self.dup_acks_owed + 1).min(MAX_DUP_ACKS_OWED);
             return;
         }
-        self.stats.bytes_in += (next - self.rcv_nxt) as u64;
+        self.traffic.bytes_in += (next - self.rcv_nxt) as u64;
         self.rcv_nxt = next;
         // Duplicates of the old RCV.NXT not sent yet would now carry the new one and mislead the sender.
         self.dup_acks_owed = 0;
@@ -1254,7 +1294,7 @@ impl Connection {
                     }
                     self.fast_retransmit = true;
                     self.tlp_sent = true;
-                    self.stats.recovery_probes += 1;
+                    self.stats_mut().recovery_probes += 1;
                 } else if self.tlp_eligible() {
                     self.tlp_owed = true;
                     self.tlp_sent = true;
@@ -1310,7 +1350,7 @@ impl Connection {
             }
             _ => return,
         }
-        self.stats.rto_timeouts += 1;
+        self.stats_mut().rto_timeouts += 1;
         self.retries += 1;
         self.rtt.back_off();
         self.rtt_timing = None;
@@ -1345,11 +1385,11 @@ impl Connection {
     /// Produces every segment owed now, in order, handing each to `emit`. `emit` returns false when the device
     /// has no room; what was not sent stays owed and goes out on a later call.
     pub fn poll_transmit(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) {
-        if let Some(rst) = self.pending_rst {
-            if !emit(&rst) {
+        if let Some(seq) = self.pending_rst {
+            if !emit(&self.rst_segment(seq)) {
                 return;
             }
-            self.stats.segs_out += 1;
+            self.traffic.segs_out += 1;
             self.pending_rst = None;
         }
         match self.state {
@@ -1390,10 +1430,10 @@ impl Connection {
         if !emit(&repr) {
             return false;
         }
-        self.stats.segs_out += 1;
+        self.traffic.segs_out += 1;
         if self.snd_max != self.iss {
             // Sent again (on a timeout, or because the peer's SYN came again): Karn's algorithm forbids timing it.
-            self.stats.retransmits += 1;
+            self.stats_mut().retransmits += 1;
             self.rtt_timing = None;
         } else if self.retries == 0 {
             self.rtt_timing = Some((self.iss, now));
@@ -1424,7 +1464,7 @@ impl Connection {
             let Some(used) = self.emit_segment(now, self.snd_una, TcpFlags::ACK, len, true, emit) else {
                 return;
             };
-            self.stats.retransmits += 1;
+            self.stats_mut().retransmits += 1;
             self.fast_retransmit = false;
             let end = self.snd_una + used;
             // Karn: the ACK of a retransmitted segment cannot be told from the ACK of its first copy.
@@ -1451,7 +1491,7 @@ impl Connection {
                         return;
                     }
                     self.snd_max = self.snd_max.max(seq + 1);
-                    self.stats.window_probes += 1;
+                    self.stats_mut().window_probes += 1;
                 }
                 self.probe = None;
             }
@@ -1465,7 +1505,7 @@ impl Connection {
                 if self.emit_segment(now, self.snd_una - 1, TcpFlags::ACK, 0, false, emit).is_none() {
                     return;
                 }
-                self.stats.keepalive_probes += 1;
+                self.stats_mut().keepalive_probes += 1;
                 self.probe = None;
             }
             None => {}
@@ -1485,7 +1525,7 @@ impl Connection {
             };
             self.override_sws = false;
             if retransmission {
-                self.stats.retransmits += 1;
+                self.stats_mut().retransmits += 1;
             } else if self.rtt_timing.is_none() && !self.ts_enabled && self.retries == 0 {
                 self.rtt_timing = Some((seq, now));
             }
@@ -1538,14 +1578,14 @@ impl Connection {
             return false;
         };
         self.tlp_owed = false;
-        self.stats.tail_loss_probes += 1;
+        self.stats_mut().tail_loss_probes += 1;
         let end = seq + used;
         if end.diff(self.snd_max) > 0 {
             self.snd_nxt = end;
             self.snd_max = end;
             self.arm_retransmit_timer(now);
         } else {
-            self.stats.retransmits += 1;
+            self.stats_mut().retransmits += 1;
             self.rtt_timing = None;
         }
         true
@@ -1587,7 +1627,7 @@ impl Connection {
             let end = start + used;
             let snd_max = self.snd_max;
             self.scoreboard_mut().retransmitted(start, end, snd_max);
-            self.stats.retransmits += 1;
+            self.stats_mut().retransmits += 1;
             // The reordering timeout runs from the latest retransmission.
             if self.probe_timer_eligible() {
                 self.arm_retransmit_timer(now);
@@ -1607,7 +1647,7 @@ impl Connection {
         // Resending after a timeout: what the peer has SACKed since is not sent again.
         while self.snd_nxt.diff(self.snd_max) < 0 {
             let Some(end) = self.scoreboard().sacked_end(self.snd_nxt) else { break };
-            self.stats.sacked_bytes_skipped += (end - self.snd_nxt) as u64;
+            self.stats_mut().sacked_bytes_skipped += (end - self.snd_nxt) as u64;
             self.snd_nxt = end;
         }
         let data_end = self.data_start() + self.send_buf.len();
@@ -1648,7 +1688,7 @@ impl Connection {
         let short_in_flight = self.snd_sml.diff(self.snd_una) > 0;
         let send = len == self.smss
             || self.snd_nxt.diff(self.snd_max) < 0
-            || (all && (flight == 0 || !self.cfg.nagle || self.fin_queued || !short_in_flight))
+            || (all && (flight == 0 || self.nodelay || self.fin_queued || !short_in_flight))
             || (self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2)
             || self.override_sws;
         if !send {
@@ -1705,8 +1745,8 @@ impl Connection {
             return None;
         }
         let used = repr.segment_len();
-        self.stats.segs_out += 1;
-        self.stats.bytes_out += repr.payload.len() as u64;
+        self.traffic.segs_out += 1;
+        self.traffic.bytes_out += repr.payload.len() as u64;
         self.sent_ack();
         Some(used)
     }
@@ -1751,8 +1791,8 @@ impl Connection {
         }
     }
 
-    fn rst_segment(&self, seq: SeqNumber, ack: Option<SeqNumber>) -> TcpRepr<'static> {
-        let mut repr = TcpRepr {
+    fn rst_segment(&self, seq: SeqNumber) -> TcpRepr<'static> {
+        TcpRepr {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
             seq_number: seq,
@@ -1762,12 +1802,7 @@ impl Connection {
             urgent_pointer: 0,
             options: TcpOptions::default(),
             payload: &[],
-        };
-        if let Some(ack) = ack {
-            repr.flags |= TcpFlags::ACK;
-            repr.ack_number = ack;
         }
-        repr
     }
 
     /// The window field to send, with receiver SWS avoidance (RFC 9293 §3.8.6.2.2): the right edge moves only by a
@@ -1889,7 +1924,7 @@ impl Connection {
 
     fn challenge_ack(&mut self, now: Instant) {
         if self.invalid_ack_allowed(now) {
-            self.stats.challenge_acks += 1;
+            self.stats_mut().challenge_acks += 1;
             self.ack_now = true;
         }
     }
@@ -1908,13 +1943,15 @@ impl Connection {
     /// RFC 5961 §7's rate limit, per connection: true (and the time noted) when a bare invalid-segment ACK or a
     /// challenge ACK may go now.
     fn invalid_ack_allowed(&mut self, now: Instant) -> bool {
-        match self.last_invalid_ack {
-            Some(t) if now - t < self.cfg.invalid_ack_interval => {
-                self.stats.acks_rate_limited += 1;
+        let interval = self.cfg.invalid_ack_interval;
+        let rare = self.rare.get_or_insert_with(Box::default);
+        match rare.last_invalid_ack {
+            Some(t) if now - t < interval => {
+                rare.stats.acks_rate_limited += 1;
                 false
             }
             _ => {
-                self.last_invalid_ack = Some(now);
+                rare.last_invalid_ack = Some(now);
                 true
             }
         }
@@ -1968,6 +2005,11 @@ impl Connection {
                 self.set_timer(TimerKind::Keepalive, Some(now + ka.idle));
             }
         }
+    }
+
+    /// The rare counters, allocated on the first count.
+    fn stats_mut(&mut self) -> &mut ConnectionStats {
+        &mut self.rare.get_or_insert_with(Box::default).stats
     }
 
     fn set_timer(&mut self, kind: TimerKind, deadline: Option<Instant>) {
