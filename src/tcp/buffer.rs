@@ -13,26 +13,40 @@ use crate::wire::{SackBlocks, SeqNumber};
 /// per-thread cache, so a connection that sends and drains one small message at a time costs little.
 pub const MIN_ALLOCATION: usize = 512;
 
+/// The largest buffer: positions are kept in `u32`s, which every connection's two rings save eight bytes each
+/// with. A TCP window reaches 1 GiB at most (RFC 7323 §2.3), so no connection could use more.
+pub const MAX_BUFFER_BYTES: usize = u32::MAX as usize;
+
 /// A byte ring of `limit` bytes' logical capacity, backed by an allocation of at most that much.
 #[derive(Debug)]
 struct Ring {
     /// Empty when nothing is held; else a power of two (or `limit`) at least as long as the held span.
     bytes: Box<[u8]>,
     /// The logical capacity: what the ring may hold, whatever is allocated now.
-    limit: usize,
+    limit: u32,
     /// Index in `bytes` of the first held byte.
-    head: usize,
+    head: u32,
     /// Held bytes.
-    len: usize,
+    held: u32,
 }
 
 impl Ring {
     fn new(limit: usize) -> Ring {
-        Ring { bytes: Box::default(), limit, head: 0, len: 0 }
+        Ring { bytes: Box::default(), limit: limit.min(MAX_BUFFER_BYTES) as u32, head: 0, held: 0 }
     }
 
     fn capacity(&self) -> usize {
-        self.limit
+        self.limit as usize
+    }
+
+    /// Held bytes.
+    fn len(&self) -> usize {
+        self.held as usize
+    }
+
+    /// `n` more bytes are held (the caller checked they fit the capacity).
+    fn grow(&mut self, n: usize) {
+        self.held += n as u32;
     }
 
     /// Bytes allocated now.
@@ -43,7 +57,7 @@ impl Ring {
     /// The index in `bytes` of the byte `offset` past the head (`offset` at most the allocation's length).
     fn index(&self, offset: usize) -> usize {
         let cap = self.bytes.len();
-        let i = self.head + offset;
+        let i = self.head as usize + offset;
         if i >= cap {
             i - cap
         } else {
@@ -57,10 +71,10 @@ impl Ring {
         if end <= have {
             return;
         }
-        debug_assert!(end <= self.limit);
-        let want = end.max(MIN_ALLOCATION).next_power_of_two().min(self.limit).max(end);
+        debug_assert!(end <= self.capacity());
+        let want = end.max(MIN_ALLOCATION).next_power_of_two().min(self.capacity()).max(end);
         let mut bytes = vec![0; want].into_boxed_slice();
-        let (front, back) = self.bytes.split_at(self.head);
+        let (front, back) = self.bytes.split_at(self.head as usize);
         bytes[..back.len()].copy_from_slice(back);
         bytes[back.len()..have].copy_from_slice(front);
         self.bytes = bytes;
@@ -89,20 +103,21 @@ impl Ring {
 
     /// The longest contiguous run of held bytes starting `offset` past the head, at most `max` long.
     fn contiguous_at(&self, offset: usize, max: usize) -> &[u8] {
-        if offset >= self.len {
+        if offset >= self.len() {
             return &[];
         }
         let start = self.index(offset);
-        let n = (self.len - offset).min(max).min(self.bytes.len() - start);
+        let n = (self.len() - offset).min(max).min(self.bytes.len() - start);
         &self.bytes[start..start + n]
     }
 
     /// Drops `n` bytes from the front, keeping the positions of bytes stored past `len`.
     fn advance(&mut self, n: usize) {
-        let n = n.min(self.len);
+        let n = n.min(self.len());
         if n > 0 {
-            self.head = self.index(n);
-            self.len -= n;
+            // Both below the capacity, a u32.
+            self.head = self.index(n) as u32;
+            self.held -= n as u32;
         }
     }
 }
@@ -126,17 +141,17 @@ impl SendBuffer {
 
     /// Bytes held (unacknowledged plus unsent).
     pub fn len(&self) -> usize {
-        self.ring.len
+        self.ring.len()
     }
 
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.ring.len == 0
+        self.ring.len() == 0
     }
 
     /// Room for more bytes.
     pub fn free(&self) -> usize {
-        self.ring.capacity() - self.ring.len
+        self.ring.capacity() - self.ring.len()
     }
 
     /// The capacity in bytes.
@@ -147,9 +162,9 @@ impl SendBuffer {
     /// Appends as much of `data` as fits; returns how much.
     pub fn enqueue(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.free());
-        let len = self.ring.len;
+        let len = self.ring.len();
         self.ring.write_at(len, &data[..n]);
-        self.ring.len += n;
+        self.ring.grow(n);
         n
     }
 
@@ -161,7 +176,7 @@ impl SendBuffer {
     /// Drops `n` acknowledged bytes from the front; the memory goes back once nothing is held.
     pub fn consume(&mut self, n: usize) {
         self.ring.advance(n);
-        if self.ring.len == 0 {
+        if self.ring.len() == 0 {
             self.ring.release();
         }
     }
@@ -269,12 +284,12 @@ impl RecvBuffer {
 
     /// In-order bytes waiting to be read.
     pub fn len(&self) -> usize {
-        self.ring.len
+        self.ring.len()
     }
 
     /// True when nothing waits to be read.
     pub fn is_empty(&self) -> bool {
-        self.ring.len == 0
+        self.ring.len() == 0
     }
 
     /// The capacity in bytes.
@@ -284,7 +299,7 @@ impl RecvBuffer {
 
     /// Room past the unread bytes: the most the receive window can offer.
     pub fn free(&self) -> usize {
-        self.ring.capacity() - self.ring.len
+        self.ring.capacity() - self.ring.len()
     }
 
     /// Whether storing the bytes `[seq, seq + len)` needs no more memory than is allocated now (given the next
@@ -292,7 +307,7 @@ impl RecvBuffer {
     /// out-of-order data.
     pub fn fits_allocated(&self, rcv_nxt: SeqNumber, seq: SeqNumber, len: usize) -> bool {
         let end = seq + len;
-        end.diff(rcv_nxt) <= 0 || self.ring.len + (end - rcv_nxt) <= self.ring.allocated()
+        end.diff(rcv_nxt) <= 0 || self.ring.len() + (end - rcv_nxt) <= self.ring.allocated()
     }
 
     /// The out-of-order ranges held.
@@ -330,11 +345,11 @@ impl RecvBuffer {
                 return None;
             }
             ooo.reporter.received(seq, ooo.ranges.ranges());
-            let at = self.ring.len + offset;
+            let at = self.ring.len() + offset;
             self.ring.write_at(at, data);
             return Some(rcv_nxt);
         }
-        let at = self.ring.len;
+        let at = self.ring.len();
         self.ring.write_at(at, data);
         let mut next = rcv_nxt + data.len();
         // Ranges now covered by in-order data, or joined to it, become readable; once none is left the reassembly
@@ -347,13 +362,13 @@ impl RecvBuffer {
                 self.ooo = None;
             }
         }
-        self.ring.len += next - rcv_nxt;
+        self.ring.grow(next - rcv_nxt);
         Some(next)
     }
 
     /// Copies out and consumes up to `out.len()` in-order bytes.
     pub fn read(&mut self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.ring.len);
+        let n = out.len().min(self.ring.len());
         let mut done = 0;
         while done < n {
             let chunk = self.ring.contiguous_at(0, n - done);
@@ -381,7 +396,7 @@ impl RecvBuffer {
     /// length together, so their place relative to the in-order end holds): the memory goes back only when
     /// neither kind is held.
     fn release_if_empty(&mut self) {
-        if self.ring.len == 0 && self.ooo.is_none() {
+        if self.ring.len() == 0 && self.ooo.is_none() {
             self.ring.release();
         }
     }

@@ -87,10 +87,12 @@ pub enum AckAction {
 }
 
 /// Congestion control state of one connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Congestion {
     algorithm: Algorithm,
-    cubic: Cubic,
+    /// CUBIC's curve: allocated when a CUBIC connection first grows in congestion avoidance or first loses, so that
+    /// NewReno connections and those still in slow start carry none.
+    cubic: Option<Box<Cubic>>,
     cwnd: usize,
     ssthresh: usize,
     smss: usize,
@@ -121,7 +123,7 @@ impl Congestion {
         let cwnd = (initial_segments * smss).min((2 * smss).max(14600)).max(smss);
         Congestion {
             algorithm,
-            cubic: Cubic::default(),
+            cubic: None,
             cwnd,
             ssthresh: usize::MAX / 2,
             smss,
@@ -228,7 +230,8 @@ impl Congestion {
             self.cwnd += acked.min(self.smss);
         } else if self.algorithm == Algorithm::Cubic {
             let mss = self.smss as f64;
-            let cwnd = self.cubic.grow(now, srtt, self.cwnd as f64 / mss, acked as f64 / mss);
+            let cubic = self.cubic.get_or_insert_with(Box::default);
+            let cwnd = cubic.grow(now, srtt, self.cwnd as f64 / mss, acked as f64 / mss);
             self.cwnd = ((cwnd * mss) as usize).max(self.cwnd);
         } else {
             // Congestion avoidance: one SMSS per window's worth of acknowledged bytes.
@@ -282,7 +285,7 @@ impl Congestion {
         let ssthresh = match self.algorithm {
             Algorithm::NewReno => flight / 2,
             Algorithm::Cubic => {
-                self.cubic.on_loss(self.cwnd as f64 / self.smss as f64);
+                self.cubic.get_or_insert_with(Box::default).on_loss(self.cwnd as f64 / self.smss as f64);
                 (flight as f64 * CUBIC_BETA) as usize
             }
         };
@@ -412,7 +415,7 @@ mod tests {
     fn cubic_reduces_the_window_by_beta_0_7() {
         let c = cubic_after_loss(100);
         assert_eq!(c.ssthresh(), 70_000);
-        assert_eq!(c.cubic.w_max, 100.0);
+        assert_eq!(c.cubic.as_ref().unwrap().w_max, 100.0);
         let mut r = Congestion::new(1000, 10, SeqNumber(0));
         assert_eq!(r.reduced(100_000), 50_000, "NewReno halves");
     }
@@ -440,7 +443,7 @@ mod tests {
         let mut c = cubic_after_loss(100);
         c.cwnd = 80_000;
         c.reduced(80_000);
-        assert_eq!(c.cubic.w_max, 80.0 * 1.7 / 2.0);
+        assert_eq!(c.cubic.as_ref().unwrap().w_max, 80.0 * 1.7 / 2.0);
     }
 
     #[test]

@@ -29,6 +29,11 @@ const PAWS_WINDOW_TICKS: i32 = 1;
 /// The most duplicate ACKs owed between two calls of `poll_transmit` (one per out-of-order segment).
 const MAX_DUP_ACKS_OWED: u32 = 64;
 
+/// The mark of a timer that does not run.
+const NO_DEADLINE: Instant = Instant::MAX;
+/// The latest deadline a timer can have.
+const LAST_DEADLINE: Instant = Instant::from_micros(u64::MAX - 1);
+
 const EV_CONNECTED: u8 = 1;
 const EV_READABLE: u8 = 2;
 const EV_WRITABLE: u8 = 4;
@@ -208,15 +213,19 @@ pub struct Connection {
     peer_fin_received: bool,
 
     rtt: RttEstimator,
-    /// Karn's algorithm without timestamps: the sequence number being timed and when it was sent.
-    rtt_timing: Option<(SeqNumber, Instant)>,
+    /// Karn's algorithm without timestamps: the sequence number being timed and when it was sent, [`NO_DEADLINE`]
+    /// when nothing is (an `Option<(SeqNumber, Instant)>` would take eight bytes more; see `rtt_timing()`).
+    rtt_timed: SeqNumber,
+    rtt_sent_at: Instant,
     cc: Congestion,
     /// Consecutive retransmission timeouts without progress.
     retries: u32,
     /// Unanswered zero-window or keep-alive probes.
     probes: u32,
 
-    timers: [Option<Instant>; 5],
+    /// Deadlines per [`TimerKind`], [`NO_DEADLINE`] where a timer does not run (an `Option<Instant>` would take
+    /// twice the room).
+    timers: [Instant; 5],
     ack_now: bool,
     /// Out-of-order segments that arrived since the last poll: each is owed its own duplicate ACK (RFC 5681
     /// §4.2), which `ack_now` alone would merge into one.
@@ -295,11 +304,12 @@ impl Connection {
             peer_fin: None,
             peer_fin_received: false,
             rtt,
-            rtt_timing: None,
+            rtt_timed: iss,
+            rtt_sent_at: NO_DEADLINE,
             cc: Congestion::with_algorithm(cfg.congestion, smss, cfg.initial_window_segments, iss),
             retries: 0,
             probes: 0,
-            timers: [None; 5],
+            timers: [NO_DEADLINE; 5],
             ack_now: false,
             dup_acks_owed: 0,
             unacked_bytes: 0,
@@ -550,12 +560,12 @@ impl Connection {
 
     /// The deadline of one timer, if it runs.
     pub fn timer(&self, kind: TimerKind) -> Option<Instant> {
-        self.timers[kind as usize]
+        Some(self.timers[kind as usize]).filter(|&t| t != NO_DEADLINE)
     }
 
     /// The earliest timer deadline.
     pub fn poll_at(&self) -> Option<Instant> {
-        self.timers.iter().flatten().min().copied()
+        self.timers.iter().copied().min().filter(|&t| t != NO_DEADLINE)
     }
 
     /// Whether a segment is owed right now (an ACK, a SYN, a probe, a reset, or sendable data is not decided here:
@@ -1353,7 +1363,7 @@ impl Connection {
         self.stats_mut().rto_timeouts += 1;
         self.retries += 1;
         self.rtt.back_off();
-        self.rtt_timing = None;
+        self.set_rtt_timing(None);
         // RFC 6298 (5.6): the timer starts again now, with the backed-off RTO, not only once the resend goes out.
         // The sending code arms it only after a segment was handed over; when the device refused the resend
         // (ring full), nothing else would ever call again, and the connection hung with no timer at all — a
@@ -1434,9 +1444,9 @@ impl Connection {
         if self.snd_max != self.iss {
             // Sent again (on a timeout, or because the peer's SYN came again): Karn's algorithm forbids timing it.
             self.stats_mut().retransmits += 1;
-            self.rtt_timing = None;
+            self.set_rtt_timing(None);
         } else if self.retries == 0 {
-            self.rtt_timing = Some((self.iss, now));
+            self.set_rtt_timing(Some((self.iss, now)));
         }
         if passive_reply {
             self.rcv_adv = self.rcv_nxt + usize::from(repr.window_len);
@@ -1468,9 +1478,9 @@ impl Connection {
             self.fast_retransmit = false;
             let end = self.snd_una + used;
             // Karn: the ACK of a retransmitted segment cannot be told from the ACK of its first copy.
-            if let Some((timed, _)) = self.rtt_timing {
+            if let Some((timed, _)) = self.rtt_timing() {
                 if timed.diff(end) < 0 {
-                    self.rtt_timing = None;
+                    self.set_rtt_timing(None);
                 }
             }
             if self.snd_nxt.diff(end) < 0 {
@@ -1526,8 +1536,8 @@ impl Connection {
             self.override_sws = false;
             if retransmission {
                 self.stats_mut().retransmits += 1;
-            } else if self.rtt_timing.is_none() && !self.ts_enabled && self.retries == 0 {
-                self.rtt_timing = Some((seq, now));
+            } else if self.rtt_timing().is_none() && !self.ts_enabled && self.retries == 0 {
+                self.set_rtt_timing(Some((seq, now)));
             }
             self.snd_nxt = seq + used;
             self.snd_max = self.snd_max.max(self.snd_nxt);
@@ -1586,7 +1596,7 @@ impl Connection {
             self.arm_retransmit_timer(now);
         } else {
             self.stats_mut().retransmits += 1;
-            self.rtt_timing = None;
+            self.set_rtt_timing(None);
         }
         true
     }
@@ -1633,9 +1643,9 @@ impl Connection {
                 self.arm_retransmit_timer(now);
             }
             // Karn: the ACK of a retransmitted segment cannot be told from the ACK of its first copy.
-            if let Some((timed, _)) = self.rtt_timing {
+            if let Some((timed, _)) = self.rtt_timing() {
                 if timed.diff(end) < 0 {
-                    self.rtt_timing = None;
+                    self.set_rtt_timing(None);
                 }
             }
         }
@@ -1914,10 +1924,10 @@ impl Connection {
                 }
             }
         }
-        if let Some((timed, sent_at)) = self.rtt_timing {
+        if let Some((timed, sent_at)) = self.rtt_timing() {
             if seg.ack_number.diff(timed) > 0 {
                 self.rtt.sample(now - sent_at);
-                self.rtt_timing = None;
+                self.set_rtt_timing(None);
             }
         }
     }
@@ -1972,13 +1982,13 @@ impl Connection {
     fn enter_time_wait(&mut self, now: Instant) {
         self.state = State::TimeWait;
         self.dup_acks_owed = 0;
-        self.timers = [None; 5];
+        self.timers = [NO_DEADLINE; 5];
         self.set_timer(TimerKind::Close, Some(now + self.cfg.msl * 2));
     }
 
     fn enter_closed(&mut self, reason: CloseReason) {
         self.state = State::Closed;
-        self.timers = [None; 5];
+        self.timers = [NO_DEADLINE; 5];
         self.close_reason = Some(reason);
         self.events |= EV_CLOSED;
         self.ack_now = false;
@@ -2007,12 +2017,23 @@ impl Connection {
         }
     }
 
+    /// Karn's algorithm without timestamps: the sequence number being timed and when it was sent.
+    fn rtt_timing(&self) -> Option<(SeqNumber, Instant)> {
+        (self.rtt_sent_at != NO_DEADLINE).then_some((self.rtt_timed, self.rtt_sent_at))
+    }
+
+    /// Starts timing (a segment sent at the end of time is not timed) or stops it.
+    fn set_rtt_timing(&mut self, timing: Option<(SeqNumber, Instant)>) {
+        (self.rtt_timed, self.rtt_sent_at) = timing.unwrap_or((self.rtt_timed, NO_DEADLINE));
+    }
+
     /// The rare counters, allocated on the first count.
     fn stats_mut(&mut self) -> &mut ConnectionStats {
         &mut self.rare.get_or_insert_with(Box::default).stats
     }
 
     fn set_timer(&mut self, kind: TimerKind, deadline: Option<Instant>) {
-        self.timers[kind as usize] = deadline;
+        // A deadline at the end of time (a saturated sum) runs a microsecond earlier, to stay told from none.
+        self.timers[kind as usize] = deadline.map_or(NO_DEADLINE, |t| t.min(LAST_DEADLINE));
     }
 }

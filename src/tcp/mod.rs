@@ -19,7 +19,7 @@ pub mod syncookie;
 #[cfg(test)]
 mod tests;
 
-pub use buffer::{Assembler, RecvBuffer, SendBuffer, MAX_OOO_RANGES};
+pub use buffer::{Assembler, RecvBuffer, SendBuffer, MAX_BUFFER_BYTES, MAX_OOO_RANGES};
 pub use congestion::{AckAction, Algorithm, Congestion, DUPACK_THRESHOLD};
 pub use connection::{Connection, ConnectionStats};
 pub use isn::IsnGenerator;
@@ -179,9 +179,10 @@ impl Default for Keepalive {
 pub struct Config {
     /// The MSS we announce: the most payload we accept in one segment (default 1460, for a 1500-byte MTU).
     pub mss: u16,
-    /// Send buffer limit in bytes (default 256 KiB).
+    /// Send buffer limit in bytes (default 256 KiB; at most [`MAX_BUFFER_BYTES`]).
     pub send_buffer_bytes: usize,
-    /// Receive buffer limit in bytes; the receive window never exceeds it (default 256 KiB).
+    /// Receive buffer limit in bytes; the receive window never exceeds it (default 256 KiB; at most
+    /// [`MAX_BUFFER_BYTES`]).
     pub recv_buffer_bytes: usize,
     /// Offer window scaling (RFC 7323 §2); default on.
     pub window_scaling: bool,

@@ -3,41 +3,59 @@
 
 use core::time::Duration;
 
-/// Clock granularity G of RFC 6298 §2: the engine's timer wheel ticks in milliseconds.
-const GRANULARITY: Duration = Duration::from_millis(1);
+/// Clock granularity G of RFC 6298 §2, in nanoseconds: the engine's timer wheel ticks in milliseconds.
+const GRANULARITY_NANOS: u64 = 1_000_000;
+/// `srtt_nanos` before the first sample.
+const NO_SAMPLE: u64 = u64::MAX;
 
 /// SRTT, RTTVAR and the current RTO with its exponential backoff.
+///
+/// Kept in whole nanoseconds (what [`Duration`] arithmetic keeps too, so the results are the same to the
+/// nanosecond) in a `u64` each, half the size of a `Duration`: every connection holds one. Times past 584 years
+/// saturate.
 #[derive(Debug, Clone, Copy)]
 pub struct RttEstimator {
-    srtt: Option<Duration>,
-    rttvar: Duration,
-    rto: Duration,
+    /// SRTT, or [`NO_SAMPLE`].
+    srtt_nanos: u64,
+    rttvar_nanos: u64,
+    rto_nanos: u64,
+    min_nanos: u64,
+    max_nanos: u64,
     backoff: u32,
-    min: Duration,
-    max: Duration,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl RttEstimator {
     /// Before any sample the RTO is `initial` (RFC 6298 §2.1: 1 s), clamped to `[min, max]`.
     pub fn new(initial: Duration, min: Duration, max: Duration) -> RttEstimator {
-        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial.clamp(min, max), backoff: 0, min, max }
+        RttEstimator {
+            srtt_nanos: NO_SAMPLE,
+            rttvar_nanos: 0,
+            rto_nanos: nanos(initial.clamp(min, max)),
+            min_nanos: nanos(min),
+            max_nanos: nanos(max),
+            backoff: 0,
+        }
     }
 
     /// Folds in one round-trip sample (RFC 6298 §2.2–2.3) and clears the backoff (§5.7's reset on new data).
     pub fn sample(&mut self, r: Duration) {
-        match self.srtt {
-            None => {
-                self.srtt = Some(r);
-                self.rttvar = r / 2;
-            }
-            Some(srtt) => {
-                let delta = srtt.abs_diff(r);
-                self.rttvar = (self.rttvar * 3 + delta) / 4;
-                self.srtt = Some((srtt * 7 + r) / 8);
-            }
+        // A sample of u64::MAX nanoseconds (584 years) would read as "no sample": one less keeps it a sample.
+        let r = nanos(r).min(NO_SAMPLE - 1);
+        if self.srtt_nanos == NO_SAMPLE {
+            self.srtt_nanos = r;
+            self.rttvar_nanos = r / 2;
+        } else {
+            let srtt = self.srtt_nanos;
+            let delta = srtt.abs_diff(r);
+            self.rttvar_nanos = self.rttvar_nanos.saturating_mul(3).saturating_add(delta) / 4;
+            self.srtt_nanos = (srtt.saturating_mul(7).saturating_add(r) / 8).min(NO_SAMPLE - 1);
         }
-        let srtt = self.srtt.unwrap_or(r);
-        self.rto = (srtt + GRANULARITY.max(self.rttvar * 4)).clamp(self.min, self.max);
+        let rto = self.srtt_nanos.saturating_add(GRANULARITY_NANOS.max(self.rttvar_nanos.saturating_mul(4)));
+        self.rto_nanos = rto.clamp(self.min_nanos, self.max_nanos);
         self.backoff = 0;
     }
 
@@ -54,17 +72,17 @@ impl RttEstimator {
     /// The current timeout including backoff.
     pub fn rto(&self) -> Duration {
         let shift = self.backoff.min(16);
-        self.rto.saturating_mul(1 << shift).min(self.max)
+        Duration::from_nanos(self.rto_nanos.saturating_mul(1 << shift).min(self.max_nanos))
     }
 
     /// The smoothed round-trip time, once measured.
     pub fn srtt(&self) -> Option<Duration> {
-        self.srtt
+        (self.srtt_nanos != NO_SAMPLE).then(|| Duration::from_nanos(self.srtt_nanos))
     }
 
     /// The round-trip variation.
     pub fn rttvar(&self) -> Duration {
-        self.rttvar
+        Duration::from_nanos(self.rttvar_nanos)
     }
 
     /// How many times in a row the timer has backed off.
