@@ -55,6 +55,7 @@
 //! at most one extra wake-up per level the entry is filed at.
 
 use core::fmt;
+use core::num::NonZeroU32;
 
 /// Bits of a deadline resolved by one level.
 const SLOT_BITS: u32 = 6;
@@ -76,10 +77,12 @@ const FREE: u16 = u16::MAX;
 /// A handle goes stale when its timer fires or is cancelled; a stale handle is refused by every method even after
 /// its slab entry is reused, because the entry's generation has moved on. (Generations are 32-bit and wrap: a handle
 /// kept across four billion reuses of the same entry could alias. Nothing in the engine keeps one that long.)
+/// Generations are never zero, so an `Option<TimerHandle>` takes no more room than a handle: the engine keeps five
+/// per connection.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct TimerHandle {
     index: u32,
-    generation: u32,
+    generation: NonZeroU32,
 }
 
 /// [`TimerWheel::schedule`] failed: all `capacity` entries are pending.
@@ -107,7 +110,7 @@ struct Entry<T> {
     prev: u32,
     /// Next entry in the slot list, or in the free list.
     next: u32,
-    /// Bumped each time the entry is freed, so that old handles go stale.
+    /// Bumped each time the entry is freed, so that old handles go stale; never zero (see [`TimerHandle`]).
     generation: u32,
     /// `level * SLOTS + slot` of the list the entry is on, or [`FREE`].
     slot: u16,
@@ -186,7 +189,7 @@ impl<T> TimerWheel<T> {
             index
         } else if self.entries.len() < self.capacity {
             // Within the capacity reserved by `new`: this push does not allocate.
-            self.entries.push(Entry { value: None, deadline_ms: 0, prev: NIL, next: NIL, generation: 0, slot: FREE });
+            self.entries.push(Entry { value: None, deadline_ms: 0, prev: NIL, next: NIL, generation: 1, slot: FREE });
             (self.entries.len() - 1) as u32
         } else {
             return Err(WheelFull { capacity: self.capacity });
@@ -194,7 +197,7 @@ impl<T> TimerWheel<T> {
         let entry = &mut self.entries[index as usize];
         entry.value = Some(value);
         entry.deadline_ms = deadline_ms;
-        let generation = entry.generation;
+        let generation = NonZeroU32::new(entry.generation).unwrap_or(NonZeroU32::MIN);
         self.len += 1;
         self.link(index);
         Ok(TimerHandle { index, generation })
@@ -280,7 +283,7 @@ impl<T> TimerWheel<T> {
     /// The index of the entry `handle` names, if it is pending.
     fn live_index(&self, handle: TimerHandle) -> Option<u32> {
         let entry = self.entries.get(handle.index as usize)?;
-        (entry.generation == handle.generation && entry.slot != FREE).then_some(handle.index)
+        (entry.generation == handle.generation.get() && entry.slot != FREE).then_some(handle.index)
     }
 
     /// The lowest occupied slot and the time its block starts. Levels below it are empty, and every entry on other
@@ -399,7 +402,7 @@ impl<T> TimerWheel<T> {
     fn release(&mut self, index: u32) -> Expired<T> {
         let entry = &mut self.entries[index as usize];
         let value = entry.value.take().expect("a pending timer holds a value");
-        entry.generation = entry.generation.wrapping_add(1);
+        entry.generation = entry.generation.checked_add(1).unwrap_or(1);
         entry.slot = FREE;
         entry.next = self.free_head;
         self.free_head = index;
