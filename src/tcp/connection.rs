@@ -40,6 +40,12 @@ const EV_WRITABLE: u8 = 4;
 const EV_PEER_CLOSED: u8 = 8;
 const EV_CLOSED: u8 = 16;
 
+/// `n` in a `u32` field: windows, MSS and byte counts that fit one (a window is at most 1 GiB, RFC 7323 §2.3), or
+/// `u32::MAX`.
+fn narrow(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// The window scale we offer with `cfg`: the least shift that lets the receive buffer be advertised.
 pub(crate) fn window_scale_for(cfg: &Config) -> u8 {
     let mut shift = 0;
@@ -157,15 +163,15 @@ pub struct Connection {
     /// The end of the last segment sent shorter than the MSS (Minshall's Nagle: another short one waits only while
     /// this one is unacknowledged).
     snd_sml: SeqNumber,
-    snd_wnd: usize,
+    snd_wnd: u32,
     snd_wl1: SeqNumber,
     snd_wl2: SeqNumber,
     snd_wscale: u8,
     /// Both SYNs carried the window scale option (RFC 7323 §2.2); otherwise neither side scales.
     window_scale_agreed: bool,
-    max_snd_wnd: usize,
+    max_snd_wnd: u32,
     /// Payload bytes per segment we send: the peer's MSS less the options we put in every segment.
-    smss: usize,
+    smss: u32,
     syn_acked: bool,
 
     // Receive sequence variables.
@@ -175,7 +181,7 @@ pub struct Connection {
     rcv_adv: SeqNumber,
     rcv_wscale: u8,
     /// Largest payload seen in one segment; "full-sized" for the delayed-ACK rule.
-    rcv_mss: usize,
+    rcv_mss: u32,
 
     // Selective acknowledgments (RFC 2018, RFC 6675).
     /// Both SYNs carried SACK-permitted.
@@ -230,7 +236,7 @@ pub struct Connection {
     /// Out-of-order segments that arrived since the last poll: each is owed its own duplicate ACK (RFC 5681
     /// §4.2), which `ack_now` alone would merge into one.
     dup_acks_owed: u32,
-    unacked_bytes: usize,
+    unacked_bytes: u32,
     send_syn: bool,
     fast_retransmit: bool,
     probe: Option<Probe>,
@@ -278,13 +284,13 @@ impl Connection {
             snd_wscale: 0,
             window_scale_agreed: false,
             max_snd_wnd: 0,
-            smss,
+            smss: narrow(smss),
             syn_acked: false,
             irs: SeqNumber(0),
             rcv_nxt: SeqNumber(0),
             rcv_adv: SeqNumber(0),
             rcv_wscale: if cfg.window_scaling { rcv_wscale } else { 0 },
-            rcv_mss: usize::from(cfg.mss).saturating_sub(ts_len).max(1),
+            rcv_mss: narrow(usize::from(cfg.mss).saturating_sub(ts_len).max(1)),
             sack_enabled: false,
             scoreboard: None,
             reordering: Scoreboard::EMPTY.reordering() as u8,
@@ -484,12 +490,12 @@ impl Connection {
 
     /// SND.WND: the peer's window in bytes, scaled.
     pub fn snd_wnd(&self) -> usize {
-        self.snd_wnd
+        self.snd_wnd as usize
     }
 
     /// The payload bytes per segment we send (negotiated MSS less per-segment options).
     pub fn send_mss(&self) -> usize {
-        self.smss
+        self.smss as usize
     }
 
     /// Window scale shifts in use: (ours, applied to what we advertise; the peer's, applied to what it does).
@@ -946,7 +952,7 @@ impl Connection {
         // (Past 2 GiB sent, the distance from the ISN wraps; the window alone bounds it then.)
         let sent =
             if self.traffic.bytes_out < 1 << 31 { (self.snd_una - self.iss).saturating_sub(1) } else { usize::MAX };
-        let oldest = self.snd_una - self.max_snd_wnd.max(1).min(sent);
+        let oldest = self.snd_una - self.max_snd_wnd().max(1).min(sent);
         if ack.diff(oldest) < 0 {
             self.challenge_ack(now);
             return false;
@@ -956,7 +962,7 @@ impl Connection {
         // RFC 2883 §4: a first block below the cumulative ACK reports a duplicate, here one of our retransmissions
         // (or a duplicate the network made).
         if let Some(&(_, right)) = seg.options.sack_blocks.as_slice().first() {
-            if self.sack_enabled && right.diff(ack) <= 0 && right.diff(self.snd_una - self.max_snd_wnd.max(1)) > 0 {
+            if self.sack_enabled && right.diff(ack) <= 0 && right.diff(self.snd_una - self.max_snd_wnd().max(1)) > 0 {
                 self.stats_mut().dsacks_received += 1;
                 match self.scoreboard.as_mut() {
                     Some(sb) => sb.needless_retransmission(),
@@ -976,10 +982,10 @@ impl Connection {
             && flight > 0
             // Against a closed window the only thing outstanding is a window probe, and its answers say the
             // window is still closed, not that something was lost.
-            && self.snd_wnd > 0
+            && self.snd_wnd() > 0
             && seg.payload.is_empty()
             && !seg.flags.fin()
-            && wnd == self.snd_wnd
+            && wnd == self.snd_wnd()
         {
             // A duplicate ACK (RFC 5681 §2).
             self.stats_mut().dup_acks += 1;
@@ -1035,13 +1041,14 @@ impl Connection {
             }
         }
         if self.cc.in_sack_recovery() {
-            let found = self.scoreboard.as_mut().map_or(0, |sb| sb.detect_lost_retransmissions(self.smss));
+            let smss = self.send_mss();
+            let found = self.scoreboard.as_mut().map_or(0, |sb| sb.detect_lost_retransmissions(smss));
             if found > 0 {
                 self.stats_mut().lost_retransmissions += found as u64;
             }
             return;
         }
-        let lost = self.scoreboard().is_lost(self.snd_una, self.snd_una, self.smss);
+        let lost = self.scoreboard().is_lost(self.snd_una, self.snd_una, self.send_mss());
         // Only once what a timeout resent has gone out again (SND.NXT back at SND.MAX): before, `pipe` would count
         // bytes not yet resent as in flight, and the go-back-N resend is still under way.
         if (lost || self.cc.dupacks() >= DUPACK_THRESHOLD) && self.snd_nxt == self.snd_max {
@@ -1172,7 +1179,7 @@ impl Connection {
     fn probe_timeout(&self) -> Duration {
         let Some(srtt) = self.rtt.srtt() else { return self.rtt.rto() };
         let mut pto = srtt * 2;
-        if self.snd_max - self.snd_una <= self.smss {
+        if self.snd_max - self.snd_una <= self.send_mss() {
             pto += self.cfg.delayed_ack;
         }
         pto.max(Duration::from_millis(10)).min(self.rtt.rto())
@@ -1200,10 +1207,10 @@ impl Connection {
     }
 
     fn set_send_window(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: usize) {
-        self.snd_wnd = wnd;
+        self.snd_wnd = narrow(wnd);
         self.snd_wl1 = seq;
         self.snd_wl2 = ack;
-        self.max_snd_wnd = self.max_snd_wnd.max(wnd);
+        self.max_snd_wnd = self.max_snd_wnd.max(narrow(wnd));
         if wnd > 0 {
             self.set_timer(TimerKind::Persist, None);
             self.probes = 0;
@@ -1235,7 +1242,7 @@ impl Connection {
             self.ack_now = true;
             return;
         };
-        self.rcv_mss = self.rcv_mss.max(data.len());
+        self.rcv_mss = self.rcv_mss.max(narrow(data.len()));
         if seq != self.rcv_nxt {
             // Out of order: a duplicate ACK at once tells the sender about the hole (RFC 5681 §4.2), one for each
             // such segment even when several arrive before the next poll, or fast retransmit never triggers.
@@ -1249,9 +1256,9 @@ impl Connection {
         // Duplicates of the old RCV.NXT not sent yet would now carry the new one and mislead the sender.
         self.dup_acks_owed = 0;
         self.events |= EV_READABLE;
-        self.unacked_bytes += data.len();
+        self.unacked_bytes = self.unacked_bytes.saturating_add(narrow(data.len()));
         // Filling a hole is acknowledged at once; otherwise every second full-sized segment, or on the timer.
-        if had_gap || self.unacked_bytes >= 2 * self.rcv_mss {
+        if had_gap || self.unacked_bytes as usize >= 2 * self.rcv_mss() {
             self.ack_now = true;
         } else if self.timer(TimerKind::DelayedAck).is_none() {
             self.set_timer(TimerKind::DelayedAck, Some(now + self.cfg.delayed_ack));
@@ -1470,7 +1477,7 @@ impl Connection {
             // Only what was sent before: new data beyond SND.MAX is not a retransmission and is for the windows
             // to allow (and SND.NXT must never pass SND.MAX).
             let sent = self.snd_max - self.snd_una;
-            let len = self.smss.min(self.send_buf.len()).min(sent);
+            let len = self.send_mss().min(self.send_buf.len()).min(sent);
             let Some(used) = self.emit_segment(now, self.snd_una, TcpFlags::ACK, len, true, emit) else {
                 return;
             };
@@ -1491,7 +1498,7 @@ impl Connection {
             return;
         }
         match self.probe {
-            Some(Probe::Window) if self.snd_wnd == 0 => {
+            Some(Probe::Window) if self.snd_wnd() == 0 => {
                 // One byte past the closed window, without advancing SND.NXT: if the peer takes it, its ACK moves
                 // SND.UNA past SND.NXT and sending resumes from there.
                 let unsent = self.send_buf.len().saturating_sub(self.snd_nxt - self.data_start());
@@ -1541,7 +1548,7 @@ impl Connection {
             }
             self.snd_nxt = seq + used;
             self.snd_max = self.snd_max.max(self.snd_nxt);
-            if used < self.smss && used > 0 {
+            if used < self.send_mss() && used > 0 {
                 self.snd_sml = self.snd_nxt;
             }
             if !retransmission && self.tlp_eligible() {
@@ -1575,11 +1582,11 @@ impl Connection {
         let data_start = self.data_start();
         let data_end = data_start + self.send_buf.len();
         let unsent = self.send_buf.len().saturating_sub(self.snd_nxt - data_start);
-        let room = self.snd_wnd.saturating_sub(self.snd_nxt - self.snd_una);
+        let room = self.snd_wnd().saturating_sub(self.snd_nxt - self.snd_una);
         let (seq, len) = if unsent > 0 && room > 0 {
-            (self.snd_nxt, unsent.min(room).min(self.smss))
+            (self.snd_nxt, unsent.min(room).min(self.send_mss()))
         } else {
-            let start = data_start.max(data_end - self.smss.min(data_end - data_start));
+            let start = data_start.max(data_end - self.send_mss().min(data_end - data_start));
             let start = if start.diff(self.snd_una) < 0 { self.snd_una } else { start };
             let len = if data_end.diff(start) > 0 { data_end - start } else { 0 };
             (start, len)
@@ -1606,21 +1613,21 @@ impl Connection {
     /// (rule 2) follows in the ordinary loop, limited by `pipe`. Returns false when `emit` had no room.
     fn transmit_sack_recovery(&mut self, now: Instant, emit: &mut dyn FnMut(&TcpRepr<'_>) -> bool) -> bool {
         loop {
-            let pipe = self.scoreboard().pipe(self.snd_una, self.snd_max, self.smss);
-            if !self.fast_retransmit && self.cc.window() < pipe + self.smss {
+            let pipe = self.scoreboard().pipe(self.snd_una, self.snd_max, self.send_mss());
+            if !self.fast_retransmit && self.cc.window() < pipe + self.send_mss() {
                 return true;
             }
             if !self.scoreboard().can_retransmit() {
                 self.fast_retransmit = false;
                 return true;
             }
-            let next = self.scoreboard().next_lost(self.snd_una, self.snd_max, self.smss);
+            let next = self.scoreboard().next_lost(self.snd_una, self.snd_max, self.send_mss());
             let (start, len) = match next {
                 Some(hole) => hole,
                 // Step 4.3 with DupThresh duplicates but nothing yet counted lost: the first unacknowledged segment.
                 None if self.fast_retransmit => {
                     let end = self.scoreboard().next_sacked_after(self.snd_una).unwrap_or(self.snd_max);
-                    (self.snd_una, (end - self.snd_una).min(self.smss))
+                    (self.snd_una, (end - self.snd_una).min(self.send_mss()))
                 }
                 None => return true,
             };
@@ -1672,12 +1679,12 @@ impl Connection {
         // The congestion window counts what is in the network: in a SACK recovery RFC 6675's `pipe`; otherwise
         // what was sent less what the peer SACKed (nothing, unless a timeout's resend is skipping SACKed data).
         let in_network = if self.cc.in_sack_recovery() {
-            self.scoreboard().pipe(self.snd_una, self.snd_max, self.smss)
+            self.scoreboard().pipe(self.snd_una, self.snd_max, self.send_mss())
         } else {
             flight - self.scoreboard().sacked_between(self.snd_una, self.snd_nxt)
         };
-        let usable = self.snd_wnd.saturating_sub(flight).min(self.cc.window().saturating_sub(in_network));
-        let mut len = unsent.min(self.smss).min(usable);
+        let usable = self.snd_wnd().saturating_sub(flight).min(self.cc.window().saturating_sub(in_network));
+        let mut len = unsent.min(self.send_mss()).min(usable);
         // A resend stops where SACKed data begins.
         if self.snd_nxt.diff(self.snd_max) < 0 {
             if let Some(next) = self.scoreboard().next_sacked_after(self.snd_nxt) {
@@ -1685,7 +1692,7 @@ impl Connection {
             }
         }
         if len == 0 {
-            if self.snd_wnd == 0 && flight == 0 && self.timer(TimerKind::Persist).is_none() {
+            if self.snd_wnd() == 0 && flight == 0 && self.timer(TimerKind::Persist).is_none() {
                 let backoff = self.rtt.rto().saturating_mul(1 << self.probes.min(16)).min(self.cfg.rto_max);
                 self.set_timer(TimerKind::Persist, Some(now + backoff));
             }
@@ -1696,10 +1703,10 @@ impl Connection {
         // unacknowledged, not behind full ones — else the tail of a write can wait for the peer's delayed ACK of an
         // odd last full segment.
         let short_in_flight = self.snd_sml.diff(self.snd_una) > 0;
-        let send = len == self.smss
+        let send = len == self.send_mss()
             || self.snd_nxt.diff(self.snd_max) < 0
             || (all && (flight == 0 || self.nodelay || self.fin_queued || !short_in_flight))
-            || (self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2)
+            || (self.max_snd_wnd() > 0 && len >= self.max_snd_wnd() / 2)
             || self.override_sws;
         if !send {
             // Nothing in flight means no ACK will come to release this: the persist timer is the override timeout
@@ -1736,7 +1743,8 @@ impl Connection {
             // SACK blocks take room the MSS left for data (as Linux's tcp_current_mss): the segment shrinks.
             let base = if self.ts_enabled { TIMESTAMP_OPTION_LEN } else { 0 };
             let extra = repr.options.buffer_len().saturating_sub(base);
-            let len = if len + extra > self.smss { self.smss.saturating_sub(extra).max(1).min(len) } else { len };
+            let len =
+                if len + extra > self.send_mss() { self.send_mss().saturating_sub(extra).max(1).min(len) } else { len };
             repr.payload = self.send_buf.peek(seq - data_start, len);
         }
         if repr.flags.fin() && seq + repr.payload.len() != data_end {
@@ -1849,7 +1857,7 @@ impl Connection {
     /// How much room must open before the right edge moves (receiver SWS avoidance, RFC 9293 §3.8.6.2.2):
     /// min(RCV.BUFF / 2, MSS).
     fn window_step(&self) -> usize {
-        (self.recv_buf.capacity() / 2).min(self.rcv_mss).max(1)
+        (self.recv_buf.capacity() / 2).min(self.rcv_mss()).max(1)
     }
 
     // ----- Helpers -----
@@ -1862,7 +1870,7 @@ impl Connection {
     /// (RFC 9293 §3.10.7.4), and a zero-window probe may have moved SND.MAX one byte past what the peer took. Then
     /// the window's right edge, SND.UNA + SND.WND (what Linux's tcp_acceptable_seq does).
     fn acceptable_seq(&self) -> SeqNumber {
-        let window_end = self.snd_una + self.snd_wnd;
+        let window_end = self.snd_una + self.snd_wnd();
         if self.snd_max.diff(window_end) <= 0 {
             self.snd_max
         } else {
@@ -1903,9 +1911,9 @@ impl Connection {
         }
         let peer_mss = opts.mss.map_or(DEFAULT_PEER_MSS, usize::from);
         let ts_len = if self.ts_enabled { TIMESTAMP_OPTION_LEN } else { 0 };
-        self.smss = peer_mss.min(usize::from(self.cfg.mss)).saturating_sub(ts_len).max(1);
-        self.rcv_mss = usize::from(self.cfg.mss).saturating_sub(ts_len).max(1);
-        self.cc.set_mss(self.smss, self.cfg.initial_window_segments);
+        self.smss = narrow(peer_mss.min(usize::from(self.cfg.mss)).saturating_sub(ts_len).max(1));
+        self.rcv_mss = narrow(usize::from(self.cfg.mss).saturating_sub(ts_len).max(1));
+        self.cc.set_mss(self.send_mss(), self.cfg.initial_window_segments);
     }
 
     fn rtt_sample_on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
@@ -2025,6 +2033,16 @@ impl Connection {
     /// Starts timing (a segment sent at the end of time is not timed) or stops it.
     fn set_rtt_timing(&mut self, timing: Option<(SeqNumber, Instant)>) {
         (self.rtt_timed, self.rtt_sent_at) = timing.unwrap_or((self.rtt_timed, NO_DEADLINE));
+    }
+
+    /// SND.WND's high-water mark: the largest window the peer offered.
+    fn max_snd_wnd(&self) -> usize {
+        self.max_snd_wnd as usize
+    }
+
+    /// Largest payload seen in one segment.
+    fn rcv_mss(&self) -> usize {
+        self.rcv_mss as usize
     }
 
     /// The rare counters, allocated on the first count.
