@@ -256,10 +256,8 @@ struct Slot {
 
 #[derive(Debug)]
 struct Entry {
+    /// The connection, whose addresses are the entry's 4-tuple (see [`Entry::tuple`]).
     conn: Connection,
-    tuple: FourTuple,
-    /// The listening port, for a passive open.
-    listener: Option<u16>,
     /// Where this connection's frames go: the SYN's sender for a passive open, the neighbour table for an active
     /// one (looked up again while unknown).
     peer_mac: Option<EthernetAddress>,
@@ -276,6 +274,19 @@ struct Entry {
     /// Closed in order while the application still had bytes to read: the entry stays (out of the table, with no
     /// timers) until they are read, and the `Closed` event waits for that.
     closed_unread: Option<CloseReason>,
+}
+
+impl Entry {
+    /// The 4-tuple the table files the connection under.
+    fn tuple(&self) -> FourTuple {
+        let local = self.conn.local();
+        FourTuple { local_ip: *local.ip(), local_port: local.port(), remote: self.conn.remote() }
+    }
+
+    /// The listening port, for a passive open.
+    fn listener(&self) -> Option<u16> {
+        self.conn.is_passive().then(|| self.conn.local().port())
+    }
 }
 
 #[derive(Debug)]
@@ -451,7 +462,7 @@ impl Stack {
         let local = SocketAddrV4::new(ip, port);
         let conn = Connection::connect(self.shared_config(tcp), local, remote, &self.isn, self.now);
         let peer_mac = self.cfg.next_hop_mac.or_else(|| self.neighbors.get(remote.ip()).copied());
-        let id = self.insert(conn, FourTuple { local_ip: ip, local_port: port, remote }, None, peer_mac);
+        let id = self.insert(conn, peer_mac);
         self.mark_dirty(id.index);
         Ok(id)
     }
@@ -785,7 +796,7 @@ impl Stack {
                 let local = tuple.local();
                 let tcp = self.listener_config(seg.dst_port);
                 let conn = Connection::accept(tcp, local, tuple.remote, seg, &self.isn, now);
-                let id = self.insert(conn, tuple, Some(seg.dst_port), Some(self.reply_mac(src, src_mac)));
+                let id = self.insert(conn, Some(self.reply_mac(src, src_mac)));
                 self.after_activity(id.index, tx);
             }
         }
@@ -817,7 +828,7 @@ impl Stack {
         let tcp = self.listener_config(seg.dst_port);
         let conn = Connection::from_cookie(tcp, tuple.local(), tuple.remote, seg, opts, &self.isn, now);
         let mac = self.reply_mac(*tuple.remote.ip(), src_mac);
-        let id = self.insert(conn, tuple, Some(seg.dst_port), Some(mac));
+        let id = self.insert(conn, Some(mac));
         self.after_activity(id.index, tx);
     }
 
@@ -825,8 +836,7 @@ impl Stack {
     /// free it once closed.
     fn after_activity(&mut self, index: u32, tx: &mut dyn Transmit) {
         let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
-        let remote = e.tuple.remote;
-        let local_ip = e.tuple.local_ip;
+        let FourTuple { local_ip, remote, .. } = e.tuple();
         let mac = self.cfg.mac;
         if e.peer_mac.is_none() {
             e.peer_mac = self.neighbors.get(remote.ip()).copied();
@@ -932,11 +942,11 @@ impl Stack {
                 Event::Connected => {
                     if e.half_open {
                         e.half_open = false;
-                        if let Some(l) = e.listener.and_then(|p| self.listeners.get_mut(&p)) {
+                        if let Some(l) = e.listener().and_then(|p| self.listeners.get_mut(&p)) {
                             l.half_open = l.half_open.saturating_sub(1);
                         }
                     }
-                    match e.listener {
+                    match e.listener() {
                         Some(port) => StackEvent::Accepted { conn: id, port },
                         None => StackEvent::Connected(id),
                     }
@@ -976,31 +986,25 @@ impl Stack {
         self.events.push_back(ev);
     }
 
-    fn insert(
-        &mut self,
-        conn: Connection,
-        tuple: FourTuple,
-        listener: Option<u16>,
-        peer_mac: Option<EthernetAddress>,
-    ) -> ConnId {
-        let half_open = conn.state() == State::SynReceived && listener.is_some();
-        if half_open {
-            if let Some(l) = listener.and_then(|p| self.listeners.get_mut(&p)) {
-                l.half_open += 1;
-            }
-        }
-        let entry = Entry {
+    /// Files `conn` under its 4-tuple (a passive one counted in its listener's backlog while half-open).
+    fn insert(&mut self, conn: Connection, peer_mac: Option<EthernetAddress>) -> ConnId {
+        let mut entry = Entry {
             conn,
-            tuple,
-            listener,
             peer_mac,
             timers: [None; 5],
             dirty: false,
-            half_open,
+            half_open: false,
             time_wait: false,
             buffer_bytes: 0,
             closed_unread: None,
         };
+        let (tuple, listener) = (entry.tuple(), entry.listener());
+        entry.half_open = entry.conn.state() == State::SynReceived && listener.is_some();
+        if entry.half_open {
+            if let Some(l) = listener.and_then(|p| self.listeners.get_mut(&p)) {
+                l.half_open += 1;
+            }
+        }
         let index = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize].entry = Some(entry);
@@ -1026,7 +1030,7 @@ impl Stack {
         }
         if e.half_open {
             e.half_open = false;
-            if let Some(l) = e.listener.and_then(|p| self.listeners.get_mut(&p)) {
+            if let Some(l) = e.listener().and_then(|p| self.listeners.get_mut(&p)) {
                 l.half_open = l.half_open.saturating_sub(1);
             }
         }
@@ -1034,8 +1038,9 @@ impl Stack {
             e.time_wait = false;
             self.time_wait -= 1;
         }
-        if self.table.get(&e.tuple) == Some(&index) {
-            self.table.remove(&e.tuple);
+        let tuple = e.tuple();
+        if self.table.get(&tuple) == Some(&index) {
+            self.table.remove(&tuple);
         }
     }
 
