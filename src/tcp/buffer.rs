@@ -315,9 +315,10 @@ impl RecvBuffer {
         self.ooo.as_ref().map_or(&Assembler::EMPTY, |o| &o.ranges)
     }
 
-    /// Memory held for reassembly state (not data) now: none unless out-of-order data is held.
-    pub fn reassembly_allocated(&self) -> usize {
-        self.ooo.as_ref().map_or(0, |_| core::mem::size_of::<OutOfOrder>())
+    /// True while reassembly state (the ranges and their SACK order) is allocated: only while out-of-order data
+    /// is held.
+    pub fn holds_reassembly_state(&self) -> bool {
+        self.ooo.is_some()
     }
 
     /// The SACK blocks to report, at most `max` (RFC 2018 §4): the range holding the latest out-of-order segment
@@ -451,7 +452,9 @@ mod tests {
     fn recv_buffer_reassembles_out_of_order_data() {
         let mut r = RecvBuffer::new(16);
         let base = s(u32::MAX - 3);
+        assert!(!r.holds_reassembly_state());
         assert_eq!(r.write(base, base + 4, b"efgh"), Some(base));
+        assert!(r.holds_reassembly_state());
         assert_eq!(r.len(), 0);
         assert_eq!(r.write(base, base + 10, b"kl"), Some(base));
         let next = r.write(base, base, b"abcd").unwrap();
@@ -463,6 +466,7 @@ mod tests {
         assert_eq!(next, base + 12);
         let n = r.read(&mut out);
         assert_eq!(&out[..n], b"defghijkl");
+        assert!(!r.holds_reassembly_state(), "the gap closed: no ranges to keep");
     }
 
     #[test]

@@ -440,6 +440,12 @@ impl Connection {
         self.remote
     }
 
+    /// True when a listener opened the connection ([`Connection::accept`], [`Connection::from_cookie`]), false for
+    /// [`Connection::connect`].
+    pub fn is_passive(&self) -> bool {
+        self.passive
+    }
+
     /// The settings this connection was made with, keep-alive as last set ([`Connection::set_keepalive`]; Nagle's
     /// algorithm as set is [`Connection::nodelay`]).
     pub fn config(&self) -> &Config {
@@ -511,6 +517,16 @@ impl Connection {
     /// The sender's SACK scoreboard (an empty one while nothing is SACKed).
     pub fn scoreboard(&self) -> &Scoreboard {
         self.scoreboard.as_deref().unwrap_or(&Scoreboard::EMPTY)
+    }
+
+    /// True while the SACK scoreboard is allocated (see [`Connection::scoreboard`]): only while it holds something.
+    pub fn holds_scoreboard(&self) -> bool {
+        self.scoreboard.is_some()
+    }
+
+    /// True while reassembly state is allocated: only while out-of-order data is held.
+    pub fn holds_reassembly_state(&self) -> bool {
+        self.recv_buf.holds_reassembly_state()
     }
 
     /// The reordering threshold in segments: DupThresh, raised by needless retransmissions (see

@@ -1513,12 +1513,14 @@ fn out_of_order_segments_are_reassembled() {
     let mut acks = Vec::new();
     for i in order {
         acks.extend(exchange(&mut p.b, p.now, &segs[i]));
+        assert_eq!(p.b.holds_reassembly_state(), !p.b.out_of_order_ranges().is_empty());
     }
     // Each ACK names the first hole; the holes close as 0, then 1 (which joins 2 and 3), then 4 arrive.
     let acked: Vec<usize> = acks.iter().map(|s| (s.ack_number - start) / mss).collect();
     assert_eq!(acked, vec![0, 0, 0, 1, 1, 1, 1, 4, 4, 10]);
     assert_eq!(p.b.stats().ooo_segments, 7);
     assert!(p.b.out_of_order_ranges().is_empty());
+    assert!(!p.b.holds_reassembly_state(), "the gaps closed: the ranges' memory went with them");
     assert!(read_all(&mut p.b) == data);
 }
 
@@ -2314,6 +2316,33 @@ fn sack_retransmits_the_hole_on_the_third_duplicate_ack_and_then_only_holes() {
     assert_eq!(a.congestion_window(), 9 * mss / 2);
     assert_eq!(a.stats().retransmits, 2);
     assert!(a.scoreboard().is_empty());
+}
+
+/// The scoreboard is out of line and held only while it knows something about the flight: from the first SACK
+/// block naming data in flight to the ACK that covers it. A D-SACK alone allocates none, and what it teaches (the
+/// reordering threshold) outlives the scoreboard.
+#[test]
+fn the_scoreboard_is_held_only_while_it_knows_something() {
+    let (mut p, s, mss) = sack_sender_with_ten_out();
+    let now = p.now;
+    let a = &mut p.a;
+    let seg = |n: usize| s + n * mss;
+    let template = from_peer(a);
+    exchange(a, now, &Seg { ack_number: seg(1), ..template.clone() });
+    assert!(!a.holds_scoreboard(), "in-order ACKs need none");
+    // Segment 0 arrived twice: a D-SACK below the ACK, nothing in flight named.
+    exchange(a, now, &Seg { ack_number: seg(1), options: sack(&[(seg(0), seg(1))]), ..template.clone() });
+    assert_eq!(a.stats().dsacks_received, 1);
+    assert!(!a.holds_scoreboard());
+    assert_eq!(a.reordering(), 4);
+    exchange(a, now, &Seg { ack_number: seg(1), options: sack(&[(seg(2), seg(4))]), ..template.clone() });
+    assert!(a.holds_scoreboard());
+    assert_eq!(a.scoreboard().sacked(), &[(seg(2), seg(4))]);
+    assert_eq!(a.reordering(), 4, "the scoreboard starts from what was learned");
+    exchange(a, now, &Seg { ack_number: seg(10), ..template });
+    assert!(!a.holds_scoreboard(), "everything acknowledged: nothing left to know");
+    assert!(a.scoreboard().is_empty());
+    assert_eq!(a.reordering(), 4);
 }
 
 #[test]
