@@ -93,9 +93,12 @@ pub struct Congestion {
     /// CUBIC's curve: allocated when a CUBIC connection first grows in congestion avoidance or first loses, so that
     /// NewReno connections and those still in slow start carry none.
     cubic: Option<Box<Cubic>>,
-    cwnd: usize,
-    ssthresh: usize,
-    smss: usize,
+    // Byte counts in u32s (a window is at most 1 GiB, RFC 7323 §2.3), read and written as usize through
+    // `window()`, `set_cwnd()`... which saturate: the struct is in every connection.
+    cwnd: u32,
+    /// [`INFINITE_SSTHRESH`] until the first congestion event.
+    ssthresh: u32,
+    smss: u32,
     dupacks: u32,
     /// The highest sequence number sent when recovery began (RFC 6582 `recover`).
     recover: SeqNumber,
@@ -104,7 +107,15 @@ pub struct Congestion {
     /// deflate the window.
     sack_recovery: bool,
     /// Bytes acknowledged in congestion avoidance not yet turned into window growth.
-    avoidance_acked: usize,
+    avoidance_acked: u32,
+}
+
+/// The stored ssthresh before any congestion event, read as usize::MAX / 2: "arbitrarily high" (RFC 5681 §3.1).
+const INFINITE_SSTHRESH: u32 = u32::MAX;
+
+/// `n` in a u32 field, saturating.
+fn narrow(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Duplicate ACKs that trigger fast retransmit (RFC 5681 §3.2).
@@ -124,9 +135,9 @@ impl Congestion {
         Congestion {
             algorithm,
             cubic: None,
-            cwnd,
-            ssthresh: usize::MAX / 2,
-            smss,
+            cwnd: narrow(cwnd),
+            ssthresh: INFINITE_SSTHRESH,
+            smss: narrow(smss),
             dupacks: 0,
             recover: iss,
             in_recovery: false,
@@ -142,12 +153,28 @@ impl Congestion {
 
     /// The congestion window in bytes.
     pub fn window(&self) -> usize {
-        self.cwnd
+        self.cwnd as usize
     }
 
     /// The slow-start threshold in bytes.
     pub fn ssthresh(&self) -> usize {
-        self.ssthresh
+        if self.ssthresh == INFINITE_SSTHRESH {
+            usize::MAX / 2
+        } else {
+            self.ssthresh as usize
+        }
+    }
+
+    fn mss(&self) -> usize {
+        self.smss as usize
+    }
+
+    fn set_cwnd(&mut self, cwnd: usize) {
+        self.cwnd = narrow(cwnd);
+    }
+
+    fn set_ssthresh(&mut self, ssthresh: usize) {
+        self.ssthresh = narrow(ssthresh);
     }
 
     /// True between fast retransmit and the full ACK that ends recovery.
@@ -173,8 +200,9 @@ impl Congestion {
     /// timeout; Linux's loss state does the same).
     pub fn enter_sack_recovery(&mut self, ack: SeqNumber, flight: usize, snd_max: SeqNumber) {
         if ack.diff(self.recover) > 0 {
-            self.ssthresh = self.reduced(flight);
-            self.cwnd = self.ssthresh;
+            let ssthresh = self.reduced(flight);
+            self.set_ssthresh(ssthresh);
+            self.set_cwnd(ssthresh);
             self.recover = snd_max;
         }
         self.in_recovery = true;
@@ -184,8 +212,9 @@ impl Congestion {
 
     /// Updates the sender MSS once negotiated; the initial window follows it if nothing was sent yet.
     pub fn set_mss(&mut self, smss: usize, initial_segments: usize) {
-        self.smss = smss.max(1);
-        self.cwnd = (initial_segments * self.smss).min((2 * self.smss).max(14600)).max(self.smss);
+        let smss = smss.max(1);
+        self.smss = narrow(smss);
+        self.set_cwnd((initial_segments * smss).min((2 * smss).max(14600)).max(smss));
     }
 
     /// An ACK that advanced SND.UNA by `acked` bytes of sequence space to `ack`, with `flight` bytes outstanding
@@ -202,7 +231,7 @@ impl Congestion {
         if self.in_recovery && self.sack_recovery {
             // RFC 6675 §5: recovery ends when the ACK covers the recovery point; until then `pipe` governs.
             if ack.diff(self.recover) >= 0 {
-                self.cwnd = self.cwnd.min(self.ssthresh).max(self.smss);
+                self.set_cwnd(self.window().min(self.ssthresh()).max(self.mss()));
                 self.in_recovery = false;
                 self.sack_recovery = false;
             }
@@ -213,33 +242,34 @@ impl Congestion {
                 // Full acknowledgment (RFC 6582 §3.2 step 3, option 1): deflate the window to
                 // min(ssthresh, max(FlightSize, SMSS) + SMSS), FlightSize being what is still outstanding.
                 let flight_after = flight.saturating_sub(acked);
-                self.cwnd = self.ssthresh.min(flight_after.max(self.smss) + self.smss);
+                self.set_cwnd(self.ssthresh().min(flight_after.max(self.mss()) + self.mss()));
                 self.in_recovery = false;
                 return AckAction::None;
             }
             // Partial acknowledgment (step 4): retransmit the next hole, deflate by the amount acknowledged.
-            self.cwnd = self.cwnd.saturating_sub(acked);
-            if acked >= self.smss {
-                self.cwnd += self.smss;
+            let mut cwnd = self.window().saturating_sub(acked);
+            if acked >= self.mss() {
+                cwnd += self.mss();
             }
-            self.cwnd = self.cwnd.max(self.smss);
+            self.set_cwnd(cwnd.max(self.mss()));
             return AckAction::Retransmit;
         }
-        if self.cwnd < self.ssthresh {
+        if self.window() < self.ssthresh() {
             // Slow start with appropriate byte counting, L = 1 SMSS (RFC 5681 §3.1, RFC 3465).
-            self.cwnd += acked.min(self.smss);
+            self.set_cwnd(self.window() + acked.min(self.mss()));
         } else if self.algorithm == Algorithm::Cubic {
-            let mss = self.smss as f64;
+            let (mss, window) = (self.mss() as f64, self.window());
             let cubic = self.cubic.get_or_insert_with(Box::default);
-            let cwnd = cubic.grow(now, srtt, self.cwnd as f64 / mss, acked as f64 / mss);
-            self.cwnd = ((cwnd * mss) as usize).max(self.cwnd);
+            let cwnd = cubic.grow(now, srtt, window as f64 / mss, acked as f64 / mss);
+            self.set_cwnd(((cwnd * mss) as usize).max(window));
         } else {
             // Congestion avoidance: one SMSS per window's worth of acknowledged bytes.
-            self.avoidance_acked += acked;
-            if self.avoidance_acked >= self.cwnd {
-                self.avoidance_acked -= self.cwnd;
-                self.cwnd += self.smss;
+            let mut avoidance_acked = self.avoidance_acked as usize + acked;
+            if avoidance_acked >= self.window() {
+                avoidance_acked -= self.window();
+                self.set_cwnd(self.window() + self.mss());
             }
+            self.avoidance_acked = narrow(avoidance_acked);
         }
         AckAction::None
     }
@@ -253,15 +283,16 @@ impl Congestion {
         }
         if self.in_recovery {
             // Fast recovery: each further duplicate means a segment left the network (RFC 6582 §3.2 step 5).
-            self.cwnd += self.smss;
+            self.set_cwnd(self.window() + self.mss());
             return AckAction::None;
         }
         // RFC 6582 §3.2 step 2: only enter recovery when the ACK covers more than the previous recovery point,
         // so duplicates caused by retransmissions of an earlier episode do not start another.
         if self.dupacks == DUPACK_THRESHOLD && ack.diff(self.recover) > 0 {
-            self.ssthresh = self.reduced(flight);
+            let ssthresh = self.reduced(flight);
+            self.set_ssthresh(ssthresh);
             self.recover = snd_max;
-            self.cwnd = self.ssthresh + 3 * self.smss;
+            self.set_cwnd(ssthresh + 3 * self.mss());
             self.in_recovery = true;
             return AckAction::Retransmit;
         }
@@ -270,7 +301,8 @@ impl Congestion {
 
     /// The retransmission timer expired (RFC 5681 §3.1 equation 4): one segment's window, recovery abandoned.
     pub fn on_timeout(&mut self, flight: usize, snd_max: SeqNumber) {
-        self.ssthresh = self.reduced(flight);
+        let ssthresh = self.reduced(flight);
+        self.set_ssthresh(ssthresh);
         self.cwnd = self.smss;
         self.dupacks = 0;
         self.in_recovery = false;
@@ -285,11 +317,12 @@ impl Congestion {
         let ssthresh = match self.algorithm {
             Algorithm::NewReno => flight / 2,
             Algorithm::Cubic => {
-                self.cubic.get_or_insert_with(Box::default).on_loss(self.cwnd as f64 / self.smss as f64);
+                let w = self.window() as f64 / self.mss() as f64;
+                self.cubic.get_or_insert_with(Box::default).on_loss(w);
                 (flight as f64 * CUBIC_BETA) as usize
             }
         };
-        ssthresh.max(2 * self.smss)
+        ssthresh.max(2 * self.mss())
     }
 
     /// Duplicate ACKs counted since the last new ACK.
@@ -317,7 +350,7 @@ mod tests {
     #[test]
     fn slow_start_then_avoidance() {
         let mut c = Congestion::new(1000, 2, SeqNumber(0));
-        c.ssthresh = 4000;
+        c.set_ssthresh(4000);
         c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(1000), 1000, 2000);
         c.on_new_ack(Instant::ZERO, Duration::ZERO, SeqNumber(2000), 1000, 2000);
         assert_eq!(c.window(), 4000);
@@ -388,9 +421,10 @@ mod tests {
     /// congestion avoidance.
     fn cubic_after_loss(w_max: usize) -> Congestion {
         let mut c = Congestion::with_algorithm(Algorithm::Cubic, 1000, 10, SeqNumber(0));
-        c.cwnd = w_max * 1000;
-        c.ssthresh = c.reduced(w_max * 1000);
-        c.cwnd = c.ssthresh;
+        c.set_cwnd(w_max * 1000);
+        let ssthresh = c.reduced(w_max * 1000);
+        c.set_ssthresh(ssthresh);
+        c.set_cwnd(ssthresh);
         c
     }
 
@@ -441,7 +475,7 @@ mod tests {
     #[test]
     fn cubic_fast_convergence_lowers_w_max_when_losses_come_sooner() {
         let mut c = cubic_after_loss(100);
-        c.cwnd = 80_000;
+        c.set_cwnd(80_000);
         c.reduced(80_000);
         assert_eq!(c.cubic.as_ref().unwrap().w_max, 80.0 * 1.7 / 2.0);
     }
