@@ -269,8 +269,9 @@ struct Entry {
     half_open: bool,
     /// Counted in the stack's TIME_WAIT population.
     time_wait: bool,
-    /// The connection's buffer memory as last counted in the stack's total.
-    buffer_bytes: usize,
+    /// The connection's buffer memory as last counted in the stack's total (two buffers of at most
+    /// [`tcp::MAX_BUFFER_BYTES`] each: a u32 holds it).
+    buffer_bytes: u32,
     /// Closed in order while the application still had bytes to read: the entry stays (out of the table, with no
     /// timers) until they are read, and the `Closed` event waits for that.
     closed_unread: Option<CloseReason>,
@@ -887,8 +888,8 @@ impl Stack {
     fn account_buffers(&mut self, index: u32) {
         let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
         let now = e.conn.buffer_bytes();
-        self.buffer_bytes = self.buffer_bytes - e.buffer_bytes + now;
-        e.buffer_bytes = now;
+        self.buffer_bytes = self.buffer_bytes - e.buffer_bytes as usize + now;
+        e.buffer_bytes = u32::try_from(now).expect("two buffers of at most MAX_BUFFER_BYTES");
     }
 
     /// Asks for `ip`'s MAC from `local_ip`, the address of the connection that needs it.
@@ -1049,7 +1050,7 @@ impl Stack {
         self.remove_from_table(index);
         let slot = &mut self.slots[index as usize];
         if let Some(e) = slot.entry.take() {
-            self.buffer_bytes -= e.buffer_bytes;
+            self.buffer_bytes -= e.buffer_bytes as usize;
             slot.generation = slot.generation.wrapping_add(1);
             self.free.push(index);
         }

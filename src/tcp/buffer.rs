@@ -13,9 +13,10 @@ use crate::wire::{SackBlocks, SeqNumber};
 /// per-thread cache, so a connection that sends and drains one small message at a time costs little.
 pub const MIN_ALLOCATION: usize = 512;
 
-/// The largest buffer: positions are kept in `u32`s, which every connection's two rings save eight bytes each
-/// with. A TCP window reaches 1 GiB at most (RFC 7323 §2.3), so no connection could use more.
-pub const MAX_BUFFER_BYTES: usize = u32::MAX as usize;
+/// The largest buffer, 2 GiB: positions are kept in `u32`s (which save every connection's two rings eight bytes
+/// each), and a connection's two buffers together fit one too. A TCP window reaches 1 GiB at most (RFC 7323 §2.3),
+/// so no connection could use more.
+pub const MAX_BUFFER_BYTES: usize = (u32::MAX / 2) as usize;
 
 /// A byte ring of `limit` bytes' logical capacity, backed by an allocation of at most that much.
 #[derive(Debug)]
