@@ -1159,3 +1159,20 @@ fn parse_unverified<T: AsRef<[u8]> + ?Sized>(ip: &Ipv4Packet<&T>) -> Option<Ipv4
 fn state_index(s: State) -> usize {
     State::ALL.iter().position(|&x| x == s).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table slot is what every connection costs the engine, idle or not: the connection (whose own budget
+    /// `tcp::tests` states) and per timer kind one wheel handle and the deadline it was filed at, the neighbour's
+    /// MAC, a few flags and the buffer count. The 4-tuple and listener port are read from the connection, not kept
+    /// twice. A change that grows the slot past this bound should find the room elsewhere rather than raise it.
+    #[test]
+    fn a_table_slot_fits_its_memory_budget() {
+        let size = core::mem::size_of::<Slot>();
+        assert!(size <= 528, "size_of::<Slot>() is {size} bytes, over its budget of 528");
+        let own = core::mem::size_of::<Entry>() - core::mem::size_of::<Connection>();
+        assert!(own <= 96, "the engine's own bookkeeping per connection is {own} bytes, over its budget of 96");
+    }
+}

@@ -2318,6 +2318,34 @@ fn sack_retransmits_the_hole_on_the_third_duplicate_ack_and_then_only_holes() {
     assert!(a.scoreboard().is_empty());
 }
 
+/// The memory budget of an idle connection. Inline is only what every established connection needs — the RFC 9293
+/// TCB (state, addresses, sequence variables, windows and scales, MSS, timestamps), the RTO estimator, cwnd and
+/// ssthresh, five timer deadlines, the handles of its two buffers and its segment and byte counts; the settings
+/// are shared through an `Arc`. What only loss, reordering or a misbehaving peer needs is boxed on first need: the
+/// SACK scoreboard and the reassembly ranges (freed when empty again), the rare counters and CUBIC's curve (kept
+/// once made). The goal is 256 bytes: a change that grows the struct past this bound should move something out of
+/// line rather than raise it.
+#[test]
+fn an_idle_connection_fits_its_memory_budget() {
+    let size = core::mem::size_of::<Connection>();
+    assert!(size <= 424, "size_of::<Connection>() is {size} bytes, over its budget of 424");
+    // Idle after an exchange in order: no buffer, no scoreboard, no reassembly state. (With no delay on the
+    // virtual link the tail loss probe timeout equals the delayed-ACK timeout, so the last segment goes twice and its
+    // D-SACK comes back: a D-SACK allocates no scoreboard either.)
+    let mut p = established();
+    p.a.send(b"hello").unwrap();
+    p.flush();
+    assert_eq!(read_all(&mut p.b), b"hello");
+    p.b.send(b"world").unwrap();
+    p.flush();
+    assert_eq!(read_all(&mut p.a), b"world");
+    p.advance_to(p.now + secs(1));
+    for c in [&p.a, &p.b] {
+        assert_eq!((c.send_queue_len(), c.buffer_bytes()), (0, 0));
+        assert!(!c.holds_scoreboard() && !c.holds_reassembly_state());
+    }
+}
+
 /// The scoreboard is out of line and held only while it knows something about the flight: from the first SACK
 /// block naming data in flight to the ACK that covers it. A D-SACK alone allocates none, and what it teaches (the
 /// reordering threshold) outlives the scoreboard.
