@@ -185,7 +185,7 @@ impl ConnectionInfo {
             send_queue_bytes: conn.send_queue_len() as u64,
             srtt_us: conn.rtt().srtt().map(micros),
             rttvar_us: micros(conn.rtt().rttvar()),
-            rto_ms: u64::try_from(conn.rtt().rto().as_millis()).unwrap_or(u64::MAX),
+            rto_ms: u64::try_from(conn.rto().as_millis()).unwrap_or(u64::MAX),
             mss_bytes: conn.send_mss() as u64,
             cwnd_bytes: conn.congestion_window() as u64,
             // The initial threshold is "arbitrarily high" (RFC 5681 §3.1): half of usize::MAX.

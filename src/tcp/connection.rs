@@ -555,6 +555,11 @@ impl Connection {
         &self.rtt
     }
 
+    /// The retransmission timeout now, backoff included (the estimator's, within the settings' bounds).
+    pub fn rto(&self) -> Duration {
+        self.rtt.rto(self.cfg.rto_max)
+    }
+
     /// Bytes queued for sending and not yet acknowledged.
     pub fn send_queue_len(&self) -> usize {
         self.send_buf.len()
@@ -1193,12 +1198,12 @@ impl Connection {
     /// The probe timeout (RFC 8985 §7.2): 2·SRTT, plus the peer's likely delayed-ACK time when one segment is out
     /// (taken as ours), at least 10 ms, never past the RTO.
     fn probe_timeout(&self) -> Duration {
-        let Some(srtt) = self.rtt.srtt() else { return self.rtt.rto() };
+        let Some(srtt) = self.rtt.srtt() else { return self.rto() };
         let mut pto = srtt * 2;
         if self.snd_max - self.snd_una <= self.send_mss() {
             pto += self.cfg.delayed_ack;
         }
-        pto.max(Duration::from_millis(10)).min(self.rtt.rto())
+        pto.max(Duration::from_millis(10)).min(self.rto())
     }
 
     /// Restarts the retransmission timer: none when nothing is outstanding, a probe timeout where a tail loss probe
@@ -1211,7 +1216,7 @@ impl Connection {
             self.tlp_armed = true;
             self.set_timer(TimerKind::Retransmit, Some(now + self.probe_timeout()));
         } else {
-            self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
+            self.set_timer(TimerKind::Retransmit, Some(now + self.rto()));
         }
     }
 
@@ -1332,7 +1337,7 @@ impl Connection {
                     self.tlp_owed = true;
                     self.tlp_sent = true;
                 }
-                self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
+                self.set_timer(TimerKind::Retransmit, Some(now + self.rto()));
             }
             TimerKind::Retransmit => {
                 self.ts_at_rto = Some(self.ts_now(now));
@@ -1391,7 +1396,7 @@ impl Connection {
         // The sending code arms it only after a segment was handed over; when the device refused the resend
         // (ring full), nothing else would ever call again, and the connection hung with no timer at all — a
         // half-open one holding its table slot and backlog place for good (found by the `stack` fuzz target).
-        self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
+        self.set_timer(TimerKind::Retransmit, Some(now + self.rto()));
     }
 
     fn on_keepalive_timeout(&mut self, now: Instant) {
@@ -1479,7 +1484,7 @@ impl Connection {
         self.snd_nxt = self.iss + 1;
         self.snd_max = self.snd_max.max(self.snd_nxt);
         if self.timer(TimerKind::Retransmit).is_none() {
-            self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
+            self.set_timer(TimerKind::Retransmit, Some(now + self.rto()));
         }
         true
     }
@@ -1571,7 +1576,7 @@ impl Connection {
                 // RFC 8985 §7.2: new data restarts the probe timeout.
                 self.arm_retransmit_timer(now);
             } else if self.timer(TimerKind::Retransmit).is_none() {
-                self.set_timer(TimerKind::Retransmit, Some(now + self.rtt.rto()));
+                self.set_timer(TimerKind::Retransmit, Some(now + self.rto()));
             }
         }
         // A bare ACK carries the highest sequence number sent, not SND.NXT: after a timeout SND.NXT goes back
@@ -1709,7 +1714,7 @@ impl Connection {
         }
         if len == 0 {
             if self.snd_wnd() == 0 && flight == 0 && self.timer(TimerKind::Persist).is_none() {
-                let backoff = self.rtt.rto().saturating_mul(1 << self.probes.min(16)).min(self.cfg.rto_max);
+                let backoff = self.rto().saturating_mul(1 << self.probes.min(16)).min(self.cfg.rto_max);
                 self.set_timer(TimerKind::Persist, Some(now + backoff));
             }
             return None;
@@ -1728,7 +1733,7 @@ impl Connection {
             // Nothing in flight means no ACK will come to release this: the persist timer is the override timeout
             // of RFC 9293 §3.8.6.2.1.
             if flight == 0 && self.timer(TimerKind::Persist).is_none() {
-                self.set_timer(TimerKind::Persist, Some(now + self.rtt.rto()));
+                self.set_timer(TimerKind::Persist, Some(now + self.rto()));
             }
             return None;
         }
@@ -1942,7 +1947,7 @@ impl Connection {
                 if tsecr != 0 && !spans_timeout {
                     let ms = self.ts_now(now).wrapping_sub(tsecr);
                     if (ms as i32) >= 0 {
-                        self.rtt.sample(Duration::from_millis(u64::from(ms)));
+                        self.rtt.sample(Duration::from_millis(u64::from(ms)), self.cfg.rto_min, self.cfg.rto_max);
                         return;
                     }
                 }
@@ -1950,7 +1955,7 @@ impl Connection {
         }
         if let Some((timed, sent_at)) = self.rtt_timing() {
             if seg.ack_number.diff(timed) > 0 {
-                self.rtt.sample(now - sent_at);
+                self.rtt.sample(now - sent_at, self.cfg.rto_min, self.cfg.rto_max);
                 self.set_rtt_timing(None);
             }
         }

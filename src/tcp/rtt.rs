@@ -11,16 +11,16 @@ const NO_SAMPLE: u64 = u64::MAX;
 /// SRTT, RTTVAR and the current RTO with its exponential backoff.
 ///
 /// Kept in whole nanoseconds (what [`Duration`] arithmetic keeps too, so the results are the same to the
-/// nanosecond) in a `u64` each, half the size of a `Duration`: every connection holds one. Times past 584 years
-/// saturate.
+/// nanosecond) in a `u64` each, half the size of a `Duration`, and the RTO's bounds are the owner's to pass in
+/// (they are settings, the same for every connection made with them): every connection holds one estimator. Times
+/// past 584 years saturate.
 #[derive(Debug, Clone, Copy)]
 pub struct RttEstimator {
     /// SRTT, or [`NO_SAMPLE`].
     srtt_nanos: u64,
     rttvar_nanos: u64,
+    /// The RTO before backoff, within the bounds.
     rto_nanos: u64,
-    min_nanos: u64,
-    max_nanos: u64,
     backoff: u32,
 }
 
@@ -31,18 +31,12 @@ fn nanos(d: Duration) -> u64 {
 impl RttEstimator {
     /// Before any sample the RTO is `initial` (RFC 6298 §2.1: 1 s), clamped to `[min, max]`.
     pub fn new(initial: Duration, min: Duration, max: Duration) -> RttEstimator {
-        RttEstimator {
-            srtt_nanos: NO_SAMPLE,
-            rttvar_nanos: 0,
-            rto_nanos: nanos(initial.clamp(min, max)),
-            min_nanos: nanos(min),
-            max_nanos: nanos(max),
-            backoff: 0,
-        }
+        RttEstimator { srtt_nanos: NO_SAMPLE, rttvar_nanos: 0, rto_nanos: nanos(initial.clamp(min, max)), backoff: 0 }
     }
 
-    /// Folds in one round-trip sample (RFC 6298 §2.2–2.3) and clears the backoff (§5.7's reset on new data).
-    pub fn sample(&mut self, r: Duration) {
+    /// Folds in one round-trip sample (RFC 6298 §2.2–2.3), the RTO kept within `[min, max]`, and clears the backoff
+    /// (§5.7's reset on new data).
+    pub fn sample(&mut self, r: Duration, min: Duration, max: Duration) {
         // A sample of u64::MAX nanoseconds (584 years) would read as "no sample": one less keeps it a sample.
         let r = nanos(r).min(NO_SAMPLE - 1);
         if self.srtt_nanos == NO_SAMPLE {
@@ -55,7 +49,7 @@ impl RttEstimator {
             self.srtt_nanos = (srtt.saturating_mul(7).saturating_add(r) / 8).min(NO_SAMPLE - 1);
         }
         let rto = self.srtt_nanos.saturating_add(GRANULARITY_NANOS.max(self.rttvar_nanos.saturating_mul(4)));
-        self.rto_nanos = rto.clamp(self.min_nanos, self.max_nanos);
+        self.rto_nanos = rto.clamp(nanos(min), nanos(max));
         self.backoff = 0;
     }
 
@@ -69,10 +63,10 @@ impl RttEstimator {
         self.backoff = 0;
     }
 
-    /// The current timeout including backoff.
-    pub fn rto(&self) -> Duration {
+    /// The current timeout including backoff, at most `max`.
+    pub fn rto(&self, max: Duration) -> Duration {
         let shift = self.backoff.min(16);
-        Duration::from_nanos(self.rto_nanos.saturating_mul(1 << shift).min(self.max_nanos))
+        Duration::from_nanos(self.rto_nanos.saturating_mul(1 << shift).min(nanos(max)))
     }
 
     /// The smoothed round-trip time, once measured.
@@ -99,36 +93,40 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// The bounds of most tests: 1 ms to 60 s.
+    const MIN: Duration = Duration::from_millis(1);
+    const MAX: Duration = Duration::from_secs(60);
+
     #[test]
     fn first_sample_sets_srtt_and_half_variance() {
-        let mut e = RttEstimator::new(ms(1000), ms(1), ms(60_000));
-        assert_eq!(e.rto(), ms(1000));
-        e.sample(ms(100));
+        let mut e = RttEstimator::new(ms(1000), MIN, MAX);
+        assert_eq!(e.rto(MAX), ms(1000));
+        e.sample(ms(100), MIN, MAX);
         assert_eq!(e.srtt(), Some(ms(100)));
         assert_eq!(e.rttvar(), ms(50));
-        assert_eq!(e.rto(), ms(300));
+        assert_eq!(e.rto(MAX), ms(300));
     }
 
     #[test]
     fn later_samples_follow_rfc6298_gains() {
-        let mut e = RttEstimator::new(ms(1000), ms(1), ms(60_000));
-        e.sample(ms(100));
-        e.sample(ms(200));
+        let mut e = RttEstimator::new(ms(1000), MIN, MAX);
+        e.sample(ms(100), MIN, MAX);
+        e.sample(ms(200), MIN, MAX);
         // RTTVAR = 3/4*50 + 1/4*|100-200| = 62.5; SRTT = 7/8*100 + 1/8*200 = 112.5
         assert_eq!(e.rttvar(), Duration::from_micros(62_500));
         assert_eq!(e.srtt(), Some(Duration::from_micros(112_500)));
-        assert_eq!(e.rto(), Duration::from_micros(362_500));
+        assert_eq!(e.rto(MAX), Duration::from_micros(362_500));
     }
 
     #[test]
     fn backoff_doubles_until_the_maximum_and_a_sample_clears_it() {
         let mut e = RttEstimator::new(ms(1000), ms(200), ms(5000));
         e.back_off();
-        assert_eq!(e.rto(), ms(2000));
+        assert_eq!(e.rto(ms(5000)), ms(2000));
         e.back_off();
         e.back_off();
-        assert_eq!(e.rto(), ms(5000));
-        e.sample(ms(10));
-        assert_eq!(e.rto(), ms(200), "clamped to the minimum, backoff cleared");
+        assert_eq!(e.rto(ms(5000)), ms(5000));
+        e.sample(ms(10), ms(200), ms(5000));
+        assert_eq!(e.rto(ms(5000)), ms(200), "clamped to the minimum, backoff cleared");
     }
 }
