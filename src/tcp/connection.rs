@@ -142,6 +142,16 @@ enum Probe {
 }
 
 /// One TCP connection: the transmission control block of RFC 9293 §3.3.1 and its state machine.
+///
+/// # Memory
+///
+/// A table of connections holds many idle ones, so the struct keeps inline only what every connection needs (the
+/// TCB's variables, the RTO estimator, the congestion window, the timer deadlines, the buffers' handles and the
+/// segment and byte counts), in the narrowest type that holds it, and shares its settings through an `Arc`; the
+/// test `an_idle_connection_fits_its_memory_budget` bounds `size_of::<Connection>()`. The buffers allocate only
+/// while they hold data. What only loss, reordering or a misbehaving peer needs is boxed when first needed: the
+/// SACK scoreboard and the reassembly ranges are freed once they hold nothing again (one allocation per episode,
+/// never per segment); the rare counters and CUBIC's curve stay once made. In-order traffic allocates none of them.
 #[derive(Debug)]
 pub struct Connection {
     /// Shared with the listener or stack that made the connection; a per-connection change (keep-alive) copies it.
@@ -334,7 +344,8 @@ impl Connection {
     }
 
     /// Active OPEN (RFC 9293 §3.10.1): a connection in SYN_SENT whose SYN goes out on the next
-    /// [`Connection::poll_transmit`].
+    /// [`Connection::poll_transmit`]. `cfg` is a [`Config`], or an `Arc<Config>` to share with other connections
+    /// (as the engine does); so for [`Connection::accept`] and [`Connection::from_cookie`].
     pub fn connect(
         cfg: impl Into<Arc<Config>>,
         local: SocketAddrV4,

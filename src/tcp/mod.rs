@@ -174,7 +174,8 @@ impl Default for Keepalive {
     }
 }
 
-/// Per-connection settings, fixed when the connection is made.
+/// Per-connection settings, fixed when the connection is made. Connections made with the same settings share one
+/// copy (an `Arc`, see [`Connection::connect`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// The MSS we announce: the most payload we accept in one segment (default 1460, for a 1500-byte MTU).
