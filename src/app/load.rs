@@ -526,8 +526,6 @@ pub struct Load {
     held_open: usize,
     /// Held connections wanted: `hold`, less those that could not be opened.
     hold_wanted: usize,
-    /// Held connections are opening; the load proper waits for them.
-    holding: bool,
     hold_started: Instant,
     /// Connection state kept for reuse ([`Load::recycle`]).
     spare: Vec<Conn>,
@@ -590,7 +588,6 @@ impl Load {
             held: HashMap::with_capacity(cfg_hold),
             held_open: 0,
             hold_wanted: cfg_hold,
-            holding: false,
             hold_started: Instant::ZERO,
             spare: Vec::new(),
         })
@@ -720,9 +717,13 @@ impl Load {
         self.spare.push(Conn { outstanding, input, ..Conn::new(Instant::ZERO) });
     }
 
+    /// The hold phase: held connections are opening and the load proper (which sets `started`) waits for them.
+    fn holding(&self) -> bool {
+        self.started.is_none()
+    }
+
     /// Starts the load proper: the warm-up, then the measured part.
     fn begin<S: Sockets + ?Sized>(&mut self, stack: &mut S, now: Instant) {
-        self.holding = false;
         if self.cfg.hold > 0 {
             self.report.held = self.held_open as u64;
             self.report.hold_open_us = now.saturating_since(self.hold_started).as_micros() as u64;
@@ -768,7 +769,7 @@ impl Load {
             StackEvent::Connected(_) => {
                 self.held.insert(id, true);
                 self.held_open += 1;
-                if self.holding {
+                if self.holding() {
                     self.open_held(stack, now);
                 }
             }
@@ -787,7 +788,7 @@ impl Load {
                 if matches!(event, StackEvent::PeerClosed(_)) {
                     let _ = stack.abort(id);
                 }
-                if self.holding {
+                if self.holding() {
                     self.hold_wanted -= 1;
                     self.open_held(stack, now);
                 }
@@ -1220,7 +1221,6 @@ impl<S: Sockets + ?Sized> App<S> for Load {
         self.last_now = now;
         self.next_timeout_scan = now;
         if self.hold_wanted > 0 {
-            self.holding = true;
             self.hold_started = now;
             self.open_held(stack, now);
         } else {
