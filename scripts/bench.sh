@@ -24,7 +24,8 @@
 # connections (`xtcp load --hold`, from 9 and 64 source addresses) while 64 more echo, and sample every half second
 # the server's resident memory and the kernel's slab (/proc/meminfo): memory per connection is the growth over the
 # held count — the server's RSS for xtcp; for the kernel its RSS plus half the slab's growth (both ends' sockets
-# live in this one kernel). The kernel runs need `ulimit -n` of a million (the default fs.nr_open allows it).
+# live in this one kernel). Where `ulimit -n` keeps one process from holding them all, extra process pairs hold
+# the kernel's rest (see `hold` below).
 #
 # Each repetition runs xtcp then the kernel back to back, so the two see about the same machine; the reported pair is
 # the repetition with the median xtcp/kernel ratio (every ratio is kept in the JSON). Results go to
@@ -86,9 +87,14 @@ name="bench$$"
 work=$(mktemp -d /tmp/xtcp-bench.XXXXXX)
 server=""
 extra_pids=()
-cleanup() {
+# stop_extras: ends the extra processes a hold run started.
+stop_extras() {
     for pid in "${extra_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
     for pid in "${extra_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    extra_pids=()
+}
+cleanup() {
+    stop_extras
     if [ -n "$server" ]; then
         kill -INT "$server" 2>/dev/null || true
         wait "$server" 2>/dev/null || true
@@ -209,14 +215,12 @@ hold() {
     per=$(($(ulimit -n) - 1000))
     if [ "$stack" = kernel ] && ((n > per)); then
         main_hold=$per
-        local rest=$((n - per)) share
-        while ((rest > 0)); do
-            extras=$((extras + 1))
-            start_serving "$NS_XTCP" "$server_cpu" "$work/extra-server-$extras.log" "$bin" echo --stack kernel \
-                --iface "$IF_XTCP" --port $((7100 + extras))
+        extras=$(((n - per + per - 1) / per))
+        for i in $(seq "$extras"); do
+            start_serving "$NS_XTCP" "$server_cpu" "$work/extra-server-$i.log" "$bin" echo --stack kernel \
+                --iface "$IF_XTCP" --port $((7100 + i))
             servers+=("$SERVER_PID")
             extra_pids+=("$SERVER_PID")
-            rest=$((rest - (rest < per ? rest : per)))
         done
     fi
     # sum_rss: the servers' resident memory, KiB.
@@ -279,9 +283,7 @@ hold() {
     printf '"slab_kib": %d, "slab_before_kib": %d, "tcp_inuse_peak": %d, "not_held_sockets": %d, ' \
         "$slab" "$slab0" "$inuse" $((1 + 64 + 2 * extras)) >>"$out.mem"
     printf '"extra_pairs": %d, "extra_open_s": %s}\n' "$extras" "$extra_open_s" >>"$out.mem"
-    for pid in "${extra_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-    for pid in "${extra_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    extra_pids=()
+    stop_extras
     stop_server
     ip netns exec "$NS_KERNEL" sysctl -qw net.ipv4.ip_local_port_range="$range"
 }
