@@ -38,6 +38,11 @@ def is_hold(key):
     return key.startswith("hold-")
 
 
+def mem_ratio(mx, mk):
+    """The kernel's bytes per connection over xtcp's."""
+    return mk["bytes_per_conn"] / max(mx["bytes_per_conn"], 1)
+
+
 def memory(m, held, hold_open_us):
     """Bytes per held connection from a hold run's .mem readings (KiB): the server's RSS growth, plus half the
     slab's (the kernel's sockets of both ends live in this one kernel; xtcp's hardly touch it)."""
@@ -178,7 +183,7 @@ def table(runs):
                 )
             mx, mk = (runs[k].get(s, {}).get("memory") for s, _ in STACKS)
             if mx and mk:
-                lines.append(f"{'':<46} {'kernel / xtcp':<26} {mk['bytes_per_conn'] / max(mx['bytes_per_conn'], 1):>12.2f}x")
+                lines.append(f"{'':<46} {'kernel / xtcp':<26} {mem_ratio(mx, mk):>12.2f}x")
     raw = [k for k in runs if is_raw(k)]
     if raw:
         lines.append("")
@@ -219,7 +224,7 @@ def markdown(runs):
                 f"| {TITLES.get(k, k)} | {mx['held']:,} / {mk['held']:,} | {mx['open_s']:.1f} / {mk['open_s']:.1f} | "
                 f"{mx['bytes_per_conn']:,} | {mk['bytes_per_conn']:,} "
                 f"({mk['server_rss_bytes_per_conn']:,} + {mk['slab_bytes_per_conn_per_end']:,}) | "
-                f"{mk['bytes_per_conn'] / max(mx['bytes_per_conn'], 1):.1f}× |"
+                f"{mem_ratio(mx, mk):.1f}× |"
             )
     raw = [k for k in runs if is_raw(k) and "xdp" in runs[k]]
     if raw:
