@@ -156,6 +156,50 @@ pub fn system_seed() -> u64 {
     }
 }
 
+/// Where [`boot_isn_key`] keeps the key: /run is emptied at boot, so the key lives as long as the boot.
+#[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
+pub const ISN_KEY_FILE: &str = "/run/xtcp/isn.key";
+
+/// The key for ISNs and timestamp offsets that every xtcp process of this boot shares, as the kernel keeps one
+/// secret from boot: made (16 bytes from the system's random source, readable by root only) by the first process
+/// that asks, read by the rest. With it, and the engine's clock counted from boot, a 4-tuple that an earlier
+/// process left in TIME_WAIT at the peer gets a later timestamp and sequence number from the next process, so the
+/// peer reopens it (RFC 6191) instead of answering the SYN with an ACK and costing a one-second SYN timeout.
+#[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
+pub fn boot_isn_key(path: &std::path::Path) -> std::io::Result<[u8; 16]> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let read = |p: &std::path::Path| -> std::io::Result<[u8; 16]> {
+        let mut key = [0u8; 16];
+        std::fs::File::open(p)?.read_exact(&mut key)?;
+        Ok(key)
+    };
+    if let Ok(key) = read(path) {
+        return Ok(key);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
+    }
+    // Written whole under a name of this process's, then linked into place: a link fails if another process was
+    // first, and then its key (complete, as ours is) is the one everybody reads.
+    let mut key = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&key));
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(key),
+        Err(_) => read(path),
+    }
+}
+
 /// The effective user is root (read from /proc, no unsafe call).
 #[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
 pub fn is_root() -> bool {
@@ -196,6 +240,23 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_boot_isn_key_is_made_once_readable_by_root_only_and_then_shared() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtcp-isn-key-{}", std::process::id()));
+        let path = dir.join("run/isn.key");
+        let first = boot_isn_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let second = boot_isn_key(&path).unwrap();
+        let listed: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode, 0o600);
+        assert_eq!(first, second, "a second process reads the first one's key");
+        assert_ne!(first, [0; 16]);
+        assert_eq!(listed, ["isn.key"], "the temporary file is gone");
+    }
 
     #[test]
     fn durations_parse_with_units_and_refuse_garbage() {

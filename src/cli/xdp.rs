@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
+use std::path::Path;
 use std::time::Duration;
 
 use xtcp::engine::control::ControlConfig;
@@ -11,7 +12,7 @@ use xtcp::engine::{StackConfig, SynCookieMode};
 use xtcp::nic::afxdp::{self, BindMode};
 use xtcp::nic::neigh::Neighbors;
 
-use super::{is_root, kernel_listens_on, system_seed, Cookies, Mode, NetArgs};
+use super::{boot_isn_key, is_root, kernel_listens_on, system_seed, Cookies, Mode, NetArgs, ISN_KEY_FILE};
 
 /// Checks `net` and builds the multi-core settings for serving `listen_ports` on its interface and, with
 /// `active_to`, opening connections to that peer (its MAC looked up in, or resolved by, the kernel's neighbour
@@ -58,6 +59,10 @@ pub fn cores_config(
     }
     let mac = afxdp::interface_mac(iface).map_err(|e| format!("reading {iface}'s MAC address: {e}"))?;
     let mut stack = StackConfig::new(mac, ip, net.seed.unwrap_or_else(system_seed));
+    if net.seed.is_none() {
+        // A key shared with this boot's other xtcp processes; a seeded run keeps the one its seed gives.
+        stack.isn_key = boot_isn_key(Path::new(ISN_KEY_FILE)).ok();
+    }
     // The kernel keeps ARP (the XDP program passes it on); replies follow the frames' senders.
     stack.arp = false;
     stack.next_hop_mac = net.next_hop_mac;

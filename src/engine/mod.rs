@@ -82,6 +82,11 @@ pub struct StackConfig {
     pub max_events: usize,
     /// Seed for every random choice of this stack (ISN key, ephemeral ports, table hashing).
     pub seed: u64,
+    /// The key of ISNs and timestamp offsets (RFC 6528, RFC 7323 §5.4) when it must outlive this stack, else drawn
+    /// from `seed`. Processes that share it (and the engine's clock, counted from boot) give a 4-tuple's
+    /// successive connections rising sequence numbers and timestamps whichever process opens them, so a peer
+    /// holding the tuple in TIME_WAIT lets the next one in (RFC 6191), as it does for the kernel's.
+    pub isn_key: Option<[u8; 16]>,
 }
 
 impl StackConfig {
@@ -107,6 +112,7 @@ impl StackConfig {
             next_hop_mac: None,
             max_events: 65536,
             seed,
+            isn_key: None,
         }
     }
 
@@ -332,7 +338,9 @@ impl Stack {
     /// A stack with `cfg`, its clock starting at `now`. Allocates the table, wheel and queues up front.
     pub fn new(cfg: StackConfig, now: Instant) -> Stack {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let isn = IsnGenerator::new(rng.gen());
+        // Drawn even when a key is handed in, so that the draws after it (ports...) stay as they were for a seed.
+        let drawn: [u8; 16] = rng.gen();
+        let isn = IsnGenerator::new(cfg.isn_key.unwrap_or(drawn));
         let hasher = KeyedHasher { k0: rng.gen(), k1: rng.gen() };
         // A generator of its own, so that the main one's draws (ports...) stay as they were for a seed.
         let cookies = SynCookies::new(ChaCha8Rng::seed_from_u64(cfg.seed ^ COOKIE_SEED_SALT).gen());

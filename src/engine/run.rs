@@ -11,22 +11,46 @@ use crate::app::{dispatch, App};
 use crate::nic::FrameDevice;
 use crate::time::Instant;
 
-/// The real clock: microseconds since the loop's clock was made. The only clock read in xtcp's engine.
+/// The real clock: microseconds since the machine booted (CLOCK_MONOTONIC's epoch), so that every xtcp process of
+/// one boot reads the same time. The only clock read in xtcp's engine.
+///
+/// A shared epoch matters to the peer: ISNs (RFC 6528's M) and TCP timestamps advance with this clock, so a new
+/// process that reuses a 4-tuple left in TIME_WAIT by an earlier one sends a later timestamp and sequence number,
+/// and the peer lets it reopen the tuple (RFC 6191). Counted from each process's start, they would go back.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     origin: std::time::Instant,
+    /// Microseconds since boot at `origin`.
+    origin_micros: u64,
 }
 
 impl Clock {
-    /// A clock whose epoch is now.
+    /// The clock, reading the monotonic clock once for its epoch.
     pub fn new() -> Clock {
-        Clock { origin: std::time::Instant::now() }
+        let origin = std::time::Instant::now();
+        Clock { origin, origin_micros: monotonic_micros() }
     }
 
-    /// The time since the epoch.
+    /// The time since boot.
     pub fn now(&self) -> Instant {
-        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+        let elapsed = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Instant::from_micros(self.origin_micros.saturating_add(elapsed))
     }
+}
+
+/// CLOCK_MONOTONIC in microseconds (the clock `std::time::Instant` reads on Linux, whose epoch it keeps to itself);
+/// zero where there is none.
+#[allow(unsafe_code)]
+fn monotonic_micros() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } == 0 {
+            return (ts.tv_sec as u64).saturating_mul(1_000_000).saturating_add(ts.tv_nsec as u64 / 1000);
+        }
+    }
+    0
 }
 
 impl Default for Clock {
@@ -140,4 +164,20 @@ pub fn run_with(
         dev.wait(sleep);
     }
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clocks_made_at_different_times_read_the_same_time_since_boot() {
+        let first = Clock::new();
+        std::thread::sleep(Duration::from_millis(30));
+        let second = Clock::new();
+        let (a, b) = (first.now(), second.now());
+        let gap = a.total_micros().abs_diff(b.total_micros());
+        assert!(gap < 10_000, "two clocks differ by {gap} µs");
+        assert!(b.total_micros() >= 30_000, "{b:?} is not counted from boot");
+    }
 }
