@@ -273,6 +273,7 @@ fn new_syn_takes_over_a_time_wait_tuple_with_a_higher_sequence_number() {
     let answered = world.run(now + std::time::Duration::from_secs(1), |stacks, _| stacks[0].counters().rst_sent >= 1);
     assert!(answered, "no SYN-ACK came back for the new SYN");
     assert_eq!(world.stacks[1].counters().time_wait_reopened, 1);
+    assert_eq!(world.stacks[1].counters().time_wait_refused, 0);
     let mut closed = Vec::new();
     while let Some(ev) = world.stacks[1].next_event() {
         if let StackEvent::Closed(_, reason) = ev {
@@ -301,6 +302,7 @@ fn old_syn_for_a_time_wait_tuple_does_not_reopen_it() {
     world.advance(Instant::from_secs(10));
     world.settle();
     assert_eq!(world.stacks[1].counters().time_wait_reopened, 0);
+    assert_eq!(world.stacks[1].counters().time_wait_refused, 1);
     assert_eq!(world.stacks[1].state_counts()[8], 1, "still in TIME_WAIT");
 }
 

@@ -308,6 +308,59 @@ fn xtcp_stat_lists_established_and_time_wait_connections() {
     interrupt(server);
 }
 
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn a_second_load_process_reopens_the_tuples_the_first_left_in_time_wait() {
+    let ns = Netns::up("preopen");
+    let server = serve(&ns, &["http", "--port", "8083", "--body-bytes", "64"]);
+    let serving_pid = xtcp_pid_under(server.child.id()).to_string();
+    let target = format!("{}:8083", ns.var("IP_XTCP"));
+    // 128 source ports for 400 connections a run: the first run wraps around them (xtcp http closes first and
+    // holds each in TIME_WAIT), and the second, a new process, meets all of them there. Its SYNs must carry a later
+    // timestamp than the first process's last ones for the server to reopen the tuples; a SYN it refuses gets an
+    // ACK and costs a one-second SYN timeout, which would make 400 requests take minutes, not the 60 s allowed.
+    let run_load = || {
+        let out = run(ns.in_kernel_ns("timeout").args([
+            "60",
+            XTCP,
+            "load",
+            "--stack",
+            "xdp",
+            "--iface",
+            ns.var("IF_KERNEL"),
+            "--json",
+            "--warmup",
+            "0s",
+            "--target",
+            &target,
+            "--mode",
+            "http",
+            "--new-connection-per-request",
+            "--connections",
+            "4",
+            "--requests",
+            "400",
+            "--ephemeral-ports",
+            "40000-40127",
+        ]));
+        let r: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("a JSON report: {e}: {}", text(&out)));
+        assert_eq!(r["completed"], 400, "{r}");
+        assert_eq!(r["failed"], 0, "{r}");
+    };
+    run_load();
+    run_load();
+    let out = Command::new(XTCP).args(["stat", "--pid", &serving_pid, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let cores: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counter =
+        |name: &str| cores.as_array().unwrap().iter().map(|c| c["counters"][name].as_u64().unwrap()).sum::<u64>();
+    // 800 connections on 128 tuples: all but the first 128 reopened one in TIME_WAIT, and no SYN was refused.
+    assert!(counter("time_wait_reopened") >= 600, "{cores}");
+    assert_eq!(counter("time_wait_refused"), 0, "{cores}");
+    interrupt(server);
+}
+
 /// The pid of the xtcp process that `ip netns exec` (pid `parent`) runs: itself after exec, or its child.
 fn xtcp_pid_under(parent: u32) -> u32 {
     let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();

@@ -119,6 +119,10 @@ pub struct Counters {
     pub conns_aborted: u64,
     /// TIME_WAIT connections replaced by a new SYN (RFC 6191).
     pub time_wait_reopened: u64,
+    /// SYNs for a 4-tuple in TIME_WAIT that could not reopen it (their timestamp or sequence number was not past
+    /// the old connection's, RFC 6191): answered with an ACK, as Linux does, which the peer's RST and a SYN
+    /// resent a second later get past.
+    pub time_wait_refused: u64,
     /// Connection-table-full refusals.
     pub table_full: u64,
     /// Timers that found the wheel full.
@@ -140,7 +144,7 @@ pub struct Counters {
 
 impl Counters {
     /// How many counters [`Counters::named`] lists.
-    pub const NAMED_LEN: usize = 19;
+    pub const NAMED_LEN: usize = 20;
 
     /// Counts one drop.
     pub fn drop(&mut self, reason: Drop) {
@@ -179,6 +183,7 @@ impl Counters {
             ("conns_timed_out", self.conns_timed_out),
             ("conns_aborted", self.conns_aborted),
             ("time_wait_reopened", self.time_wait_reopened),
+            ("time_wait_refused", self.time_wait_refused),
             ("table_full", self.table_full),
             ("timer_wheel_full", self.timer_wheel_full),
             ("events_dropped", self.events_dropped),
@@ -246,6 +251,7 @@ mod tests {
             &mut c.conns_timed_out,
             &mut c.conns_aborted,
             &mut c.time_wait_reopened,
+            &mut c.time_wait_refused,
             &mut c.table_full,
             &mut c.timer_wheel_full,
             &mut c.events_dropped,

@@ -731,7 +731,11 @@ impl Stack {
         let tuple = FourTuple { local_ip: dst, local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
         if let Some(&index) = self.table.get(&tuple) {
             let e = self.slots[index as usize].entry.as_mut().expect("table points at a live slot");
-            if !(e.conn.state() == State::TimeWait && e.conn.accepts_reopen(seg)) {
+            let time_wait = e.conn.state() == State::TimeWait;
+            if !(time_wait && e.conn.accepts_reopen(seg)) {
+                if time_wait && seg.flags.syn() && !seg.flags.ack() && !seg.flags.rst() {
+                    self.counters.time_wait_refused += 1;
+                }
                 if self.buffer_bytes >= self.cfg.max_buffer_bytes
                     && !seg.payload.is_empty()
                     && !e.conn.takes_without_growing(seg)
