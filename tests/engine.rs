@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use common::{client_frame, scripted_server, sent_segments, syn, SERVER_IP};
 use proptest::prelude::*;
@@ -13,7 +13,7 @@ use xtcp::nic::fault::Faults;
 use xtcp::nic::sim::LinkConfig;
 use xtcp::tcp::{Algorithm, CloseReason, State};
 use xtcp::time::Instant;
-use xtcp::wire::{SeqNumber, TcpFlags};
+use xtcp::wire::{EthernetAddress, SeqNumber, TcpFlags};
 
 #[test]
 fn connect_to_a_closed_port_is_refused_with_rst() {
@@ -588,6 +588,41 @@ fn buffer_memory_is_held_only_while_data_waits_and_is_bounded() {
     world.run(world.now() + std::time::Duration::from_secs(1), |_, _| false);
     let idle = (world.stacks[0].buffer_bytes(), world.stacks[1].buffer_bytes());
     assert_eq!(idle, (0, 0), "idle connections hold no buffers");
+}
+
+#[test]
+fn successive_connections_to_one_server_take_the_ephemeral_ports_in_turn() {
+    // A port freed at once (here by an abort) is not taken again until the rest of the range has been: the peer may
+    // hold its last connection in TIME_WAIT, and a SYN on it within the same millisecond could not reopen it.
+    let mut cfgs = common::configs(27);
+    cfgs[0].ephemeral_ports = 40000..=40009;
+    let mut world = common::world(cfgs, LinkConfig::default(), Faults::default(), 27);
+    let mut ports = Vec::new();
+    for _ in 0..21 {
+        let id = world.stacks[0].connect(common::server_addr()).unwrap();
+        ports.push(world.stacks[0].connection(id).unwrap().local().port());
+        world.settle();
+        world.stacks[0].abort(id).unwrap();
+        world.settle();
+        while world.stacks[0].next_event().is_some() {}
+        assert_eq!(world.stacks[0].connection_count(), 0, "the port is free again");
+    }
+    let mut first_lap = ports[..10].to_vec();
+    first_lap.sort_unstable();
+    assert_eq!(first_lap, (40000..=40009).collect::<Vec<u16>>(), "{ports:?}");
+    assert_eq!(ports[..10], ports[10..20], "the second lap follows the first");
+    assert_eq!(ports[20], ports[0]);
+    // Other destinations start elsewhere in the range (RFC 6056 §3.3.3: the offset is secret per destination).
+    let stack = &mut world.stacks[0];
+    let starts: Vec<u16> = (0..4u8)
+        .map(|k| {
+            let remote = SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, k + 1), 8443);
+            stack.add_neighbor(*remote.ip(), EthernetAddress([2, 0, 0, 0, 0, 3]));
+            let id = stack.connect(remote).unwrap();
+            stack.connection(id).unwrap().local().port()
+        })
+        .collect();
+    assert!(starts.windows(2).any(|w| w[1] != w[0] + 1), "{starts:?}");
 }
 
 #[test]

@@ -313,6 +313,8 @@ pub struct Stack {
     local_ips: Vec<Ipv4Addr>,
     /// The address the next active open tries first (round-robin over `local_ips`).
     next_local: usize,
+    /// Moves past every ephemeral port taken (see [`Stack::free_port`]).
+    next_port: u32,
     isn: IsnGenerator,
     cookies: SynCookies,
     /// When the last SYN cookie went out: ACKs to a listener are checked for cookies only for a while after.
@@ -321,7 +323,6 @@ pub struct Stack {
     time_wait: usize,
     /// Buffer memory held by all connections.
     buffer_bytes: usize,
-    rng: ChaCha8Rng,
     slots: Vec<Slot>,
     free: Vec<u32>,
     table: HashMap<FourTuple, u32, KeyedHasher>,
@@ -338,7 +339,7 @@ impl Stack {
     /// A stack with `cfg`, its clock starting at `now`. Allocates the table, wheel and queues up front.
     pub fn new(cfg: StackConfig, now: Instant) -> Stack {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        // Drawn even when a key is handed in, so that the draws after it (ports...) stay as they were for a seed.
+        // Drawn even when a key is handed in, so that the hash keys stay as they were for a seed.
         let drawn: [u8; 16] = rng.gen();
         let isn = IsnGenerator::new(cfg.isn_key.unwrap_or(drawn));
         let hasher = KeyedHasher { k0: rng.gen(), k1: rng.gen() };
@@ -349,12 +350,12 @@ impl Stack {
             tcp: Arc::new(cfg.tcp),
             local_ips: cfg.local_addresses(),
             next_local: 0,
+            next_port: 0,
             isn,
             cookies,
             cookie_sent_at: None,
             time_wait: 0,
             buffer_bytes: 0,
-            rng,
             slots: Vec::with_capacity(max),
             free: Vec::new(),
             table: HashMap::with_capacity_and_hasher(max, hasher),
@@ -490,17 +491,27 @@ impl Stack {
         Arc::clone(self.listeners.get(&port).map_or(&self.tcp, |l| &l.tcp))
     }
 
-    /// A free ephemeral port on `ip` towards `remote`: from a random start, the first that no listener or
-    /// connection holds and the port filter allows.
+    /// A free ephemeral port on `ip` towards `remote`, as RFC 6056 §3.3.3 picks one ("simple hash-based", what
+    /// Linux does): from a secret offset per destination plus a counter that moves past every port taken, the first
+    /// that no listener or connection holds and the port filter allows. Successive connections to one destination
+    /// walk the range in turn, so a port comes back to it only after the others had theirs. That matters when the
+    /// peer closed first and holds the last connection on the port in TIME_WAIT: it lets a new SYN in only with a
+    /// later timestamp or sequence number (RFC 6191), which a port taken again within the same millisecond may
+    /// not have — its SYN would be answered with an ACK and wait a second to be resent.
     fn free_port(&mut self, ip: Ipv4Addr, remote: SocketAddrV4) -> Option<u16> {
         let (lo, hi) = (*self.cfg.ephemeral_ports.start(), *self.cfg.ephemeral_ports.end());
         let span = u32::from(hi.saturating_sub(lo)) + 1;
-        let start = self.rng.gen_range(0..span);
-        (0..span).map(|i| lo + ((start + i) % span) as u16).find(|&p| {
+        let offset = self.table.hasher().hash_one((ip, remote)) as u32;
+        let start = offset.wrapping_add(self.next_port) % span;
+        let port = |i: u32| lo + ((start + i) % span) as u16;
+        let taken = (0..span).find(|&i| {
+            let p = port(i);
             !self.listeners.contains_key(&p)
                 && !self.table.contains_key(&FourTuple { local_ip: ip, local_port: p, remote })
                 && self.cfg.port_filter.as_ref().is_none_or(|f| (f.0)(SocketAddrV4::new(ip, p), remote))
-        })
+        })?;
+        self.next_port = self.next_port.wrapping_add(taken + 1);
+        Some(port(taken))
     }
 
     /// Queues bytes for sending; returns how many fit.
