@@ -567,8 +567,9 @@ fn buffer_memory_is_held_only_while_data_waits_and_is_bounded() {
             sent += stacks[0].send(client, &data[sent..]).unwrap_or(0);
         }
         peak = peak.max(stacks[1].buffer_bytes());
-        // A slow reader: every 5 ms at most, so data piles up against the limit.
-        if let Some(conn) = server.filter(|_| now >= next_read) {
+        // A slow reader: every 5 ms at most, so data piles up against the limit — until all is sent (the world
+        // stops when nothing is pending, and the reader's next turn is not something it waits for).
+        if let Some(conn) = server.filter(|_| now >= next_read || sent == data.len()) {
             loop {
                 let n = stacks[1].recv(conn, &mut buf).unwrap_or(0);
                 if n == 0 {

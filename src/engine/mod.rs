@@ -315,6 +315,8 @@ pub struct Stack {
     next_local: usize,
     /// Moves past every ephemeral port taken (see [`Stack::free_port`]).
     next_port: u32,
+    /// Inside [`Stack::receive`]: transmissions that segments cause wait for [`Stack::flush`].
+    in_receive: bool,
     isn: IsnGenerator,
     cookies: SynCookies,
     /// When the last SYN cookie went out: ACKs to a listener are checked for cookies only for a while after.
@@ -351,6 +353,7 @@ impl Stack {
             local_ips: cfg.local_addresses(),
             next_local: 0,
             next_port: 0,
+            in_receive: false,
             isn,
             cookies,
             cookie_sent_at: None,
@@ -604,22 +607,47 @@ impl Stack {
 
     // ----- The loop body -----
 
-    /// One turn of the loop: take a batch of frames from `dev`, run due timers, send what application calls owe,
-    /// flush. Returns the number of frames received.
+    /// One turn of the loop: take a batch of frames from `dev`, run due timers, send what the segments and
+    /// application calls owe, flush. Returns the number of frames received. ([`Stack::receive`] and
+    /// [`Stack::flush`] are its halves, for a loop that runs the application in between.)
     pub fn poll(&mut self, now: Instant, dev: &mut dyn FrameDevice) -> usize {
+        let received = self.receive(now, dev);
+        self.flush(now, dev);
+        received
+    }
+
+    /// The first half of [`Stack::poll`], for a loop that runs the application between the halves
+    /// ([`run::run`] does): takes a batch of frames and runs the timers that are due. What the received segments
+    /// make their connections owe waits for [`Stack::flush`], so that an ACK rides on the answer or the FIN the
+    /// application queues in its turn instead of going ahead in a frame of its own.
+    pub fn receive(&mut self, now: Instant, dev: &mut dyn FrameDevice) -> usize {
         self.now = self.now.max(now);
         let now = self.now;
+        // Whatever the application queued outside a turn goes first.
+        self.flush_dirty(dev);
         let budget = self.cfg.rx_batch;
+        self.in_receive = true;
         let received = dev.receive(now, budget, &mut |frame, tx| self.handle_frame(now, frame, tx));
+        self.in_receive = false;
         self.run_timers(now, dev);
+        received
+    }
+
+    /// The second half of [`Stack::poll`]: sends what connections owe — ACKs of the segments received, what the
+    /// application queued — and hands the batch to the device.
+    pub fn flush(&mut self, now: Instant, dev: &mut dyn FrameDevice) {
+        self.now = self.now.max(now);
+        self.flush_dirty(dev);
+        dev.flush(self.now);
+    }
+
+    fn flush_dirty(&mut self, tx: &mut dyn Transmit) {
         while let Some(index) = self.dirty.pop() {
             if let Some(e) = self.slots[index as usize].entry.as_mut() {
                 e.dirty = false;
             }
-            self.after_activity(index, dev);
+            self.after_activity(index, tx);
         }
-        dev.flush(now);
-        received
     }
 
     fn run_timers(&mut self, now: Instant, tx: &mut dyn Transmit) {
@@ -762,7 +790,7 @@ impl Stack {
                 } else {
                     e.conn.process(now, seg);
                 }
-                self.after_activity(index, tx);
+                self.after_segment(index, tx);
                 return;
             }
             // RFC 6191: a new incarnation takes over the TIME_WAIT 4-tuple.
@@ -858,6 +886,20 @@ impl Stack {
 
     /// After a connection took input or a timer: send what it owes, move its timers, pass its events on, and
     /// free it once closed.
+    /// After a segment for an existing connection. Inside [`Stack::receive`] what it owes waits on the dirty
+    /// list for [`Stack::flush`], after the application's turn; its events go to the application now. A
+    /// connection that is over sends at once: the engine lets it go when its `Closed` event is taken.
+    fn after_segment(&mut self, index: u32, tx: &mut dyn Transmit) {
+        let over = self.slots[index as usize].entry.as_ref().is_none_or(|e| e.conn.closed_event_pending());
+        if !self.in_receive || over {
+            return self.after_activity(index, tx);
+        }
+        self.sync_timers(index);
+        self.account_buffers(index);
+        self.drain_events(index);
+        self.mark_dirty(index);
+    }
+
     fn after_activity(&mut self, index: u32, tx: &mut dyn Transmit) {
         let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
         let FourTuple { local_ip, remote, .. } = e.tuple();

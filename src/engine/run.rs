@@ -129,8 +129,10 @@ pub fn run_with(
     while !stop.load(Ordering::Relaxed) && !app.done() {
         stats.turns += 1;
         let now = clock.now();
-        let frames = stack.poll(now, dev);
+        let frames = stack.receive(now, dev);
         let events = dispatch(stack, now, app);
+        // ACKs owed to what came in ride on what the application queued in its turn.
+        stack.flush(now, dev);
         if let Some(server) = control.as_deref_mut() {
             let extra =
                 [("loop_turns", stats.turns), ("loop_busy_turns", stats.busy_turns), ("loop_sleeps", stats.sleeps)];

@@ -606,6 +606,12 @@ impl Connection {
         self.timers.iter().copied().min().filter(|&t| t != NO_DEADLINE)
     }
 
+    /// Whether the connection is over and its `Closed` event waits to be polled: what it still owes (an RST, an
+    /// ACK) must go out before its owner lets it go.
+    pub fn closed_event_pending(&self) -> bool {
+        self.events & EV_CLOSED != 0
+    }
+
     /// Whether a segment is owed right now (an ACK, a SYN, a probe, a reset, or sendable data is not decided here:
     /// [`Connection::poll_transmit`] decides; this is a cheap hint for the engine's dirty list).
     pub fn wants_transmit(&self) -> bool {
