@@ -267,8 +267,8 @@ struct Entry {
     /// Where this connection's frames go: the SYN's sender for a passive open, the neighbour table for an active
     /// one (looked up again while unknown).
     peer_mac: Option<EthernetAddress>,
-    /// Wheel entry and its deadline in ms, per [`TimerKind`].
-    timers: [Option<(TimerHandle, u64)>; 5],
+    /// The one wheel entry, for the connection's earliest deadline, and the ms it was filed at.
+    timer: Option<(TimerHandle, u64)>,
     /// On the dirty list (owes a transmit after an application call).
     dirty: bool,
     /// Counted in its listener's SYN backlog.
@@ -330,7 +330,7 @@ pub struct Stack {
     table: HashMap<FourTuple, u32, KeyedHasher>,
     listeners: HashMap<u16, Listener>,
     neighbors: HashMap<Ipv4Addr, EthernetAddress, KeyedHasher>,
-    wheel: TimerWheel<(u32, TimerKind)>,
+    wheel: TimerWheel<u32>,
     events: VecDeque<StackEvent>,
     dirty: Vec<u32>,
     counters: Counters,
@@ -364,7 +364,7 @@ impl Stack {
             table: HashMap::with_capacity_and_hasher(max, hasher),
             listeners: HashMap::new(),
             neighbors: HashMap::with_capacity_and_hasher(cfg.max_neighbors, hasher),
-            wheel: TimerWheel::new(max * TimerKind::ALL.len(), now.total_millis()),
+            wheel: TimerWheel::new(max, now.total_millis()),
             events: VecDeque::with_capacity(cfg.max_events.min(65536)),
             dirty: Vec::with_capacity(max),
             counters: Counters::default(),
@@ -650,12 +650,18 @@ impl Stack {
         }
     }
 
+    /// Runs the connections whose wheel entry is due: each timer kind whose deadline has come (a stale entry, whose
+    /// deadlines all moved later, runs none), then [`Stack::sync_timers`] files the next deadline.
     fn run_timers(&mut self, now: Instant, tx: &mut dyn Transmit) {
         while let Some(expired) = self.wheel.poll_expired(now.total_millis()) {
-            let (index, kind) = expired.value;
+            let index = expired.value;
             let Some(e) = self.slots[index as usize].entry.as_mut() else { continue };
-            e.timers[kind as usize] = None;
-            e.conn.on_timer(now, kind);
+            e.timer = None;
+            for kind in TimerKind::ALL {
+                if e.conn.timer(kind).is_some_and(|t| t <= now) {
+                    e.conn.on_timer(now, kind);
+                }
+            }
             self.after_activity(index, tx);
         }
     }
@@ -969,31 +975,28 @@ impl Stack {
         self.emit_arp(now, EthernetAddress::BROADCAST, &req, tx);
     }
 
-    /// Keeps at most one wheel entry per timer kind, matching the connection's deadlines. A deadline that moved
-    /// later keeps its old entry, which re-arms when it fires (most restarts of the retransmission timer cost
-    /// nothing); one that moved earlier is rescheduled.
+    /// Keeps one wheel entry per connection, for its earliest deadline. A deadline that moved later keeps the old
+    /// entry, which re-arms when it fires (most restarts of the retransmission timer cost nothing); one that moved
+    /// earlier is rescheduled.
     fn sync_timers(&mut self, index: u32) {
         let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
-        for kind in TimerKind::ALL {
-            let k = kind as usize;
-            let want = e.conn.timer(kind).map(|t| t.total_micros().div_ceil(1000));
-            match (want, e.timers[k]) {
-                (None, None) => {}
-                (None, Some((handle, _))) => {
-                    self.wheel.cancel(handle);
-                    e.timers[k] = None;
-                }
-                (Some(ms), None) => match self.wheel.schedule(ms, (index, kind)) {
-                    Ok(handle) => e.timers[k] = Some((handle, ms)),
-                    Err(_) => self.counters.timer_wheel_full += 1,
-                },
-                (Some(ms), Some((handle, at))) if ms < at => {
-                    if self.wheel.reschedule(handle, ms) {
-                        e.timers[k] = Some((handle, ms));
-                    }
-                }
-                (Some(_), Some(_)) => {}
+        let want = e.conn.poll_at().map(|t| t.total_micros().div_ceil(1000));
+        match (want, e.timer) {
+            (None, None) => {}
+            (None, Some((handle, _))) => {
+                self.wheel.cancel(handle);
+                e.timer = None;
             }
+            (Some(ms), None) => match self.wheel.schedule(ms, index) {
+                Ok(handle) => e.timer = Some((handle, ms)),
+                Err(_) => self.counters.timer_wheel_full += 1,
+            },
+            (Some(ms), Some((handle, at))) if ms < at => {
+                if self.wheel.reschedule(handle, ms) {
+                    e.timer = Some((handle, ms));
+                }
+            }
+            (Some(_), Some(_)) => {}
         }
     }
 
@@ -1057,7 +1060,7 @@ impl Stack {
         let mut entry = Entry {
             conn,
             peer_mac,
-            timers: [None; 5],
+            timer: None,
             dirty: false,
             half_open: false,
             time_wait: false,
@@ -1089,10 +1092,8 @@ impl Stack {
     /// Takes a connection out of the 4-tuple table, the timer wheel and its listener's backlog; the slot stays.
     fn remove_from_table(&mut self, index: u32) {
         let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
-        for t in e.timers.iter_mut() {
-            if let Some((handle, _)) = t.take() {
-                self.wheel.cancel(handle);
-            }
+        if let Some((handle, _)) = e.timer.take() {
+            self.wheel.cancel(handle);
         }
         if e.half_open {
             e.half_open = false;
@@ -1230,14 +1231,14 @@ mod tests {
     use super::*;
 
     /// A table slot is what every connection costs the engine, idle or not: the connection (whose own budget
-    /// `tcp::tests` states) and per timer kind one wheel handle and the deadline it was filed at, the neighbour's
+    /// `tcp::tests` states) and one wheel handle and the deadline it was filed at, the neighbour's
     /// MAC, a few flags and the buffer count. The 4-tuple and listener port are read from the connection, not kept
     /// twice. A change that grows the slot past this bound should find the room elsewhere rather than raise it.
     #[test]
     fn a_table_slot_fits_its_memory_budget() {
         let size = core::mem::size_of::<Slot>();
-        assert!(size <= 512, "size_of::<Slot>() is {size} bytes, over its budget of 512");
+        assert!(size <= 448, "size_of::<Slot>() is {size} bytes, over its budget of 448");
         let own = core::mem::size_of::<Entry>() - core::mem::size_of::<Connection>();
-        assert!(own <= 96, "the engine's own bookkeeping per connection is {own} bytes, over its budget of 96");
+        assert!(own <= 32, "the engine's own bookkeeping per connection is {own} bytes, over its budget of 32");
     }
 }
