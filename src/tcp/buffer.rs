@@ -50,6 +50,11 @@ impl Ring {
         self.held += n as u32;
     }
 
+    /// As [`Ring::new`] made it for `limit`: nothing held, nothing allocated.
+    fn is_pristine(&self, limit: usize) -> bool {
+        self.bytes.is_empty() && self.held == 0 && self.head == 0 && self.limit as usize == limit.min(MAX_BUFFER_BYTES)
+    }
+
     /// Bytes allocated now.
     fn allocated(&self) -> usize {
         self.bytes.len()
@@ -138,6 +143,11 @@ impl SendBuffer {
     /// Bytes of memory held now.
     pub fn allocated(&self) -> usize {
         self.ring.allocated()
+    }
+
+    /// As `new(capacity)` made it: nothing held, nothing allocated.
+    pub fn is_pristine(&self, capacity: usize) -> bool {
+        self.ring.is_pristine(capacity)
     }
 
     /// Bytes held (unacknowledged plus unsent).
@@ -281,6 +291,11 @@ impl RecvBuffer {
     /// Bytes of memory held now.
     pub fn allocated(&self) -> usize {
         self.ring.allocated()
+    }
+
+    /// As `new(capacity)` made it: nothing held, nothing allocated.
+    pub fn is_pristine(&self, capacity: usize) -> bool {
+        self.ring.is_pristine(capacity) && self.ooo.is_none()
     }
 
     /// In-order bytes waiting to be read.

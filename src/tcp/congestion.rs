@@ -26,9 +26,12 @@ const CUBIC_BETA: f64 = 0.7;
 /// RFC 9438 §5: C.
 const CUBIC_C: f64 = 0.4;
 
+/// CUBIC's curve, as a compact record holds it.
+pub(crate) type CubicCurve = Cubic;
+
 /// CUBIC's state (RFC 9438 §4), windows in segments, time in seconds.
 #[derive(Debug, Clone, Copy, Default)]
-struct Cubic {
+pub(crate) struct Cubic {
     /// W_max: the window just before the last reduction.
     w_max: f64,
     /// K: the time from the epoch's start until the window is back at W_max.
@@ -143,6 +146,50 @@ impl Congestion {
             in_recovery: false,
             sack_recovery: false,
             avoidance_acked: 0,
+        }
+    }
+
+    // ----- The compact record of a quiescent connection (see `connection::compact`) -----
+
+    /// Nothing in recovery and no duplicate ACK counted, with `smss` the connection's: what a compact record
+    /// leaves out is at its resting value.
+    pub(crate) fn is_quiescent(&self, smss: u32) -> bool {
+        !self.in_recovery && !self.sack_recovery && self.dupacks == 0 && self.smss == smss
+    }
+
+    /// cwnd, ssthresh, the recovery point and the bytes acknowledged in congestion avoidance.
+    pub(crate) fn parts(&self) -> (u32, u32, SeqNumber, u32) {
+        (self.cwnd, self.ssthresh, self.recover, self.avoidance_acked)
+    }
+
+    /// CUBIC's curve, if made.
+    pub(crate) fn cubic_curve(&self) -> Option<&CubicCurve> {
+        self.cubic.as_deref()
+    }
+
+    /// Moves CUBIC's curve out.
+    pub(crate) fn take_cubic_curve(&mut self) -> Option<Box<CubicCurve>> {
+        self.cubic.take()
+    }
+
+    /// A quiescent state from its [`Congestion::parts`].
+    pub(crate) fn from_parts(
+        algorithm: Algorithm,
+        cubic: Option<Box<CubicCurve>>,
+        (cwnd, ssthresh, recover, avoidance_acked): (u32, u32, SeqNumber, u32),
+        smss: u32,
+    ) -> Congestion {
+        Congestion {
+            algorithm,
+            cubic,
+            cwnd,
+            ssthresh,
+            smss,
+            dupacks: 0,
+            recover,
+            in_recovery: false,
+            sack_recovery: false,
+            avoidance_acked,
         }
     }
 

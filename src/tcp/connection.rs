@@ -18,6 +18,9 @@ use super::{CloseReason, Config, Event, State, TimerKind};
 use crate::time::Instant;
 use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpRepr};
 
+mod compact;
+pub use compact::Compact;
+
 /// The MSS assumed when the peer's SYN carries none (RFC 9293 §3.7.1).
 const DEFAULT_PEER_MSS: usize = 536;
 /// Bytes the timestamp option takes in every segment once negotiated (NOP, NOP, kind 8).
@@ -124,7 +127,7 @@ struct Traffic {
 
 /// What only a connection that met loss, reordering or a misbehaving peer needs: allocated by the first such event
 /// (the first retransmission, duplicate ACK, out-of-order segment, challenge ACK...) and kept, as its counters are.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Rare {
     /// The rare counters ([`ConnectionStats`] less the segment and byte counts, which live in [`Traffic`]).
     stats: ConnectionStats,

@@ -21,7 +21,7 @@ mod tests;
 
 pub use buffer::{Assembler, RecvBuffer, SendBuffer, MAX_BUFFER_BYTES, MAX_OOO_RANGES};
 pub use congestion::{AckAction, Algorithm, Congestion, DUPACK_THRESHOLD};
-pub use connection::{Connection, ConnectionStats};
+pub use connection::{Compact, Connection, ConnectionStats};
 pub use isn::IsnGenerator;
 pub use rtt::RttEstimator;
 pub use sack::{SackReporter, SackUpdate, Scoreboard, DUP_THRESH, MAX_RETRANSMITTED_RANGES, MAX_SACKED_RANGES};

@@ -34,6 +34,17 @@ impl RttEstimator {
         RttEstimator { srtt_nanos: NO_SAMPLE, rttvar_nanos: 0, rto_nanos: nanos(initial.clamp(min, max)), backoff: 0 }
     }
 
+    /// SRTT (`u64::MAX` before a sample), RTTVAR and the RTO before backoff in nanoseconds, and the backoff: the
+    /// whole state, for a compact record.
+    pub(crate) fn parts(&self) -> (u64, u64, u64, u32) {
+        (self.srtt_nanos, self.rttvar_nanos, self.rto_nanos, self.backoff)
+    }
+
+    /// The estimator [`RttEstimator::parts`] described.
+    pub(crate) fn from_parts(srtt_nanos: u64, rttvar_nanos: u64, rto_nanos: u64, backoff: u32) -> RttEstimator {
+        RttEstimator { srtt_nanos, rttvar_nanos, rto_nanos, backoff }
+    }
+
     /// Folds in one round-trip sample (RFC 6298 §2.2–2.3), the RTO kept within `[min, max]`, and clears the backoff
     /// (§5.7's reset on new data).
     pub fn sample(&mut self, r: Duration, min: Duration, max: Duration) {

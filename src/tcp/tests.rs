@@ -2796,3 +2796,143 @@ mod arbitrary_input {
         }
     }
 }
+
+// ----- Compact records of quiescent connections -----
+
+/// Runs the pair's timers until neither side runs any but keep-alive or the close timer, with every event taken,
+/// every byte read and nothing on the wire.
+fn settle(p: &mut Pair) {
+    let busy = |c: &Connection| {
+        [TimerKind::Retransmit, TimerKind::Persist, TimerKind::DelayedAck].iter().filter_map(|&k| c.timer(k)).min()
+    };
+    for _ in 0..10_000 {
+        p.flush();
+        for c in [&mut p.a, &mut p.b] {
+            read_all(c);
+            events(c);
+        }
+        match [busy(&p.a), busy(&p.b)].into_iter().flatten().min() {
+            Some(t) => p.advance_to(t),
+            None if p.flush_bounded(1) && !p.a.wants_transmit() && !p.b.wants_transmit() => return,
+            None => {}
+        }
+    }
+    panic!("the pair never settled");
+}
+
+/// `c` through its compact record: the same connection, to the last field of its `Debug` form.
+fn through_compact(c: Connection) -> Connection {
+    let before = format!("{c:?}");
+    assert!(c.compact().is_some(), "not compactable in {:?}: {before}", c.state());
+    let copied = Connection::from_compact(c.compact().unwrap());
+    assert_eq!(format!("{copied:?}"), before);
+    let state = c.state();
+    let record = c.into_compact().unwrap_or_else(|c| panic!("not compactable: {c:?}"));
+    assert_eq!(record.state(), state);
+    let back = Connection::from_compact(record);
+    assert_eq!(format!("{back:?}"), before, "changed by compaction");
+    back
+}
+
+/// For connections made quiescent by real traffic — both ways, with loss, with and without timestamps, SACK,
+/// CUBIC, keep-alive — in ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2 and TIME_WAIT, the compact record rebuilds the
+/// connection exactly, and the rebuilt connection carries on: the rest of each exchange runs on it.
+#[test]
+fn a_quiescent_connection_survives_compaction_exactly() {
+    let mut retransmitted = 0;
+    for seed in 0..48u32 {
+        let mut c = match seed % 4 {
+            0 => cfg(),
+            1 => cfg_plain(),
+            2 => cfg_sack(),
+            _ => Config { congestion: Algorithm::Cubic, ..cfg_no_sack() },
+        };
+        if seed % 3 == 0 {
+            c.keepalive = Some(Keepalive { idle: secs(5), interval: secs(1), probes: 3 });
+        }
+        c.nagle = seed % 5 != 0;
+        let mut p = Pair::established(c, c);
+        // Loss on every seventh segment (of a seed-dependent phase) while data flows.
+        let mut n = seed;
+        p.set_loss(move |_, s| {
+            n += 1;
+            s.len() > 0 && n % 7 == 0
+        });
+        for round in 0..3 {
+            let (up, down) =
+                (pattern(1 + (seed as usize * 997 + round * 3001) % 40_000, seed), pattern(700, round as u32));
+            let mut sent = 0;
+            while sent < up.len() {
+                sent += p.a.send(&up[sent..]).unwrap();
+                p.flush();
+                p.advance_to(p.now + ms(50));
+                read_all(&mut p.b);
+            }
+            p.b.send(&down).unwrap();
+            settle(&mut p);
+            assert_eq!(p.a.snd_una(), p.a.snd_nxt());
+            p.a = through_compact(p.a);
+            p.b = through_compact(p.b);
+            if seed % 3 == 0 && round == 0 {
+                // A keep-alive probe and its answer, then idle again.
+                p.advance_to(p.now + secs(6));
+                settle(&mut p);
+                assert!(p.a.stats().keepalive_probes > 0);
+                p.a = through_compact(p.a);
+            }
+        }
+        p.set_loss(|_, _| false);
+        p.a.close().unwrap();
+        settle(&mut p);
+        assert_eq!((p.a.state(), p.b.state()), (State::FinWait2, State::CloseWait));
+        p.a = through_compact(p.a);
+        p.b = through_compact(p.b);
+        p.b.send(b"after the half-close").unwrap();
+        settle(&mut p);
+        p.a = through_compact(p.a);
+        p.b.close().unwrap();
+        settle(&mut p);
+        assert_eq!((p.a.state(), p.b.state()), (State::TimeWait, State::Closed));
+        p.a = through_compact(p.a);
+        let end = p.a.timer(TimerKind::Close).expect("2MSL runs");
+        p.advance_to(end);
+        assert_eq!(p.a.state(), State::Closed);
+        retransmitted += usize::from(p.a.stats().retransmits > 0);
+    }
+    assert!(retransmitted > 24, "loss recovered on only {retransmitted} connections of 48");
+}
+
+/// The compact record keeps what a quiescent connection can differ in: the TCB's sequence variables, windows,
+/// scales and MSS, timestamps, the RTT estimator (exact, in nanoseconds), the congestion window, the keep-alive and
+/// close deadlines, the segment and byte counts, the settings' `Arc` and the boxed rare parts. A change that grows
+/// it past this bound should find the room elsewhere.
+#[test]
+fn a_compact_record_fits_its_memory_budget() {
+    let size = core::mem::size_of::<Compact>();
+    assert!(size <= 208, "size_of::<Compact>() is {size} bytes, over its budget of 208");
+}
+
+/// Data in flight, bytes unread or unsent, an ACK owed or a timer other than keep-alive running: no record.
+#[test]
+fn a_busy_connection_has_no_compact_record() {
+    let mut p = established();
+    assert!(p.a.compact().is_some());
+    p.a.send(b"in flight").unwrap();
+    assert!(p.a.compact().is_none(), "unsent data");
+    p.transmit(Side::A);
+    assert!(p.a.compact().is_none(), "data in flight");
+    p.deliver(Side::B);
+    assert!(p.b.compact().is_none(), "unread data and a delayed ACK");
+    read_all(&mut p.b);
+    assert!(p.b.timer(TimerKind::DelayedAck).is_some() || p.b.wants_transmit());
+    assert!(p.b.compact().is_none(), "an ACK owed");
+    settle(&mut p);
+    assert!(p.a.compact().is_some() && p.b.compact().is_some());
+    let syn_sent = syn_sent();
+    assert!(syn_sent.a.compact().is_none(), "SYN_SENT");
+    assert!(syn_sent.b.compact().is_none(), "SYN_RECEIVED");
+    let fw1 = fin_wait_1();
+    assert!(fw1.a.compact().is_none(), "FIN_WAIT_1");
+    let Err(back) = fw1.a.into_compact() else { panic!("compacted in FIN_WAIT_1") };
+    assert_eq!(back.state(), State::FinWait1);
+}
