@@ -658,3 +658,136 @@ fn a_client_reusing_its_port_at_once_reopens_the_servers_time_wait() {
     assert_eq!(world.stacks[1].counters().time_wait_reopened, 19);
     assert!(world.now() < Instant::from_millis(500), "no SYN waited for a retransmission: {}", world.now());
 }
+
+/// Idle connections are compacted after `compact_after` on both stacks, looked at without waking, and woken by
+/// every use: data both ways arrives intact, keep-alive probes are answered, TIME_WAIT still refuses and reopens
+/// (RFC 6191) and still ends after 2·MSL.
+#[test]
+fn idle_connections_are_compacted_and_woken_by_every_use() {
+    use std::time::Duration;
+    use xtcp::tcp::Keepalive;
+    const N: usize = 40;
+    let step = Duration::from_millis(1);
+    let mut world = common::world(common::configs(41), LinkConfig::default(), Faults::default(), 41);
+    let ka = Some(Keepalive { idle: Duration::from_secs(20), interval: Duration::from_secs(5), probes: 3 });
+    let tcp = xtcp::tcp::Config { keepalive: ka, ..world.stacks[0].config().tcp };
+    let clients: Vec<_> = (0..N).map(|_| world.stacks[0].connect_with(common::server_addr(), tcp).unwrap()).collect();
+    let mut servers = Vec::new();
+    let mut got = vec![Vec::new(); N];
+    // Each client says its number; the server answers with the same bytes.
+    let echo = |stacks: &mut [xtcp::engine::Stack; 2], servers: &mut Vec<_>, got: &mut Vec<Vec<u8>>, tag: &str| {
+        while let Some(ev) = stacks[1].next_event() {
+            match ev {
+                StackEvent::Accepted { conn, .. } => servers.push(conn),
+                StackEvent::Readable(conn) => {
+                    let mut buf = [0; 64];
+                    let n = stacks[1].recv(conn, &mut buf).unwrap();
+                    stacks[1].send(conn, &buf[..n]).unwrap();
+                }
+                _ => {}
+            }
+        }
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::Readable(conn) = ev {
+                let i = clients.iter().position(|&c| c == conn).unwrap();
+                let mut buf = [0; 64];
+                let n = stacks[0].recv(conn, &mut buf).unwrap();
+                got[i].extend_from_slice(&buf[..n]);
+            }
+        }
+        got.iter().enumerate().all(|(i, g)| g == format!("{tag} {i}").as_bytes())
+    };
+    for (i, &c) in clients.iter().enumerate() {
+        world.stacks[0].send(c, format!("hello {i}").as_bytes()).unwrap();
+    }
+    assert!(world.run(Instant::from_secs(1), |stacks, _| echo(stacks, &mut servers, &mut got, "hello")));
+    assert_eq!(servers.len(), N);
+
+    // Quiet for more than `compact_after` (1 s by default): every connection on both sides is compacted.
+    world.pass(world.now() + Duration::from_secs(2), step);
+    for s in &world.stacks {
+        assert_eq!((s.compact_count(), s.counters().conns_compacted as usize), (N, N));
+        assert_eq!((s.connection_count(), s.slots_in_use(), s.counters().conns_woken), (N, N, 0));
+        assert_eq!(s.state_counts()[state_index(State::Established)], N);
+    }
+    // Looking does not wake.
+    let c0 = world.stacks[0].connection(clients[0]).unwrap();
+    assert_eq!((c0.state(), c0.send_queue_len(), c0.config().keepalive), (State::Established, 0, ka));
+    assert_eq!(world.stacks[0].connections().filter(|(_, c)| c.state() == State::Established).count(), N);
+    assert_eq!(world.stacks[0].counters().conns_woken, 0);
+
+    // Keep-alive: the client's timer wakes it, its probe wakes the server, whose answer keeps both alive.
+    world.pass(Instant::from_secs(30), step);
+    for s in &world.stacks {
+        assert_eq!(s.counters().conns_woken as usize, N, "each woken once by the probe");
+        assert_eq!(s.compact_count(), N, "and compacted again");
+    }
+    for &c in &clients {
+        let conn = world.stacks[0].connection(c).unwrap();
+        assert_eq!((conn.state(), conn.stats().keepalive_probes), (State::Established, 1));
+    }
+
+    // Data both ways on every connection: woken by the application's send and by the segment.
+    let got = &mut vec![Vec::new(); N];
+    for (i, &c) in clients.iter().enumerate() {
+        world.stacks[0].send(c, format!("again {i}").as_bytes()).unwrap();
+    }
+    assert!(world.run(world.now() + Duration::from_secs(1), |stacks, _| echo(stacks, &mut servers, got, "again")));
+    for s in &world.stacks {
+        assert_eq!(s.counters().conns_woken as usize, 2 * N);
+        assert_eq!(s.compact_count(), 0);
+    }
+
+    // The server closes first and holds TIME_WAIT; compacted there, it still counts in TIME_WAIT.
+    for &c in &servers {
+        world.stacks[1].close(c).unwrap();
+    }
+    let closed = world.run(world.now() + Duration::from_secs(1), |stacks, _| {
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::PeerClosed(c) = ev {
+                stacks[0].close(c).unwrap();
+            }
+        }
+        while stacks[1].next_event().is_some() {}
+        stacks[0].connection_count() == 0
+    });
+    assert!(closed);
+    world.pass(world.now() + Duration::from_secs(2), step);
+    let s = &world.stacks[1];
+    assert_eq!((s.compact_count(), s.state_counts()[state_index(State::TimeWait)]), (N, N));
+    let woken = s.counters().conns_woken;
+
+    // An old SYN for a compacted TIME_WAIT tuple is refused (and the client stack's RST to the challenge ACK then
+    // ends that TIME_WAIT, compacted or not); a newer SYN for another reopens it.
+    let tuples: Vec<_> = s.connections().map(|(_, c)| (c.remote().port(), c.irs(), c.rcv_nxt())).take(2).collect();
+    let mut old = syn(tuples[0].0, tuples[0].1 .0);
+    old.options.timestamp = None;
+    let mut newer = syn(tuples[1].0, tuples[1].2 .0.wrapping_add(100_000));
+    newer.options.timestamp = None;
+    for seg in [old, newer] {
+        let frame = client_frame(&seg);
+        let now = world.now();
+        world.devices[0].transmit(now, frame.len(), &mut |buf| buf.copy_from_slice(&frame));
+        world.pass(now + Duration::from_millis(100), step);
+    }
+    let s = &world.stacks[1];
+    assert_eq!((s.counters().time_wait_refused, s.counters().time_wait_reopened), (1, 1));
+    assert_eq!(s.counters().conns_woken, woken + 2, "each SYN woke its TIME_WAIT connection");
+    assert_eq!(s.state_counts()[state_index(State::TimeWait)], N - 2);
+
+    // 2·MSL later every TIME_WAIT has ended, compacted or not, and nothing is left.
+    world.run(world.now() + Duration::from_secs(120), |stacks, _| {
+        while stacks[1].next_event().is_some() {}
+        while stacks[0].next_event().is_some() {}
+        stacks[1].state_counts()[state_index(State::TimeWait)] == 0
+    });
+    world.pass(world.now() + Duration::from_secs(5), step);
+    let s = &world.stacks[1];
+    assert_eq!(s.state_counts()[state_index(State::TimeWait)], 0);
+    assert_eq!(s.counters().conns_woken as usize, woken as usize + N, "each woken once more by its 2MSL timer");
+    assert_eq!(s.compact_count(), 0);
+}
+
+fn state_index(s: State) -> usize {
+    State::ALL.iter().position(|&x| x == s).unwrap()
+}

@@ -131,7 +131,7 @@ fn snapshots_over_the_socket_match_the_stacks_and_render_like_ss() {
         let buffers = ("buffer_bytes".to_owned(), stack.buffer_bytes() as u64);
         assert_eq!(snap.device, vec![buffers, ("pool_empty".to_owned(), 3)]);
         let listed = snap.connections.as_ref().expect("connections were asked for");
-        let expected: Vec<ConnectionInfo> = stack.connections().map(|(_, c)| ConnectionInfo::of(c)).collect();
+        let expected: Vec<ConnectionInfo> = stack.connections().map(|(_, c)| ConnectionInfo::of(&c)).collect();
         assert_eq!(listed, &expected);
         for (info, (_, conn)) in listed.iter().zip(stack.connections()) {
             assert_eq!((info.local, info.remote, info.state), (conn.local(), conn.remote(), conn.state()));

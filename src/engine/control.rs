@@ -247,7 +247,8 @@ impl Snapshot {
         }
         let mut omitted = 0;
         let connections = connections_max.map(|max| {
-            let list: Vec<ConnectionInfo> = stack.connections().take(max).map(|(_, c)| ConnectionInfo::of(c)).collect();
+            let list: Vec<ConnectionInfo> =
+                stack.connections().take(max).map(|(_, c)| ConnectionInfo::of(&c)).collect();
             omitted = stack.connections().count().saturating_sub(list.len()) as u64;
             list
         });

@@ -137,6 +137,10 @@ pub struct Counters {
     pub syn_cookies_invalid: u64,
     /// Connections that closed without TIME_WAIT because [`super::StackConfig::max_time_wait`] were waiting.
     pub time_wait_limited: u64,
+    /// Quiescent connections kept compact (see [`super::StackConfig::compact_after`]).
+    pub conns_compacted: u64,
+    /// Compacted connections made live again by a segment, a timer or an application call.
+    pub conns_woken: u64,
     /// Drops by reason, indexed like [`Drop::ALL`].
     #[serde(serialize_with = "serialize_drops", deserialize_with = "deserialize_drops")]
     pub drops: [u64; Drop::COUNT],
@@ -144,7 +148,7 @@ pub struct Counters {
 
 impl Counters {
     /// How many counters [`Counters::named`] lists.
-    pub const NAMED_LEN: usize = 20;
+    pub const NAMED_LEN: usize = 22;
 
     /// Counts one drop.
     pub fn drop(&mut self, reason: Drop) {
@@ -191,6 +195,8 @@ impl Counters {
             ("syn_cookies_valid", self.syn_cookies_valid),
             ("syn_cookies_invalid", self.syn_cookies_invalid),
             ("time_wait_limited", self.time_wait_limited),
+            ("conns_compacted", self.conns_compacted),
+            ("conns_woken", self.conns_woken),
         ]
     }
 
@@ -259,6 +265,8 @@ mod tests {
             &mut c.syn_cookies_valid,
             &mut c.syn_cookies_invalid,
             &mut c.time_wait_limited,
+            &mut c.conns_compacted,
+            &mut c.conns_woken,
         ]
         .into_iter()
         .enumerate()

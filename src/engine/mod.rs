@@ -15,6 +15,7 @@ pub mod sim;
 
 pub use counters::{Counters, Drop};
 
+use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -26,7 +27,9 @@ use rand_chacha::ChaCha8Rng;
 use siphasher::sip::SipHasher13;
 
 use crate::nic::{FrameDevice, Transmit};
-use crate::tcp::{self, CloseReason, Connection, Event, IsnGenerator, ListenAction, State, SynCookies, TimerKind};
+use crate::tcp::{
+    self, CloseReason, Compact, Connection, Event, IsnGenerator, ListenAction, State, SynCookies, TimerKind,
+};
 use crate::time::Instant;
 use crate::timer::{TimerHandle, TimerWheel};
 use crate::wire::{
@@ -87,6 +90,10 @@ pub struct StackConfig {
     /// successive connections rising sequence numbers and timestamps whichever process opens them, so a peer
     /// holding the tuple in TIME_WAIT lets the next one in (RFC 6191), as it does for the kernel's.
     pub isn_key: Option<[u8; 16]>,
+    /// How long a connection stays quiescent (see [`Connection::compactable`]) before the stack keeps it as a
+    /// compact record instead ("hibernation": about a quarter of the memory); `None` never compacts. Anything that
+    /// touches the connection wakes it first.
+    pub compact_after: Option<Duration>,
 }
 
 impl StackConfig {
@@ -113,6 +120,7 @@ impl StackConfig {
             max_events: 65536,
             seed,
             isn_key: None,
+            compact_after: Some(Duration::from_secs(1)),
         }
     }
 
@@ -254,10 +262,36 @@ impl BuildHasher for KeyedHasher {
     }
 }
 
+/// One slot of the connection slab: a generation, so stale handles are told apart, and what it holds.
 #[derive(Debug)]
 struct Slot {
     generation: u32,
-    entry: Option<Entry>,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Free,
+    /// A connection as it runs.
+    Live(Box<Entry>),
+    /// A quiescent connection kept compact (see [`StackConfig::compact_after`]).
+    Idle(Box<IdleEntry>),
+}
+
+impl Slot {
+    fn live(&self) -> Option<&Entry> {
+        match &self.body {
+            Body::Live(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn live_mut(&mut self) -> Option<&mut Entry> {
+        match &mut self.body {
+            Body::Live(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -269,6 +303,9 @@ struct Entry {
     peer_mac: Option<EthernetAddress>,
     /// The one wheel entry, for the connection's earliest deadline, and the ms it was filed at.
     timer: Option<(TimerHandle, u64)>,
+    /// When the connection last took input, a timer or an application call, in ms of the stack's clock
+    /// (wrapping): what the compaction sweep looks at.
+    active_ms: u32,
     /// On the dirty list (owes a transmit after an application call).
     dirty: bool,
     /// Counted in its listener's SYN backlog.
@@ -281,6 +318,16 @@ struct Entry {
     /// Closed in order while the application still had bytes to read: the entry stays (out of the table, with no
     /// timers) until they are read, and the `Closed` event waits for that.
     closed_unread: Option<CloseReason>,
+}
+
+/// A compacted connection and what of its [`Entry`] is not at rest (a quiescent connection is not dirty, half
+/// open or closed, and holds no buffer).
+#[derive(Debug)]
+struct IdleEntry {
+    conn: Compact,
+    peer_mac: Option<EthernetAddress>,
+    timer: Option<(TimerHandle, u64)>,
+    time_wait: bool,
 }
 
 impl Entry {
@@ -327,6 +374,14 @@ pub struct Stack {
     buffer_bytes: usize,
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// Boxes of entries no longer live, kept for the next connection (at most [`ENTRY_POOL_MAX`]): the boxes are
+    /// the point, so that opening or waking a connection does not allocate.
+    #[allow(clippy::vec_box)]
+    entry_pool: Vec<Box<Entry>>,
+    /// Where the compaction sweep looks next.
+    sweep_cursor: usize,
+    /// Connections kept compact now.
+    idle: usize,
     table: HashMap<FourTuple, u32, KeyedHasher>,
     listeners: HashMap<u16, Listener>,
     neighbors: HashMap<Ipv4Addr, EthernetAddress, KeyedHasher>,
@@ -361,6 +416,9 @@ impl Stack {
             buffer_bytes: 0,
             slots: Vec::with_capacity(max),
             free: Vec::new(),
+            entry_pool: Vec::new(),
+            sweep_cursor: 0,
+            idle: 0,
             table: HashMap::with_capacity_and_hasher(max, hasher),
             listeners: HashMap::new(),
             neighbors: HashMap::with_capacity_and_hasher(cfg.max_neighbors, hasher),
@@ -403,6 +461,11 @@ impl Stack {
         self.slots.len() - self.free.len()
     }
 
+    /// Connections kept as compact records now (see [`StackConfig::compact_after`]).
+    pub fn compact_count(&self) -> usize {
+        self.idle
+    }
+
     /// Pending timer-wheel entries (zero once every connection is gone).
     pub fn pending_timers(&self) -> usize {
         self.wheel.len()
@@ -411,18 +474,24 @@ impl Stack {
     /// How many connections are in each state, indexed like [`State::ALL`]; LISTEN counts listeners.
     pub fn state_counts(&self) -> [usize; 11] {
         let mut counts = [0; 11];
-        for e in self.slots.iter().filter_map(|s| s.entry.as_ref()) {
-            counts[state_index(e.conn.state())] += 1;
+        for s in &self.slots {
+            let state = match &s.body {
+                Body::Free => continue,
+                Body::Live(e) => e.conn.state(),
+                Body::Idle(i) => i.conn.state(),
+            };
+            counts[state_index(state)] += 1;
         }
         counts[state_index(State::Listen)] = self.listeners.len();
         counts
     }
 
-    /// Every live connection, in table-slot order.
-    pub fn connections(&self) -> impl Iterator<Item = (ConnId, &Connection)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| {
-            s.entry.as_ref().map(|e| (ConnId { index: i as u32, generation: s.generation }, &e.conn))
-        })
+    /// Every connection, in table-slot order (a compacted one rebuilt for the look, not woken).
+    pub fn connections(&self) -> impl Iterator<Item = (ConnId, ConnRef<'_>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| ConnRef::of(s).map(|c| (ConnId { index: i as u32, generation: s.generation }, c)))
     }
 
     /// Adds or replaces a neighbour's MAC address (a static entry, or a next hop given on the command line).
@@ -576,10 +645,10 @@ impl Stack {
         Ok(())
     }
 
-    /// The connection behind a handle.
-    pub fn connection(&self, id: ConnId) -> Result<&Connection, StackError> {
+    /// The connection behind a handle, to look at: a compacted one is rebuilt for the look, not woken.
+    pub fn connection(&self, id: ConnId) -> Result<ConnRef<'_>, StackError> {
         match self.slots.get(id.index as usize) {
-            Some(Slot { generation, entry: Some(e) }) if *generation == id.generation => Ok(&e.conn),
+            Some(s) if s.generation == id.generation => ConnRef::of(s).ok_or(StackError::NoConnection),
             _ => Err(StackError::NoConnection),
         }
     }
@@ -630,6 +699,7 @@ impl Stack {
         let received = dev.receive(now, budget, &mut |frame, tx| self.handle_frame(now, frame, tx));
         self.in_receive = false;
         self.run_timers(now, dev);
+        self.sweep(now);
         received
     }
 
@@ -643,7 +713,7 @@ impl Stack {
 
     fn flush_dirty(&mut self, tx: &mut dyn Transmit) {
         while let Some(index) = self.dirty.pop() {
-            if let Some(e) = self.slots[index as usize].entry.as_mut() {
+            if let Some(e) = self.slots[index as usize].live_mut() {
                 e.dirty = false;
             }
             self.after_activity(index, tx);
@@ -655,7 +725,8 @@ impl Stack {
     fn run_timers(&mut self, now: Instant, tx: &mut dyn Transmit) {
         while let Some(expired) = self.wheel.poll_expired(now.total_millis()) {
             let index = expired.value;
-            let Some(e) = self.slots[index as usize].entry.as_mut() else { continue };
+            self.wake(index);
+            let Some(e) = self.slots[index as usize].live_mut() else { continue };
             e.timer = None;
             for kind in TimerKind::ALL {
                 if e.conn.timer(kind).is_some_and(|t| t <= now) {
@@ -775,7 +846,8 @@ impl Stack {
     ) {
         let tuple = FourTuple { local_ip: dst, local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
         if let Some(&index) = self.table.get(&tuple) {
-            let e = self.slots[index as usize].entry.as_mut().expect("table points at a live slot");
+            self.wake(index);
+            let e = self.slots[index as usize].live_mut().expect("table points at a connection");
             let time_wait = e.conn.state() == State::TimeWait;
             if !(time_wait && e.conn.accepts_reopen(seg)) {
                 if time_wait && seg.flags.syn() && !seg.flags.ack() && !seg.flags.rst() {
@@ -896,7 +968,7 @@ impl Stack {
     /// list for [`Stack::flush`], after the application's turn; its events go to the application now. A
     /// connection that is over sends at once: the engine lets it go when its `Closed` event is taken.
     fn after_segment(&mut self, index: u32, tx: &mut dyn Transmit) {
-        let over = self.slots[index as usize].entry.as_ref().is_none_or(|e| e.conn.closed_event_pending());
+        let over = self.slots[index as usize].live().is_none_or(|e| e.conn.closed_event_pending());
         if !self.in_receive || over {
             return self.after_activity(index, tx);
         }
@@ -907,7 +979,7 @@ impl Stack {
     }
 
     fn after_activity(&mut self, index: u32, tx: &mut dyn Transmit) {
-        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        let Some(e) = self.slots[index as usize].live_mut() else { return };
         let FourTuple { local_ip, remote, .. } = e.tuple();
         let mac = self.cfg.mac;
         if e.peer_mac.is_none() {
@@ -938,7 +1010,7 @@ impl Stack {
         if unresolved && self.cfg.arp {
             self.request_arp(now, local_ip, *remote.ip(), tx);
         }
-        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        let Some(e) = self.slots[index as usize].live_mut() else { return };
         if e.conn.state() == State::TimeWait && !e.time_wait {
             if self.time_wait < self.cfg.max_time_wait {
                 e.time_wait = true;
@@ -957,7 +1029,7 @@ impl Stack {
 
     /// Brings the stack's buffer total up to date with the connection's.
     fn account_buffers(&mut self, index: u32) {
-        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        let Some(e) = self.slots[index as usize].live_mut() else { return };
         let now = e.conn.buffer_bytes();
         self.buffer_bytes = self.buffer_bytes - e.buffer_bytes as usize + now;
         e.buffer_bytes = u32::try_from(now).expect("two buffers of at most MAX_BUFFER_BYTES");
@@ -979,7 +1051,8 @@ impl Stack {
     /// entry, which re-arms when it fires (most restarts of the retransmission timer cost nothing); one that moved
     /// earlier is rescheduled.
     fn sync_timers(&mut self, index: u32) {
-        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        let Some(e) = self.slots[index as usize].live_mut() else { return };
+        e.active_ms = self.now.total_millis() as u32;
         let want = e.conn.poll_at().map(|t| t.total_micros().div_ceil(1000));
         match (want, e.timer) {
             (None, None) => {}
@@ -1005,7 +1078,7 @@ impl Stack {
         let id = ConnId { index, generation };
         let mut closed = None;
         loop {
-            let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+            let Some(e) = self.slots[index as usize].live_mut() else { return };
             let Some(ev) = e.conn.poll_event() else { break };
             let out = match ev {
                 Event::Connected => {
@@ -1033,9 +1106,9 @@ impl Stack {
         }
         let Some(reason) = closed else { return };
         self.remove_from_table(index);
-        let unread = self.slots[index as usize].entry.as_ref().is_some_and(|e| e.conn.recv_queue_len() > 0);
+        let unread = self.slots[index as usize].live().is_some_and(|e| e.conn.recv_queue_len() > 0);
         if reason == CloseReason::Normal && unread {
-            if let Some(e) = self.slots[index as usize].entry.as_mut() {
+            if let Some(e) = self.slots[index as usize].live_mut() {
                 e.closed_unread = Some(reason);
             }
             return;
@@ -1061,6 +1134,7 @@ impl Stack {
             conn,
             peer_mac,
             timer: None,
+            active_ms: self.now.total_millis() as u32,
             dirty: false,
             half_open: false,
             time_wait: false,
@@ -1074,13 +1148,14 @@ impl Stack {
                 l.half_open += 1;
             }
         }
+        let body = Body::Live(self.boxed(entry));
         let index = match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize].entry = Some(entry);
+                self.slots[i as usize].body = body;
                 i
             }
             None => {
-                self.slots.push(Slot { generation: 0, entry: Some(entry) });
+                self.slots.push(Slot { generation: 0, body });
                 (self.slots.len() - 1) as u32
             }
         };
@@ -1091,7 +1166,8 @@ impl Stack {
 
     /// Takes a connection out of the 4-tuple table, the timer wheel and its listener's backlog; the slot stays.
     fn remove_from_table(&mut self, index: u32) {
-        let Some(e) = self.slots[index as usize].entry.as_mut() else { return };
+        self.wake(index);
+        let Some(e) = self.slots[index as usize].live_mut() else { return };
         if let Some((handle, _)) = e.timer.take() {
             self.wheel.cancel(handle);
         }
@@ -1115,22 +1191,103 @@ impl Stack {
     fn free_slot(&mut self, index: u32) {
         self.remove_from_table(index);
         let slot = &mut self.slots[index as usize];
-        if let Some(e) = slot.entry.take() {
+        if let Body::Live(e) = core::mem::replace(&mut slot.body, Body::Free) {
             self.buffer_bytes -= e.buffer_bytes as usize;
             slot.generation = slot.generation.wrapping_add(1);
             self.free.push(index);
+            // A box whose connection still holds buffers is let go, so that the pool holds no buffer memory.
+            if self.entry_pool.len() < ENTRY_POOL_MAX && e.buffer_bytes == 0 {
+                self.entry_pool.push(e);
+            }
         }
     }
 
+    /// The entry behind a handle, woken if it was compact.
     fn entry_mut(&mut self, id: ConnId) -> Result<&mut Entry, StackError> {
-        match self.slots.get_mut(id.index as usize) {
-            Some(Slot { generation, entry: Some(e) }) if *generation == id.generation => Ok(e),
-            _ => Err(StackError::NoConnection),
+        match self.slots.get(id.index as usize) {
+            Some(s) if s.generation == id.generation => {}
+            _ => return Err(StackError::NoConnection),
+        }
+        self.wake(id.index);
+        self.slots[id.index as usize].live_mut().ok_or(StackError::NoConnection)
+    }
+
+    /// `entry` in a box, from the pool when one is there.
+    fn boxed(&mut self, entry: Entry) -> Box<Entry> {
+        match self.entry_pool.pop() {
+            Some(mut b) => {
+                *b = entry;
+                b
+            }
+            None => Box::new(entry),
+        }
+    }
+
+    /// Makes a compacted connection live again (anything that touches it calls this first); does nothing to any
+    /// other slot.
+    fn wake(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        if !matches!(slot.body, Body::Idle(_)) {
+            return;
+        }
+        let Body::Idle(idle) = core::mem::replace(&mut slot.body, Body::Free) else { return };
+        let IdleEntry { conn, peer_mac, timer, time_wait } = *idle;
+        let entry = Entry {
+            conn: Connection::from_compact(conn),
+            peer_mac,
+            timer,
+            active_ms: self.now.total_millis() as u32,
+            dirty: false,
+            half_open: false,
+            time_wait,
+            buffer_bytes: 0,
+            closed_unread: None,
+        };
+        self.slots[index as usize].body = Body::Live(self.boxed(entry));
+        self.idle -= 1;
+        self.counters.conns_woken += 1;
+    }
+
+    /// Compacts the connections among the next [`SWEEP_SLOTS`] slots that have been quiescent for
+    /// [`StackConfig::compact_after`]: one look per slot, no allocation but the compact record's.
+    fn sweep(&mut self, now: Instant) {
+        let Some(after) = self.cfg.compact_after else { return };
+        let after_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
+        let now_ms = now.total_millis() as u32;
+        let len = self.slots.len();
+        for _ in 0..SWEEP_SLOTS.min(len) {
+            let index = self.sweep_cursor % len;
+            self.sweep_cursor = index + 1;
+            let Body::Live(e) = &mut self.slots[index].body else { continue };
+            let at_rest = !e.dirty && !e.half_open && e.closed_unread.is_none() && e.buffer_bytes == 0;
+            if !at_rest || now_ms.wrapping_sub(e.active_ms) < after_ms {
+                continue;
+            }
+            if !e.conn.compactable() {
+                continue;
+            }
+            // A lazy wheel entry filed before the deadline moved later would wake the record for nothing: file
+            // it at the deadline itself.
+            let want = e.conn.poll_at().map(|t| t.total_micros().div_ceil(1000));
+            if let (Some(ms), Some((handle, at))) = (want, e.timer) {
+                if ms != at && self.wheel.reschedule(handle, ms) {
+                    e.timer = Some((handle, ms));
+                }
+            }
+            let Some(conn) = e.conn.take_compact() else { continue };
+            let idle = Box::new(IdleEntry { conn, peer_mac: e.peer_mac, timer: e.timer, time_wait: e.time_wait });
+            if let Body::Live(husk) = core::mem::replace(&mut self.slots[index].body, Body::Idle(idle)) {
+                if self.entry_pool.len() < ENTRY_POOL_MAX {
+                    self.entry_pool.push(husk);
+                }
+            }
+            self.idle += 1;
+            self.counters.conns_compacted += 1;
         }
     }
 
     fn mark_dirty(&mut self, index: u32) {
-        if let Some(e) = self.slots.get_mut(index as usize).and_then(|s| s.entry.as_mut()) {
+        if let Some(e) = self.slots.get_mut(index as usize).and_then(|s| s.live_mut()) {
             if !e.dirty {
                 e.dirty = true;
                 self.dirty.push(index);
@@ -1161,6 +1318,41 @@ impl Stack {
             self.counters.tcp_out += 1;
         } else {
             self.counters.drop(Drop::TxFull);
+        }
+    }
+}
+
+/// Slots the compaction sweep looks at per [`Stack::receive`].
+const SWEEP_SLOTS: usize = 64;
+/// Boxes of finished entries kept for new connections.
+const ENTRY_POOL_MAX: usize = 1024;
+
+/// A connection to look at, from [`Stack::connection`] or [`Stack::connections`]: derefs to the [`Connection`]
+/// (borrowed when live, rebuilt from its compact record when compacted, which this does not wake).
+#[derive(Debug)]
+pub enum ConnRef<'a> {
+    /// A live connection.
+    Live(&'a Connection),
+    /// A compacted connection, rebuilt.
+    Rebuilt(Box<Connection>),
+}
+
+impl<'a> ConnRef<'a> {
+    fn of(slot: &'a Slot) -> Option<ConnRef<'a>> {
+        match &slot.body {
+            Body::Free => None,
+            Body::Live(e) => Some(ConnRef::Live(&e.conn)),
+            Body::Idle(i) => Some(ConnRef::Rebuilt(Box::new(Connection::from_compact(i.conn.clone())))),
+        }
+    }
+}
+
+impl core::ops::Deref for ConnRef<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            ConnRef::Live(c) => c,
+            ConnRef::Rebuilt(c) => c,
         }
     }
 }
@@ -1230,15 +1422,27 @@ fn state_index(s: State) -> usize {
 mod tests {
     use super::*;
 
-    /// A table slot is what every connection costs the engine, idle or not: the connection (whose own budget
-    /// `tcp::tests` states) and one wheel handle and the deadline it was filed at, the neighbour's
-    /// MAC, a few flags and the buffer count. The 4-tuple and listener port are read from the connection, not kept
-    /// twice. A change that grows the slot past this bound should find the room elsewhere rather than raise it.
+    /// A table slot is a generation and a pointer to what it holds: a live entry (the connection, whose own budget
+    /// `tcp::tests` states, and the engine's bookkeeping: one wheel handle and the deadline it was filed at, the
+    /// neighbour's MAC, the last activity, a few flags and the buffer count) or a compacted one. The 4-tuple and
+    /// listener port are read from the connection, not kept twice. A change that grows one past its bound should
+    /// find the room elsewhere rather than raise it.
     #[test]
     fn a_table_slot_fits_its_memory_budget() {
         let size = core::mem::size_of::<Slot>();
-        assert!(size <= 448, "size_of::<Slot>() is {size} bytes, over its budget of 448");
+        assert!(size <= 24, "size_of::<Slot>() is {size} bytes, over its budget of 24");
         let own = core::mem::size_of::<Entry>() - core::mem::size_of::<Connection>();
-        assert!(own <= 32, "the engine's own bookkeeping per connection is {own} bytes, over its budget of 32");
+        assert!(own <= 40, "the engine's own bookkeeping per connection is {own} bytes, over its budget of 40");
+    }
+
+    /// What an idle connection costs once compacted: its slot, the boxed compact record with the engine's few
+    /// fields beside it, and its entry in the 4-tuple table (key, slot index and hashbrown's control byte; the
+    /// load factor and the allocator's rounding come on top).
+    #[test]
+    fn a_compacted_connection_fits_its_memory_budget() {
+        let idle = core::mem::size_of::<IdleEntry>();
+        assert!(idle <= 232, "size_of::<IdleEntry>() is {idle} bytes, over its budget of 232");
+        let total = core::mem::size_of::<Slot>() + idle + core::mem::size_of::<(FourTuple, u32)>() + 1;
+        assert!(total <= 280, "an idle connection takes {total} bytes, over its budget of 280");
     }
 }

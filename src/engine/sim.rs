@@ -80,6 +80,17 @@ impl SimWorld {
         true
     }
 
+    /// Lets time pass until `until`, polling both stacks at every event and at least every `step` between, as a
+    /// real loop keeps polling while idle (the stacks' housekeeping, such as compacting idle connections, runs in
+    /// their polls).
+    pub fn pass(&mut self, until: Instant, step: Duration) {
+        while self.now < until {
+            let next = self.next_event().map_or(until, |t| t.min(until));
+            self.now = next.min(self.now + step).max(self.now + Duration::from_micros(1));
+            self.settle();
+        }
+    }
+
     /// Runs until `app` says it is done or `limit` is reached. `app` is called at every instant with the stacks
     /// and the time, to read events and make calls. Returns true when `app` finished.
     pub fn run(&mut self, limit: Instant, mut app: impl FnMut(&mut [Stack; 2], Instant) -> bool) -> bool {

@@ -165,11 +165,18 @@ impl Connection {
     // Handing the connection back by value moves it, as taking it did.
     #[allow(clippy::result_large_err)]
     pub fn into_compact(mut self) -> Result<Compact, Connection> {
+        self.take_compact().ok_or(self)
+    }
+
+    /// The compact record of this connection when it is [`Connection::compactable`], its boxed parts moved into
+    /// it: what is left here is a husk, without its rare counters, only to be dropped or overwritten (an owner
+    /// that keeps the allocation holding a connection for reuse). Does nothing and returns `None` otherwise.
+    pub fn take_compact(&mut self) -> Option<Compact> {
         if !self.compactable() {
-            return Err(self);
+            return None;
         }
         let (rare, cubic) = (self.rare.take(), self.cc.take_cubic_curve());
-        Ok(self.pack(rare, cubic))
+        Some(self.pack(rare, cubic))
     }
 
     fn runs(&self, kind: TimerKind) -> bool {
