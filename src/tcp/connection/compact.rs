@@ -44,7 +44,10 @@ pub struct Compact {
     cfg: Arc<Config>,
     rare: Option<Box<Rare>>,
     cubic: Option<Box<CubicCurve>>,
-    traffic: Traffic,
+    /// Payload bytes in and out.
+    bytes: [u64; 2],
+    /// Segments in and out (a connection past 2³² of either is not compacted).
+    segs: [u32; 2],
     /// The RTT estimator's SRTT, RTTVAR and RTO in nanoseconds, exact.
     rtt_nanos: [u64; 3],
     /// The deadlines of the two timers that may run, keep-alive's and the close timer's (FIN_WAIT_2, TIME_WAIT),
@@ -145,7 +148,9 @@ impl Connection {
             && self.events == 0
             && self.close_reason.is_none()
             && self.last_ack_sent == self.rcv_nxt;
-        let fits = self.smss <= u32::from(u16::MAX)
+        let fits = self.traffic.segs_in <= u64::from(u32::MAX)
+            && self.traffic.segs_out <= u64::from(u32::MAX)
+            && self.smss <= u32::from(u16::MAX)
             && self.rcv_mss <= u32::from(u16::MAX)
             && self.retries <= u32::from(u8::MAX)
             && self.probes <= u32::from(u8::MAX)
@@ -206,7 +211,8 @@ impl Connection {
             cfg: Arc::clone(&self.cfg),
             rare,
             cubic,
-            traffic: self.traffic,
+            bytes: [self.traffic.bytes_in, self.traffic.bytes_out],
+            segs: [self.traffic.segs_in as u32, self.traffic.segs_out as u32],
             rtt_nanos: [srtt, rttvar, rto],
             deadlines: [self.timers[TimerKind::Keepalive as usize], self.timers[TimerKind::Close as usize]],
             rtt_sent_at: self.rtt_sent_at,
@@ -321,7 +327,12 @@ impl Connection {
             send_refused: flag(SEND_REFUSED),
             events: 0,
             close_reason: None,
-            traffic: c.traffic,
+            traffic: Traffic {
+                segs_in: u64::from(c.segs[0]),
+                segs_out: u64::from(c.segs[1]),
+                bytes_in: c.bytes[0],
+                bytes_out: c.bytes[1],
+            },
             rare: c.rare,
             cfg,
         }
