@@ -129,7 +129,8 @@ fn snapshots_over_the_socket_match_the_stacks_and_render_like_ss() {
         assert_eq!(snap.states, counts(stack));
         assert_eq!(&snap.counters, stack.counters());
         let buffers = ("buffer_bytes".to_owned(), stack.buffer_bytes() as u64);
-        assert_eq!(snap.device, vec![buffers, ("pool_empty".to_owned(), 3)]);
+        let compact = ("compact_conns".to_owned(), stack.compact_count() as u64);
+        assert_eq!(snap.device, vec![buffers, compact, ("pool_empty".to_owned(), 3)]);
         let listed = snap.connections.as_ref().expect("connections were asked for");
         let expected: Vec<ConnectionInfo> = stack.connections().map(|(_, c)| ConnectionInfo::of(&c)).collect();
         assert_eq!(listed, &expected);

@@ -223,7 +223,8 @@ pub struct Snapshot {
     /// Connections per state, indexed like [`State::ALL`]; LISTEN counts listeners.
     #[serde(serialize_with = "serialize_states", deserialize_with = "deserialize_states")]
     pub states: [u64; 11],
-    /// Name and value pairs the loop adds: device and loop statistics (AF_XDP ring-full and pool-empty counts...).
+    /// Name and value pairs: the stack's gauges (`buffer_bytes`, `compact_conns`: connections kept compact), then
+    /// what the loop adds: device and loop statistics (AF_XDP ring-full and pool-empty counts...).
     #[serde(default, serialize_with = "serialize_named", deserialize_with = "deserialize_named")]
     pub device: Vec<(String, u64)>,
     /// The control server's own counts.
@@ -261,7 +262,9 @@ impl Snapshot {
             uptime_us: 0,
             counters: stack.counters().clone(),
             states,
-            device: std::iter::once(("buffer_bytes".to_owned(), stack.buffer_bytes() as u64))
+            device: [("buffer_bytes", stack.buffer_bytes()), ("compact_conns", stack.compact_count())]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v as u64))
                 .chain(extra.iter().map(|&(k, v)| (k.to_owned(), v)))
                 .collect(),
             control: ControlStats::default(),
