@@ -788,6 +788,22 @@ fn idle_connections_are_compacted_and_woken_by_every_use() {
     assert_eq!(s.compact_count(), 0);
 }
 
+#[test]
+fn compaction_can_be_turned_off() {
+    let mut cfgs = common::configs(42);
+    for c in &mut cfgs {
+        c.compact_after = None;
+    }
+    let mut world = common::world(cfgs, LinkConfig::default(), Faults::default(), 42);
+    world.stacks[0].connect(common::server_addr()).unwrap();
+    assert!(world.run(Instant::from_secs(1), |stacks, _| stacks[1].connection_count() == 1
+        && stacks[0].state_counts()[state_index(State::Established)] == 1));
+    world.pass(Instant::from_secs(10), std::time::Duration::from_millis(1));
+    for s in &world.stacks {
+        assert_eq!((s.compact_count(), s.counters().conns_compacted, s.connection_count()), (0, 0, 1));
+    }
+}
+
 fn state_index(s: State) -> usize {
     State::ALL.iter().position(|&x| x == s).unwrap()
 }

@@ -760,6 +760,8 @@ impl Harness {
         assert!(s.connection_count() <= cfg.max_connections, "table over its limit");
         assert!(s.slots_in_use() >= s.connection_count());
         assert!(s.pending_timers() <= s.slots_in_use(), "more timers than connections");
+        assert!(s.compact_count() <= s.connection_count(), "a compacted connection out of the table");
+        assert_eq!(k.conns_compacted - k.conns_woken, s.compact_count() as u64, "compactions less wakes");
         for port in LISTEN_PORTS {
             let half_open =
                 s.connections().filter(|(_, c)| c.state() == State::SynReceived && c.local().port() == port).count();
