@@ -155,6 +155,8 @@ enum Probe {
 /// while they hold data. What only loss, reordering or a misbehaving peer needs is boxed when first needed: the
 /// SACK scoreboard and the reassembly ranges are freed once they hold nothing again (one allocation per episode,
 /// never per segment); the rare counters and CUBIC's curve stay once made. In-order traffic allocates none of them.
+/// An owner holding many idle connections keeps a quiescent one as a [`Compact`] record, half the size
+/// ([`Connection::take_compact`], [`Connection::from_compact`]).
 #[derive(Debug)]
 pub struct Connection {
     /// Shared with the listener or stack that made the connection; a per-connection change (keep-alive) copies it.
