@@ -70,6 +70,7 @@ pub fn cores_config(
     stack.max_connections = net.max_connections as usize;
     stack.syn_backlog = net.syn_backlog as usize;
     stack.max_time_wait = net.max_time_wait as usize;
+    stack.compact_after = net.compact_after.0;
     stack.syn_cookies = match net.syn_cookies {
         Cookies::Never => SynCookieMode::Never,
         Cookies::WhenFull => SynCookieMode::WhenFull,

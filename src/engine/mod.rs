@@ -120,7 +120,7 @@ impl StackConfig {
             max_events: 65536,
             seed,
             isn_key: None,
-            compact_after: Some(Duration::from_secs(1)),
+            compact_after: Some(Duration::from_millis(100)),
         }
     }
 
