@@ -17,6 +17,8 @@ pub use counters::{Counters, Drop};
 
 use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
+
+use hashbrown::HashTable;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
@@ -330,6 +332,16 @@ struct IdleEntry {
     time_wait: bool,
 }
 
+/// The 4-tuple of the connection in slot `index`, live or compact.
+fn slot_tuple(slots: &[Slot], index: u32) -> Option<FourTuple> {
+    let tuple = |local: SocketAddrV4, remote| FourTuple { local_ip: *local.ip(), local_port: local.port(), remote };
+    match &slots.get(index as usize)?.body {
+        Body::Live(e) => Some(e.tuple()),
+        Body::Idle(r) => Some(tuple(r.conn.local(), r.conn.remote())),
+        Body::Free => None,
+    }
+}
+
 impl Entry {
     /// The 4-tuple the table files the connection under.
     fn tuple(&self) -> FourTuple {
@@ -382,7 +394,12 @@ pub struct Stack {
     sweep_cursor: usize,
     /// Connections kept compact now.
     idle: usize,
-    table: HashMap<FourTuple, u32, KeyedHasher>,
+    /// 4-tuple → slot index. Only the index is kept (4 bytes a bucket, where a tuple and an index take 16): a probe
+    /// reads the tuple back from the slot it names, which the segment's processing reads next anyway. A million
+    /// connections cost 8 MB of buckets rather than 32.
+    table: HashTable<u32>,
+    /// Hashes the table's tuples (and the ephemeral ports' per-destination offsets).
+    hasher: KeyedHasher,
     listeners: HashMap<u16, Listener>,
     neighbors: HashMap<Ipv4Addr, EthernetAddress, KeyedHasher>,
     wheel: TimerWheel<u32>,
@@ -419,7 +436,8 @@ impl Stack {
             entry_pool: Vec::new(),
             sweep_cursor: 0,
             idle: 0,
-            table: HashMap::with_capacity_and_hasher(max, hasher),
+            table: HashTable::with_capacity(max),
+            hasher,
             listeners: HashMap::new(),
             neighbors: HashMap::with_capacity_and_hasher(cfg.max_neighbors, hasher),
             wheel: TimerWheel::new(max, now.total_millis()),
@@ -573,13 +591,13 @@ impl Stack {
     fn free_port(&mut self, ip: Ipv4Addr, remote: SocketAddrV4) -> Option<u16> {
         let (lo, hi) = (*self.cfg.ephemeral_ports.start(), *self.cfg.ephemeral_ports.end());
         let span = u32::from(hi.saturating_sub(lo)) + 1;
-        let offset = self.table.hasher().hash_one((ip, remote)) as u32;
+        let offset = self.hasher.hash_one((ip, remote)) as u32;
         let start = offset.wrapping_add(self.next_port) % span;
         let port = |i: u32| lo + ((start + i) % span) as u16;
         let taken = (0..span).find(|&i| {
             let p = port(i);
             !self.listeners.contains_key(&p)
-                && !self.table.contains_key(&FourTuple { local_ip: ip, local_port: p, remote })
+                && self.lookup(&FourTuple { local_ip: ip, local_port: p, remote }).is_none()
                 && self.cfg.port_filter.as_ref().is_none_or(|f| (f.0)(SocketAddrV4::new(ip, p), remote))
         })?;
         self.next_port = self.next_port.wrapping_add(taken + 1);
@@ -845,7 +863,7 @@ impl Stack {
         tx: &mut dyn Transmit,
     ) {
         let tuple = FourTuple { local_ip: dst, local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
-        if let Some(&index) = self.table.get(&tuple) {
+        if let Some(index) = self.lookup(&tuple) {
             self.wake(index);
             let e = self.slots[index as usize].live_mut().expect("table points at a connection");
             let time_wait = e.conn.state() == State::TimeWait;
@@ -1159,7 +1177,9 @@ impl Stack {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.table.insert(tuple, index);
+        let hash = self.hasher.hash_one(tuple);
+        let (slots, hasher) = (&self.slots, self.hasher);
+        self.table.insert_unique(hash, index, |&i| slot_tuple(slots, i).map_or(0, |t| hasher.hash_one(t)));
         self.counters.conns_opened += 1;
         ConnId { index, generation: self.slots[index as usize].generation }
     }
@@ -1181,10 +1201,16 @@ impl Stack {
             e.time_wait = false;
             self.time_wait -= 1;
         }
-        let tuple = e.tuple();
-        if self.table.get(&tuple) == Some(&index) {
-            self.table.remove(&tuple);
+        let hash = self.hasher.hash_one(e.tuple());
+        if let Ok(found) = self.table.find_entry(hash, |&i| i == index) {
+            found.remove();
         }
+    }
+
+    /// The slot filed under `tuple`.
+    fn lookup(&self, tuple: &FourTuple) -> Option<u32> {
+        let slots = &self.slots;
+        self.table.find(self.hasher.hash_one(tuple), |&i| slot_tuple(slots, i).as_ref() == Some(tuple)).copied()
     }
 
     /// Frees the slot; handles to it go stale.
@@ -1440,13 +1466,25 @@ mod tests {
     }
 
     /// What an idle connection costs once compacted: its slot, the boxed compact record with the engine's few
-    /// fields beside it, and its entry in the 4-tuple table (key, slot index and hashbrown's control byte; the
+    /// fields beside it, and its bucket in the 4-tuple table (the slot index and hashbrown's control byte; the
     /// load factor and the allocator's rounding come on top).
     #[test]
     fn a_compacted_connection_fits_its_memory_budget() {
         let idle = core::mem::size_of::<IdleEntry>();
-        assert!(idle <= 216, "size_of::<IdleEntry>() is {idle} bytes, over its budget of 216");
-        let total = core::mem::size_of::<Slot>() + idle + core::mem::size_of::<(FourTuple, u32)>() + 1;
-        assert!(total <= 257, "an idle connection takes {total} bytes, over its budget of 257");
+        assert!(idle <= 200, "size_of::<IdleEntry>() is {idle} bytes, over its budget of 200");
+        let total = core::mem::size_of::<Slot>() + idle + core::mem::size_of::<u32>() + 1;
+        assert!(total <= 229, "an idle connection takes {total} bytes, over its budget of 229");
+    }
+
+    /// The 4-tuple table holds slot indices only: with room for 2^20 connections it takes about 10 bytes for each
+    /// (a 4-byte bucket and a control byte, at most 8/7 of the buckets in use), where keeping the tuples took 34.
+    #[test]
+    fn the_connection_table_keeps_indices_not_tuples() {
+        let max = 1 << 20;
+        let mut cfg = StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 1), 1);
+        cfg.max_connections = max;
+        let stack = Stack::new(cfg, Instant::ZERO);
+        let per = stack.table.allocation_size() / max;
+        assert!(per <= 12, "the table takes {per} bytes per connection it has room for");
     }
 }

@@ -1960,6 +1960,13 @@ impl Connection {
     }
 
     fn rtt_sample_on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        // The segment Karn's algorithm times is acknowledged: the timing ends whichever way the sample is taken.
+        // (With timestamps it would otherwise stay set from the SYN on, and an ACK without them would measure the
+        // whole connection's age.)
+        let karn = self.rtt_timing().filter(|&(timed, _)| seg.ack_number.diff(timed) > 0);
+        if karn.is_some() {
+            self.set_rtt_timing(None);
+        }
         if self.ts_enabled {
             if let Some((_, tsecr)) = seg.options.timestamp {
                 // Karn's rule for timestamps: a receiver that got a duplicate echoes the TS.Recent of an earlier
@@ -1975,11 +1982,8 @@ impl Connection {
                 }
             }
         }
-        if let Some((timed, sent_at)) = self.rtt_timing() {
-            if seg.ack_number.diff(timed) > 0 {
-                self.rtt.sample(now - sent_at, self.cfg.rto_min, self.cfg.rto_max);
-                self.set_rtt_timing(None);
-            }
+        if let Some((_, sent_at)) = karn {
+            self.rtt.sample(now - sent_at, self.cfg.rto_min, self.cfg.rto_max);
         }
     }
 

@@ -28,6 +28,12 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// RFC 6298 §2.3: SRTT + max(G, 4·RTTVAR), within `[min, max]`.
+fn rto_nanos(srtt_nanos: u64, rttvar_nanos: u64, min: Duration, max: Duration) -> u64 {
+    let rto = srtt_nanos.saturating_add(GRANULARITY_NANOS.max(rttvar_nanos.saturating_mul(4)));
+    rto.clamp(nanos(min), nanos(max))
+}
+
 impl RttEstimator {
     /// Before any sample the RTO is `initial` (RFC 6298 §2.1: 1 s), clamped to `[min, max]`.
     pub fn new(initial: Duration, min: Duration, max: Duration) -> RttEstimator {
@@ -40,8 +46,22 @@ impl RttEstimator {
         (self.srtt_nanos, self.rttvar_nanos, self.rto_nanos, self.backoff)
     }
 
-    /// The estimator [`RttEstimator::parts`] described.
-    pub(crate) fn from_parts(srtt_nanos: u64, rttvar_nanos: u64, rto_nanos: u64, backoff: u32) -> RttEstimator {
+    /// The estimator with this SRTT, RTTVAR and backoff, its RTO worked out as [`RttEstimator::new`] and
+    /// [`RttEstimator::sample`] work it out (so a compact record need not keep it: the two agree unless the bounds
+    /// changed since the last sample, which the record's maker checks).
+    pub(crate) fn from_samples(
+        srtt_nanos: u64,
+        rttvar_nanos: u64,
+        backoff: u32,
+        initial: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> RttEstimator {
+        let rto_nanos = if srtt_nanos == NO_SAMPLE {
+            nanos(initial.clamp(min, max))
+        } else {
+            rto_nanos(srtt_nanos, rttvar_nanos, min, max)
+        };
         RttEstimator { srtt_nanos, rttvar_nanos, rto_nanos, backoff }
     }
 
@@ -59,8 +79,7 @@ impl RttEstimator {
             self.rttvar_nanos = self.rttvar_nanos.saturating_mul(3).saturating_add(delta) / 4;
             self.srtt_nanos = (srtt.saturating_mul(7).saturating_add(r) / 8).min(NO_SAMPLE - 1);
         }
-        let rto = self.srtt_nanos.saturating_add(GRANULARITY_NANOS.max(self.rttvar_nanos.saturating_mul(4)));
-        self.rto_nanos = rto.clamp(nanos(min), nanos(max));
+        self.rto_nanos = rto_nanos(self.srtt_nanos, self.rttvar_nanos, min, max);
         self.backoff = 0;
     }
 

@@ -48,13 +48,11 @@ pub struct Compact {
     bytes: [u64; 2],
     /// Segments in and out (a connection past 2³² of either is not compacted).
     segs: [u32; 2],
-    /// The RTT estimator's SRTT, RTTVAR and RTO in nanoseconds, exact.
-    rtt_nanos: [u64; 3],
+    /// The RTT estimator's SRTT and RTTVAR in nanoseconds, exact (its RTO follows from them and the settings).
+    rtt_nanos: [u64; 2],
     /// The deadlines of the two timers that may run, keep-alive's and the close timer's (FIN_WAIT_2, TIME_WAIT),
     /// [`NO_DEADLINE`] where one does not. (Keep-alive's may outlive ESTABLISHED: it fires to no effect.)
     deadlines: [Instant; 2],
-    /// When the segment timed without timestamps was sent (Karn), [`NO_DEADLINE`] if none is.
-    rtt_sent_at: Instant,
     local_ip: u32,
     remote_ip: u32,
     iss: u32,
@@ -155,7 +153,11 @@ impl Connection {
             && self.retries <= u32::from(u8::MAX)
             && self.probes <= u32::from(u8::MAX)
             && self.rtt.backoff() <= u32::from(u8::MAX)
-            && self.cc.is_quiescent(self.smss);
+            && self.cc.is_quiescent(self.smss)
+            // Nothing is being timed (all sent is acknowledged, so only an ACK lost on the way could leave it), and
+            // the RTO is what SRTT, RTTVAR and the settings give: the record keeps neither.
+            && self.rtt_sent_at == NO_DEADLINE
+            && self.rebuilt_rtt(self.rtt.parts().0, self.rtt.parts().1, self.rtt.backoff()).parts() == self.rtt.parts();
         state_ok && timers_ok && flight_ok && buffers_ok && nothing_owed && fits && self.scoreboard.is_none()
     }
 
@@ -184,6 +186,12 @@ impl Connection {
         Some(self.pack(rare, cubic))
     }
 
+    /// The estimator a record with these values rebuilds.
+    fn rebuilt_rtt(&self, srtt: u64, rttvar: u64, backoff: u32) -> RttEstimator {
+        let cfg = &self.cfg;
+        RttEstimator::from_samples(srtt, rttvar, backoff, cfg.rto_initial, cfg.rto_min, cfg.rto_max)
+    }
+
     fn runs(&self, kind: TimerKind) -> bool {
         self.timers[kind as usize] != NO_DEADLINE
     }
@@ -205,7 +213,7 @@ impl Connection {
             | bit(self.cc.algorithm() == Algorithm::Cubic, CUBIC)
             | bit(self.ts_at_rto.is_some(), TS_AT_RTO)
             | bit(self.peer_fin.is_some(), PEER_FIN);
-        let (srtt, rttvar, rto, backoff) = self.rtt.parts();
+        let (srtt, rttvar, _, backoff) = self.rtt.parts();
         let (cwnd, ssthresh, recover, avoidance_acked) = self.cc.parts();
         Compact {
             cfg: Arc::clone(&self.cfg),
@@ -213,9 +221,8 @@ impl Connection {
             cubic,
             bytes: [self.traffic.bytes_in, self.traffic.bytes_out],
             segs: [self.traffic.segs_in as u32, self.traffic.segs_out as u32],
-            rtt_nanos: [srtt, rttvar, rto],
+            rtt_nanos: [srtt, rttvar],
             deadlines: [self.timers[TimerKind::Keepalive as usize], self.timers[TimerKind::Close as usize]],
-            rtt_sent_at: self.rtt_sent_at,
             local_ip: u32::from(*self.local.ip()),
             remote_ip: u32::from(*self.remote.ip()),
             iss: self.iss.0,
@@ -261,7 +268,9 @@ impl Connection {
         let mut timers = [NO_DEADLINE; 5];
         [timers[TimerKind::Keepalive as usize], timers[TimerKind::Close as usize]] = c.deadlines;
         let snd_una = SeqNumber(c.snd_una);
-        let [srtt, rttvar, rto] = c.rtt_nanos;
+        let [srtt, rttvar] = c.rtt_nanos;
+        let rtt =
+            RttEstimator::from_samples(srtt, rttvar, u32::from(c.backoff), cfg.rto_initial, cfg.rto_min, cfg.rto_max);
         Connection {
             nodelay: flag(NODELAY),
             state: STATES[usize::from(c.state)],
@@ -304,9 +313,9 @@ impl Connection {
             fin_acked: flag(FIN_ACKED),
             peer_fin: flag(PEER_FIN).then_some(SeqNumber(c.peer_fin)),
             peer_fin_received: flag(PEER_FIN_RECEIVED),
-            rtt: RttEstimator::from_parts(srtt, rttvar, rto, u32::from(c.backoff)),
+            rtt,
             rtt_timed: SeqNumber(c.rtt_timed),
-            rtt_sent_at: c.rtt_sent_at,
+            rtt_sent_at: NO_DEADLINE,
             cc: Congestion::from_parts(
                 algorithm,
                 c.cubic,
