@@ -250,7 +250,7 @@ impl Snapshot {
         let connections = connections_max.map(|max| {
             let list: Vec<ConnectionInfo> =
                 stack.connections().take(max).map(|(_, c)| ConnectionInfo::of(&c)).collect();
-            omitted = stack.connections().count().saturating_sub(list.len()) as u64;
+            omitted = stack.slots_in_use().saturating_sub(list.len()) as u64;
             list
         });
         Snapshot {
