@@ -236,6 +236,10 @@ struct FourTuple {
 }
 
 impl FourTuple {
+    fn of(local: SocketAddrV4, remote: SocketAddrV4) -> FourTuple {
+        FourTuple { local_ip: *local.ip(), local_port: local.port(), remote }
+    }
+
     fn local(&self) -> SocketAddrV4 {
         SocketAddrV4::new(self.local_ip, self.local_port)
     }
@@ -334,10 +338,9 @@ struct IdleEntry {
 
 /// The 4-tuple of the connection in slot `index`, live or compact.
 fn slot_tuple(slots: &[Slot], index: u32) -> Option<FourTuple> {
-    let tuple = |local: SocketAddrV4, remote| FourTuple { local_ip: *local.ip(), local_port: local.port(), remote };
     match &slots.get(index as usize)?.body {
         Body::Live(e) => Some(e.tuple()),
-        Body::Idle(r) => Some(tuple(r.conn.local(), r.conn.remote())),
+        Body::Idle(r) => Some(FourTuple::of(r.conn.local(), r.conn.remote())),
         Body::Free => None,
     }
 }
@@ -345,8 +348,7 @@ fn slot_tuple(slots: &[Slot], index: u32) -> Option<FourTuple> {
 impl Entry {
     /// The 4-tuple the table files the connection under.
     fn tuple(&self) -> FourTuple {
-        let local = self.conn.local();
-        FourTuple { local_ip: *local.ip(), local_port: local.port(), remote: self.conn.remote() }
+        FourTuple::of(self.conn.local(), self.conn.remote())
     }
 
     /// The listening port, for a passive open.

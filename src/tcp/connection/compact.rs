@@ -37,6 +37,11 @@ const TS_AT_RTO: u16 = 1 << 12;
 /// `peer_fin` is `Some`.
 const PEER_FIN: u16 = 1 << 13;
 
+/// The estimator a record with these values rebuilds: its RTO worked out from them and the settings.
+fn rebuilt_rtt(cfg: &Config, srtt: u64, rttvar: u64, backoff: u32) -> RttEstimator {
+    RttEstimator::from_samples(srtt, rttvar, backoff, cfg.rto_initial, cfg.rto_min, cfg.rto_max)
+}
+
 /// A quiescent [`Connection`] (see [`Connection::compactable`]), packed. Made by [`Connection::compact`] or
 /// [`Connection::into_compact`], turned back by [`Connection::from_compact`].
 #[derive(Debug, Clone)]
@@ -157,7 +162,10 @@ impl Connection {
             // Nothing is being timed (all sent is acknowledged, so only an ACK lost on the way could leave it), and
             // the RTO is what SRTT, RTTVAR and the settings give: the record keeps neither.
             && self.rtt_sent_at == NO_DEADLINE
-            && self.rebuilt_rtt(self.rtt.parts().0, self.rtt.parts().1, self.rtt.backoff()).parts() == self.rtt.parts();
+            && {
+                let (srtt, rttvar, _, backoff) = self.rtt.parts();
+                rebuilt_rtt(&self.cfg, srtt, rttvar, backoff).parts() == self.rtt.parts()
+            };
         state_ok && timers_ok && flight_ok && buffers_ok && nothing_owed && fits && self.scoreboard.is_none()
     }
 
@@ -184,12 +192,6 @@ impl Connection {
         }
         let (rare, cubic) = (self.rare.take(), self.cc.take_cubic_curve());
         Some(self.pack(rare, cubic))
-    }
-
-    /// The estimator a record with these values rebuilds.
-    fn rebuilt_rtt(&self, srtt: u64, rttvar: u64, backoff: u32) -> RttEstimator {
-        let cfg = &self.cfg;
-        RttEstimator::from_samples(srtt, rttvar, backoff, cfg.rto_initial, cfg.rto_min, cfg.rto_max)
     }
 
     fn runs(&self, kind: TimerKind) -> bool {
@@ -269,8 +271,7 @@ impl Connection {
         [timers[TimerKind::Keepalive as usize], timers[TimerKind::Close as usize]] = c.deadlines;
         let snd_una = SeqNumber(c.snd_una);
         let [srtt, rttvar] = c.rtt_nanos;
-        let rtt =
-            RttEstimator::from_samples(srtt, rttvar, u32::from(c.backoff), cfg.rto_initial, cfg.rto_min, cfg.rto_max);
+        let rtt = rebuilt_rtt(&cfg, srtt, rttvar, u32::from(c.backoff));
         Connection {
             nodelay: flag(NODELAY),
             state: STATES[usize::from(c.state)],
