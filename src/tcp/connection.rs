@@ -21,6 +21,8 @@ use crate::wire::{SeqNumber, TcpFlags, TcpOptions, TcpRepr};
 mod compact;
 pub use compact::Compact;
 
+/// RFC 8985 §7.2's WCDelAckT: how long a peer may hold the ACK of a lone segment.
+const WORST_CASE_DELAYED_ACK: Duration = Duration::from_millis(200);
 /// The MSS assumed when the peer's SYN carries none (RFC 9293 §3.7.1).
 const DEFAULT_PEER_MSS: usize = 536;
 /// Bytes the timestamp option takes in every segment once negotiated (NOP, NOP, kind 8).
@@ -1217,13 +1219,14 @@ impl Connection {
             )
     }
 
-    /// The probe timeout (RFC 8985 §7.2): 2·SRTT, plus the peer's likely delayed-ACK time when one segment is out
-    /// (taken as ours), at least 10 ms, never past the RTO.
+    /// The probe timeout (RFC 8985 §7.2): 2·SRTT, plus the worst-case delayed-ACK time when one segment is out
+    /// (WCDelAckT, 200 ms, or ours if longer: Linux may hold the ACK of a lone segment, a FIN above all, that long,
+    /// and a probe before it would resend what arrived), at least 10 ms, never past the RTO.
     fn probe_timeout(&self) -> Duration {
         let Some(srtt) = self.rtt.srtt() else { return self.rto() };
         let mut pto = srtt * 2;
         if self.snd_max - self.snd_una <= self.send_mss() {
-            pto += self.cfg.delayed_ack;
+            pto += self.cfg.delayed_ack.max(WORST_CASE_DELAYED_ACK);
         }
         pto.max(Duration::from_millis(10)).min(self.rto())
     }
