@@ -24,10 +24,13 @@ TITLES = {
     "cps": "new connection per request (64 B answer)",
     "http-16": "HTTP keep-alive, 600 B body, 16 connections",
     "http-64": "HTTP keep-alive, 600 B body, 64 connections",
-    "bulk": "bulk: 1 conn., 1 MiB echoed (each way)",
+    "bulk": "bulk: 1 conn., 1 GiB one way",
+    "bulk-echo": "bulk: 1 conn., 1 MiB echoed (each way)",
     "wrk-16": "HTTP 600 B, 16 conn., wrk: xtcp http / nginx",
     "raw-1": "AF_XDP alone, no TCP: 1 frame in flight",
     "raw-64": "AF_XDP alone, no TCP: 64 frames in flight",
+    "raw-stream-64": "AF_XDP alone, no TCP: streaming 64-byte frames",
+    "raw-stream-1514": "AF_XDP alone, no TCP: streaming 1514-byte frames",
     "hold-100k": "echo 64 B, 64 conn., 100k more held idle",
     "hold-1m": "echo 64 B, 64 conn., 1M more held idle",
 }
@@ -77,17 +80,25 @@ def is_raw(key):
 FLOORS = {"echo-1": 0.8, "echo-64": 1.4, "cps": 2.5}
 
 
+# Bytes per request of the bulk workloads (scripts/bench.sh).
+BULK_BYTES = {"bulk": 1 << 30, "bulk-echo": 1 << 20}
+
+
+def is_bulk(key):
+    return key in BULK_BYTES
+
+
 def rate(key, report):
-    """The workload's headline number: Gbit/s each way for bulk, requests (= transactions, connections) per second
-    otherwise."""
-    if key == "bulk":
-        sent = report["completed"] * 1048576 * 8
+    """The workload's headline number: Gbit/s (one way for bulk, each way for bulk-echo), requests (= transactions,
+    connections) per second otherwise."""
+    if is_bulk(key):
+        sent = report["completed"] * BULK_BYTES[key] * 8
         return sent / report["elapsed_us"] / 1e3 if report["elapsed_us"] else 0.0
     return report["requests_per_sec"]
 
 
 def unit(key):
-    return "Gbit/s" if key == "bulk" else ("conn./s" if key == "cps" else "trans./s")
+    return "Gbit/s" if is_bulk(key) else ("conn./s" if key == "cps" else "trans./s")
 
 
 def machine(args):
@@ -153,7 +164,7 @@ def table(runs):
                 lines.append(f"{title:<46} {label:<7} {'failed':>14}")
                 continue
             v = rate(key, x)
-            shown = f"{v:,.2f}" if key == "bulk" else f"{v:,.0f}"
+            shown = f"{v:,.2f}" if is_bulk(key) else f"{v:,.0f}"
             lat = x["latency"]
             errors = x["errors"] if isinstance(x["errors"], int) else sum(x["errors"].values())
             lines.append(
@@ -193,6 +204,14 @@ def table(runs):
             if x is None:
                 lines.append(f"{TITLES.get(k, k):<46} {'':<7} {'failed':>14}")
                 continue
+            if "p50_us" not in x:
+                # Streaming: frames/s that arrived, and the frames' Gbit/s.
+                lost = max(x["sent"] - x["frames"], 0)
+                lines.append(
+                    f"{TITLES.get(k, k):<46} {'':<7} {x['frames_per_sec']:>14,.0f} {x['gbit_per_sec']:>5.2f} Gb "
+                    f"{'—':>7} {'—':>7} {lost:>7}"
+                )
+                continue
             lines.append(
                 f"{TITLES.get(k, k):<46} {'':<7} {x['frames_per_sec']:>14,.0f} {'':<8} {x['p50_us']:>7} "
                 f"{x['p99_us']:>7} {x['lost']:>7}"
@@ -208,7 +227,7 @@ def markdown(runs):
         if is_raw(key) or "xdp" not in r or "kernel" not in r:
             continue
         x, k = r["xdp"], r["kernel"]
-        show = (lambda v: f"{v:.2f} {unit(key)}") if key == "bulk" else (lambda v: f"{v:,.0f} {unit(key)}")
+        show = (lambda v: f"{v:.2f} {unit(key)}") if is_bulk(key) else (lambda v: f"{v:,.0f} {unit(key)}")
         out.append(
             f"| {TITLES.get(key, key)} | {show(rate(key, x))} | {show(rate(key, k))} | **{ratio_of(key, r):.2f}×** | "
             f"{x['latency']['p50_us']} / {k['latency']['p50_us']} | {x['latency']['p99_us']} / {k['latency']['p99_us']} |"
@@ -231,6 +250,9 @@ def markdown(runs):
         out += ["", "| AF_XDP alone (`xtcp reflect`, no TCP) | frames/s | p50 µs | p99 µs |", "| --- | --- | --- | --- |"]
         for k in raw:
             x = runs[k]["xdp"]
+            if "p50_us" not in x:
+                out.append(f"| {TITLES.get(k, k)} | {x['frames_per_sec']:,.0f} ({x['gbit_per_sec']:.2f} Gbit/s) | — | — |")
+                continue
             out.append(f"| {TITLES.get(k, k)} | {x['frames_per_sec']:,.0f} | {x['p50_us']} | {x['p99_us']} |")
     return "\n".join(out) + "\n"
 

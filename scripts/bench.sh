@@ -15,7 +15,7 @@
 #   BENCH_REPEATS=1 scripts/bench.sh      # each workload once (default 3: the pair with the median ratio is kept)
 #   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
-#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, http-N, cps, bulk, raw-N, wrk-N, hold-N)
+#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, http-N, cps, bulk, bulk-echo, raw-N, raw-stream-B, wrk-N, hold-N)
 #   scripts/bench.sh --soak [SECS]        # only the soak (default 600 s): `xtcp http` under new-connection-per-request
 #                                         # load with TIME_WAIT on; fails on any load error (a port or table that ran
 #                                         # out) or when either process's memory grew past the first minute's
@@ -73,7 +73,7 @@ if [ "$quick" -eq 1 ]; then
 else
     secs=${BENCH_SECS:-5}
     warmup=1s
-    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 cps http-16 http-64 bulk raw-1 raw-64 hold-100k hold-1m"}
+    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 cps http-16 http-64 bulk bulk-echo raw-1 raw-64 raw-stream-64 raw-stream-1514 hold-100k hold-1m"}
     # wrk against xtcp http and against nginx, when nginx is installed (apt-get install nginx-light).
     if [ -z "${BENCH_ONLY:-}" ] && command -v nginx >/dev/null; then workloads="$workloads wrk-16"; fi
 fi
@@ -168,8 +168,11 @@ measure() {
     shift
     serve "$stack" "${server_args[@]}"
     echo "== $key, $stack on both ends (run $rep of $repeats)" >&2
+    # A run of a set number of requests (--requests) brings its own limit and warm-up.
+    local limit=(--duration "${secs}s" --warmup "$warmup")
+    [[ " $* " == *" --requests "* ]] && limit=()
     if ! ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" "$bin" load --stack "$stack" --iface "$IF_KERNEL" \
-        --duration "${secs}s" --warmup "$warmup" --json "$@" >"$out.json" 2>"$out.err"; then
+        "${limit[@]}" --json "$@" >"$out.json" 2>"$out.err"; then
         echo "warning: $key on $stack failed: $(tail -1 "$out.err")" >&2
         rm -f "$out.json"
     fi
@@ -305,12 +308,15 @@ run() {
             measure "$key" "$stack" http --port 8080 --body-bytes 64 -- --target "$IP_XTCP:8080" --mode http \
                 --connections 16 --new-connection-per-request ;;
         raw-*)
-            # The AF_XDP ceiling, no TCP (xtcp only): frames bounced by `xtcp reflect`, N in flight.
+            # The AF_XDP ceiling, no TCP (xtcp only): frames bounced by `xtcp reflect`, N in flight; or raw-stream-B:
+            # B-byte frames streamed one way and counted by the reflector.
             [ "$stack" = xdp ] || return 0
             serve_raw
-            echo "== $key: frames ping-ponged through xtcp reflect, no TCP" >&2
+            local how=(--in-flight "${key#raw-}")
+            [[ "$key" == raw-stream-* ]] && how=(--stream --frame-bytes "${key#raw-stream-}")
+            echo "== $key: frames through xtcp reflect, no TCP" >&2
             if ! ip netns exec "$NS_KERNEL" taskset -c "$client_cpu" "$bin" reflect --iface "$IF_KERNEL" --port 9001 \
-                --ping "$IP_XTCP:9000" --in-flight "${key#raw-}" --duration "${secs}s" --json \
+                --ping "$IP_XTCP:9000" "${how[@]}" --duration "${secs}s" --json \
                 >"$work/$key-xdp-$rep.json" 2>"$work/$key-xdp-$rep.err"; then
                 echo "warning: $key failed: $(tail -1 "$work/$key-xdp-$rep.err")" >&2
                 rm -f "$work/$key-xdp-$rep.json"
@@ -333,6 +339,10 @@ run() {
             stop_server ;;
         hold-*) hold "$key" "$stack" ;;
         bulk)
+            # One connection, 1 GiB one way to a discard server, timed until the server's FIN says it read it all.
+            measure "$key" "$stack" echo --discard --port 7007 -- --target "$IP_XTCP:7007" --mode send \
+                --connections 1 --message-bytes 1GiB --requests 1 --warmup 0s --timeout 60s ;;
+        bulk-echo)
             # One connection, 1 MiB messages echoed back: as many bytes each way as fit.
             measure "$key" "$stack" "${echo_srv[@]}" -- --target "$IP_XTCP:7007" --mode echo \
                 --connections 1 --message-bytes 1048576 ;;

@@ -56,6 +56,9 @@ enum Command {
         /// The port to listen on.
         #[arg(long, default_value_t = 7)]
         port: u16,
+        /// Read and drop instead of echoing (a discard server, RFC 863): the far end of `xtcp load --mode send`.
+        #[arg(long)]
+        discard: bool,
     },
     /// HTTP/1.1 server: a fixed body (or a directory of static files) for GET and HEAD, keep-alive, pipelining.
     Http {
@@ -122,8 +125,11 @@ fn main() -> ExitCode {
             };
             ("demo", xtcp::app::demo::run(&opts, &mut std::io::stdout().lock()).map_err(|e| e.to_string()))
         }
-        Command::Echo { net, port } => {
+        Command::Echo { net, port, discard: false } => {
             ("echo", cli::serve::serve("echo", &net, port, || xtcp::app::echo::Echo::new(port)))
+        }
+        Command::Echo { net, port, discard: true } => {
+            ("echo", cli::serve::serve("echo", &net, port, || xtcp::app::echo::Echo::discard(port)))
         }
         Command::Http { net, port, body_bytes, dir, max_requests_per_connection, max_header_bytes } => {
             ("http", http(&net, port, body_bytes, dir, max_requests_per_connection, max_header_bytes))

@@ -365,6 +365,55 @@ impl App for CorruptEcho {
     }
 }
 
+fn send_config(connections: u32, requests: u64, message_bytes: u64) -> LoadConfig {
+    LoadConfig {
+        mode: LoadMode::Send { message_bytes },
+        connections,
+        limit: LoadLimit::Requests { requests },
+        ..LoadConfig::new(SocketAddrV4::new(common::SERVER_IP, ECHO_PORT))
+    }
+}
+
+#[test]
+fn one_way_sends_complete_when_the_discard_server_has_read_everything() {
+    // Three transfers of 1 MiB (many times the send buffer), one connection each, two at a time.
+    let (mut w, ctl) = world(11);
+    let mut load = Load::new(send_config(2, 3, 1 << 20)).unwrap();
+    let mut server = Echo::discard(ECHO_PORT);
+    let finished = drive(&mut w, &ctl, &mut load, &mut server, Instant::from_secs(600), |_, _| {});
+    assert!(finished, "{}", load.report().to_text());
+    let r = load.report();
+    assert_eq!((r.completed, r.failed, r.errors.total()), (3, 0, 0), "{}", r.to_text());
+    // One connection per transfer (a spare one may open while the last transfer is being issued; it closes unused).
+    assert!((3..=4).contains(&r.connections_opened), "{}", r.to_text());
+    assert_eq!(r.bytes_sent, 3 << 20);
+    assert_eq!(r.bytes_received, 0);
+    // Completion waited for the server to read it all: every byte sent was discarded by then.
+    assert_eq!(server.discarded, 3 << 20);
+    assert_eq!(server.accepted, r.connections_opened);
+    // A transfer takes at least the bytes' time on the simulated link's window of round trips, never zero.
+    assert!(r.latency.min_us >= 2 * LATENCY.as_micros() as u64, "{}", r.to_text());
+    // Both ends closed in order.
+    let finished = w.run(Instant::from_secs(600), |stacks, _| stacks.iter().all(|s| s.slots_in_use() == 0));
+    assert!(finished);
+    for s in &w.stacks {
+        assert_eq!(s.counters().rst_sent, 0);
+    }
+}
+
+#[test]
+fn a_server_that_answers_a_one_way_send_is_a_bad_response() {
+    // An echo server sends the bytes back: a discard server never says anything.
+    let (mut w, ctl) = world(12);
+    let mut load = Load::new(LoadConfig { reconnects_max: 2, ..send_config(1, 5, 4096) }).unwrap();
+    let mut server = Echo::new(ECHO_PORT);
+    let finished = drive(&mut w, &ctl, &mut load, &mut server, Instant::from_secs(60), |_, _| {});
+    assert!(finished, "{}", load.report().to_text());
+    let r = load.report();
+    assert_eq!(r.errors.bad_response, 3, "{}", r.to_text());
+    assert_eq!(r.completed, 0);
+}
+
 #[test]
 fn wrong_echo_bytes_are_bad_responses_and_the_connection_is_replaced() {
     let (mut w, ctl) = world(10);

@@ -398,6 +398,70 @@ fn the_pcap_of_xtcp_echo_is_read_back_by_tcpdump() {
     assert!(dump.contains("length 7"), "the 7 payload bytes each way: {dump}");
 }
 
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn one_way_bulk_reaches_discard_servers_whole_and_the_reflector_counts_a_stream() {
+    let ns = Netns::up("pbulk");
+    let ip = ns.var("IP_XTCP").to_owned();
+    // xtcp's discard server, sent 64 MiB by xtcp over AF_XDP and by the kernel's TCP: each transfer completes only
+    // once the server, having read it all, closes in turn.
+    let server = serve(&ns, &["echo", "--discard", "--port", "7009"]);
+    let target = format!("{ip}:7009");
+    let send =
+        ["--target", &target, "--mode", "send", "--message-bytes", "64MiB", "--requests", "1", "--timeout", "60s"];
+    for stack in ["xdp", "kernel"] {
+        let r = load(&ns, stack, &send);
+        assert_eq!((r["completed"].as_u64(), r["failed"].as_u64()), (Some(1), Some(0)), "{stack}: {r}");
+        assert_eq!(r["bytes_sent"], 64u64 << 20, "{stack}: {r}");
+        assert_eq!(r["bytes_received"], 0, "{stack}: {r}");
+    }
+    interrupt(server);
+
+    // A kernel discard server that counts what it read, sent 64 MiB by xtcp.
+    run(ns.in_ns("NS_XTCP", "ethtool").args(["-K", ns.var("IF_XTCP"), "tx", "off", "tso", "off", "gso", "off"]));
+    let script = format!(
+        "import socket\nl=socket.create_server(('{ip}',7010))\nprint('listening',flush=True)\nc,_=l.accept()\n\
+         n=0\nwhile True:\n    b=c.recv(1<<20)\n    if not b: break\n    n+=len(b)\nc.close()\nprint('read',n,flush=True)"
+    );
+    let mut py = ns.in_ns("NS_XTCP", "python3");
+    py.args(["-c", &script]);
+    let python = ChildGuard::spawn(py);
+    python.expect_line("listening", Duration::from_secs(10));
+    let target = format!("{ip}:7010");
+    let r = load(
+        &ns,
+        "xdp",
+        &["--target", &target, "--mode", "send", "--message-bytes", "64MiB", "--requests", "1", "--timeout", "60s"],
+    );
+    assert_eq!((r["completed"].as_u64(), r["failed"].as_u64()), (Some(1), Some(0)), "{r}");
+    assert_eq!(python.expect_line("read", Duration::from_secs(10)), format!("read {}", 64u64 << 20));
+
+    // The raw ceiling: the reflector bounces pings and counts a one-way stream of full frames.
+    let mut reflector = serve(&ns, &["reflect", "--port", "9000"]);
+    let reflect = |how: &[&str]| {
+        let out = run(ns
+            .in_kernel_ns(XTCP)
+            .args(["reflect", "--iface", ns.var("IF_KERNEL"), "--port", "9001", "--ping", &format!("{ip}:9000")])
+            .args(["--duration", "1s", "--json"])
+            .args(how));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    };
+    // (Rates are not asserted: this test shares two CPUs with the others, and a starved reflector is slow, not
+    // wrong.)
+    let ping = reflect(&["--in-flight", "4"]);
+    assert!(ping["frames"].as_u64().unwrap() > 0, "{ping}");
+    assert!(ping["p50_us"].as_u64().unwrap() > 0, "{ping}");
+    let stream = reflect(&["--stream", "--frame-bytes", "1514"]);
+    let (arrived, sent) = (stream["frames"].as_u64().unwrap(), stream["sent"].as_u64().unwrap());
+    assert!(arrived > 0 && arrived <= sent, "{stream}");
+    assert!(stream["gbit_per_sec"].as_f64().unwrap() > 0.0, "{stream}");
+    let _ = Command::new("kill").args(["-INT", &reflector.child.id().to_string()]).status();
+    let counted = reflector.expect_line("xtcp reflect:", Duration::from_secs(10));
+    let streamed = counted.split(", ").nth(1).and_then(|p| p.split(' ').next()).and_then(|n| n.parse::<u64>().ok());
+    assert!(streamed.is_some_and(|n| n >= arrived), "{counted}");
+    assert!(reflector.wait(Duration::from_secs(15)).success());
+}
+
 /// Runs `xtcp ARGS` and returns (exit code, stderr).
 fn xtcp(args: &[&str]) -> (i32, String) {
     let out = Command::new(XTCP).args(args).output().unwrap();

@@ -1,4 +1,5 @@
-//! The echo server: every byte received goes back, and the connection closes after the peer's does.
+//! The echo server: every byte received goes back, and the connection closes after the peer's does. As a discard
+//! server (RFC 863) it reads and drops instead: the receiving end of a one-way bulk transfer.
 
 use std::collections::HashSet;
 
@@ -11,21 +12,55 @@ use crate::time::Instant;
 pub struct Echo {
     port: u16,
     buf: Box<[u8]>,
+    /// Drop what arrives instead of sending it back.
+    discard: bool,
     /// Connections whose peer closed: we close once everything received has been echoed.
     draining: HashSet<ConnId>,
     /// Connections accepted so far.
     pub accepted: u64,
+    /// Discard server: bytes read and dropped so far.
+    pub discarded: u64,
 }
 
 impl Echo {
     /// An echo server for `port`.
     pub fn new(port: u16) -> Echo {
-        Echo { port, buf: vec![0; 64 * 1024].into_boxed_slice(), draining: HashSet::new(), accepted: 0 }
+        Echo {
+            port,
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            discard: false,
+            draining: HashSet::new(),
+            accepted: 0,
+            discarded: 0,
+        }
     }
 
-    /// Moves as much as the send buffer takes from the receive side to the send side.
+    /// A discard server for `port` (RFC 863): what arrives is read and dropped, and the connection closes after
+    /// the peer's does — so the peer's seeing our FIN means everything it sent was read.
+    pub fn discard(port: u16) -> Echo {
+        Echo { discard: true, ..Echo::new(port) }
+    }
+
+    /// Moves as much as the send buffer takes from the receive side to the send side (or drops it all).
     fn pump<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId) {
-        let drained = loop {
+        let drained = if self.discard {
+            loop {
+                match stack.recv(conn, &mut self.buf) {
+                    Ok(n @ 1..) => self.discarded += n as u64,
+                    _ => break true,
+                }
+            }
+        } else {
+            self.echo(stack, conn)
+        };
+        if drained && self.draining.remove(&conn) {
+            let _ = stack.close(conn);
+        }
+    }
+
+    /// Echoes what the send buffer takes; true when nothing is left to read.
+    fn echo<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId) -> bool {
+        loop {
             let room = stack.send_capacity(conn).min(self.buf.len());
             if room == 0 {
                 // A full send buffer stops the loop with bytes perhaps still waiting: the send that filled it armed
@@ -37,9 +72,6 @@ impl Echo {
                 break true;
             }
             let _ = stack.send(conn, &self.buf[..n]);
-        };
-        if drained && self.draining.remove(&conn) {
-            let _ = stack.close(conn);
         }
     }
 }

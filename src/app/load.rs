@@ -36,6 +36,8 @@ pub const CONNECTIONS_MAX: u32 = 1 << 22;
 pub const PIPELINE_DEPTH_MAX: u32 = 1024;
 /// The largest echo message.
 pub const MESSAGE_BYTES_MAX: u64 = 16 << 20;
+/// The largest one-way transfer (`LoadMode::Send`), bytes: nothing is held for it, the pattern is sent in chunks.
+pub const SEND_BYTES_MAX: u64 = 1 << 40;
 /// The largest HTTP request head we build (request line and headers).
 pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
 /// The largest HTTP response head we accept; a longer one is a bad response.
@@ -76,6 +78,12 @@ pub enum LoadMode {
     /// checked.
     Echo {
         /// Bytes per message.
+        message_bytes: u64,
+    },
+    /// One way: send `message_bytes` of the pattern on a new connection and close it; the request completes when
+    /// the server (a discard server, `xtcp echo --discard`) closes in turn, having read it all. Bulk transfer.
+    Send {
+        /// Bytes per connection.
         message_bytes: u64,
     },
     /// An HTTP/1.1 request; it completes at the end of the response body.
@@ -458,6 +466,8 @@ struct Conn {
     last_request_sent: bool,
     /// Listed in `Load::idle`.
     in_idle: bool,
+    /// Send: everything went and we closed our side.
+    fin_sent: bool,
 }
 
 impl Conn {
@@ -473,6 +483,7 @@ impl Conn {
             http: HttpRx::Head,
             last_request_sent: false,
             in_idle: false,
+            fin_sent: false,
         }
     }
 }
@@ -552,6 +563,12 @@ impl Load {
                 let pattern: Vec<u8> =
                     (0..PATTERN_PERIOD + SEND_CHUNK_BYTES).map(|i| (i % PATTERN_PERIOD) as u8).collect();
                 (pattern, *message_bytes, false, true)
+            }
+            LoadMode::Send { message_bytes } => {
+                check("message_bytes", *message_bytes, 1, SEND_BYTES_MAX)?;
+                let pattern: Vec<u8> =
+                    (0..PATTERN_PERIOD + SEND_CHUNK_BYTES).map(|i| (i % PATTERN_PERIOD) as u8).collect();
+                (pattern, *message_bytes, false, false)
             }
             LoadMode::Http { method, path, host, headers, keep_alive } => {
                 let req = http_request(method, path, host, headers, *keep_alive)?;
@@ -905,7 +922,7 @@ impl Load {
         while c.open && c.sent_bytes < c.queued_bytes {
             let left = c.queued_bytes - c.sent_bytes;
             let chunk = match self.cfg.mode {
-                LoadMode::Echo { .. } => {
+                LoadMode::Echo { .. } | LoadMode::Send { .. } => {
                     let off = (c.sent_bytes % PATTERN_PERIOD as u64) as usize;
                     let n = left.min(SEND_CHUNK_BYTES as u64) as usize;
                     &self.template[off..off + n]
@@ -922,6 +939,12 @@ impl Load {
             if n < chunk.len() {
                 // The send buffer is full: `Writable` brings us back.
                 break;
+            }
+        }
+        if let LoadMode::Send { .. } = self.cfg.mode {
+            // All of it handed over: our FIN follows it, and the server's FIN says it read everything.
+            if c.open && !c.fin_sent && c.last_request_sent && c.sent_bytes == c.queued_bytes {
+                c.fin_sent = stack.close(id).is_ok();
             }
         }
     }
@@ -985,6 +1008,8 @@ impl Load {
             let ok = match self.cfg.mode {
                 LoadMode::Echo { .. } => self.echo_input(id, n, now),
                 LoadMode::Http { .. } => self.http_input(id, n, now),
+                // A discard server says nothing.
+                LoadMode::Send { .. } => false,
             };
             if !ok {
                 self.fail(stack, id, ErrorKind::BadResponse, true, now);
@@ -1249,6 +1274,17 @@ impl<S: Sockets + ?Sized> App<S> for Load {
                     return;
                 }
                 let Some(c) = self.conns.get_mut(&id) else { return };
+                if c.fin_sent {
+                    // Send: the server closed after our FIN, so it read everything we sent.
+                    if let Some(mut c) = self.conns.remove(&id) {
+                        if let Some(req) = c.outstanding.pop_front() {
+                            self.complete(req, true, now);
+                        }
+                        self.recycle(c);
+                    }
+                    self.top_up(stack, now);
+                    return;
+                }
                 if let HttpRx::UntilClose { status } = c.http {
                     c.http = HttpRx::Head;
                     c.last_request_sent = true;

@@ -12,7 +12,7 @@ use xtcp::engine::kernel::{run_kernel, KernelConfig, KernelStack};
 use xtcp::engine::StackEvent;
 use xtcp::time::Instant;
 
-use super::{parse_duration, stop_on_signals, NetArgs, StackKind};
+use super::{parse_bytes, parse_duration, stop_on_signals, NetArgs, StackKind};
 
 /// What each request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,6 +21,9 @@ pub enum Workload {
     Echo,
     /// HTTP/1.1 requests.
     Http,
+    /// One way: each connection sends --message-bytes to a discard server (`xtcp echo --discard`) and closes; done
+    /// when the server closes after reading it all (bulk transfer).
+    Send,
 }
 
 /// The `xtcp load` arguments.
@@ -57,8 +60,8 @@ pub struct LoadArgs {
     /// (coordinated omission corrected, as wrk2) [default: closed loop].
     #[arg(long, value_name = "PER_SEC")]
     pub rate: Option<u64>,
-    /// Echo: bytes per message.
-    #[arg(long, default_value_t = 64)]
+    /// Echo and send: bytes per message (64, 16KiB, 1GiB...).
+    #[arg(long, default_value = "64", value_parser = parse_bytes)]
     pub message_bytes: u64,
     /// HTTP: the method.
     #[arg(long, default_value = "GET")]
@@ -149,6 +152,7 @@ impl LoadArgs {
         let mut cfg = LoadConfig::new(self.target);
         cfg.mode = match self.mode {
             Workload::Echo => LoadMode::Echo { message_bytes: self.message_bytes },
+            Workload::Send => LoadMode::Send { message_bytes: self.message_bytes },
             Workload::Http => LoadMode::Http {
                 method: self.method.clone(),
                 path: self.path.clone(),

@@ -160,6 +160,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses a byte count such as `64`, `16KiB`, `1MiB`, `1GiB` (also `k`, `m`, `g`, `K`, `M`, `G`: powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: u64 = num.parse().map_err(|_| format!("{s:?} is not a size: write e.g. 64, 16KiB, 1GiB"))?;
+    let shift = match unit.trim().trim_end_matches("iB").trim_end_matches('B') {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        "t" | "T" => 40,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} — use KiB, MiB, GiB or plain bytes")),
+    };
+    value.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is out of range"))
+}
+
 /// A seed from the system's random source (the ISN key and table hashing must not be guessable).
 #[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
 pub fn system_seed() -> u64 {
@@ -271,6 +288,20 @@ mod tests {
         assert_eq!(first, second, "a second process reads the first one's key");
         assert_ne!(first, [0; 16]);
         assert_eq!(listed, ["isn.key"], "the temporary file is gone");
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_refuse_garbage() {
+        assert_eq!(parse_bytes("64"), Ok(64));
+        assert_eq!(parse_bytes("16KiB"), Ok(16 << 10));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("3k"), Ok(3 << 10));
+        assert!(parse_bytes("1.5GiB").is_err());
+        assert!(parse_bytes("GiB").is_err());
+        assert!(parse_bytes("1PiB").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("99999999999T").unwrap_err().contains("out of range"));
     }
 
     #[test]
