@@ -88,6 +88,12 @@ pub fn cores_config(
     cfg.run = net.run_options();
     cfg.pcap = net.pcap.clone();
     cfg.control = Some(ControlConfig::new(0));
+    if active_to.is_some() {
+        // A NIC that spreads flows over its queues with Toeplitz RSS: each core opens connections only from source
+        // ports whose replies the NIC hashes to its own queue. veth has no RSS (its receive queue follows the
+        // sender's transmit queue, docs/multicore.md): there the port partition and the hand-off do the work.
+        cfg.rss = xtcp::engine::shard::interface_rss(iface).ok();
+    }
     if let (Some(peer), None) = (active_to, net.next_hop_mac) {
         let peer_mac = neighbors
             .resolve(ifindex, peer, Duration::from_secs(3))
