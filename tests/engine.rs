@@ -807,3 +807,43 @@ fn compaction_can_be_turned_off() {
 fn state_index(s: State) -> usize {
     State::ALL.iter().position(|&x| x == s).unwrap()
 }
+
+#[test]
+fn recv_with_reads_in_place_across_the_ring_wrap_and_keeps_what_it_leaves() {
+    let mut world = common::world(common::configs(13), LinkConfig::default(), Faults::default(), 13);
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let (mut sent, mut got, mut runs, mut longest) = (0usize, Vec::new(), 0u64, 0usize);
+    let done = world.run(Instant::from_secs(60), |stacks, _| {
+        while stacks[0].next_event().is_some() {}
+        while sent < data.len() {
+            match stacks[0].send(client, &data[sent..]) {
+                Ok(n @ 1..) => sent += n,
+                _ => break,
+            }
+        }
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::Readable(c) = ev {
+                // Take at most 1000 bytes of each run handed over, so runs end mid-buffer and the ring wraps.
+                while let Ok(n @ 1..) = stacks[1].recv_with(c, 4096, &mut |run| {
+                    assert!(run.len() <= 4096);
+                    longest = longest.max(run.len());
+                    let take = run.len().min(1000);
+                    got.extend_from_slice(&run[..take]);
+                    take
+                }) {
+                    assert!(n <= 1000);
+                    runs += 1;
+                }
+            }
+        }
+        got.len() == data.len()
+    });
+    assert!(done, "{} of {} bytes", got.len(), data.len());
+    assert!(got == data, "bytes out of order or lost");
+    assert!(runs >= 300 && longest > 1000, "{runs} runs, the longest {longest}");
+    // Reading in place opened the window like `recv`: everything sent is acknowledged.
+    let acked = world
+        .run(Instant::from_secs(70), |stacks, _| stacks[0].connection(client).is_ok_and(|c| c.send_queue_len() == 0));
+    assert!(acked);
+}

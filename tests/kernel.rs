@@ -418,6 +418,87 @@ fn abort_resets_the_peer() {
     assert_eq!(stack.connections(), 0);
 }
 
+/// Reads a connection a few bytes at a time, mixing `recv_with` (taking at most 7 of what it is handed) and `recv`,
+/// so that `recv_with` leaves bytes behind that later reads must return first.
+#[derive(Default)]
+struct Nibbler {
+    target: Option<SocketAddrV4>,
+    got: Vec<u8>,
+    reads: u64,
+    closed: Option<CloseReason>,
+}
+
+impl Nibbler {
+    fn drain<S: Sockets + ?Sized>(&mut self, stack: &mut S, id: ConnId) {
+        loop {
+            self.reads += 1;
+            let n = if self.reads % 5 == 0 {
+                let mut buf = [0u8; 13];
+                let n = stack.recv(id, &mut buf).unwrap();
+                self.got.extend_from_slice(&buf[..n]);
+                n
+            } else {
+                let got = &mut self.got;
+                stack
+                    .recv_with(id, 1000, &mut |data| {
+                        assert!(!data.is_empty() && data.len() <= 1000);
+                        let take = data.len().min(7);
+                        got.extend_from_slice(&data[..take]);
+                        take
+                    })
+                    .unwrap()
+            };
+            if n == 0 {
+                return;
+            }
+        }
+    }
+}
+
+impl App<KernelStack> for Nibbler {
+    fn start(&mut self, stack: &mut KernelStack, _now: Instant) {
+        stack.connect(self.target.unwrap()).unwrap();
+    }
+
+    fn on_event(&mut self, stack: &mut KernelStack, _now: Instant, event: StackEvent) {
+        match event {
+            StackEvent::Readable(c) => self.drain(stack, c),
+            StackEvent::PeerClosed(c) => {
+                self.drain(stack, c);
+                stack.close(c).unwrap();
+            }
+            StackEvent::Closed(_, reason) => self.closed = Some(reason),
+            _ => {}
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.closed.is_some()
+    }
+}
+
+#[test]
+fn recv_with_keeps_what_its_reader_leaves_for_the_next_read() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, listener.local_addr().unwrap().port());
+    let data = pattern(200_000, 9);
+    let sent = data.clone();
+    let peer = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&sent).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+    });
+    let (_, app, _) = Runner::spawn(loopback_stack(), Nibbler { target: Some(target), ..Nibbler::default() }).wait();
+    peer.join().unwrap();
+    assert_eq!(app.closed, Some(CloseReason::Normal));
+    assert_eq!(app.got.len(), data.len());
+    assert!(app.got == data, "bytes out of order or lost");
+    // Every recv_with took at most 7 bytes and every recv 13: the reads were many, and leftovers were kept.
+    assert!(app.reads > (data.len() / 13) as u64);
+}
+
 const CHUNK_BYTES: usize = 100_000;
 
 /// Sends `data` to a peer that reads only once told to: fills the send buffer, then waits for `Writable`.

@@ -76,7 +76,6 @@ pub struct Http {
     /// Sessions of closed connections, emptied but keeping their buffers, for the next ones (at most
     /// [`SPARE_SESSIONS`]): a connection per request then costs no allocation here.
     spare: Vec<Session>,
-    buf: Box<[u8]>,
     /// Counters.
     pub stats: HttpStats,
 }
@@ -86,6 +85,8 @@ const MAX_HEADERS: usize = 64;
 const SPARE_SESSIONS: usize = 1024;
 /// A session's buffers larger than this are not kept for reuse.
 const SPARE_BUFFER_BYTES: usize = 64 * 1024;
+/// The most one read takes.
+const READ_BYTES: usize = 16 * 1024;
 
 impl Http {
     /// A server with `cfg`.
@@ -96,34 +97,32 @@ impl Http {
             out.extend_from_slice(&cfg.body);
             out
         });
-        Http {
-            cfg,
-            canned,
-            sessions: HashMap::new(),
-            spare: Vec::new(),
-            buf: vec![0; 16 * 1024].into_boxed_slice(),
-            stats: HttpStats::default(),
-        }
+        Http { cfg, canned, sessions: HashMap::new(), spare: Vec::new(), stats: HttpStats::default() }
     }
 
     fn pump<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId) {
         let Some(session) = self.sessions.get_mut(&conn) else { return };
         // Read while there is room to hold what came in (the bound is the header limit plus one read).
-        while session.input.len() < self.cfg.max_header_bytes + self.buf.len() {
-            let n = stack.recv(conn, &mut self.buf).unwrap_or(0);
+        // Requests are taken where they lie in the stack's receive buffer (on xtcp; no copy before this one).
+        while session.input.len() < self.cfg.max_header_bytes + READ_BYTES {
+            let n = stack
+                .recv_with(conn, READ_BYTES, &mut |mut data| {
+                    let n = data.len();
+                    if session.closing {
+                        // Answered for the last time: what else comes is dropped, so the connection can finish.
+                        return n;
+                    }
+                    let skipped = session.skip.min(data.len());
+                    session.skip -= skipped;
+                    data = &data[skipped..];
+                    session.input.extend_from_slice(data);
+                    answer(&self.cfg, &self.canned, session, &mut self.stats);
+                    n
+                })
+                .unwrap_or(0);
             if n == 0 {
                 break;
             }
-            if session.closing {
-                // Answered for the last time: what else comes is read and dropped, so the connection can finish.
-                continue;
-            }
-            let mut data = &self.buf[..n];
-            let skipped = session.skip.min(data.len());
-            session.skip -= skipped;
-            data = &data[skipped..];
-            session.input.extend_from_slice(data);
-            answer(&self.cfg, &self.canned, session, &mut self.stats);
         }
         flush(stack, conn, session);
     }

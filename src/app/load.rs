@@ -529,7 +529,6 @@ pub struct Load {
     end_swept: bool,
     histogram: Histogram<u64>,
     report: Report,
-    buf: Box<[u8]>,
     http_done: Vec<HttpDone>,
     /// Held connections (`hold`), true once connected.
     held: HashMap<ConnId, bool>,
@@ -600,7 +599,6 @@ impl Load {
             end_swept: false,
             histogram: new_histogram(),
             report: Report::default(),
-            buf: vec![0; RECV_CHUNK_BYTES].into_boxed_slice(),
             http_done: Vec::new(),
             held: HashMap::with_capacity(cfg_hold),
             held_open: 0,
@@ -792,7 +790,7 @@ impl Load {
             }
             StackEvent::Readable(_) => {
                 // Nothing was asked: drop whatever comes.
-                while let Ok(n @ 1..) = stack.recv(id, &mut self.buf) {
+                while let Ok(n @ 1..) = stack.recv_with(id, usize::MAX, &mut |data| data.len()) {
                     self.report.bytes_received += n as u64;
                 }
             }
@@ -988,8 +986,8 @@ impl Load {
     /// Reads everything waiting on `id` and completes what it answers.
     fn read<S: Sockets + ?Sized>(&mut self, stack: &mut S, id: ConnId, now: Instant) {
         if self.closing.contains_key(&id) {
-            // Closed by us: what still comes is read and dropped, so the connection can finish.
-            while let Ok(n @ 1..) = stack.recv(id, &mut self.buf) {
+            // Closed by us: what still comes is read and dropped (in place), so the connection can finish.
+            while let Ok(n @ 1..) = stack.recv_with(id, usize::MAX, &mut |data| data.len()) {
                 self.report.bytes_received += n as u64;
             }
             return;
@@ -999,18 +997,24 @@ impl Load {
             if !self.conns.contains_key(&id) {
                 return;
             }
-            let n = stack.recv(id, &mut self.buf).unwrap_or(0);
+            // Answers are checked where they lie in the stack's receive buffer (no copy on xtcp).
+            let mut ok = true;
+            let n = stack
+                .recv_with(id, RECV_CHUNK_BYTES, &mut |data| {
+                    ok = match self.cfg.mode {
+                        LoadMode::Echo { .. } => self.echo_input(id, data, now),
+                        LoadMode::Http { .. } => self.http_input(id, data, now),
+                        // A discard server says nothing.
+                        LoadMode::Send { .. } => false,
+                    };
+                    data.len()
+                })
+                .unwrap_or(0);
             if n == 0 {
                 break;
             }
             any = true;
             self.report.bytes_received += n as u64;
-            let ok = match self.cfg.mode {
-                LoadMode::Echo { .. } => self.echo_input(id, n, now),
-                LoadMode::Http { .. } => self.http_input(id, n, now),
-                // A discard server says nothing.
-                LoadMode::Send { .. } => false,
-            };
             if !ok {
                 self.fail(stack, id, ErrorKind::BadResponse, true, now);
                 return;
@@ -1021,15 +1025,16 @@ impl Load {
         }
     }
 
-    /// Checks `n` echoed bytes in `self.buf` and completes the messages they finish. False on wrong bytes or more
-    /// bytes than were sent.
-    fn echo_input(&mut self, id: ConnId, n: usize, now: Instant) -> bool {
+    /// Checks echoed bytes and completes the messages they finish. False on wrong bytes or more bytes than were
+    /// sent.
+    fn echo_input(&mut self, id: ConnId, data: &[u8], now: Instant) -> bool {
+        let n = data.len();
         let msg = self.request_bytes;
         let Some(c) = self.conns.get_mut(&id) else { return false };
         let off = (c.received_bytes % PATTERN_PERIOD as u64) as usize;
         let mut ok = c.received_bytes + n as u64 <= c.sent_bytes;
-        // `template` is one period longer than the receive buffer, so every read has its expected bytes there.
-        ok &= self.buf[..n] == self.template[off..off + n];
+        // `template` is one period longer than a read (`RECV_CHUNK_BYTES`), so every read has its expected bytes there.
+        ok &= data == &self.template[off..off + n];
         let before = c.received_bytes;
         c.received_bytes += n as u64;
         let finished = c.received_bytes / msg - before / msg;
@@ -1040,12 +1045,12 @@ impl Load {
         ok
     }
 
-    /// Parses `n` response bytes in `self.buf` and completes the responses they finish. False on a response that
+    /// Parses response bytes and completes the responses they finish. False on a response that
     /// cannot be parsed or answers nothing we asked.
-    fn http_input(&mut self, id: ConnId, n: usize, now: Instant) -> bool {
+    fn http_input(&mut self, id: ConnId, data: &[u8], now: Instant) -> bool {
         let Some(c) = self.conns.get_mut(&id) else { return false };
         self.http_done.clear();
-        c.input.extend_from_slice(&self.buf[..n]);
+        c.input.extend_from_slice(data);
         let ok = parse_responses(c, self.head_request, &mut self.http_done);
         for i in 0..self.http_done.len() {
             let done = self.http_done[i];

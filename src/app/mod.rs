@@ -34,6 +34,10 @@ pub trait Sockets {
     fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, StackError>;
     /// Reads received bytes into `buf`; 0 when none wait.
     fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError>;
+    /// Reads received bytes where they lie: `read` gets a run of at most `max` unread bytes and returns how many it
+    /// consumed (the rest stay for the next read). Returns that count; 0 when none wait. On xtcp the run is the
+    /// connection's receive buffer itself (no copy); the kernel's stack copies it out of the socket first.
+    fn recv_with(&mut self, id: ConnId, max: usize, read: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, StackError>;
     /// Closes our side (FIN after the queued data); the connection stays readable.
     fn close(&mut self, id: ConnId) -> Result<(), StackError>;
     /// The application is done with the handle: freed if it closed in order, aborted otherwise.
@@ -60,6 +64,9 @@ impl Sockets for Stack {
     }
     fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
         Stack::recv(self, id, buf)
+    }
+    fn recv_with(&mut self, id: ConnId, max: usize, read: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, StackError> {
+        Stack::recv_with(self, id, max, read)
     }
     fn close(&mut self, id: ConnId) -> Result<(), StackError> {
         Stack::close(self, id)

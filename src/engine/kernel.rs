@@ -49,6 +49,8 @@ const POLL_BATCH_EVENTS: usize = 1024;
 
 /// Send-buffer capacity a freed slot keeps for the next connection (the rest is given back).
 const RETAINED_SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// The most one `recv_with` reads from a socket.
+const RECV_WITH_BYTES: usize = 64 * 1024;
 
 /// Linux's `EINPROGRESS`: a non-blocking connect under way (std names it only in an unstable `ErrorKind`, and libc
 /// is a dependency of the `afxdp` feature alone).
@@ -177,6 +179,8 @@ struct Conn {
     read_eof: bool,
     /// A send filled the send buffer: one `Writable` is owed when room opens.
     want_writable: bool,
+    /// Bytes read from the socket that `recv_with`'s reader left: later reads take them first.
+    unread: VecDeque<u8>,
 }
 
 /// A slab entry: the connection, if any, and what outlives it.
@@ -240,6 +244,8 @@ pub struct KernelStack {
     next_source: usize,
     events: VecDeque<StackEvent>,
     counters: KernelCounters,
+    /// Where `recv_with` reads a socket's bytes before handing them over.
+    scratch: Box<[u8]>,
 }
 
 /// The reason a connection ends with, from the error that ended it.
@@ -282,6 +288,7 @@ impl KernelStack {
             next_source: 0,
             events: VecDeque::with_capacity(cfg.max_events.min(4096)),
             counters: KernelCounters::default(),
+            scratch: vec![0; RECV_WITH_BYTES].into_boxed_slice(),
             cfg,
         })
     }
@@ -438,6 +445,7 @@ impl KernelStack {
             peer_fin_seen: false,
             read_eof: false,
             want_writable: false,
+            unread: VecDeque::new(),
         });
         self.live += 1;
         Ok(index)
@@ -830,6 +838,9 @@ impl Sockets for KernelStack {
     fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
         let index = self.index_of(id)?;
         let Some(conn) = self.conn_mut(index) else { return Ok(0) };
+        if !conn.unread.is_empty() {
+            return Ok(io::Read::read(&mut conn.unread, buf).unwrap_or(0));
+        }
         if conn.connecting || conn.read_eof || buf.is_empty() {
             return Ok(0);
         }
@@ -848,6 +859,34 @@ impl Sockets for KernelStack {
                 }
             }
         }
+    }
+
+    /// One read of the socket into the scratch buffer, handed to `read`; what it leaves is kept for the next read
+    /// (a copy, as with `recv`: the kernel's bytes cannot be read in place).
+    fn recv_with(&mut self, id: ConnId, max: usize, read: &mut dyn FnMut(&[u8]) -> usize) -> Result<usize, StackError> {
+        let index = self.index_of(id)?;
+        let Some(conn) = self.conn_mut(index) else { return Ok(0) };
+        if !conn.unread.is_empty() {
+            let run = conn.unread.as_slices().0;
+            let run = &run[..run.len().min(max)];
+            let n = read(run).min(run.len());
+            conn.unread.drain(..n);
+            return Ok(n);
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let want = max.min(scratch.len());
+        let result = match self.recv(id, &mut scratch[..want]) {
+            Ok(got) if got > 0 => {
+                let n = read(&scratch[..got]).min(got);
+                if let Some(conn) = self.conn_mut(index).filter(|_| n < got) {
+                    conn.unread.extend(&scratch[n..got]);
+                }
+                Ok(n)
+            }
+            other => other,
+        };
+        self.scratch = scratch;
+        result
     }
 
     /// Half-closes: our FIN goes (shutdown(Write)) once the send buffer is flushed; the connection stays readable.

@@ -622,6 +622,35 @@ impl Stack {
     pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
         let e = self.entry_mut(id)?;
         let n = e.conn.recv(buf);
+        self.after_recv(id)?;
+        Ok(n)
+    }
+
+    /// Reads received bytes in place, with no copy: `read` is handed the longest contiguous run of unread bytes
+    /// (at most `max`) as it lies in the connection's receive buffer, and returns how many of them it consumed; the
+    /// rest stay for the next read. Returns the bytes consumed, 0 when none wait. The buffer is a ring, so what
+    /// waits may take two calls.
+    pub fn recv_with(
+        &mut self,
+        id: ConnId,
+        max: usize,
+        read: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Result<usize, StackError> {
+        let e = self.entry_mut(id)?;
+        let data = e.conn.recv_peek();
+        let data = &data[..data.len().min(max)];
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = read(data).min(data.len());
+        e.conn.recv_consume(n);
+        self.after_recv(id)?;
+        Ok(n)
+    }
+
+    /// After the application read: buffer accounting, the `Closed` of a connection read to its end, and the window
+    /// update the read may owe.
+    fn after_recv(&mut self, id: ConnId) -> Result<(), StackError> {
         self.account_buffers(id.index);
         let e = self.entry_mut(id)?;
         if let Some(reason) = e.closed_unread {
@@ -632,7 +661,7 @@ impl Stack {
         } else if e.conn.wants_transmit() {
             self.mark_dirty(id.index);
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Closes our side (FIN after the queued data).
