@@ -304,6 +304,27 @@ fn xtcp_stat_lists_established_and_time_wait_connections() {
     let json: serde_json::Value = serde_json::from_str(&stat(&["--pid", &serving_pid.to_string(), "--json"])).unwrap();
     let text = json.to_string();
     assert!(text.contains("TIME_WAIT") && text.contains("ESTABLISHED"), "{text}");
+    // Every core carries the AF_XDP socket's drops by reason, ours and the kernel's XDP_STATISTICS (present only
+    // when the getsockopt worked), and the socket's statistics: frames came in, and copy mode kicked to send.
+    let cores = json.as_array().unwrap();
+    for core in cores {
+        for name in DEVICE_DROPS {
+            assert!(core["device_drops"][name].as_u64().is_some(), "{name}: {core}");
+        }
+    }
+    let sum = |section: &str, name: &str| cores.iter().map(|c| c[section][name].as_u64().unwrap()).sum::<u64>();
+    assert!(sum("counters", "rx_frames") > 0, "{text}");
+    assert!(sum("device", "tx_kicks") > 0, "{text}");
+    // The table prints them per core under the stack's drops by reason.
+    let table = stat(&["--pid", &serving_pid.to_string()]);
+    let device_drops: Vec<&str> =
+        table.lines().skip_while(|l| !l.starts_with("DEVICE_DROP")).skip(1).take_while(|l| !l.is_empty()).collect();
+    for name in DEVICE_DROPS {
+        let row = device_drops.iter().find(|l| l.split_whitespace().next() == Some(name));
+        let counts: Vec<&str> = row.unwrap_or_else(|| panic!("no {name} row:\n{table}")).split_whitespace().collect();
+        assert_eq!(counts.len(), 2 + cores.len(), "name, total, one per core: {table}");
+        assert!(counts[1..].iter().all(|c| c.parse::<u64>().is_ok()), "{table}");
+    }
     drop(client);
     interrupt(server);
 }
@@ -360,6 +381,19 @@ fn a_second_load_process_reopens_the_tuples_the_first_left_in_time_wait() {
     assert_eq!(counter("time_wait_refused"), 0, "{cores}");
     interrupt(server);
 }
+
+/// The drops by reason an AF_XDP core reports in `xtcp stat`.
+const DEVICE_DROPS: [&str; 9] = [
+    "tx_ring_full",
+    "tx_pool_empty",
+    "tx_too_long",
+    "fill_ring_full",
+    "xdp_rx_ring_full",
+    "xdp_rx_fill_ring_empty_descs",
+    "xdp_rx_dropped",
+    "xdp_rx_invalid_descs",
+    "xdp_tx_invalid_descs",
+];
 
 /// The pid of the xtcp process that `ip netns exec` (pid `parent`) runs: itself after exec, or its child.
 fn xtcp_pid_under(parent: u32) -> u32 {

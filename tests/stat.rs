@@ -20,6 +20,7 @@ use xtcp::engine::{ConnId, Stack, StackConfig, StackEvent};
 use xtcp::nic::fault::Faults;
 use xtcp::nic::loopback::Loopback;
 use xtcp::nic::sim::LinkConfig;
+use xtcp::nic::{DeviceStats, Transmit};
 use xtcp::tcp::State;
 use xtcp::time::Instant;
 
@@ -59,7 +60,7 @@ fn serve_while<T: Send>(
             assert!(std::time::Instant::now() < deadline, "the client did not finish");
             for (server, stack) in servers.iter_mut() {
                 let before = std::time::Instant::now();
-                server.poll(*now, stack, &[("pool_empty", 3)]);
+                server.poll(*now, stack, None, &[("pool_empty", 3)]);
                 assert!(before.elapsed() < Duration::from_secs(1), "a poll blocked");
             }
             *now += Duration::from_millis(10);
@@ -131,6 +132,7 @@ fn snapshots_over_the_socket_match_the_stacks_and_render_like_ss() {
         let buffers = ("buffer_bytes".to_owned(), stack.buffer_bytes() as u64);
         let compact = ("compact_conns".to_owned(), stack.compact_count() as u64);
         assert_eq!(snap.device, vec![buffers, compact, ("pool_empty".to_owned(), 3)]);
+        assert!(snap.device_drops.is_empty(), "the servers were given no device");
         let listed = snap.connections.as_ref().expect("connections were asked for");
         let expected: Vec<ConnectionInfo> = stack.connections().map(|(_, c)| ConnectionInfo::of(&c)).collect();
         assert_eq!(listed, &expected);
@@ -185,7 +187,7 @@ fn snapshots_over_the_socket_match_the_stacks_and_render_like_ss() {
     assert!(!render(&snaps, false).contains("Recv-Q"));
 
     // A listing limit: the rest are counted, and the table says so.
-    let capped = Snapshot::capture(client, &[], Some(1));
+    let capped = Snapshot::capture(client, &DeviceStats::default(), &[], Some(1));
     assert_eq!((capped.connections.as_ref().map(Vec::len), capped.connections_omitted), (Some(1), 2));
     assert!(render(&[capped], true).contains("(2 more connections not listed"));
 
@@ -223,7 +225,7 @@ fn a_silent_client_does_not_stall_the_server_and_is_dropped() {
     silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut now = Instant::ZERO;
     // The silent client is accepted first; a client that asks is answered meanwhile.
-    server.poll(now, &stack, &[]);
+    server.poll(now, &stack, None, &[]);
     assert_eq!(server.clients(), 1);
     now += Duration::from_millis(10);
     let snap = serve_while(&mut [(&mut server, &stack)], &mut now, || query(&path, false, Duration::from_secs(5)));
@@ -231,7 +233,7 @@ fn a_silent_client_does_not_stall_the_server_and_is_dropped() {
     // Once its 200 ms (of loop time) are up, the silent one is dropped: it reads end of stream.
     for _ in 0..30 {
         now += Duration::from_millis(10);
-        server.poll(now, &stack, &[]);
+        server.poll(now, &stack, None, &[]);
     }
     let mut buf = [0u8; 16];
     assert_eq!(silent.read(&mut buf).unwrap(), 0);
@@ -363,6 +365,8 @@ fn run_with_answers_queries_while_the_loop_runs_over_loopback() {
     let mut stack = Stack::new(StackConfig::new(common::SERVER_MAC, common::SERVER_IP, 5), Instant::ZERO);
     stack.add_neighbor(common::SERVER_IP, common::SERVER_MAC);
     let mut dev = Loopback::new(256, 1514);
+    // One frame too long for the device: a drop it counts, which the snapshots must carry.
+    assert!(!dev.transmit(Instant::ZERO, 1515, &mut |_| {}));
     let mut app = Hold { target: SocketAddrV4::new(common::SERVER_IP, 7) };
     let cfg = ControlConfig { interface: Some("lo-test".to_owned()), queue: Some(0), ..root.config(0) };
     let mut server = ControlServer::bind(cfg).unwrap();
@@ -395,6 +399,12 @@ fn run_with_answers_queries_while_the_loop_runs_over_loopback() {
     assert!(conns.iter().any(|c| c.local.port() == 7) && conns.iter().any(|c| c.remote.port() == 7));
     let turns = snap.device.iter().find(|(n, _)| n == "loop_turns").map(|&(_, v)| v);
     assert!(turns.is_some_and(|t| t > 0), "{:?}", snap.device);
+    // The device's drops by reason, read from it as the snapshot was made, and printed under the stack's drops.
+    assert_eq!(snap.device_drops, [("tx_ring_full".to_owned(), 0), ("tx_too_long".to_owned(), 1)]);
+    let text = render(std::slice::from_ref(&snap), false);
+    let row = text.lines().find(|l| l.starts_with("tx_too_long")).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(row.split_whitespace().skip(1).collect::<Vec<_>>(), ["1", "1"], "{text}");
+    assert!(text.contains("DEVICE_DROP"), "{text}");
     assert!(snap.uptime_us > 0);
     assert!(snap.counters.rx_frames >= 3, "the handshake went round the loopback");
     assert_eq!(stack.state_counts()[4], 2);
@@ -416,7 +426,7 @@ fn a_client_that_asks_and_does_not_read_is_dropped_when_its_time_is_up() {
     let mut now = Instant::ZERO;
     for _ in 0..30 {
         let before = std::time::Instant::now();
-        server.poll(now, &stack, &extra);
+        server.poll(now, &stack, None, &extra);
         assert!(before.elapsed() < Duration::from_secs(2), "a poll blocked on the slow client");
         now += Duration::from_millis(10);
     }

@@ -11,6 +11,7 @@ use xtcp::engine::shard::{CoreInfo, CoresConfig, CoresReport};
 use xtcp::engine::{StackConfig, SynCookieMode};
 use xtcp::nic::afxdp::{self, BindMode};
 use xtcp::nic::neigh::Neighbors;
+use xtcp::nic::DeviceStats;
 
 use super::{boot_isn_key, is_root, kernel_listens_on, system_seed, Cookies, Mode, NetArgs, ISN_KEY_FILE};
 
@@ -125,7 +126,8 @@ pub fn describe(infos: &[CoreInfo], cpus: usize) -> String {
     )
 }
 
-/// After a run: one line of totals, and with several cores one line per core.
+/// After a run: one line of totals, one of the device's drops by reason when there were any, and with several cores
+/// one line per core.
 pub fn summary<A>(name: &str, report: &CoresReport<A>) {
     let sum = |f: &dyn Fn(&xtcp::engine::Counters) -> u64| report.cores.iter().map(|c| f(&c.counters)).sum::<u64>();
     println!(
@@ -137,21 +139,39 @@ pub fn summary<A>(name: &str, report: &CoresReport<A>) {
         report.total_handoff().handed_out,
         report.cores.len()
     );
+    if let Some(drops) = device_drops(report.cores.iter().map(|c| &c.device)) {
+        println!("xtcp {name}: device drops: {drops}");
+    }
     for c in &report.cores {
         if report.cores.len() > 1 {
             println!(
-                "xtcp {name}: core {} (queue {}): {} frames in, {} out, {} connections, {} drops, {} handed off",
+                "xtcp {name}: core {} (queue {}): {} frames in, {} out, {} connections, {} drops, {} handed off{}",
                 c.core,
                 c.queue,
                 c.counters.rx_frames,
                 c.counters.tx_frames,
                 c.counters.conns_opened,
                 c.counters.total_drops(),
-                c.handoff.handed_out
+                c.handoff.handed_out,
+                device_drops([&c.device]).map_or(String::new(), |d| format!(", device drops: {d}"))
             );
         }
         super::checksum_hint(name, &c.counters);
     }
+}
+
+/// The devices' drops by reason that are not zero, summed by name in the order first met (`tx_pool_empty 3,
+/// xdp_rx_ring_full 12`); `None` when there are none.
+fn device_drops<'a>(devices: impl IntoIterator<Item = &'a DeviceStats>) -> Option<String> {
+    let mut sums: Vec<(&str, u64)> = Vec::new();
+    for (name, count) in devices.into_iter().flat_map(DeviceStats::nonzero_drops) {
+        match sums.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, sum)) => *sum = sum.saturating_add(count),
+            None => sums.push((name, count)),
+        }
+    }
+    let parts: Vec<String> = sums.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// Source ports for xtcp's active opens that the kernel does not use for its own on the same address: the ports
@@ -184,7 +204,21 @@ fn gap_beside((lo, hi): (u16, u16)) -> RangeInclusive<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::gap_beside;
+    use super::{device_drops, gap_beside};
+    use xtcp::nic::DeviceStats;
+
+    #[test]
+    fn the_summary_names_the_device_drops_that_are_not_zero_summed_over_cores() {
+        let core = |drops: &[(&'static str, u64)]| DeviceStats { drops: drops.to_vec(), values: vec![("tx_kicks", 9)] };
+        let cores = [
+            core(&[("tx_pool_empty", 3), ("fill_ring_full", 0), ("xdp_rx_ring_full", 0)]),
+            core(&[("tx_pool_empty", 1), ("fill_ring_full", 0), ("xdp_rx_ring_full", 12)]),
+        ];
+        assert_eq!(device_drops(&cores).as_deref(), Some("tx_pool_empty 4, xdp_rx_ring_full 12"));
+        assert_eq!(device_drops([&cores[0]]).as_deref(), Some("tx_pool_empty 3"));
+        assert_eq!(device_drops([&core(&[("tx_pool_empty", 0)])]), None, "all zero: no line");
+        assert_eq!(device_drops([]), None);
+    }
 
     #[test]
     fn the_ephemeral_range_avoids_the_kernels() {

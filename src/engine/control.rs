@@ -18,6 +18,11 @@
 //! umask (under the usual 022 only root, the user xtcp runs as, can connect) unless
 //! [`ControlConfig::socket_mode`] says otherwise.
 //!
+//! **What a snapshot holds.** The stack's counters and drops by reason; the device's own drops by reason
+//! ([`Snapshot::device_drops`]: an AF_XDP socket's full rings and empty pool, and the kernel's XDP_STATISTICS for
+//! it), read only when a snapshot is made (one `getsockopt`), never per packet; and name/value statistics of the
+//! stack, the device and the loop ([`Snapshot::device`]).
+//!
 //! **Client side.** [`discover`] lists the running instances under a root, [`query`] asks one core's socket,
 //! [`query_all`] every core of every instance, and [`render`] / [`render_json`] print what came back.
 //!
@@ -37,6 +42,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::{Counters, Drop, Stack};
+use crate::nic::{DeviceStats, FrameDevice};
 use crate::tcp::{Connection, State};
 use crate::time::Instant;
 
@@ -201,7 +207,8 @@ impl ConnectionInfo {
 /// Everything one core's stack shows at one moment: the answer to a [`Request`].
 ///
 /// In JSON, `states` is an object from each of the 11 RFC 9293 state names to its count (in [`State::ALL`] order;
-/// LISTEN counts listeners), `device` an object from name to value, and `connections` is present only when asked.
+/// LISTEN counts listeners), `device_drops` and `device` objects from name to value, and `connections` is present
+/// only when asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// [`SNAPSHOT_VERSION`] of the server that made it.
@@ -223,8 +230,15 @@ pub struct Snapshot {
     /// Connections per state, indexed like [`State::ALL`]; LISTEN counts listeners.
     #[serde(serialize_with = "serialize_states", deserialize_with = "deserialize_states")]
     pub states: [u64; 11],
+    /// The device's drops by reason, as [`DeviceStats::drops`] names them: on AF_XDP `tx_ring_full`,
+    /// `tx_pool_empty`, `tx_too_long`, `fill_ring_full`, then the kernel's XDP_STATISTICS for the socket
+    /// (`xdp_rx_ring_full`, `xdp_rx_fill_ring_empty_descs`, `xdp_rx_dropped`, `xdp_rx_invalid_descs`,
+    /// `xdp_tx_invalid_descs`). Empty when the server was given no device.
+    #[serde(default, serialize_with = "serialize_named", deserialize_with = "deserialize_named")]
+    pub device_drops: Vec<(String, u64)>,
     /// Name and value pairs: the stack's gauges (`buffer_bytes`, `compact_conns`: connections kept compact), then
-    /// what the loop adds: device and loop statistics (AF_XDP ring-full and pool-empty counts...).
+    /// the device's other statistics ([`DeviceStats::values`]: AF_XDP `tx_kicks`, `fill_wakeups`...), then what
+    /// the loop adds (`loop_turns`, `loop_busy_turns`, `loop_sleeps`).
     #[serde(default, serialize_with = "serialize_named", deserialize_with = "deserialize_named")]
     pub device: Vec<(String, u64)>,
     /// The control server's own counts.
@@ -239,9 +253,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// A snapshot of `stack` for this process at core 0 with no uptime (the server fills those in), with `extra`
-    /// as device statistics and, when `connections_max` is given, up to that many connections listed.
-    pub fn capture(stack: &Stack, extra: &[(&str, u64)], connections_max: Option<usize>) -> Snapshot {
+    /// A snapshot of `stack` for this process at core 0 with no uptime (the server fills those in), with what
+    /// `device` counts (its drops by reason, its statistics), `extra` as further device statistics and, when
+    /// `connections_max` is given, up to that many connections listed.
+    pub fn capture(
+        stack: &Stack,
+        device: &DeviceStats,
+        extra: &[(&str, u64)],
+        connections_max: Option<usize>,
+    ) -> Snapshot {
         let mut states = [0; 11];
         for (n, c) in states.iter_mut().zip(stack.state_counts()) {
             *n = c as u64;
@@ -262,15 +282,21 @@ impl Snapshot {
             uptime_us: 0,
             counters: stack.counters().clone(),
             states,
+            device_drops: device.drops.iter().map(|&(k, v)| (k.to_owned(), v)).collect(),
             device: [("buffer_bytes", stack.buffer_bytes()), ("compact_conns", stack.compact_count())]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v as u64))
-                .chain(extra.iter().map(|&(k, v)| (k.to_owned(), v)))
+                .chain(device.values.iter().chain(extra).map(|&(k, v)| (k.to_owned(), v)))
                 .collect(),
             control: ControlStats::default(),
             connections,
             connections_omitted: omitted,
         }
+    }
+
+    /// The device's drops for `reason`, if it counts it.
+    pub fn device_dropped(&self, reason: &str) -> Option<u64> {
+        self.device_drops.iter().find(|(n, _)| n == reason).map(|&(_, v)| v)
     }
 
     /// The number of connections in `state` (listeners for LISTEN).
@@ -401,9 +427,16 @@ impl ControlServer {
     }
 
     /// Serves the socket if the poll interval has passed since the last look, else returns at once. Accepts up to
-    /// [`ACCEPTS_PER_POLL`] clients, reads requests, answers with a [`Snapshot`] of `stack` carrying `extra` as
-    /// device statistics, and drops clients whose time is up. Never blocks. Returns the snapshots finished.
-    pub fn poll(&mut self, now: Instant, stack: &Stack, extra: &[(&str, u64)]) -> usize {
+    /// [`ACCEPTS_PER_POLL`] clients, reads requests, answers with a [`Snapshot`] of `stack` carrying what `device`
+    /// counts ([`FrameDevice::device_stats`], read once per poll that makes a snapshot) and `extra` as device
+    /// statistics, and drops clients whose time is up. Never blocks. Returns the snapshots finished.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        stack: &Stack,
+        device: Option<&dyn FrameDevice>,
+        extra: &[(&str, u64)],
+    ) -> usize {
         let started = *self.started.get_or_insert(now);
         if now < self.next_poll {
             return 0;
@@ -412,9 +445,15 @@ impl ControlServer {
         self.accept(now);
         let mut budget = WRITE_BYTES_PER_POLL_MAX;
         let mut finished = 0;
+        // The device is asked (a syscall on AF_XDP) only when a request came in, once for all of them.
+        let mut device_stats = None;
+        let mut capture = |connections_max: Option<usize>| {
+            let stats = device_stats.get_or_insert_with(|| device.map(DeviceStats::of).unwrap_or_default());
+            Snapshot::capture(stack, stats, extra, connections_max)
+        };
         let mut i = 0;
         while i < self.clients.len() {
-            let step = self.step(i, now, started, stack, extra, &mut budget);
+            let step = self.step(i, now, started, &mut capture, &mut budget);
             match step {
                 Step::Keep => {
                     i += 1;
@@ -462,13 +501,14 @@ impl ControlServer {
         }
     }
 
+    /// Moves client `i` on: reads its request, answers it with a snapshot from `capture(connections_max)`, writes
+    /// the answer out.
     fn step(
         &mut self,
         i: usize,
         now: Instant,
         started: Instant,
-        stack: &Stack,
-        extra: &[(&str, u64)],
+        capture: &mut dyn FnMut(Option<usize>) -> Snapshot,
         budget: &mut usize,
     ) -> Step {
         let client = &mut self.clients[i];
@@ -481,8 +521,7 @@ impl ControlServer {
                 Err(_) => return Step::Failed,
             };
             let Ok(request) = serde_json::from_slice::<Request>(&request) else { return Step::Bad };
-            let mut snap =
-                Snapshot::capture(stack, extra, request.connections.then_some(self.cfg.max_connections_listed));
+            let mut snap = capture(request.connections.then_some(self.cfg.max_connections_listed));
             snap.core = self.cfg.core;
             snap.interface.clone_from(&self.cfg.interface);
             snap.queue = self.cfg.queue;
@@ -722,7 +761,8 @@ pub fn render_json(snapshots: &[Snapshot]) -> String {
 }
 
 /// The snapshots as tables for people: a header line per core; connections per state (all 11, summed and per
-/// core); the counters and drops by reason that are not zero, with totals; the device statistics; and with
+/// core); the counters and drops by reason that are not zero, with totals; the device's drops by reason (every
+/// one it counts: a zero says that ring never overflowed); the device statistics; and with
 /// `show_connections`, the connections laid out like `ss -tan`, each followed by an `ss -ti`-style line (rto and
 /// rtt in ms, cwnd and ssthresh in segments, as `ss` prints them).
 pub fn render(snapshots: &[Snapshot], show_connections: bool) -> String {
@@ -777,21 +817,15 @@ pub fn render(snapshots: &[Snapshot], show_connections: bool) -> String {
     drops.push(("total".to_owned(), snapshots.iter().map(|s| s.counters.total_drops()).collect()));
     table(&mut out, "DROP", &columns, &drops);
 
-    let mut names: Vec<&str> = Vec::new();
-    for (name, _) in snapshots.iter().flat_map(|s| &s.device) {
-        if !names.contains(&name.as_str()) {
-            names.push(name);
-        }
+    // Not added to the total above: the device's refusals to send are in the stack's tx_full already.
+    let device_drops = named_rows(snapshots, |s| &s.device_drops);
+    if !device_drops.is_empty() {
+        out.push('\n');
+        table(&mut out, "DEVICE_DROP", &columns, &device_drops);
     }
-    if !names.is_empty() {
-        let device: Vec<(String, Vec<u64>)> = names
-            .iter()
-            .map(|&name| {
-                let values =
-                    snapshots.iter().map(|s| s.device.iter().find(|(n, _)| n == name).map_or(0, |&(_, v)| v)).collect();
-                (name.to_owned(), values)
-            })
-            .collect();
+
+    let device = named_rows(snapshots, |s| &s.device);
+    if !device.is_empty() {
         out.push('\n');
         table(&mut out, "DEVICE", &columns, &device);
     }
@@ -801,6 +835,25 @@ pub fn render(snapshots: &[Snapshot], show_connections: bool) -> String {
         render_connections(&mut out, snapshots, one_pid);
     }
     out
+}
+
+/// One row per name any snapshot has in `pairs`, in the order first met, with each snapshot's value (0 where it
+/// has none).
+fn named_rows(snapshots: &[Snapshot], pairs: impl Fn(&Snapshot) -> &Vec<(String, u64)>) -> Vec<(String, Vec<u64>)> {
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in snapshots.iter().flat_map(&pairs) {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    names
+        .iter()
+        .map(|&name| {
+            let values =
+                snapshots.iter().map(|s| pairs(s).iter().find(|(n, _)| n == name).map_or(0, |&(_, v)| v)).collect();
+            (name.to_owned(), values)
+        })
+        .collect()
 }
 
 /// A table: the name column, a total column, then one column per snapshot.
@@ -958,7 +1011,11 @@ fn deserialize_named<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, u64
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
+    use crate::engine::StackConfig;
+    use crate::wire::EthernetAddress;
 
     fn snapshot(pid: u32, core: usize) -> Snapshot {
         let mut states = [0; 11];
@@ -974,11 +1031,32 @@ mod tests {
             uptime_us: 1_234_567,
             counters,
             states,
+            device_drops: vec![("tx_pool_empty".to_owned(), 0), ("xdp_rx_ring_full".to_owned(), 7 + core as u64)],
             device: vec![("ring_full".to_owned(), 5)],
             control: ControlStats::default(),
             connections: None,
             connections_omitted: 0,
         }
+    }
+
+    #[test]
+    fn a_capture_carries_the_devices_drops_and_puts_its_statistics_between_the_stacks_and_the_loops() {
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
+        let stack = Stack::new(StackConfig::new(mac, Ipv4Addr::new(10, 0, 0, 1), 1), Instant::ZERO);
+        let device =
+            DeviceStats { drops: vec![("tx_pool_empty", 2), ("xdp_rx_ring_full", 0)], values: vec![("tx_kicks", 5)] };
+        let snap = Snapshot::capture(&stack, &device, &[("loop_turns", 9)], None);
+        let names: Vec<&str> = snap.device.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["buffer_bytes", "compact_conns", "tx_kicks", "loop_turns"]);
+        assert_eq!(snap.device_drops, [("tx_pool_empty".to_owned(), 2), ("xdp_rx_ring_full".to_owned(), 0)]);
+        assert_eq!(snap.device_dropped("tx_pool_empty"), Some(2));
+        let text = render(&[snap], false);
+        assert!(text.contains("DEVICE_DROP"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("xdp_rx_ring_full")).unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["xdp_rx_ring_full", "0", "0"], "zeros are shown");
+        // No device: no table.
+        let bare = Snapshot::capture(&stack, &DeviceStats::default(), &[], None);
+        assert!(!render(&[bare], false).contains("DEVICE_DROP"));
     }
 
     #[test]
@@ -1018,6 +1096,20 @@ mod tests {
         assert_eq!(row("total"), ["2", "1", "1"]);
         assert_eq!(row("ring_full"), ["10", "5", "5"]);
         assert!(!text.contains("tx_frames") && !text.contains("malformed"), "zero rows are left out:\n{text}");
+        // The device's drops by reason, every one it counts, in their own table after the stack's: not in its total.
+        let section = |title: &str| -> Vec<String> {
+            let start = text.lines().position(|l| l.split_whitespace().next() == Some(title)).unwrap();
+            text.lines().skip(start + 1).take_while(|l| !l.is_empty()).map(str::to_owned).collect()
+        };
+        let drop_rows = section("DROP");
+        let device_rows = section("DEVICE_DROP");
+        assert_eq!(drop_rows.len(), 2, "bad_checksum and total:\n{text}");
+        assert_eq!(device_rows.len(), 2, "{text}");
+        assert_eq!(row("tx_pool_empty"), ["0", "0", "0"]);
+        assert_eq!(row("xdp_rx_ring_full"), ["15", "7", "8"]);
+        let order: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        let at = |t: &str| order.iter().position(|&w| w == t).unwrap();
+        assert!(at("DROP") < at("DEVICE_DROP") && at("DEVICE_DROP") < at("DEVICE"), "{text}");
         assert_eq!(render(&[], false), "no running xtcp answered\n");
     }
 
@@ -1033,9 +1125,18 @@ mod tests {
         assert_eq!(sorted, expected);
         assert_eq!(json["states"]["ESTABLISHED"], 2);
         assert_eq!(json["device"]["ring_full"], 5);
+        assert_eq!(json["device_drops"]["xdp_rx_ring_full"], 7);
+        assert_eq!(json["device_drops"]["tx_pool_empty"], 0);
+        assert_eq!(snap.device_dropped("xdp_rx_ring_full"), Some(7));
+        assert_eq!(snap.device_dropped("nonsense"), None);
         assert!(json.get("connections").is_none(), "absent unless asked for");
-        let back: Snapshot = serde_json::from_value(json).unwrap();
+        let back: Snapshot = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, snap);
+        // A snapshot from an xtcp that knew no device drops reads as one without any.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("device_drops");
+        let back: Snapshot = serde_json::from_value(old).unwrap();
+        assert!(back.device_drops.is_empty());
         let bad = r#"{"local":"1.2.3.4:5","remote":"1.2.3.4:6","state":"NOPE"}"#;
         assert!(serde_json::from_str::<ConnectionInfo>(bad).is_err());
     }

@@ -26,7 +26,8 @@ pub enum Drop {
     SynBacklogFull,
     /// A SYN while the connection table was full.
     TableFull,
-    /// The device had no room for a frame we sent.
+    /// The device refused a frame we sent: no room (ring full, pool empty) or too long. Why, the device counts
+    /// itself ([`crate::nic::DeviceStats`]: `tx_pool_empty`, `tx_ring_full`, `tx_too_long`).
     TxFull,
     /// No MAC address known for the peer.
     NoNeighbor,

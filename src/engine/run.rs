@@ -109,9 +109,10 @@ pub fn run(
     run_with(stack, dev, app, stop, opts, None)
 }
 
-/// As [`run`], also answering `xtcp stat` on `control`: the loop hands it the stack every turn, and it looks at its
-/// socket once per its poll interval (see [`ControlServer::poll`]). Snapshots carry the loop's own statistics as
-/// device values `loop_turns`, `loop_busy_turns` and `loop_sleeps`.
+/// As [`run`], also answering `xtcp stat` on `control`: the loop hands it the stack and the device every turn, and
+/// it looks at its socket once per its poll interval (see [`ControlServer::poll`]). Snapshots carry the device's
+/// drops by reason and statistics ([`FrameDevice::device_stats`], read only when a snapshot is made) and the loop's
+/// own statistics as device values `loop_turns`, `loop_busy_turns` and `loop_sleeps`.
 pub fn run_with(
     stack: &mut Stack,
     dev: &mut dyn FrameDevice,
@@ -136,7 +137,7 @@ pub fn run_with(
         if let Some(server) = control.as_deref_mut() {
             let extra =
                 [("loop_turns", stats.turns), ("loop_busy_turns", stats.busy_turns), ("loop_sleeps", stats.sleeps)];
-            server.poll(now, stack, &extra);
+            server.poll(now, stack, Some(&*dev), &extra);
         }
         if frames > 0 || events > 0 {
             stats.busy_turns += 1;

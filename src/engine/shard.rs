@@ -27,7 +27,7 @@ use core::ops::RangeInclusive;
 use crossbeam_queue::ArrayQueue;
 
 use super::Stack;
-use crate::nic::{FrameDevice, Transmit};
+use crate::nic::{DeviceStats, FrameDevice, Transmit};
 use crate::time::Instant;
 
 /// The ephemeral port range cut into one contiguous slice per core: core `i` opens connections only from
@@ -299,6 +299,9 @@ impl<D: FrameDevice> FrameDevice for ShardDevice<'_, D> {
     /// wait ends (at most the loop's longest sleep, 1 ms by default) — hand-offs are the rare path.
     fn wait(&mut self, timeout: core::time::Duration) {
         self.inner.wait(timeout)
+    }
+    fn device_stats(&self, out: &mut DeviceStats) {
+        self.inner.device_stats(out);
     }
 }
 

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{FrameDevice, Transmit};
+use super::{DeviceStats, FrameDevice, Transmit};
 use crate::time::Instant;
 
 /// Probabilities are in parts per million: `PPM` means always, `PPM / 100` means one frame in a hundred.
@@ -566,6 +566,9 @@ impl<D: FrameDevice> FrameDevice for FaultInjector<D> {
     /// The loop bounds `timeout` by [`FrameDevice::poll_at`], so held frames are released on time.
     fn wait(&mut self, timeout: core::time::Duration) {
         self.inner.wait(timeout)
+    }
+    fn device_stats(&self, out: &mut DeviceStats) {
+        self.inner.device_stats(out);
     }
 }
 

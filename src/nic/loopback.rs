@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::nic::{FrameDevice, Transmit};
+use crate::nic::{DeviceStats, FrameDevice, Transmit};
 use crate::time::Instant;
 
 /// Frames sent are received on the next [`FrameDevice::receive`], in order. Bounded: a full queue refuses.
@@ -13,8 +13,10 @@ pub struct Loopback {
     spare: Vec<Vec<u8>>,
     capacity: usize,
     max_frame_len: usize,
-    /// Frames refused because the queue was full or the frame too long.
-    pub refused: u64,
+    /// Frames refused because the queue was full.
+    pub tx_ring_full: u64,
+    /// Frames refused because they were longer than the device's frame size.
+    pub tx_too_long: u64,
 }
 
 impl Loopback {
@@ -25,15 +27,20 @@ impl Loopback {
             spare: Vec::with_capacity(capacity),
             capacity,
             max_frame_len,
-            refused: 0,
+            tx_ring_full: 0,
+            tx_too_long: 0,
         }
     }
 }
 
 impl Transmit for Loopback {
     fn transmit(&mut self, _now: Instant, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
-        if self.queue.len() >= self.capacity || len > self.max_frame_len {
-            self.refused += 1;
+        if len > self.max_frame_len {
+            self.tx_too_long += 1;
+            return false;
+        }
+        if self.queue.len() >= self.capacity {
+            self.tx_ring_full += 1;
             return false;
         }
         let mut frame = self.spare.pop().unwrap_or_default();
@@ -67,5 +74,9 @@ impl FrameDevice for Loopback {
 
     fn poll_at(&self) -> Option<Instant> {
         (!self.queue.is_empty()).then_some(Instant::ZERO)
+    }
+
+    fn device_stats(&self, out: &mut DeviceStats) {
+        out.drops.extend([("tx_ring_full", self.tx_ring_full), ("tx_too_long", self.tx_too_long)]);
     }
 }

@@ -48,4 +48,42 @@ pub trait FrameDevice: Transmit {
     fn wait(&mut self, timeout: core::time::Duration) {
         std::thread::sleep(timeout);
     }
+
+    /// Adds the device's own counts to `out`: frames it dropped or held back, by reason, and its other
+    /// statistics. For `xtcp stat` and the summary at exit, so it is called when a snapshot is made, never per
+    /// packet, and may cost a syscall (an AF_XDP socket reads the kernel's XDP_STATISTICS). A wrapper adds its inner
+    /// device's. By default a device counts nothing of its own.
+    fn device_stats(&self, out: &mut DeviceStats) {
+        let _ = out;
+    }
+}
+
+/// What a device counts beyond what the stack does, by name: see [`FrameDevice::device_stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Frames dropped or held back in the device, by reason (`tx_pool_empty`, `fill_ring_full`, the kernel's
+    /// `xdp_rx_ring_full`...), named as the device's own counters are. Frames a device refused to send are also
+    /// in the stack's `tx_full` drops; the others the stack never saw.
+    pub drops: Vec<(&'static str, u64)>,
+    /// Other statistics (`tx_kicks`, `fill_wakeups`...).
+    pub values: Vec<(&'static str, u64)>,
+}
+
+impl DeviceStats {
+    /// The stats of `dev`.
+    pub fn of(dev: &(impl FrameDevice + ?Sized)) -> DeviceStats {
+        let mut out = DeviceStats::default();
+        dev.device_stats(&mut out);
+        out
+    }
+
+    /// The drops for `reason`, if the device counts it.
+    pub fn dropped(&self, reason: &str) -> Option<u64> {
+        self.drops.iter().find(|(n, _)| *n == reason).map(|&(_, v)| v)
+    }
+
+    /// The drops that are not zero.
+    pub fn nonzero_drops(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.drops.iter().copied().filter(|&(_, v)| v > 0)
+    }
 }

@@ -21,7 +21,7 @@ use std::io::{self, Write};
 use pcap_file::pcap::PcapHeader;
 use pcap_file::{DataLink, Endianness, TsResolution};
 
-use super::{FrameDevice, Transmit};
+use super::{DeviceStats, FrameDevice, Transmit};
 use crate::time::Instant;
 
 /// Bytes of the pcap file header.
@@ -268,6 +268,9 @@ impl<D: FrameDevice, W: Write> FrameDevice for PcapTap<D, W> {
 
     fn wait(&mut self, timeout: core::time::Duration) {
         self.inner.wait(timeout)
+    }
+    fn device_stats(&self, out: &mut DeviceStats) {
+        self.inner.device_stats(out);
     }
 }
 

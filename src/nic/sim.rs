@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use super::{FrameDevice, Transmit};
+use super::{DeviceStats, FrameDevice, Transmit};
 use crate::time::Instant;
 
 /// A virtual clock owned by the test harness.
@@ -328,6 +328,12 @@ impl FrameDevice for SimPort {
     fn poll_at(&self) -> Option<Instant> {
         let link = self.link.link.borrow();
         link.lanes[self.side.peer().index()].frames.front().map(|f| f.ready)
+    }
+
+    /// The port's refusals, named as an AF_XDP socket's are: a full direction is its tx ring full.
+    fn device_stats(&self, out: &mut DeviceStats) {
+        let s = self.stats();
+        out.drops.extend([("tx_ring_full", s.tx_dropped_queue_full), ("tx_too_long", s.tx_dropped_too_long)]);
     }
 }
 

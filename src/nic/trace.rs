@@ -1,6 +1,6 @@
 //! A wrapper that shows every frame crossing a device to a callback — the demo prints them like tcpdump.
 
-use crate::nic::{FrameDevice, Transmit};
+use crate::nic::{DeviceStats, FrameDevice, Transmit};
 use crate::time::Instant;
 
 /// Which way a frame crossed the device.
@@ -80,5 +80,8 @@ impl<D: FrameDevice, F: FnMut(Instant, Direction, &[u8])> FrameDevice for Tracer
 
     fn wait(&mut self, timeout: core::time::Duration) {
         self.inner.wait(timeout)
+    }
+    fn device_stats(&self, out: &mut DeviceStats) {
+        self.inner.device_stats(out);
     }
 }

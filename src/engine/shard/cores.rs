@@ -14,7 +14,7 @@ use crate::engine::run::{run_with, RunOptions, RunStats};
 use crate::engine::{Counters, PortFilter, Stack, StackConfig, StackEvent};
 use crate::nic::afxdp::{self, AfXdpError, QueueCounters, Steering, XskConfig, XskDevice, XskStats};
 use crate::nic::pcap::{PcapConfig, PcapTap};
-use crate::nic::{FrameDevice, Transmit};
+use crate::nic::{DeviceStats, FrameDevice, Transmit};
 use crate::time::Instant;
 use crate::wire::EthernetAddress;
 
@@ -172,6 +172,9 @@ pub struct CoreReport<A> {
     pub handoff: HandoffStats,
     /// Its AF_XDP socket's counters (`None` when a device wrapper hid the socket).
     pub xsk: Option<XskStats>,
+    /// What its device counted as it stopped: drops by reason (the socket's and the kernel's XDP_STATISTICS for
+    /// it, through any wrapper that passes them on) and other statistics.
+    pub device: DeviceStats,
     /// The steering program's counters for its queue.
     pub steering: QueueCounters,
     /// How its shutdown went.
@@ -468,6 +471,14 @@ impl FrameDevice for CoreDevice {
     fn wait(&mut self, timeout: core::time::Duration) {
         self.as_dyn().wait(timeout);
     }
+
+    fn device_stats(&self, out: &mut DeviceStats) {
+        match self {
+            CoreDevice::Xsk(x) => x.device_stats(out),
+            CoreDevice::Pcap(p) => p.device_stats(out),
+            CoreDevice::Wrapped(b) => b.device_stats(out),
+        }
+    }
 }
 
 fn run_core<A: App>(
@@ -515,6 +526,7 @@ fn run_core<A: App>(
     app.shutdown.time_wait = stack.state_counts()
         [crate::tcp::State::ALL.iter().position(|&s| s == crate::tcp::State::TimeWait).unwrap_or(0)];
     let handoff_stats = dev.stats();
+    let device = DeviceStats::of(&dev);
     let dev = dev.into_inner();
     CoreReport {
         core,
@@ -525,6 +537,7 @@ fn run_core<A: App>(
         run: run_stats,
         handoff: handoff_stats,
         xsk: dev.xsk_stats(),
+        device,
         steering: QueueCounters::default(),
         shutdown: app.shutdown,
         app: app.app,

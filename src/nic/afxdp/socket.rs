@@ -9,6 +9,11 @@
 //! ordering). Transmissions are batched: `transmit` writes the frame into a pool frame and queues its descriptor;
 //! `flush` submits the batch to the tx ring, kicks the kernel with `sendto` when it asks (need_wakeup) and always in
 //! copy mode, and takes completions back into the pool.
+//!
+//! [`FrameDevice::device_stats`] reports the drops by reason: ours ([`XskStats`]: `tx_ring_full`, `tx_pool_empty`,
+//! `tx_too_long`, `fill_ring_full`) and the kernel's for this socket ([`XskDevice::kernel_stats`], read with one
+//! `getsockopt` per call: `xdp_rx_ring_full`, `xdp_rx_fill_ring_empty_descs`, `xdp_rx_dropped`,
+//! `xdp_rx_invalid_descs`, `xdp_tx_invalid_descs`).
 
 use std::fmt;
 use std::io;
@@ -18,7 +23,7 @@ use xsk_rs::config::{BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig,
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::{AfXdpError, Result, Steering};
-use crate::nic::{FrameDevice, Transmit};
+use crate::nic::{DeviceStats, FrameDevice, Transmit};
 use crate::time::Instant;
 
 /// The socket option that sets how many frames one `sendto` may send in copy mode (Linux 6.17 and later; older
@@ -88,6 +93,9 @@ pub struct XskStats {
     pub fill_ring_full: u64,
     /// Frames submitted to the tx ring.
     pub tx_frames: u64,
+    /// Written frames that found no room on the tx ring and waited for the next flush, counted at each try (the
+    /// pool is no larger than the ring, so this stays zero unless the kernel is slow to consume it).
+    pub tx_ring_full: u64,
     /// Bytes of those frames.
     pub tx_bytes: u64,
     /// `sendto` kicks.
@@ -406,6 +414,7 @@ impl TxSide {
         // SAFETY: each pending descriptor is a pool frame of this UMEM we have just written and will not touch
         // until the completion ring returns it.
         let n = unsafe { self.tx.produce(&self.pending) };
+        self.stats.tx_ring_full += (self.pending.len() - n) as u64;
         for d in &self.pending[..n] {
             self.stats.tx_bytes += d.lengths().data() as u64;
         }
@@ -529,5 +538,34 @@ impl FrameDevice for XskDevice {
         // SAFETY: one valid pollfd and a valid timespec, both alive for the call; no signal mask is changed. An
         // error (EINTR from a signal) only ends the wait early, which the loop takes like a wake-up.
         unsafe { libc::ppoll(&mut pfd, 1, &ts, core::ptr::null()) };
+    }
+
+    /// Our drops by reason, then the kernel's (one `getsockopt`; left out if it fails), then the wakeup counts.
+    fn device_stats(&self, out: &mut DeviceStats) {
+        let s = self.stats();
+        out.drops.extend([
+            ("tx_ring_full", s.tx_ring_full),
+            ("tx_pool_empty", s.tx_pool_empty),
+            ("tx_too_long", s.tx_too_long),
+            ("fill_ring_full", s.fill_ring_full),
+        ]);
+        let kernel = self.kernel_stats().ok();
+        if let Some(k) = &kernel {
+            out.drops.extend([
+                ("xdp_rx_ring_full", k.rx_ring_full()),
+                ("xdp_rx_fill_ring_empty_descs", k.rx_fill_ring_empty_descs()),
+                ("xdp_rx_dropped", k.rx_dropped()),
+                ("xdp_rx_invalid_descs", k.rx_invalid_descs()),
+                ("xdp_tx_invalid_descs", k.tx_invalid_descs()),
+            ]);
+        }
+        out.values.extend([
+            ("tx_kicks", s.tx_kicks),
+            ("tx_kick_errors", s.tx_kick_errors),
+            ("fill_wakeups", s.fill_wakeups),
+        ]);
+        if let Some(k) = &kernel {
+            out.values.push(("xdp_tx_ring_empty_descs", k.tx_ring_empty_descs()));
+        }
     }
 }
