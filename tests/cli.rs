@@ -1,9 +1,9 @@
-//! The `xtcp` command: its errors, and `xtcp echo` serving a kernel client over AF_XDP.
+//! The `xtcp` command: its errors, and `xtcp echo` serving a kernel client over AF_XDP until SIGINT or SIGTERM.
 #![cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(unused_imports))]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const XTCP: &str = env!("CARGO_BIN_EXE_xtcp");
@@ -80,48 +80,149 @@ impl Drop for Netns {
     }
 }
 
+/// `xtcp echo` on `port` in xtcp's namespace, its stdout read line by line; checks the serving line.
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
-#[test]
-#[ignore = "needs root: run scripts/test.sh"]
-fn echo_serves_a_kernel_client_and_ctrl_c_leaves_no_xdp_program() {
-    let ns = Netns::up("cli");
+fn echo_server(ns: &Netns, port: u16) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut server = Command::new("ip")
-        .args(["netns", "exec", ns.var("NS_XTCP"), XTCP, "echo", "--iface", ns.var("IF_XTCP"), "--port", "7777"])
+        .args(["netns", "exec", ns.var("NS_XTCP"), XTCP, "echo", "--iface", ns.var("IF_XTCP")])
+        .args(["--port", &port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
     let first = lines.next().expect("a line").unwrap();
-    assert!(first.contains(&format!("serving {}:7777", ns.var("IP_XTCP"))), "{first}");
-    let link = |ns: &Netns| {
-        let out = Command::new("ip")
-            .args(["-n", ns.var("NS_XTCP"), "-d", "link", "show", "dev", ns.var("IF_XTCP")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert!(link(&ns).contains("prog/xdp"), "attached while serving");
+    assert!(first.contains(&format!("serving {}:{port}", ns.var("IP_XTCP"))), "{first}");
+    (server, lines)
+}
+
+/// A kernel client in the other namespace: echoes 100 KiB through `port` (prints ECHOED), then keeps its connection
+/// open until xtcp's FIN arrives (prints FIN) and — if `close_on_fin` — closes its side; else it holds it, so xtcp
+/// waits out its shutdown grace in FIN_WAIT_2.
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+fn holding_client(ns: &Netns, port: u16, close_on_fin: bool) -> (Child, Lines<BufReader<ChildStdout>>) {
     let script = format!(
-        "import socket\ns=socket.create_connection(('{}',7777),timeout=5)\nd=bytes(range(256))*400\ns.sendall(d)\n\
-         r=b''\nwhile len(r)<len(d):\n    c=s.recv(65536)\n    assert c\n    r+=c\nassert r==d\ns.close()\nprint('OK')",
-        ns.var("IP_XTCP")
+        "import socket,time\ns=socket.create_connection(('{}',{port}),timeout=5)\nd=bytes(range(256))*400\n\
+         s.sendall(d)\nr=b''\nwhile len(r)<len(d):\n    c=s.recv(65536)\n    assert c\n    r+=c\nassert r==d\n\
+         print('ECHOED',flush=True)\ns.settimeout(20)\nprint('FIN' if s.recv(1)==b'' else 'DATA',flush=True)\n\
+         time.sleep(0 if {} else 20)\ns.close()",
+        ns.var("IP_XTCP"),
+        if close_on_fin { "True" } else { "False" }
     );
-    let client =
-        Command::new("ip").args(["netns", "exec", ns.var("NS_KERNEL"), "python3", "-c", &script]).output().unwrap();
-    let client_out = String::from_utf8_lossy(&client.stdout);
-    let _ = Command::new("kill").args(["-INT", &server.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = server.try_wait().unwrap() {
-            break s;
+    let mut client = Command::new("ip")
+        .args(["netns", "exec", ns.var("NS_KERNEL"), "python3", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    (client, lines)
+}
+
+/// The interface's details in xtcp's namespace (`prog/xdp` while an XDP program is attached).
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+fn xtcp_link(ns: &Netns) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns.var("NS_XTCP"), "-d", "link", "show", "dev", ns.var("IF_XTCP")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the XDP program leaves the interface within `within` (its bpf_link closes with the process).
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+fn detached_within(ns: &Netns, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while xtcp_link(ns).contains("prog/xdp") {
+        if Instant::now() > deadline {
+            return false;
         }
-        assert!(Instant::now() < deadline, "xtcp echo did not stop on SIGINT");
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+    true
+}
+
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(ok.success(), "kill -{name}");
+}
+
+/// The child's exit status once it ends, or `None` if it runs past `within`.
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+fn exit_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `xtcp echo` serves a kernel client; then `signal` (as Ctrl-C or a service manager sends) makes it send FIN on
+/// the open connection, print its summary, exit 0 and leave no XDP program on the interface.
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+fn echo_stops_cleanly_on(tag: &str, name: &str) {
+    let ns = Netns::up(tag);
+    let (mut server, lines) = echo_server(&ns, 7777);
+    assert!(xtcp_link(&ns).contains("prog/xdp"), "attached while serving");
+    let (mut client, mut said) = holding_client(&ns, 7777, true);
+    assert_eq!(said.next().map(Result::unwrap).as_deref(), Some("ECHOED"), "the client's echo");
+    signal(&server, name);
+    assert_eq!(said.next().map(Result::unwrap).as_deref(), Some("FIN"), "the client sees xtcp's FIN after {name}");
+    let status = exit_within(&mut server, Duration::from_secs(10));
+    let _ = client.wait();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(client_out.contains("OK"), "client: {client_out} {}", String::from_utf8_lossy(&client.stderr));
-    assert!(status.success(), "{status:?}");
-    assert!(rest.iter().any(|l| l.contains("stopped:")), "{rest:?}");
-    assert!(!link(&ns).contains("prog/xdp"), "no XDP program after the command exits: {}", link(&ns));
+    let status = status.unwrap_or_else(|| panic!("xtcp echo did not stop on {name}"));
+    assert!(status.success(), "{name}: {status:?}");
+    assert!(rest.iter().any(|l| l.contains("stopped:")), "{name}: no summary: {rest:?}");
+    assert!(detached_within(&ns, Duration::from_secs(2)), "{name}: still attached: {}", xtcp_link(&ns));
+}
+
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn echo_serves_a_kernel_client_and_ctrl_c_leaves_no_xdp_program() {
+    echo_stops_cleanly_on("cli", "INT");
+}
+
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn sigterm_stops_echo_as_ctrl_c_does() {
+    echo_stops_cleanly_on("clt", "TERM");
+}
+
+/// A peer that never closes keeps xtcp in its 2 s shutdown grace; a second signal, of either kind, ends the process
+/// at once (exit 130, no summary), and the XDP program still leaves with it.
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn a_second_signal_exits_at_once() {
+    let ns = Netns::up("cl2");
+    for (port, first, second) in [(7001, "TERM", "TERM"), (7002, "INT", "TERM"), (7003, "TERM", "INT")] {
+        let (mut server, lines) = echo_server(&ns, port);
+        let (mut client, mut said) = holding_client(&ns, port, false);
+        assert_eq!(said.next().map(Result::unwrap).as_deref(), Some("ECHOED"));
+        signal(&server, first);
+        assert_eq!(said.next().map(Result::unwrap).as_deref(), Some("FIN"), "FIN after SIG{first}");
+        // Draining now: the peer holds its side open, so the first signal alone would end the run in 2 s.
+        signal(&server, second);
+        let sent = Instant::now();
+        let status = exit_within(&mut server, Duration::from_secs(5));
+        let took = sent.elapsed();
+        let _ = client.kill();
+        let _ = client.wait();
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = status.unwrap_or_else(|| panic!("SIG{first} then SIG{second}: xtcp echo did not exit"));
+        assert!(took < Duration::from_millis(1000), "SIG{first} then SIG{second}: exit took {took:?}");
+        assert_eq!(status.code(), Some(130), "SIG{first} then SIG{second}");
+        assert!(!rest.iter().any(|l| l.contains("stopped:")), "the grace was not waited out: {rest:?}");
+        assert!(detached_within(&ns, Duration::from_secs(2)), "still attached: {}", xtcp_link(&ns));
+    }
 }

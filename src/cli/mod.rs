@@ -253,8 +253,9 @@ pub fn kernel_listens_on(port: u16) -> bool {
     })
 }
 
-/// Sets the returned flag on SIGINT or SIGTERM; a second signal exits at once (an XDP program leaves with the
-/// process: its bpf_link closes).
+/// Sets the returned flag on SIGINT, SIGTERM or SIGHUP (ctrlc's `termination` feature adds the last two); a second
+/// signal of any of them exits at once with status 130 (an XDP program leaves with the process: its bpf_link
+/// closes).
 pub fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let signals = Arc::new(AtomicUsize::new(0));

@@ -1,4 +1,4 @@
-//! `xtcp echo` and `xtcp http`: one application served on either stack until Ctrl-C or SIGTERM.
+//! `xtcp echo` and `xtcp http`: one application served on either stack until Ctrl-C, SIGTERM or SIGHUP.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
