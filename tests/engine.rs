@@ -399,6 +399,30 @@ fn congestion_control_is_chosen_per_listener_and_per_client() {
     );
 }
 
+/// `StackConfig::tcp` is what `listen` and `connect` give every connection (what `--congestion` sets).
+#[test]
+fn a_stacks_tcp_settings_choose_the_congestion_control_of_listen_and_connect() {
+    let (reno, cubic) = (Algorithm::NewReno, Algorithm::Cubic);
+    for (client_cc, server_cc) in [(cubic, reno), (reno, cubic), (cubic, cubic)] {
+        let mut cfgs = common::configs(9);
+        cfgs[0].tcp.congestion = client_cc;
+        cfgs[1].tcp.congestion = server_cc;
+        let mut world = common::world(cfgs, LinkConfig::default(), Faults::default(), 9);
+        let client = world.stacks[0].connect(common::server_addr()).unwrap();
+        let mut accepted = None;
+        world.run(Instant::from_secs(5), |stacks, _| {
+            while let Some(ev) = stacks[1].next_event() {
+                if let StackEvent::Accepted { conn, .. } = ev {
+                    accepted = Some(stacks[1].connection(conn).unwrap().congestion().algorithm());
+                }
+            }
+            accepted.is_some()
+        });
+        assert_eq!(accepted, Some(server_cc), "the listener's default");
+        assert_eq!(world.stacks[0].connection(client).unwrap().congestion().algorithm(), client_cc);
+    }
+}
+
 #[test]
 fn a_closed_connection_keeps_unread_bytes_until_read_or_released() {
     let mut world = common::world(common::configs(12), LinkConfig::default(), Faults::default(), 12);

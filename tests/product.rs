@@ -134,14 +134,27 @@ fn xtcp_load_measures_a_kernel_http_server_and_xtcp_http_on_both_stacks() {
     assert!(r["latency"]["p50_us"].as_u64().unwrap() > 0, "{r}");
     drop(python);
 
-    // xtcp http, loaded by xtcp over AF_XDP and then by the same generator on the kernel's TCP.
-    let server = serve(&ns, &["http", "--port", "8081", "--body-bytes", "600"]);
+    // xtcp http, loaded by xtcp over AF_XDP and then by the same generator on the kernel's TCP; CUBIC everywhere.
+    let server = serve(&ns, &["http", "--port", "8081", "--body-bytes", "600", "--congestion", "cubic"]);
     let target = format!("{ip}:8081");
     for stack in ["xdp", "kernel"] {
         let r = load(
             &ns,
             stack,
-            &["--target", &target, "--mode", "http", "--connections", "8", "--pipeline", "2", "--requests", "5000"],
+            &[
+                "--target",
+                &target,
+                "--mode",
+                "http",
+                "--connections",
+                "8",
+                "--pipeline",
+                "2",
+                "--requests",
+                "5000",
+                "--congestion",
+                "cubic",
+            ],
         );
         assert_eq!(r["completed"], 5000, "{stack}: {r}");
         assert_eq!(r["failed"], 0, "{stack}: {r}");

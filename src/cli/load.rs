@@ -213,8 +213,8 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
                     "{wanted} connections need more open files than the limit of {files} — raise it (`ulimit -n 1048576`)"
                 ));
             }
-            let kernel_cfg = KernelConfig { sources: sources.unwrap_or_default(), ..KernelConfig::new(ip) };
-            let mut stack = KernelStack::new(kernel_cfg).map_err(|e| format!("creating the epoll instance: {e}"))?;
+            let kernel_cfg = KernelConfig { sources: sources.unwrap_or_default(), ..args.net.kernel_config(ip) };
+            let mut stack = KernelStack::new(kernel_cfg).map_err(|e| format!("starting --stack kernel: {e}"))?;
             let mut app = Progress::new(Load::new(cfg).map_err(|e| e.to_string())?, bar.clone());
             run_kernel(&mut stack, &mut app, &stop, args.net.run_options());
             app.load.report()

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use xtcp::engine::kernel::KernelConfig;
 use xtcp::engine::run::RunOptions;
+use xtcp::tcp::Algorithm;
 use xtcp::wire::EthernetAddress;
 
 /// Which TCP stack runs the application.
@@ -44,6 +46,27 @@ pub enum Cookies {
     WhenFull,
     /// For every SYN (no half-open state at all).
     Always,
+}
+
+/// Congestion control (`--congestion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Congestion {
+    /// NewReno (RFC 5681, RFC 6582): the window grows by one segment per round trip and halves on a loss.
+    #[value(name = "newreno")]
+    NewReno,
+    /// CUBIC (RFC 9438): the window grows as a cubic function of the time since the last loss and shrinks to 0.7
+    /// of itself on one; faster to fill long, fat paths.
+    Cubic,
+}
+
+impl Congestion {
+    /// The library's algorithm.
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            Congestion::NewReno => Algorithm::NewReno,
+            Congestion::Cubic => Algorithm::Cubic,
+        }
+    }
 }
 
 /// Where and on which stack a command runs.
@@ -98,6 +121,10 @@ pub struct NetArgs {
     /// kept as a compact record of 200 bytes until something touches it (AF_XDP); `off` never compacts.
     #[arg(long, default_value = "100ms", value_name = "DURATION|off", value_parser = parse_compact_after)]
     pub compact_after: CompactAfter,
+    /// Congestion control of every connection, accepted and opened [default: newreno for --stack xdp; for --stack
+    /// kernel the system's, net.ipv4.tcp_congestion_control — given, it sets TCP_CONGESTION to reno or cubic].
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub congestion: Option<Congestion>,
 }
 
 /// `--compact-after`: a duration, or `off`.
@@ -115,6 +142,11 @@ impl NetArgs {
     /// The loop's idle behaviour.
     pub fn run_options(&self) -> RunOptions {
         RunOptions { busy_poll: Duration::from_micros(self.busy_poll_us), ..RunOptions::default() }
+    }
+
+    /// The kernel stack's settings on `ip`: the congestion control, if chosen.
+    pub fn kernel_config(&self, ip: Ipv4Addr) -> KernelConfig {
+        KernelConfig { congestion: self.congestion.map(Congestion::algorithm), ..KernelConfig::new(ip) }
     }
 }
 
@@ -315,6 +347,23 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("ten").unwrap_err().contains("not a duration"));
         assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn congestion_sets_the_kernels_tcp_congestion_only_when_given() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Args {
+            #[command(flatten)]
+            net: NetArgs,
+        }
+        let kernel = |flags: &[&str]| {
+            let args = Args::try_parse_from(std::iter::once("xtcp").chain(flags.iter().copied())).unwrap();
+            args.net.kernel_config(Ipv4Addr::LOCALHOST).congestion
+        };
+        assert_eq!(kernel(&[]), None, "the system's default");
+        assert_eq!(kernel(&["--congestion", "cubic"]), Some(Algorithm::Cubic));
+        assert_eq!(kernel(&["--congestion", "newreno"]), Some(Algorithm::NewReno));
     }
 
     #[test]

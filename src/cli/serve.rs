@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use xtcp::app::App;
-use xtcp::engine::kernel::{run_kernel, KernelConfig, KernelStack};
+use xtcp::engine::kernel::{run_kernel, KernelStack};
 use xtcp::engine::Stack;
 
 use super::{stop_on_signals, NetArgs, StackKind};
@@ -63,7 +63,7 @@ fn serve_kernel(name: &str, net: &NetArgs, port: u16, app: &mut dyn App<KernelSt
         }
         _ => format!("binding {ip}:{port}: {e}"),
     })?;
-    let mut stack = KernelStack::new(KernelConfig::new(ip)).map_err(|e| format!("creating the epoll instance: {e}"))?;
+    let mut stack = KernelStack::new(net.kernel_config(ip)).map_err(|e| format!("starting --stack kernel: {e}"))?;
     let stop = stop_on_signals()?;
     println!("xtcp {name}: serving {ip}:{port} with the kernel's TCP (--stack kernel); Ctrl-C stops");
     let stats = run_kernel(&mut stack, app, &stop, net.run_options());

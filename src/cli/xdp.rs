@@ -66,17 +66,8 @@ pub fn cores_config(
     }
     // The kernel keeps ARP (the XDP program passes it on); replies follow the frames' senders.
     stack.arp = false;
-    stack.next_hop_mac = net.next_hop_mac;
     stack.ephemeral_ports = ephemeral_ports_beside_the_kernel();
-    stack.max_connections = net.max_connections as usize;
-    stack.syn_backlog = net.syn_backlog as usize;
-    stack.max_time_wait = net.max_time_wait as usize;
-    stack.compact_after = net.compact_after.0;
-    stack.syn_cookies = match net.syn_cookies {
-        Cookies::Never => SynCookieMode::Never,
-        Cookies::WhenFull => SynCookieMode::WhenFull,
-        Cookies::Always => SynCookieMode::Always,
-    };
+    apply_settings(&mut stack, net);
     let mut cfg = CoresConfig::new(iface, stack);
     cfg.cores = Some(cores as usize);
     cfg.first_queue = net.queue;
@@ -105,6 +96,24 @@ pub fn cores_config(
         cfg.neighbors.push((peer, peer_mac));
     }
     Ok(cfg)
+}
+
+/// What `net`'s flags set in every core's stack: the next hop, the limits, SYN cookies, compaction, and the TCP
+/// settings `listen` and `connect` give every connection (congestion control).
+fn apply_settings(stack: &mut StackConfig, net: &NetArgs) {
+    stack.next_hop_mac = net.next_hop_mac;
+    stack.max_connections = net.max_connections as usize;
+    stack.syn_backlog = net.syn_backlog as usize;
+    stack.max_time_wait = net.max_time_wait as usize;
+    stack.compact_after = net.compact_after.0;
+    stack.syn_cookies = match net.syn_cookies {
+        Cookies::Never => SynCookieMode::Never,
+        Cookies::WhenFull => SynCookieMode::WhenFull,
+        Cookies::Always => SynCookieMode::Always,
+    };
+    if let Some(congestion) = net.congestion {
+        stack.tcp.congestion = congestion.algorithm();
+    }
 }
 
 /// The line that says where xtcp runs, once every socket is in place.
@@ -204,8 +213,35 @@ fn gap_beside((lo, hi): (u16, u16)) -> RangeInclusive<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::{device_drops, gap_beside};
+    use clap::Parser;
     use xtcp::nic::DeviceStats;
+    use xtcp::tcp::Algorithm;
+    use xtcp::wire::EthernetAddress;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        net: NetArgs,
+    }
+
+    /// The stack settings a command line gives.
+    fn stack_of(flags: &[&str]) -> StackConfig {
+        let args = Args::try_parse_from(std::iter::once("xtcp").chain(flags.iter().copied())).unwrap();
+        let mut stack = StackConfig::new(EthernetAddress([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 1), 1);
+        apply_settings(&mut stack, &args.net);
+        stack
+    }
+
+    #[test]
+    fn congestion_sets_what_every_connection_gets_and_newreno_stays_the_default() {
+        assert_eq!(stack_of(&[]).tcp.congestion, Algorithm::NewReno);
+        assert_eq!(stack_of(&["--congestion", "newreno"]).tcp.congestion, Algorithm::NewReno);
+        assert_eq!(stack_of(&["--congestion", "cubic"]).tcp.congestion, Algorithm::Cubic);
+        let bad = Args::try_parse_from(["xtcp", "--congestion", "bbr"]).err().unwrap().to_string();
+        assert!(bad.contains("bbr") && bad.contains("newreno") && bad.contains("cubic"), "{bad}");
+    }
 
     #[test]
     fn the_summary_names_the_device_drops_that_are_not_zero_summed_over_cores() {

@@ -31,7 +31,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use super::run::{Clock, RunOptions, RunStats};
 use super::{ConnId, StackError, StackEvent};
 use crate::app::{dispatch, App, Sockets};
-use crate::tcp::CloseReason;
+use crate::tcp::{Algorithm, CloseReason};
 
 /// Tokens at and above this belong to listeners (listener `i` has `LISTENER_TOKEN_BASE + i`); below it, a token is
 /// a connection's slab index. It also bounds [`KernelConfig::max_connections`].
@@ -77,10 +77,15 @@ pub struct KernelConfig {
     pub backlog: u32,
     /// Application events queued before the oldest are dropped (and counted).
     pub max_events: usize,
+    /// Congestion control, set with `TCP_CONGESTION` on every listener (accepted connections inherit it) and
+    /// every active open: NewReno as Linux's `reno`, CUBIC as its `cubic`. `None`: the system's default
+    /// (`net.ipv4.tcp_congestion_control`). [`KernelStack::new`] checks that the kernel lets this process set it.
+    pub congestion: Option<Algorithm>,
 }
 
 impl KernelConfig {
-    /// Defaults for a stack on `ip`: 65,536 connections, 256 KiB send buffers, a backlog of 1024, 65,536 events.
+    /// Defaults for a stack on `ip`: 65,536 connections, 256 KiB send buffers, a backlog of 1024, 65,536 events,
+    /// the system's congestion control.
     pub fn new(ip: Ipv4Addr) -> KernelConfig {
         KernelConfig {
             ip,
@@ -89,6 +94,7 @@ impl KernelConfig {
             send_buffer_bytes: 256 * 1024,
             backlog: 1024,
             max_events: 65536,
+            congestion: None,
         }
     }
 }
@@ -264,8 +270,26 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, what.to_string())
 }
 
+/// The name Linux gives `algorithm` in `TCP_CONGESTION`.
+fn kernel_congestion_name(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::NewReno => "reno",
+        Algorithm::Cubic => "cubic",
+    }
+}
+
+/// Sets `socket`'s congestion control to `algorithm`, if one is chosen.
+fn set_congestion(socket: &Socket, algorithm: Option<Algorithm>) -> io::Result<()> {
+    match algorithm {
+        Some(a) => socket.set_tcp_congestion(kernel_congestion_name(a).as_bytes()),
+        None => Ok(()),
+    }
+}
+
 impl KernelStack {
-    /// A stack with `cfg`: makes the epoll instance. Fails if the limits are out of range or epoll cannot be made.
+    /// A stack with `cfg`: makes the epoll instance. Fails if the limits are out of range, the kernel refuses the
+    /// congestion control (not built or loaded, or not in `net.ipv4.tcp_allowed_congestion_control` for a process
+    /// without CAP_NET_ADMIN), or epoll cannot be made.
     pub fn new(cfg: KernelConfig) -> io::Result<KernelStack> {
         if cfg.max_connections == 0 || cfg.max_connections > LISTENER_TOKEN_BASE {
             return Err(invalid("max_connections must be between 1 and 2^30"));
@@ -275,6 +299,19 @@ impl KernelStack {
         }
         if cfg.sources.len() > MAX_SOURCES {
             return Err(invalid("at most MAX_SOURCES (64) source addresses"));
+        }
+        if let Some(a) = cfg.congestion {
+            let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            set_congestion(&probe, Some(a)).map_err(|e| {
+                let name = kernel_congestion_name(a);
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the kernel refuses TCP congestion control {name:?} ({e}): see \
+                         net.ipv4.tcp_available_congestion_control and tcp_allowed_congestion_control"
+                    ),
+                )
+            })?;
         }
         Ok(KernelStack {
             poll: Poll::new()?,
@@ -316,7 +353,7 @@ impl KernelStack {
     /// Opens a connection to `remote` from `local` (port chosen by the kernel; `0.0.0.0`: address too), so a load
     /// generator can spread connections over many source addresses. [`StackEvent::Connected`] or
     /// [`StackEvent::Closed`] follows. Fails with [`StackError::TableFull`] at `max_connections` (or when the
-    /// kernel has no descriptor left) and [`StackError::NoPort`] when `local` has no free port or is not ours.
+    /// kernel has no descriptor left, or refuses the congestion control) and [`StackError::NoPort`] when `local` has no free port or is not ours.
     pub fn connect_from(&mut self, local: Ipv4Addr, remote: SocketAddrV4) -> Result<ConnId, StackError> {
         if self.live >= self.cfg.max_connections {
             self.counters.table_full += 1;
@@ -324,6 +361,7 @@ impl KernelStack {
         }
         let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(|_| StackError::TableFull)?;
         socket.set_nonblocking(true).map_err(|_| StackError::TableFull)?;
+        set_congestion(&socket, self.cfg.congestion).map_err(|_| StackError::TableFull)?;
         if !local.is_unspecified() {
             socket.bind(&SocketAddrV4::new(local, 0).into()).map_err(|_| StackError::NoPort)?;
         }
@@ -749,6 +787,7 @@ impl Sockets for KernelStack {
         let made = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).and_then(|s| {
             s.set_reuse_address(true)?;
             s.set_nonblocking(true)?;
+            set_congestion(&s, self.cfg.congestion)?;
             s.bind(&addr.into())?;
             s.listen(backlog)?;
             Ok(s)
@@ -1051,6 +1090,51 @@ mod tests {
         let unlimited = limits.lines().any(|l| l.starts_with("Max open files") && l.contains("unlimited"));
         assert_eq!(open_files_limit().is_none(), unlimited);
         assert!(open_files_limit().is_none_or(|n| n > 0));
+    }
+
+    /// What Linux's `TCP_CONGESTION` says connection `id` uses (socket2 returns the whole, NUL-padded buffer).
+    fn kernel_congestion(stack: &KernelStack, id: ConnId) -> String {
+        let index = stack.open_index_of(id).unwrap();
+        let conn = stack.slots[index].conn.as_ref().unwrap();
+        let name = SockRef::from(&conn.stream).tcp_congestion().unwrap();
+        String::from_utf8(name).unwrap().trim_end_matches('\0').to_owned()
+    }
+
+    #[test]
+    fn the_chosen_congestion_control_is_what_accepted_and_opened_connections_use() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let remote = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let (reno, cubic) = (Algorithm::NewReno, Algorithm::Cubic);
+        // Each side the other's opposite: the listener's choice reaches the accepted connection.
+        for (server_cc, client_cc) in [(cubic, reno), (reno, cubic), (reno, reno)] {
+            let cfg = |cc| KernelConfig { congestion: Some(cc), ..KernelConfig::new(Ipv4Addr::LOCALHOST) };
+            let (server, client) = (KernelStack::new(cfg(server_cc)), KernelStack::new(cfg(client_cc)));
+            let (mut server, mut client) = match (server, client) {
+                (Ok(s), Ok(c)) => (s, c),
+                // Without CAP_NET_ADMIN only net.ipv4.tcp_allowed_congestion_control may be set; reno always may.
+                (Err(e), _) | (_, Err(e)) => {
+                    assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+                    assert!(e.to_string().contains("\"cubic\"") && e.to_string().contains("allowed"), "{e}");
+                    continue;
+                }
+            };
+            server.listen(port).unwrap();
+            let opened = client.connect(remote).unwrap();
+            let mut accepted = None;
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while accepted.is_none() && std::time::Instant::now() < deadline {
+                server.poll(Some(Duration::from_millis(10))).unwrap();
+                client.poll(Some(Duration::ZERO)).unwrap();
+                while let Some(ev) = server.next_event() {
+                    if let StackEvent::Accepted { conn, .. } = ev {
+                        accepted = Some(conn);
+                    }
+                }
+            }
+            let name = |a| kernel_congestion_name(a).to_owned();
+            assert_eq!(kernel_congestion(&server, accepted.expect("accepted")), name(server_cc));
+            assert_eq!(kernel_congestion(&client, opened), name(client_cc));
+        }
     }
 
     #[test]
