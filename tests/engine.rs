@@ -306,6 +306,47 @@ fn old_syn_for_a_time_wait_tuple_does_not_reopen_it() {
     assert_eq!(world.stacks[1].state_counts()[8], 1, "still in TIME_WAIT");
 }
 
+/// A SYN from the client's `port` whose option area is `options` (a multiple of 4 bytes) as written.
+fn syn_with_raw_options(port: u16, options: &[u8]) -> Vec<u8> {
+    use xtcp::wire::{TcpOptions, TcpPacket};
+    let mut seg = syn(port, 1);
+    seg.options = TcpOptions::default();
+    seg.payload = options;
+    let mut frame = client_frame(&seg);
+    let mut tcp = TcpPacket::new_unchecked(&mut frame[34..]);
+    tcp.set_header_len(20 + options.len());
+    tcp.fill_checksum(common::CLIENT_IP, SERVER_IP);
+    frame
+}
+
+/// As Linux (`tcp_parse_options`), a SYN whose options end in a malformed one is answered with the options read
+/// before it, and counted; one signed with TCP-MD5 is dropped, as Linux drops it holding no key.
+#[test]
+fn a_syn_with_a_malformed_option_is_taken_with_the_options_before_it_and_counted() {
+    use xtcp::wire::{EthernetFrame, Ipv4Packet, TcpOptions, TcpPacket};
+    let (mut s, mut dev) = scripted_server(common::configs(13)[1].clone());
+    // MSS 1000, NOP, window scale 7, NOP NOP, then timestamps of length 10 with two bytes left.
+    dev.rx.push_back(syn_with_raw_options(45000, &[2, 4, 3, 0xe8, 1, 3, 3, 7, 1, 1, 8, 10]));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(sent_segments(&dev.tx), [(TcpFlags::SYN | TcpFlags::ACK, sent_segments(&dev.tx)[0].1, 2, 45000)]);
+    let ip = Ipv4Packet::new_checked(EthernetFrame::new_checked(&dev.tx[0][..]).unwrap().payload()).unwrap();
+    let syn_ack = TcpOptions::parse(TcpPacket::new_checked(ip.payload()).unwrap().options()).unwrap();
+    assert!(syn_ack.window_scale.is_some(), "the window scale before the bad option was read: {syn_ack:?}");
+    assert_eq!(syn_ack.timestamp, None, "the timestamps were not: {syn_ack:?}");
+    let c = s.counters();
+    assert_eq!((c.tcp_in, c.malformed_options, c.total_drops()), (1, 1, 0));
+    // An MD5 signature (kind 19, 18 bytes) and NOP NOP: no answer, a drop.
+    dev.tx.clear();
+    let mut signed = vec![19, 18];
+    signed.extend_from_slice(&[0xaa; 16]);
+    signed.extend_from_slice(&[1, 1]);
+    dev.rx.push_back(syn_with_raw_options(45001, &signed));
+    s.poll(Instant::ZERO, &mut dev);
+    assert!(dev.tx.is_empty(), "a signed SYN is not answered");
+    assert_eq!(s.counters().dropped(Drop::Unsupported), 1);
+    assert_eq!(s.counters().malformed_options, 1);
+}
+
 /// A valid SYN, a data segment and an ARP request, to mutate.
 fn seed_frames() -> Vec<Vec<u8>> {
     let mut data = syn(44000, 10);

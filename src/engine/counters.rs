@@ -10,7 +10,8 @@ use crate::wire;
 /// Why a received frame (or a frame to send) was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Drop {
-    /// A header failed to parse: truncated, or a field the format forbids.
+    /// A header failed to parse: truncated, or a field the format forbids (a malformed TCP option only where Linux
+    /// drops the segment for it too: see [`wire::TcpOptions::parse`]).
     Malformed,
     /// An IPv4 or TCP checksum did not verify.
     BadChecksum,
@@ -18,7 +19,7 @@ pub enum Drop {
     Fragment,
     /// Addressed to another MAC or IPv4 address.
     NotForUs,
-    /// Another EtherType or IP protocol.
+    /// Another EtherType or IP protocol, or a TCP-MD5 signature (RFC 2385), which xtcp holds no key to check.
     Unsupported,
     /// A TCP segment for no connection and no listener (answered with RST unless it was one).
     NoConnection,
@@ -104,6 +105,10 @@ pub struct Counters {
     pub tcp_in: u64,
     /// TCP segments sent.
     pub tcp_out: u64,
+    /// TCP segments whose options ended in a malformed one (a kind with no length byte, a length under 2 or past
+    /// the option area): taken with the options before it, as Linux takes them. Counted in `tcp_in` too; not a
+    /// drop.
+    pub malformed_options: u64,
     /// ARP packets received for us.
     pub arp_in: u64,
     /// RSTs sent for segments that found no connection.
@@ -149,7 +154,7 @@ pub struct Counters {
 
 impl Counters {
     /// How many counters [`Counters::named`] lists.
-    pub const NAMED_LEN: usize = 22;
+    pub const NAMED_LEN: usize = 23;
 
     /// Counts one drop.
     pub fn drop(&mut self, reason: Drop) {
@@ -180,6 +185,7 @@ impl Counters {
             ("tx_frames", self.tx_frames),
             ("tcp_in", self.tcp_in),
             ("tcp_out", self.tcp_out),
+            ("malformed_options", self.malformed_options),
             ("arp_in", self.arp_in),
             ("rst_sent", self.rst_sent),
             ("conns_opened", self.conns_opened),
@@ -250,6 +256,7 @@ mod tests {
             &mut c.tx_frames,
             &mut c.tcp_in,
             &mut c.tcp_out,
+            &mut c.malformed_options,
             &mut c.arp_in,
             &mut c.rst_sent,
             &mut c.conns_opened,

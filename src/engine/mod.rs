@@ -879,6 +879,9 @@ impl Stack {
             return self.counters.drop(Drop::Malformed);
         }
         self.counters.tcp_in += 1;
+        if seg.options.malformed {
+            self.counters.malformed_options += 1;
+        }
         self.handle_tcp(now, ip_repr.src_addr, ip_repr.dst_addr, src_mac, &seg, tx);
     }
 

@@ -5,7 +5,8 @@
 //! `buffer_len` and `emit`. Untrusted bytes go through `new_checked`, which validates lengths once so that the
 //! accessors cannot panic; emitting into our own buffer uses `new_unchecked`.
 //!
-//! Nothing here panics on any input: every malformed frame ends as an [`Error`], which the engine counts.
+//! Nothing here panics on any input: every frame refused ends as an [`Error`], which the engine counts. TCP options
+//! are read as Linux reads them, and a malformed one may only stop the parse (see [`TcpOptions::parse`]).
 
 pub mod arp;
 pub mod checksum;

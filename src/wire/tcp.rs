@@ -230,6 +230,9 @@ pub struct TcpOptions {
     pub sack_blocks: SackBlocks,
     /// Timestamps (kind 8): (TSval, TSecr).
     pub timestamp: Option<(u32, u32)>,
+    /// Parsing stopped at a malformed option (see [`TcpOptionIter`]): the options above are those before it, and
+    /// what followed it was not read (nor does Linux read it). Set by [`TcpOptions::parse`] only; never emitted.
+    pub malformed: bool,
 }
 
 /// A parsed TCP segment: header fields, options and a borrowed payload.
@@ -271,6 +274,14 @@ pub const HEADER_LEN: usize = field::URGENT.end;
 /// The largest option area: a data offset of 15 words less the fixed header.
 pub const MAX_OPTIONS_LEN: usize = 40;
 
+/// The bytes of a TCP-MD5 signature, after kind and length.
+const MD5_SIGNATURE_LEN: usize = 16;
+
+/// Linux's scan for signature options looks at an option only while this many bytes of the area are left from its
+/// kind byte on: the length of an MD5 option (`TCPOLEN_MD5SIG`), in a kernel built without TCP-AO. One built with
+/// it scans down to 5 bytes left, so that a malformed option further on drops the segment too.
+pub const AUTH_SCAN_LEN: usize = 2 + MD5_SIGNATURE_LEN;
+
 mod field {
     use core::ops::Range;
 
@@ -292,6 +303,10 @@ mod field {
     pub const OPT_SACKPERM: u8 = 4;
     pub const OPT_SACKRNG: u8 = 5;
     pub const OPT_TSTAMP: u8 = 8;
+    /// TCP-MD5 signature (RFC 2385).
+    pub const OPT_MD5: u8 = 19;
+    /// TCP-AO, the authentication option (RFC 5925).
+    pub const OPT_AO: u8 = 29;
 }
 
 /// A view over the bytes of a TCP segment: header, options and payload.
@@ -514,6 +529,14 @@ pub enum TcpOption<'a> {
         /// The bytes after kind and length.
         data: &'a [u8],
     },
+    /// One of the kinds above with a length it cannot have (an MSS of 3 bytes, SACK with half a block): skipped
+    /// by its length and ignored, as Linux ignores an option whose size is not its `TCPOLEN_*`.
+    WrongLength {
+        /// The kind byte.
+        kind: u8,
+        /// The bytes after kind and length.
+        data: &'a [u8],
+    },
 }
 
 impl fmt::Display for TcpOption<'_> {
@@ -543,14 +566,27 @@ impl fmt::Display for TcpOption<'_> {
                 }
                 Ok(())
             }
+            TcpOption::WrongLength { kind, data } => {
+                let name = match kind {
+                    field::OPT_MSS => "mss",
+                    field::OPT_WS => "wscale",
+                    field::OPT_SACKPERM => "sackOK",
+                    field::OPT_SACKRNG => "sack",
+                    field::OPT_TSTAMP => "TS",
+                    _ => "unknown",
+                };
+                write!(f, "{name} [bad length {}]", data.len() + 2)
+            }
         }
     }
 }
 
-/// An iterator over the options in an option area, yielding `Err(Malformed)` once and stopping on a bad length.
+/// An iterator over the options in an option area, stepping as Linux's `tcp_parse_options` does.
 ///
-/// Stops after [`TcpOption::EndOfList`] or at the end of the bytes. A length byte under 2, a length running past
-/// the area, or a known kind with the wrong length is `Malformed`.
+/// Stops after [`TcpOption::EndOfList`], at the end of the bytes, or at a malformed option, which it yields once as
+/// `Err(Malformed)`: a kind with no length byte after it (the area's last byte), a length under 2, or a length
+/// running past the area. A known kind with a length it cannot have is [`TcpOption::WrongLength`], skipped by
+/// that length as Linux skips it.
 #[derive(Clone, Debug)]
 pub struct TcpOptionIter<'a> {
     bytes: &'a [u8],
@@ -603,7 +639,7 @@ impl<'a> TcpOptionIter<'a> {
                     (
                         field::OPT_MSS | field::OPT_WS | field::OPT_SACKPERM | field::OPT_SACKRNG | field::OPT_TSTAMP,
                         _,
-                    ) => return Err(Error::Malformed),
+                    ) => TcpOption::WrongLength { kind, data },
                     (kind, _) => TcpOption::Unknown { kind, data },
                 };
                 Ok(option)
@@ -647,19 +683,59 @@ impl OptionWriter<'_> {
 }
 
 impl TcpOptions {
-    /// Reads the options in an option area. Unknown kinds are skipped; a later copy of an option replaces an
-    /// earlier one; parsing stops at End of Option List.
+    /// Reads the options in an option area as Linux's receive path does.
+    ///
+    /// Unknown kinds, and known kinds of a length they cannot have, are skipped; a later copy of an option
+    /// replaces an earlier one; an MSS of 0 is ignored; parsing stops at End of Option List. A malformed option
+    /// (see [`TcpOptionIter`]) stops parsing too: the options before it are kept and [`TcpOptions::malformed`] is
+    /// set (`tcp_parse_options`: "don't parse partial options").
+    ///
+    /// Before it reads the options, Linux scans them for a signature (`tcp_do_parse_auth_options`, for every
+    /// segment), looking at each option that begins with [`AUTH_SCAN_LEN`] bytes of the area or more left, and
+    /// drops the segment when that scan fails. So do we:
+    /// - `Malformed`: a malformed option there, a TCP-MD5 option (kind 19) not 18 bytes long, a TCP-AO option
+    ///   (kind 29) of 4 bytes or less, or a second MD5 or AO option.
+    /// - `Unsupported`: a TCP-MD5 signature (RFC 2385). xtcp holds no key, and Linux drops a signed segment it
+    ///   holds no key for (`TCPMD5Unexpected`). (A kernel built without TCP-AO, as ours is, ignores an AO option.)
     pub fn parse(bytes: &[u8]) -> Result<TcpOptions> {
         let mut options = TcpOptions::default();
-        for option in TcpOptionIter::new(bytes) {
-            match option? {
-                TcpOption::MaxSegmentSize(mss) => options.mss = Some(mss),
-                TcpOption::WindowScale(shift) => options.window_scale = Some(shift),
-                TcpOption::SackPermitted => options.sack_permitted = true,
-                TcpOption::SackRange(blocks) => options.sack_blocks = blocks,
-                TcpOption::Timestamp { tsval, tsecr } => options.timestamp = Some((tsval, tsecr)),
-                TcpOption::EndOfList | TcpOption::NoOperation | TcpOption::Unknown { .. } => {}
+        let mut signed = false;
+        let mut signatures = 0;
+        let mut iter = TcpOptionIter::new(bytes);
+        loop {
+            let scanned = iter.bytes.len() >= AUTH_SCAN_LEN;
+            match iter.next() {
+                None => break,
+                Some(Err(e)) if scanned => return Err(e),
+                Some(Err(_)) => options.malformed = true,
+                Some(Ok(option)) => match option {
+                    TcpOption::MaxSegmentSize(mss) => {
+                        if mss != 0 {
+                            options.mss = Some(mss);
+                        }
+                    }
+                    TcpOption::WindowScale(shift) => options.window_scale = Some(shift),
+                    TcpOption::SackPermitted => options.sack_permitted = true,
+                    TcpOption::SackRange(blocks) => options.sack_blocks = blocks,
+                    TcpOption::Timestamp { tsval, tsecr } => options.timestamp = Some((tsval, tsecr)),
+                    TcpOption::Unknown { kind: kind @ (field::OPT_MD5 | field::OPT_AO), data } if scanned => {
+                        signatures += 1;
+                        let well_formed =
+                            if kind == field::OPT_MD5 { data.len() == MD5_SIGNATURE_LEN } else { data.len() > 2 };
+                        if !well_formed || signatures > 1 {
+                            return Err(Error::Malformed);
+                        }
+                        signed |= kind == field::OPT_MD5;
+                    }
+                    TcpOption::EndOfList
+                    | TcpOption::NoOperation
+                    | TcpOption::Unknown { .. }
+                    | TcpOption::WrongLength { .. } => {}
+                },
             }
+        }
+        if signed {
+            return Err(Error::Unsupported);
         }
         Ok(options)
     }
@@ -689,14 +765,15 @@ impl TcpOptions {
         self.sack_blocks.as_slice().len().min(fit)
     }
 
-    /// These options as [`TcpOptions::emit`] writes them: SACK blocks that do not fit dropped.
+    /// These options as [`TcpOptions::emit`] writes them: SACK blocks that do not fit dropped, and not
+    /// [`TcpOptions::malformed`].
     pub fn fit(&self) -> TcpOptions {
         let n = self.sack_blocks_emitted();
         let mut sack_blocks = SackBlocks::default();
         for &(left, right) in &self.sack_blocks.as_slice()[..n] {
             sack_blocks.push(left, right);
         }
-        TcpOptions { sack_blocks, ..*self }
+        TcpOptions { sack_blocks, malformed: false, ..*self }
     }
 
     /// The length of the emitted options, a multiple of four, at most [`MAX_OPTIONS_LEN`].
@@ -745,7 +822,8 @@ impl TcpOptions {
 
 impl<'a> TcpRepr<'a> {
     /// Reads a checked segment sent from `src` to `dst`. With `verify_checksum`, a checksum that does not
-    /// verify is `Checksum` (checked before anything else). Bad options are `Malformed`; so is a zero port.
+    /// verify is `Checksum` (checked before anything else). A zero port is `Malformed`; an option area is read, or
+    /// refused, as [`TcpOptions::parse`] says.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(
         packet: &TcpPacket<&'a T>,
         src: Ipv4Addr,
@@ -824,7 +902,7 @@ impl fmt::Display for TcpRepr<'_> {
         }
         let mut bytes = [0u8; MAX_OPTIONS_LEN];
         let len = self.options.emit(&mut bytes);
-        if len > 0 {
+        if len > 0 || self.options.malformed {
             f.write_str(", options [")?;
             for (i, option) in TcpOptionIter::new(&bytes[..len]).enumerate() {
                 if i > 0 {
@@ -834,6 +912,10 @@ impl fmt::Display for TcpRepr<'_> {
                     Ok(option) => write!(f, "{option}")?,
                     Err(_) => f.write_str("bad opts")?,
                 }
+            }
+            if self.options.malformed {
+                // What the parser stopped at, as tcpdump marks it.
+                f.write_str(if len > 0 { ",bad opts" } else { "bad opts" })?;
             }
             f.write_str("]")?;
         }
@@ -994,6 +1076,7 @@ pub(crate) mod tests {
                 sack_permitted: true,
                 sack_blocks: SackBlocks::default(),
                 timestamp: Some((0xe516cfce, 0)),
+                malformed: false,
             },
             payload: &[],
         }
@@ -1218,13 +1301,13 @@ pub(crate) mod tests {
         // EOL stops: what follows is not read, even if it would be malformed.
         assert_eq!(options(&[2, 4, 5, 0xb4, 0, 0xff, 1]).unwrap().mss, Some(1460));
         assert_eq!(TcpOptionIter::new(&[0, 2, 4, 5]).count(), 1);
-        // Unknown kinds are skipped by their length: MD5 signature (19, len 18), then wscale.
-        let mut bytes = vec![19, 18];
+        // Unknown kinds are skipped by their length: kind 30 of 18 bytes, then wscale.
+        let mut bytes = vec![30, 18];
         bytes.extend_from_slice(&[0xaa; 16]);
         bytes.extend_from_slice(&[3, 3, 14]);
         let parsed = options(&bytes).unwrap();
-        assert_eq!(parsed.window_scale, Some(14));
-        assert_eq!(TcpOptionIter::new(&bytes).next(), Some(Ok(TcpOption::Unknown { kind: 19, data: &[0xaa; 16] })));
+        assert_eq!(parsed, TcpOptions { window_scale: Some(14), ..TcpOptions::default() });
+        assert_eq!(TcpOptionIter::new(&bytes).next(), Some(Ok(TcpOption::Unknown { kind: 30, data: &[0xaa; 16] })));
         // An empty unknown option (length 2).
         assert!(options(&[30, 2, 4, 2]).unwrap().sack_permitted);
         // Four SACK blocks, the most that fit.
@@ -1239,36 +1322,131 @@ pub(crate) mod tests {
         assert_eq!(options(&[]).unwrap(), TcpOptions::default());
         // A later copy wins.
         assert_eq!(options(&[2, 4, 0, 1, 2, 4, 0, 2]).unwrap().mss, Some(2));
+        // An MSS of 0 is ignored, as Linux ignores it (the peer's MSS stays the default, 536); so it does not
+        // replace an earlier one.
+        assert_eq!(options(&[2, 4, 0, 0]).unwrap(), TcpOptions::default());
+        assert_eq!(options(&[2, 4, 5, 0xb4, 2, 4, 0, 0]).unwrap().mss, Some(1460));
+        assert_eq!(TcpOptionIter::new(&[2, 4, 0, 0]).next(), Some(Ok(TcpOption::MaxSegmentSize(0))));
     }
 
+    /// A malformed option stops the parse as it stops Linux's `tcp_parse_options`: the options before it are kept,
+    /// nothing after it is read, the segment is taken (and marked, to be counted).
     #[test]
-    fn option_parser_rejects() {
-        let malformed: &[&[u8]] = &[
-            &[2],                          // kind without length
-            &[2, 4, 5],                    // runs past the area
-            &[30, 1, 1, 1],                // length below 2
-            &[30, 0],                      // length 0
-            &[30, 9, 1, 1],                // unknown kind running past the area
-            &[2, 3, 5],                    // MSS of length 3
-            &[2, 5, 5, 0xb4, 0],           // MSS of length 5
-            &[3, 4, 7, 0],                 // window scale of length 4
-            &[4, 3, 0],                    // SACK permitted of length 3
-            &[5, 2],                       // SACK with no block
-            &[5, 6, 0, 0, 0, 1],           // SACK of a half block
-            &[8, 8, 0, 0, 0, 0, 0, 0],     // timestamps of length 8
-            &[1, 1, 8, 10, 0, 0, 0, 0, 0], // timestamps cut short
+    fn option_parser_stops_at_a_malformed_option() {
+        let none = TcpOptions { malformed: true, ..TcpOptions::default() };
+        let mss = TcpOptions { mss: Some(1460), ..none };
+        let cases: &[(&[u8], TcpOptions)] = &[
+            // The three of tests/adversarial.rs: a kind in the last byte, its length byte missing; an MSS of
+            // length 10 in a 4-byte area; an unknown kind of length 0.
+            (&[1, 1, 1, 2], none),
+            (&[2, 10, 5, 0xb4], none),
+            (&[0x42, 0, 1, 1], none),
+            (&[2], none),
+            (&[2, 4, 5], none),                    // runs past the area
+            (&[30, 1, 1, 1], none),                // length 1
+            (&[30, 9, 1, 1], none),                // an unknown kind running past the area
+            (&[1, 1, 8, 10, 0, 0, 0, 0, 0], none), // timestamps cut short
+            (&[30, 0, 2, 4, 5, 0xb4], none),       // the MSS after the bad option is not read
+            (&[2, 4, 5, 0xb4, 2], mss),            // the MSS before it is kept
+            (&[2, 4, 5, 0xb4, 3, 3, 7, 8, 10, 0, 0, 0, 1], TcpOptions { window_scale: Some(7), ..mss }),
         ];
-        for bytes in malformed {
-            assert_eq!(options(bytes).unwrap_err(), Error::Malformed, "{bytes:?}");
+        for &(bytes, expected) in cases {
+            assert_eq!(options(bytes), Ok(expected), "{bytes:?}");
             // The iterator yields the error once, then stops.
             let mut iter = TcpOptionIter::new(bytes);
             assert!(iter.by_ref().any(|o| o.is_err()));
             assert_eq!(iter.next(), None);
         }
-        // Five SACK blocks do not fit in 40 bytes, but a lone SACK of 42 bytes is still refused.
-        let mut bytes = vec![5, 42];
-        bytes.extend_from_slice(&[0; 40]);
-        assert_eq!(options(&bytes).unwrap_err(), Error::Malformed);
+        // Found with fewer than 18 bytes of the area left, it is read up to: 17 bytes left here.
+        let mut bytes = vec![1, 1, 1, 30, 18];
+        bytes.resize(20, 0);
+        assert_eq!(options(&bytes), Ok(none));
+        bytes.resize(17, 0);
+        bytes[..5].copy_from_slice(&[30, 18, 0, 0, 0]);
+        assert_eq!(options(&bytes), Ok(none));
+        // The display marks where the parse stopped.
+        let repr = TcpRepr { options: TcpOptions { timestamp: None, ..mss }, ..syn_repr() };
+        assert_eq!(repr.to_string(), "Flags [S], seq 1309157865, win 64240, options [mss 1460,bad opts], length 0");
+        let repr = TcpRepr { options: none, ..syn_repr() };
+        assert_eq!(repr.to_string(), "Flags [S], seq 1309157865, win 64240, options [bad opts], length 0");
+    }
+
+    /// A known kind with a length it cannot have is ignored and the parse goes on, as Linux ignores an option
+    /// whose size is not its `TCPOLEN_*`.
+    #[test]
+    fn option_parser_ignores_a_known_kind_of_the_wrong_length() {
+        let mut sack_of_38 = vec![5, 40];
+        sack_of_38.resize(40, 0);
+        let wrong: &[&[u8]] = &[
+            &[2, 3, 5],                                // MSS of length 3
+            &[2, 5, 5, 0xb4, 0],                       // MSS of length 5
+            &[2, 2],                                   // MSS of length 2
+            &[3, 4, 7, 0],                             // window scale of length 4
+            &[3, 2],                                   // window scale of length 2
+            &[4, 3, 0],                                // SACK permitted of length 3
+            &[5, 2],                                   // SACK with no block
+            &[5, 6, 0, 0, 0, 1],                       // SACK of a half block
+            &[5, 13, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0], // SACK of a block and three bytes
+            &sack_of_38,                               // SACK of 40 bytes: 38 are not whole blocks
+            &[8, 8, 0, 0, 0, 0, 0, 0],                 // timestamps of length 8
+            &[8, 12, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0],    // timestamps of length 12
+        ];
+        for &bytes in wrong {
+            // Alone: nothing read, nothing malformed.
+            assert_eq!(options(bytes), Ok(TcpOptions::default()), "{bytes:?}");
+            assert_eq!(
+                TcpOptionIter::new(bytes).collect::<Vec<_>>(),
+                [Ok(TcpOption::WrongLength { kind: bytes[0], data: &bytes[2..] })],
+                "{bytes:?}"
+            );
+            // Followed by an MSS, which is read.
+            let mut then_mss = bytes.to_vec();
+            then_mss.extend_from_slice(&[2, 4, 5, 0xb4]);
+            if then_mss.len() <= MAX_OPTIONS_LEN {
+                let expected = TcpOptions { mss: Some(1460), ..TcpOptions::default() };
+                assert_eq!(options(&then_mss), Ok(expected), "{bytes:?}");
+            }
+        }
+        assert_eq!(TcpOption::WrongLength { kind: 2, data: &[5] }.to_string(), "mss [bad length 3]");
+        assert_eq!(TcpOption::WrongLength { kind: 5, data: &[] }.to_string(), "sack [bad length 2]");
+    }
+
+    /// What Linux drops before reading the options: its scan for signatures (`tcp_do_parse_auth_options`) fails,
+    /// or finds an MD5 signature it holds no key for.
+    #[test]
+    fn option_parser_refuses_what_linux_drops_unread() {
+        let option = |kind: u8, len: u8| {
+            let mut bytes = vec![kind, len];
+            bytes.resize(usize::from(len.max(2)), 0xaa);
+            bytes
+        };
+        let cat = |parts: &[&[u8]]| parts.concat();
+        // An MD5 signature, alone or among other options.
+        assert_eq!(options(&option(19, 18)), Err(Error::Unsupported));
+        assert_eq!(options(&cat(&[&[2, 4, 5, 0xb4, 1, 1], &option(19, 18), &[1, 1]])), Err(Error::Unsupported));
+        // An MD5 option of the wrong length, a short AO option, two signatures.
+        assert_eq!(options(&cat(&[&option(19, 17), &[1]])), Err(Error::Malformed));
+        assert_eq!(options(&cat(&[&option(19, 19), &[1; 3]])), Err(Error::Malformed));
+        assert_eq!(options(&cat(&[&option(29, 4), &[1; 14]])), Err(Error::Malformed));
+        assert_eq!(options(&cat(&[&option(29, 18), &option(19, 18)])), Err(Error::Malformed));
+        assert_eq!(options(&cat(&[&option(29, 18), &option(29, 18)])), Err(Error::Malformed));
+        // A malformed option with 18 bytes or more of the area left (with 17, it only stops the parse).
+        let cut = TcpOptions { malformed: true, ..TcpOptions::default() };
+        assert_eq!(options(&cat(&[&[1, 1, 1], &[30, 18], &[0; 15]])), Ok(cut));
+        assert_eq!(options(&cat(&[&[1, 1], &[30, 19], &[0; 16]])), Err(Error::Malformed));
+        assert_eq!(options(&cat(&[&[1, 1], &[30, 1], &[0; 16]])), Err(Error::Malformed));
+        assert_eq!(options(&cat(&[&[2, 4, 5, 0xb4, 0x42, 0], &[1; 34]])), Err(Error::Malformed));
+        // An AO option, well formed: a kernel built without TCP-AO ignores it.
+        assert_eq!(options(&option(29, 18)), Ok(TcpOptions::default()));
+        // Past the scan (under 18 bytes left), a signature kind is any unknown option.
+        assert_eq!(options(&cat(&[&[1; 3], &option(29, 3), &[1; 14]])), Ok(TcpOptions::default()));
+        assert_eq!(options(&cat(&[&[1; 3], &option(19, 17)])), Ok(TcpOptions::default()));
+        // The segment is refused with it.
+        let mut segment = SYN[34..54].to_vec();
+        segment[12] = 0xa0; // 40 bytes of header
+        segment.extend_from_slice(&cat(&[&option(19, 18), &[1, 1]]));
+        let packet = TcpPacket::new_checked(&segment[..]).unwrap();
+        assert_eq!(TcpRepr::parse(&packet, CLIENT, SERVER, false), Err(Error::Unsupported));
     }
 
     fn blocks(n: u32) -> SackBlocks {
@@ -1320,6 +1498,7 @@ pub(crate) mod tests {
             sack_permitted: true,
             sack_blocks: blocks(4),
             timestamp: Some((1, 2)),
+            malformed: false,
         };
         assert_eq!((everything.sack_blocks_emitted(), everything.buffer_len()), (2, 40));
         let mut crowded = everything;
@@ -1353,18 +1532,20 @@ pub(crate) mod tests {
 
     fn arb_options() -> impl Strategy<Value = TcpOptions> {
         (
-            proptest::option::of(any::<u16>()),
+            // An MSS of 0 is not read back (Linux ignores it).
+            proptest::option::of(1u16..),
             proptest::option::of(any::<u8>()),
             any::<bool>(),
             proptest::collection::vec((any::<u32>(), any::<u32>()), 0..=4),
             proptest::option::of((any::<u32>(), any::<u32>())),
+            any::<bool>(),
         )
-            .prop_map(|(mss, window_scale, sack_permitted, sack, timestamp)| {
+            .prop_map(|(mss, window_scale, sack_permitted, sack, timestamp, malformed)| {
                 let mut sack_blocks = SackBlocks::default();
                 for (l, r) in sack {
                     sack_blocks.push(SeqNumber(l), SeqNumber(r));
                 }
-                TcpOptions { mss, window_scale, sack_permitted, sack_blocks, timestamp }
+                TcpOptions { mss, window_scale, sack_permitted, sack_blocks, timestamp, malformed }
             })
     }
 
