@@ -945,7 +945,8 @@ fn malformed_frames_are_dropped_and_counted_and_the_servers_keep_serving() {
     let mut mismatches = Vec::new();
     type Build = Box<dyn Fn(&Ends) -> Vec<Vec<u8>>>;
     let isn = 1000u32;
-    let probes: Vec<(&str, Build, Expect)> = vec![
+    let probes: Vec<(&str, Build, Expect)> =
+        vec![
         ("valid_syn", Box::new(move |e| vec![frame(e, &syn(e, isn, b""))]), Expect::SameAsLinux),
         (
             "bad_tcp_checksum",
@@ -965,23 +966,58 @@ fn malformed_frames_are_dropped_and_counted_and_the_servers_keep_serving() {
             }),
             Expect::SameAsLinux,
         ),
-        // An option kind in the last byte, its length byte missing.
+        // An option kind in the last byte, its length byte missing. Like Linux (`tcp_parse_options`), xtcp stops
+        // reading options at a malformed one and takes the segment with those before it (counted
+        // `malformed_options`).
         (
             "option_truncated",
             Box::new(move |e| vec![frame_with_raw_options(e, TcpFlags::SYN, isn, &[1, 1, 1, 2])]),
-            Expect::Xtcp("none", "xtcp drops a segment with a malformed option (counted); Linux stops parsing options there and takes the segment"),
+            Expect::SameAsLinux,
         ),
         // MSS with length 10 in a 4-byte option area.
         (
             "option_overlong",
             Box::new(move |e| vec![frame_with_raw_options(e, TcpFlags::SYN, isn, &[2, 10, 5, 0xb4])]),
-            Expect::Xtcp("none", "as option_truncated"),
+            Expect::SameAsLinux,
         ),
         // An unknown kind with length 0 (RFC 9293 MUST-7's example).
         (
             "option_zero_length",
             Box::new(move |e| vec![frame_with_raw_options(e, TcpFlags::SYN, isn, &[0x42, 0, 1, 1])]),
-            Expect::Xtcp("none", "as option_truncated"),
+            Expect::SameAsLinux,
+        ),
+        // An overlong MSS where 18 bytes of the area are left: Linux's scan for signature options
+        // (`tcp_do_parse_auth_options`, which looks while 18 or more are) fails, and the segment is dropped before
+        // its options are read. One NOP more, 17 bytes left, and the option only stops the parse.
+        (
+            "option_overlong_18_left",
+            Box::new(move |e| vec![frame_with_raw_options(e, TcpFlags::SYN, isn, &overlong_after_nops(2))]),
+            Expect::SameAsLinux,
+        ),
+        (
+            "option_overlong_17_left",
+            Box::new(move |e| vec![frame_with_raw_options(e, TcpFlags::SYN, isn, &overlong_after_nops(3))]),
+            Expect::SameAsLinux,
+        ),
+        // A TCP-MD5 signature (RFC 2385), which neither server holds a key for: dropped.
+        (
+            "option_md5_signature",
+            Box::new(move |e| {
+                let mut options = vec![19, 18];
+                options.resize(18, 0xaa);
+                options.extend_from_slice(&[1, 1]);
+                vec![frame_with_raw_options(e, TcpFlags::SYN, isn, &options)]
+            }),
+            Expect::SameAsLinux,
+        ),
+        // Known kinds of a length they cannot have (an MSS of 3 bytes, a window scale of 4) are skipped by that
+        // length and ignored, and the parse goes on to the MSS after them.
+        (
+            "option_wrong_length",
+            Box::new(move |e| {
+                vec![frame_with_raw_options(e, TcpFlags::SYN, isn, &[2, 3, 5, 3, 4, 7, 0, 1, 2, 4, 5, 0xb4])]
+            }),
+            Expect::SameAsLinux,
         ),
         // Unknown options with valid lengths are skipped by both (RFC 9293 MUST-6).
         (
@@ -1120,18 +1156,31 @@ fn malformed_frames_are_dropped_and_counted_and_the_servers_keep_serving() {
     let after = w.xtcp_stats();
     let d = |r| drops_delta(&after, &before, r);
     println!(
-        "MALFORMED probes={} bad_checksum={} malformed={} fragment={} rx_frames={}",
+        "MALFORMED probes={} bad_checksum={} malformed={} unsupported={} fragment={} malformed_options={} rx_frames={}",
         probes.len() + 1,
         d("bad_checksum"),
         d("malformed"),
+        d("unsupported"),
         d("fragment"),
+        delta(&after, &before, "malformed_options"),
         delta(&after, &before, "rx_frames")
     );
     assert!(mismatches.is_empty(), "xtcp answered otherwise than expected:\n{}", mismatches.join("\n"));
     assert_eq!(d("bad_checksum"), 2, "one TCP and one IPv4 checksum: {after}");
-    // Three bad options, two bad data offsets, a short IPv4 packet, source port 0.
-    assert_eq!(d("malformed"), 7, "{after}");
+    // The overlong option with 18 bytes left, two bad data offsets, a short IPv4 packet, source port 0.
+    assert_eq!(d("malformed"), 5, "{after}");
+    assert_eq!(d("unsupported"), 1, "the MD5 signature: {after}");
+    // The truncated, overlong, zero-length options and the overlong one with 17 bytes left: taken, and counted.
+    assert_eq!(delta(&after, &before, "malformed_options"), 4, "{after}");
     assert_eq!(d("fragment"), 1, "the first fragment of the SYN: {after}");
+}
+
+/// A 20-byte option area: `nops` NOPs, then an MSS option whose length (24) runs past the area, then NOPs.
+fn overlong_after_nops(nops: usize) -> Vec<u8> {
+    let mut options = vec![1; nops];
+    options.extend_from_slice(&[2, 24, 5, 0xb4]);
+    options.resize(20, 1);
+    options
 }
 
 /// `tcp` from `e` as two IPv4 fragments, the first carrying `first` bytes of the segment (a multiple of 8).
