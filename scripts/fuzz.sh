@@ -8,8 +8,9 @@
 #   XTCP_FUZZ_TARGETS="stack"     the targets to run (default: wire stack)
 #   XTCP_FUZZ_SANITIZER=address   build with AddressSanitizer (default: none; see below)
 #
-# The committed seeds (fuzz/corpus/TARGET/seed-*, recorded from real exchanges by xtcp::fuzz::seeds) are read and
-# never written: what the fuzzer adds goes to fuzz/scratch/TARGET, which git ignores and later runs start from.
+# The committed seeds (fuzz/corpus/TARGET/seed-*, recorded from real exchanges by xtcp::fuzz::seeds, and linux-*,
+# made from frames of the Linux TCP stack by xtcp::fuzz::linux) are read and never written: what the fuzzer adds
+# goes to fuzz/scratch/TARGET, which git ignores and later runs start from.
 #
 # Stable Rust is enough. cargo-fuzz's default sanitizer, AddressSanitizer, needs `-Zsanitizer=address`, which a
 # stable rustc refuses ("the option `Z` is only accepted on the nightly compiler"); `-s none` leaves it out, and

@@ -7,9 +7,11 @@
 //!   bytes (frames raw or with valid headers patched in, time, application calls), with invariants checked after
 //!   every step.
 //! - [`seeds`]: the seed corpus of both, recorded from real exchanges between two stacks.
+//! - [`linux`]: more seeds of both, from frames of the real Linux TCP stack captured in network namespaces.
 //!
 //! Not part of the API: hidden from the docs, and free to change with the harnesses.
 
+pub mod linux;
 pub mod seeds;
 pub mod stack;
 pub mod wire;

@@ -418,6 +418,8 @@ pub struct Harness {
     tainted: bool,
     /// Frames handed to the stack.
     delivered: u64,
+    /// Bytes the application read, over the run.
+    bytes_read: u64,
     /// The stack's last TSval per (local port, remote port).
     tsval: HashMap<(u16, u16), u32>,
     /// Frames the stack sent, kept for [`Harness::take_sent`] when `record` is set.
@@ -446,6 +448,7 @@ impl Harness {
             stale: VecDeque::new(),
             tainted: false,
             delivered: 0,
+            bytes_read: 0,
             tsval: HashMap::new(),
             sent: Vec::new(),
             record: false,
@@ -471,6 +474,17 @@ impl Harness {
     /// The stack.
     pub fn stack(&self) -> &Stack {
         &self.stack
+    }
+
+    /// Bytes the application read over the run, on every connection.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// True while every byte read is checked against the peer's stream: no frame has broken the
+    /// [`stream_byte`] rule.
+    pub fn checks_reads(&self) -> bool {
+        !self.tainted
     }
 
     /// One operation, a poll of the stack, and the checks.
@@ -537,6 +551,7 @@ impl Harness {
                     }
                 }
                 c.read += n as u64;
+                h.bytes_read += n as u64;
                 Ok(())
             }),
             Op::Close { conn } => self.app_call(conn, |h, c| {
