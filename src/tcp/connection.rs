@@ -25,6 +25,9 @@ pub use compact::Compact;
 const WORST_CASE_DELAYED_ACK: Duration = Duration::from_millis(200);
 /// The MSS assumed when the peer's SYN carries none (RFC 9293 §3.7.1).
 const DEFAULT_PEER_MSS: usize = 536;
+/// The smallest MSS a peer may ask for, as Linux's `tcp_min_snd_mss`: a tiny one would have us cut the send
+/// buffer into a segment per few bytes, each costing a frame and an entry of state (CVE-2019-11479).
+pub const MIN_PEER_MSS: usize = 48;
 /// Bytes the timestamp option takes in every segment once negotiated (NOP, NOP, kind 8).
 const TIMESTAMP_OPTION_LEN: usize = 12;
 /// RFC 7323 §2.3: the shift count is at most 14.
@@ -1955,7 +1958,7 @@ impl Connection {
         if let Some((tsval, _)) = opts.timestamp {
             self.ts_recent = tsval;
         }
-        let peer_mss = opts.mss.map_or(DEFAULT_PEER_MSS, usize::from);
+        let peer_mss = opts.mss.map_or(DEFAULT_PEER_MSS, usize::from).max(MIN_PEER_MSS);
         let ts_len = if self.ts_enabled { TIMESTAMP_OPTION_LEN } else { 0 };
         self.smss = narrow(peer_mss.min(usize::from(self.cfg.mss)).saturating_sub(ts_len).max(1));
         self.rcv_mss = narrow(usize::from(self.cfg.mss).saturating_sub(ts_len).max(1));

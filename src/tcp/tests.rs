@@ -1106,6 +1106,22 @@ fn segment_to_no_connection_gets_rfc9293_reset_forms() {
 // ----- Whole exchanges -----
 
 #[test]
+fn a_tiny_peer_mss_is_raised_to_the_floor_as_linux_raises_it() {
+    for (asked, timestamps) in [(1u16, true), (1, false), (40, true), (100, true)] {
+        let mut a = Connection::connect(cfg(), A_ADDR, B_ADDR, &isn_a(), T0);
+        let mut syn = transmit(&mut a, T0).remove(0);
+        syn.options.mss = Some(asked);
+        if !timestamps {
+            syn.options.timestamp = None;
+        }
+        let b = Connection::accept(cfg(), B_ADDR, A_ADDR, &syn.repr(), &isn_b(), T0);
+        let ts_len = if timestamps { 12 } else { 0 };
+        let want = usize::from(asked).max(connection::MIN_PEER_MSS) - ts_len;
+        assert_eq!(b.send_mss(), want, "MSS {asked}, timestamps {timestamps}");
+    }
+}
+
+#[test]
 fn handshake_exact_segments_negotiate_mss_window_scale_and_timestamps() {
     let mut p = Pair::connect(cfg(), cfg());
     let (x, y) = (p.a.iss(), p.b.iss());
