@@ -353,7 +353,8 @@ impl KernelStack {
     /// Opens a connection to `remote` from `local` (port chosen by the kernel; `0.0.0.0`: address too), so a load
     /// generator can spread connections over many source addresses. [`StackEvent::Connected`] or
     /// [`StackEvent::Closed`] follows. Fails with [`StackError::TableFull`] at `max_connections` (or when the
-    /// kernel has no descriptor left, or refuses the congestion control) and [`StackError::NoPort`] when `local` has no free port or is not ours.
+    /// kernel has no descriptor left, or refuses the congestion control) and [`StackError::NoPort`] when `local`
+    /// has no free port or is not ours.
     pub fn connect_from(&mut self, local: Ipv4Addr, remote: SocketAddrV4) -> Result<ConnId, StackError> {
         if self.live >= self.cfg.max_connections {
             self.counters.table_full += 1;

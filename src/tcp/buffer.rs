@@ -19,7 +19,6 @@ pub const MIN_ALLOCATION: usize = 512;
 pub const MAX_BUFFER_BYTES: usize = (u32::MAX / 2) as usize;
 
 /// A byte ring of `limit` bytes' logical capacity, backed by an allocation of at most that much.
-#[derive(Debug)]
 struct Ring {
     /// Empty when nothing is held; else a power of two (or `limit`) at least as long as the held span.
     bytes: Box<[u8]>,
@@ -29,11 +28,29 @@ struct Ring {
     head: u32,
     /// Held bytes.
     held: u32,
+    /// The size the next allocation starts at (0: [`MIN_ALLOCATION`]), set from the last one as it was given back:
+    /// a connection that keeps filling and draining its buffer (bulk data read as it comes) allocates once per
+    /// fill instead of growing from the smallest size by doubling, copying at each step. It follows use down by
+    /// halves: an allocation that never had to grow leaves half its size as the next start.
+    start: u32,
+}
+
+/// Everything but `start`, which is a sizing hint, not state: a connection's compact record drops it (one idle for
+/// that long starts small again), and a connection back from compaction prints as it did before.
+impl core::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ring")
+            .field("bytes", &self.bytes)
+            .field("limit", &self.limit)
+            .field("head", &self.head)
+            .field("held", &self.held)
+            .finish()
+    }
 }
 
 impl Ring {
     fn new(limit: usize) -> Ring {
-        Ring { bytes: Box::default(), limit: limit.min(MAX_BUFFER_BYTES) as u32, head: 0, held: 0 }
+        Ring { bytes: Box::default(), limit: limit.min(MAX_BUFFER_BYTES) as u32, head: 0, held: 0, start: 0 }
     }
 
     fn capacity(&self) -> usize {
@@ -78,7 +95,8 @@ impl Ring {
             return;
         }
         debug_assert!(end <= self.capacity());
-        let want = end.max(MIN_ALLOCATION).next_power_of_two().min(self.capacity()).max(end);
+        let first = if have == 0 { self.start as usize } else { 0 };
+        let want = end.max(MIN_ALLOCATION).max(first).next_power_of_two().min(self.capacity()).max(end);
         let mut bytes = vec![0; want].into_boxed_slice();
         let (front, back) = self.bytes.split_at(self.head as usize);
         bytes[..back.len()].copy_from_slice(back);
@@ -87,8 +105,15 @@ impl Ring {
         self.head = 0;
     }
 
-    /// Gives the allocation back; the caller knows nothing is held in it.
+    /// Gives the allocation back; the caller knows nothing is held in it. The next one starts at this one's size if
+    /// it had to grow past where it started, else at half of it.
     fn release(&mut self) {
+        let size = self.bytes.len();
+        if size > 0 {
+            let grew = size > (self.start as usize).max(MIN_ALLOCATION);
+            let next = if grew { size } else { size / 2 };
+            self.start = if next > MIN_ALLOCATION { next as u32 } else { 0 };
+        }
         self.bytes = Box::default();
         self.head = 0;
     }
@@ -425,6 +450,32 @@ mod tests {
 
     fn s(n: u32) -> SeqNumber {
         SeqNumber(n)
+    }
+
+    #[test]
+    fn a_buffer_refilled_after_it_drained_starts_at_the_size_it_needed_and_follows_use_down() {
+        let mut b = SendBuffer::new(1 << 20);
+        let chunk = vec![7u8; 100_000];
+        // First fill: grows from the smallest size by doubling to 128 KiB; drained, nothing stays allocated.
+        assert_eq!(b.enqueue(&chunk), chunk.len());
+        assert_eq!(b.allocated(), 128 * 1024);
+        b.consume(chunk.len());
+        assert_eq!(b.allocated(), 0);
+        // The next first byte takes 128 KiB at once: no growth, no copies.
+        assert_eq!(b.enqueue(b"x"), 1);
+        assert_eq!(b.allocated(), 128 * 1024);
+        b.consume(1);
+        // That allocation never had to grow, so the next one starts at half; small use keeps halving it.
+        let sizes: Vec<usize> = (0..9)
+            .map(|_| {
+                b.enqueue(b"x");
+                let size = b.allocated();
+                b.consume(1);
+                size
+            })
+            .collect();
+        assert_eq!(sizes, [65536, 32768, 16384, 8192, 4096, 2048, 1024, MIN_ALLOCATION, MIN_ALLOCATION]);
+        assert_eq!(b.allocated(), 0, "nothing held while nothing is queued");
     }
 
     #[test]
