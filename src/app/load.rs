@@ -559,15 +559,11 @@ impl Load {
         let (template, request_bytes, head_request, keep_alive) = match &cfg.mode {
             LoadMode::Echo { message_bytes } => {
                 check("message_bytes", *message_bytes, 1, MESSAGE_BYTES_MAX)?;
-                let pattern: Vec<u8> =
-                    (0..PATTERN_PERIOD + SEND_CHUNK_BYTES).map(|i| (i % PATTERN_PERIOD) as u8).collect();
-                (pattern, *message_bytes, false, true)
+                (pattern(), *message_bytes, false, true)
             }
             LoadMode::Send { message_bytes } => {
                 check("message_bytes", *message_bytes, 1, SEND_BYTES_MAX)?;
-                let pattern: Vec<u8> =
-                    (0..PATTERN_PERIOD + SEND_CHUNK_BYTES).map(|i| (i % PATTERN_PERIOD) as u8).collect();
-                (pattern, *message_bytes, false, false)
+                (pattern(), *message_bytes, false, false)
             }
             LoadMode::Http { method, path, host, headers, keep_alive } => {
                 let req = http_request(method, path, host, headers, *keep_alive)?;
@@ -790,9 +786,7 @@ impl Load {
             }
             StackEvent::Readable(_) => {
                 // Nothing was asked: drop whatever comes.
-                while let Ok(n @ 1..) = stack.recv_with(id, usize::MAX, &mut |data| data.len()) {
-                    self.report.bytes_received += n as u64;
-                }
+                self.report.bytes_received += stack.drop_received(id);
             }
             StackEvent::PeerClosed(_) | StackEvent::Closed(..) => {
                 self.held.remove(&id);
@@ -987,9 +981,7 @@ impl Load {
     fn read<S: Sockets + ?Sized>(&mut self, stack: &mut S, id: ConnId, now: Instant) {
         if self.closing.contains_key(&id) {
             // Closed by us: what still comes is read and dropped (in place), so the connection can finish.
-            while let Ok(n @ 1..) = stack.recv_with(id, usize::MAX, &mut |data| data.len()) {
-                self.report.bytes_received += n as u64;
-            }
+            self.report.bytes_received += stack.drop_received(id);
             return;
         }
         let mut any = false;
@@ -1134,6 +1126,12 @@ fn check(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), LoadE
     } else {
         Err(LoadError::OutOfRange { name, value, min, max })
     }
+}
+
+/// The bytes echo and send messages repeat, `PATTERN_PERIOD + SEND_CHUNK_BYTES` long: every chunk sent, and every
+/// read checked, starts somewhere in its first period.
+fn pattern() -> Vec<u8> {
+    (0..PATTERN_PERIOD + SEND_CHUNK_BYTES).map(|i| (i % PATTERN_PERIOD) as u8).collect()
 }
 
 /// When open-loop request `k` is due.

@@ -42,6 +42,14 @@ pub trait Sockets {
     fn close(&mut self, id: ConnId) -> Result<(), StackError>;
     /// The application is done with the handle: freed if it closed in order, aborted otherwise.
     fn release(&mut self, id: ConnId) -> Result<(), StackError>;
+    /// Reads and drops everything waiting on `id`, in place where the stack can; returns how many bytes.
+    fn drop_received(&mut self, id: ConnId) -> u64 {
+        let mut dropped = 0;
+        while let Ok(n @ 1..) = self.recv_with(id, usize::MAX, &mut |data| data.len()) {
+            dropped += n as u64;
+        }
+        dropped
+    }
     /// Aborts the connection (RST).
     fn abort(&mut self, id: ConnId) -> Result<(), StackError>;
     /// Bytes `send` would take now; 0 for a stale handle.

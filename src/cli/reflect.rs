@@ -139,8 +139,7 @@ pub fn run(args: &ReflectArgs) -> Result<(), String> {
                 }
                 return Ok(());
             }
-            let mut template = [0u8; FRAME_LEN];
-            template.copy_from_slice(&frame(&ends, FRAME_LEN, PING));
+            let template = frame(&ends, FRAME_LEN, PING);
             let r = ping(&mut dev, &template, args.in_flight, args.duration, &stop);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("a report serializes"));
@@ -277,13 +276,7 @@ struct PingReport {
     lost: u64,
 }
 
-fn ping(
-    dev: &mut XskDevice,
-    template: &[u8; FRAME_LEN],
-    in_flight: u32,
-    duration: Duration,
-    stop: &AtomicBool,
-) -> PingReport {
+fn ping(dev: &mut XskDevice, template: &[u8], in_flight: u32, duration: Duration, stop: &AtomicBool) -> PingReport {
     let epoch = std::time::Instant::now();
     let now_us = || epoch.elapsed().as_micros() as u64;
     let mut hist = xtcp::app::load::new_histogram();
