@@ -50,7 +50,8 @@ impl Echo {
         } else {
             self.echo(stack, conn)
         };
-        if drained && self.draining.remove(&conn) {
+        // Most connections are not draining: no hash lookup for them.
+        if drained && !self.draining.is_empty() && self.draining.remove(&conn) {
             let _ = stack.close(conn);
         }
     }
