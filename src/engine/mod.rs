@@ -30,7 +30,7 @@ use siphasher::sip::SipHasher13;
 
 use crate::nic::{FrameDevice, Transmit};
 use crate::tcp::{
-    self, CloseReason, Compact, Connection, Event, IsnGenerator, ListenAction, State, SynCookies, TimerKind,
+    self, BufferPool, CloseReason, Compact, Connection, Event, IsnGenerator, ListenAction, State, SynCookies, TimerKind,
 };
 use crate::time::Instant;
 use crate::timer::{TimerHandle, TimerWheel};
@@ -407,6 +407,8 @@ pub struct Stack {
     wheel: TimerWheel<u32>,
     events: VecDeque<StackEvent>,
     dirty: Vec<u32>,
+    /// Buffer blocks that emptied, for the next connection that queues a small message (see [`BufferPool`]).
+    pool: BufferPool,
     counters: Counters,
     now: Instant,
 }
@@ -445,6 +447,7 @@ impl Stack {
             wheel: TimerWheel::new(max, now.total_millis()),
             events: VecDeque::with_capacity(cfg.max_events.min(65536)),
             dirty: Vec::with_capacity(max),
+            pool: BufferPool::new(BUFFER_POOL_BLOCKS),
             counters: Counters::default(),
             now,
             cfg,
@@ -608,8 +611,8 @@ impl Stack {
 
     /// Queues bytes for sending; returns how many fit.
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, StackError> {
-        let e = self.entry_mut(id)?;
-        let n = e.conn.send(data).map_err(|_| StackError::Closing)?;
+        let (e, pool) = self.entry_and_pool(id)?;
+        let n = e.conn.send_pooled(data, pool).map_err(|_| StackError::Closing)?;
         if n > 0 {
             self.account_buffers(id.index);
             self.mark_dirty(id.index);
@@ -620,8 +623,8 @@ impl Stack {
     /// Reads received bytes; 0 when none wait. A connection that closed in order stays readable until its last
     /// byte is read; then its `Closed` event follows.
     pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
-        let e = self.entry_mut(id)?;
-        let n = e.conn.recv(buf);
+        let (e, pool) = self.entry_and_pool(id)?;
+        let n = e.conn.recv_pooled(buf, pool);
         self.after_recv(id)?;
         Ok(n)
     }
@@ -636,14 +639,14 @@ impl Stack {
         max: usize,
         read: &mut dyn FnMut(&[u8]) -> usize,
     ) -> Result<usize, StackError> {
-        let e = self.entry_mut(id)?;
+        let (e, pool) = self.entry_and_pool(id)?;
         let data = e.conn.recv_peek();
         let data = &data[..data.len().min(max)];
         if data.is_empty() {
             return Ok(0);
         }
         let n = read(data).min(data.len());
-        e.conn.recv_consume(n);
+        e.conn.recv_consume_pooled(n, pool);
         self.after_recv(id)?;
         Ok(n)
     }
@@ -916,9 +919,9 @@ impl Stack {
                     let mut bare = *seg;
                     bare.payload = &[];
                     bare.flags = TcpFlags(bare.flags.0 & !TcpFlags::FIN.0);
-                    e.conn.process(now, &bare);
+                    e.conn.process_pooled(now, &bare, &mut self.pool);
                 } else {
-                    e.conn.process(now, seg);
+                    e.conn.process_pooled(now, seg, &mut self.pool);
                 }
                 self.after_segment(index, tx);
                 return;
@@ -1272,6 +1275,13 @@ impl Stack {
         self.slots[id.index as usize].live_mut().ok_or(StackError::NoConnection)
     }
 
+    /// As [`Stack::entry_mut`], with the buffer pool beside it for the connection's calls.
+    fn entry_and_pool(&mut self, id: ConnId) -> Result<(&mut Entry, &mut BufferPool), StackError> {
+        self.entry_mut(id)?;
+        let e = self.slots[id.index as usize].live_mut().ok_or(StackError::NoConnection)?;
+        Ok((e, &mut self.pool))
+    }
+
     /// `entry` in a box, from the pool when one is there.
     fn boxed(&mut self, entry: Entry) -> Box<Entry> {
         match self.entry_pool.pop() {
@@ -1390,6 +1400,9 @@ impl Stack {
 const SWEEP_SLOTS: usize = 64;
 /// Boxes of finished entries kept for new connections.
 const ENTRY_POOL_MAX: usize = 1024;
+/// Smallest-size buffer blocks kept for connections that queue a small message (512 KiB at most): enough for the
+/// blocks hundreds of connections exchanging small messages give back and take again within one turn.
+const BUFFER_POOL_BLOCKS: usize = 1024;
 
 /// A connection to look at, from [`Stack::connection`] or [`Stack::connections`]: derefs to the [`Connection`]
 /// (borrowed when live, rebuilt from its compact record when compacted, which this does not wake).

@@ -18,6 +18,56 @@ pub const MIN_ALLOCATION: usize = 512;
 /// so no connection could use more.
 pub const MAX_BUFFER_BYTES: usize = (u32::MAX / 2) as usize;
 
+/// Blocks of [`MIN_ALLOCATION`] bytes that emptied buffers gave back, for the next buffer that needs one: a
+/// connection that sends or receives one small message at a time takes its block here and gives it back when the
+/// message is gone, so the hot path does not go to the allocator per message. Bounded (blocks past the bound are
+/// freed), owned by whoever drives the connections — the engine keeps one per stack — and handed to the calls
+/// that may fill or empty a buffer. A recycled block is not cleared: a buffer reads only bytes written into it.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    blocks: Vec<Box<[u8]>>,
+    limit: usize,
+}
+
+impl BufferPool {
+    /// A pool that keeps up to `limit` blocks ([`MIN_ALLOCATION`] bytes each).
+    pub fn new(limit: usize) -> BufferPool {
+        BufferPool { blocks: Vec::with_capacity(limit), limit }
+    }
+
+    /// A pool that keeps nothing: every buffer allocates and frees for itself.
+    pub const fn none() -> BufferPool {
+        BufferPool { blocks: Vec::new(), limit: 0 }
+    }
+
+    /// Blocks kept now.
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// True when no block is kept.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// Bytes kept now.
+    pub fn bytes(&self) -> usize {
+        self.blocks.len() * MIN_ALLOCATION
+    }
+
+    /// A block of [`MIN_ALLOCATION`] bytes: a kept one, or a new one.
+    fn take(&mut self) -> Box<[u8]> {
+        self.blocks.pop().unwrap_or_else(|| vec![0; MIN_ALLOCATION].into_boxed_slice())
+    }
+
+    /// Keeps `block` if it is of the pooled size and there is room; frees it otherwise.
+    fn give(&mut self, block: Box<[u8]>) {
+        if block.len() == MIN_ALLOCATION && self.blocks.len() < self.limit {
+            self.blocks.push(block);
+        }
+    }
+}
+
 /// A byte ring of `limit` bytes' logical capacity, backed by an allocation of at most that much.
 struct Ring {
     /// Empty when nothing is held; else a power of two (or `limit`) at least as long as the held span.
@@ -88,8 +138,9 @@ impl Ring {
         }
     }
 
-    /// Makes the allocation cover `end` bytes past the head, moving what it held to a larger one (head first).
-    fn reserve(&mut self, end: usize) {
+    /// Makes the allocation cover `end` bytes past the head, moving what it held to a larger one (head first). A
+    /// block of the smallest size comes from `pool` when it has one, and one outgrown goes back to it.
+    fn reserve(&mut self, end: usize, pool: &mut BufferPool) {
         let have = self.bytes.len();
         if end <= have {
             return;
@@ -97,35 +148,35 @@ impl Ring {
         debug_assert!(end <= self.capacity());
         let first = if have == 0 { self.start as usize } else { 0 };
         let want = end.max(MIN_ALLOCATION).max(first).next_power_of_two().min(self.capacity()).max(end);
-        let mut bytes = vec![0; want].into_boxed_slice();
+        let mut bytes = if want == MIN_ALLOCATION { pool.take() } else { vec![0; want].into_boxed_slice() };
         let (front, back) = self.bytes.split_at(self.head as usize);
         bytes[..back.len()].copy_from_slice(back);
         bytes[back.len()..have].copy_from_slice(front);
-        self.bytes = bytes;
+        pool.give(core::mem::replace(&mut self.bytes, bytes));
         self.head = 0;
     }
 
-    /// Gives the allocation back; the caller knows nothing is held in it. The next one starts at this one's size if
-    /// it had to grow past where it started, else at half of it.
-    fn release(&mut self) {
+    /// Gives the allocation back (to `pool`, if it keeps blocks of its size); the caller knows nothing is held in
+    /// it. The next one starts at this one's size if it had to grow past where it started, else at half of it.
+    fn release(&mut self, pool: &mut BufferPool) {
         let size = self.bytes.len();
         if size > 0 {
             let grew = size > (self.start as usize).max(MIN_ALLOCATION);
             let next = if grew { size } else { size / 2 };
             self.start = if next > MIN_ALLOCATION { next as u32 } else { 0 };
         }
-        self.bytes = Box::default();
+        pool.give(core::mem::take(&mut self.bytes));
         self.head = 0;
     }
 
     /// Copies `data` into the ring at `offset` bytes past the head (which may be past `len`). The caller
     /// guarantees `offset + data.len() <= capacity`.
-    fn write_at(&mut self, offset: usize, data: &[u8]) {
+    fn write_at(&mut self, offset: usize, data: &[u8], pool: &mut BufferPool) {
         debug_assert!(offset + data.len() <= self.capacity());
         if data.is_empty() {
             return;
         }
-        self.reserve(offset + data.len());
+        self.reserve(offset + data.len(), pool);
         let start = self.index(offset);
         let first = data.len().min(self.bytes.len() - start);
         self.bytes[start..start + first].copy_from_slice(&data[..first]);
@@ -196,10 +247,10 @@ impl SendBuffer {
     }
 
     /// Appends as much of `data` as fits; returns how much.
-    pub fn enqueue(&mut self, data: &[u8]) -> usize {
+    pub fn enqueue(&mut self, data: &[u8], pool: &mut BufferPool) -> usize {
         let n = data.len().min(self.free());
         let len = self.ring.len();
-        self.ring.write_at(len, &data[..n]);
+        self.ring.write_at(len, &data[..n], pool);
         self.ring.grow(n);
         n
     }
@@ -210,10 +261,10 @@ impl SendBuffer {
     }
 
     /// Drops `n` acknowledged bytes from the front; the memory goes back once nothing is held.
-    pub fn consume(&mut self, n: usize) {
+    pub fn consume(&mut self, n: usize, pool: &mut BufferPool) {
         self.ring.advance(n);
         if self.ring.len() == 0 {
-            self.ring.release();
+            self.ring.release(pool);
         }
     }
 }
@@ -374,7 +425,13 @@ impl RecvBuffer {
     /// Stores `data`, whose first byte has sequence number `seq`, given that the next expected byte is `rcv_nxt`.
     /// The caller has trimmed `data` to `[rcv_nxt, rcv_nxt + free())`. Returns the new RCV.NXT, or `None` when
     /// the data was out of order and could not be tracked (too many ranges) and was dropped.
-    pub fn write(&mut self, rcv_nxt: SeqNumber, seq: SeqNumber, data: &[u8]) -> Option<SeqNumber> {
+    pub fn write(
+        &mut self,
+        rcv_nxt: SeqNumber,
+        seq: SeqNumber,
+        data: &[u8],
+        pool: &mut BufferPool,
+    ) -> Option<SeqNumber> {
         let offset = seq - rcv_nxt;
         debug_assert!(offset + data.len() <= self.free());
         if offset > 0 {
@@ -388,11 +445,11 @@ impl RecvBuffer {
             }
             ooo.reporter.received(seq, ooo.ranges.ranges());
             let at = self.ring.len() + offset;
-            self.ring.write_at(at, data);
+            self.ring.write_at(at, data, pool);
             return Some(rcv_nxt);
         }
         let at = self.ring.len();
-        self.ring.write_at(at, data);
+        self.ring.write_at(at, data, pool);
         let mut next = rcv_nxt + data.len();
         // Ranges now covered by in-order data, or joined to it, become readable; once none is left the reassembly
         // state goes.
@@ -409,7 +466,7 @@ impl RecvBuffer {
     }
 
     /// Copies out and consumes up to `out.len()` in-order bytes.
-    pub fn read(&mut self, out: &mut [u8]) -> usize {
+    pub fn read(&mut self, out: &mut [u8], pool: &mut BufferPool) -> usize {
         let n = out.len().min(self.ring.len());
         let mut done = 0;
         while done < n {
@@ -419,7 +476,7 @@ impl RecvBuffer {
             done += c;
             self.ring.advance(c);
         }
-        self.release_if_empty();
+        self.release_if_empty(pool);
         n
     }
 
@@ -429,17 +486,17 @@ impl RecvBuffer {
     }
 
     /// Drops `n` in-order bytes after a [`RecvBuffer::peek`].
-    pub fn consume(&mut self, n: usize) {
+    pub fn consume(&mut self, n: usize, pool: &mut BufferPool) {
         self.ring.advance(n);
-        self.release_if_empty();
+        self.release_if_empty(pool);
     }
 
     /// Out-of-order bytes live at offsets past `len` relative to the head (advancing moves the head and the
     /// length together, so their place relative to the in-order end holds): the memory goes back only when
     /// neither kind is held.
-    fn release_if_empty(&mut self) {
+    fn release_if_empty(&mut self, pool: &mut BufferPool) {
         if self.ring.len() == 0 && self.ooo.is_none() {
-            self.ring.release();
+            self.ring.release(pool);
         }
     }
 }
@@ -454,23 +511,24 @@ mod tests {
 
     #[test]
     fn a_buffer_refilled_after_it_drained_starts_at_the_size_it_needed_and_follows_use_down() {
+        let mut p = BufferPool::none();
         let mut b = SendBuffer::new(1 << 20);
         let chunk = vec![7u8; 100_000];
         // First fill: grows from the smallest size by doubling to 128 KiB; drained, nothing stays allocated.
-        assert_eq!(b.enqueue(&chunk), chunk.len());
+        assert_eq!(b.enqueue(&chunk, &mut p), chunk.len());
         assert_eq!(b.allocated(), 128 * 1024);
-        b.consume(chunk.len());
+        b.consume(chunk.len(), &mut p);
         assert_eq!(b.allocated(), 0);
         // The next first byte takes 128 KiB at once: no growth, no copies.
-        assert_eq!(b.enqueue(b"x"), 1);
+        assert_eq!(b.enqueue(b"x", &mut p), 1);
         assert_eq!(b.allocated(), 128 * 1024);
-        b.consume(1);
+        b.consume(1, &mut p);
         // That allocation never had to grow, so the next one starts at half; small use keeps halving it.
         let sizes: Vec<usize> = (0..9)
             .map(|_| {
-                b.enqueue(b"x");
+                b.enqueue(b"x", &mut p);
                 let size = b.allocated();
-                b.consume(1);
+                b.consume(1, &mut p);
                 size
             })
             .collect();
@@ -479,11 +537,41 @@ mod tests {
     }
 
     #[test]
+    fn emptied_blocks_go_to_the_pool_and_come_back_without_their_old_bytes_showing() {
+        let mut p = BufferPool::new(1);
+        let (mut send, mut recv) = (SendBuffer::new(64 * 1024), RecvBuffer::new(64 * 1024));
+        for round in 0..3u8 {
+            assert_eq!(send.enqueue(&[round; 100], &mut p), 100);
+            assert!(p.is_empty(), "round {round}: the send buffer took the kept block (or a new one)");
+            send.consume(100, &mut p);
+            assert_eq!((send.allocated(), p.len(), p.bytes()), (0, 1, MIN_ALLOCATION), "round {round}");
+            // The receive buffer takes the block the send buffer filled, and shows only what it was given.
+            let base = s(1000 * u32::from(round));
+            assert_eq!(recv.write(base, base, b"xy", &mut p), Some(base + 2));
+            assert!(p.is_empty());
+            assert_eq!(recv.peek(), b"xy");
+            let mut out = [0u8; 8];
+            assert_eq!(recv.read(&mut out, &mut p), 2);
+            assert_eq!(&out[..2], b"xy");
+            assert_eq!((recv.allocated(), p.len()), (0, 1));
+        }
+        // Past its bound a pool frees what it is given; larger blocks it never keeps.
+        let mut other = SendBuffer::new(64 * 1024);
+        other.enqueue(b"z", &mut BufferPool::none());
+        other.consume(1, &mut p);
+        assert_eq!(p.len(), 1);
+        send.enqueue(&[1; 4000], &mut p);
+        send.consume(4000, &mut p);
+        assert_eq!((send.allocated(), p.len()), (0, 1));
+    }
+
+    #[test]
     fn send_buffer_wraps_and_peeks_contiguous_runs() {
+        let mut p = BufferPool::none();
         let mut b = SendBuffer::new(8);
-        assert_eq!(b.enqueue(b"abcdef"), 6);
-        b.consume(4);
-        assert_eq!(b.enqueue(b"ghijklmn"), 6);
+        assert_eq!(b.enqueue(b"abcdef", &mut p), 6);
+        b.consume(4, &mut p);
+        assert_eq!(b.enqueue(b"ghijklmn", &mut p), 6);
         assert_eq!(b.len(), 8);
         assert_eq!(b.peek(0, 100), b"efgh");
         assert_eq!(b.peek(4, 100), b"ijkl");
@@ -517,56 +605,58 @@ mod tests {
 
     #[test]
     fn recv_buffer_reassembles_out_of_order_data() {
+        let mut p = BufferPool::none();
         let mut r = RecvBuffer::new(16);
         let base = s(u32::MAX - 3);
         assert!(!r.holds_reassembly_state());
-        assert_eq!(r.write(base, base + 4, b"efgh"), Some(base));
+        assert_eq!(r.write(base, base + 4, b"efgh", &mut p), Some(base));
         assert!(r.holds_reassembly_state());
         assert_eq!(r.len(), 0);
-        assert_eq!(r.write(base, base + 10, b"kl"), Some(base));
-        let next = r.write(base, base, b"abcd").unwrap();
+        assert_eq!(r.write(base, base + 10, b"kl", &mut p), Some(base));
+        let next = r.write(base, base, b"abcd", &mut p).unwrap();
         assert_eq!(next, base + 8);
         let mut out = [0u8; 16];
-        assert_eq!(r.read(&mut out[..3]), 3);
+        assert_eq!(r.read(&mut out[..3], &mut p), 3);
         assert_eq!(&out[..3], b"abc");
-        let next = r.write(next, next, b"ij").unwrap();
+        let next = r.write(next, next, b"ij", &mut p).unwrap();
         assert_eq!(next, base + 12);
-        let n = r.read(&mut out);
+        let n = r.read(&mut out, &mut p);
         assert_eq!(&out[..n], b"defghijkl");
         assert!(!r.holds_reassembly_state(), "the gap closed: no ranges to keep");
     }
 
     #[test]
     fn memory_is_taken_on_the_first_byte_grows_with_the_data_and_goes_back_when_empty() {
+        let mut p = BufferPool::none();
         let mut b = SendBuffer::new(256 * 1024);
         assert_eq!(b.allocated(), 0);
-        b.enqueue(&[1; 64]);
+        b.enqueue(&[1; 64], &mut p);
         assert_eq!(b.allocated(), MIN_ALLOCATION);
-        b.consume(60);
+        b.consume(60, &mut p);
         // Wrapped data survives growth: head near the end of the small block, then a big write.
-        b.enqueue(&[2; 500]);
-        b.enqueue(&(0..=255).cycle().take(5000).collect::<Vec<u8>>());
+        b.enqueue(&[2; 500], &mut p);
+        b.enqueue(&(0..=255).cycle().take(5000).collect::<Vec<u8>>(), &mut p);
         assert_eq!(b.allocated(), 8192);
         assert_eq!(b.peek(0, 4), [1, 1, 1, 1]);
         assert_eq!(b.peek(4, 500), [2; 500]);
         assert_eq!(b.peek(504, 3), [0, 1, 2]);
-        b.consume(b.len());
+        b.consume(b.len(), &mut p);
         assert_eq!(b.allocated(), 0);
 
         let mut r = RecvBuffer::new(256 * 1024);
         let base = s(1000);
         // Out-of-order data alone holds memory; reading the in-order part keeps it while a gap remains.
-        assert_eq!(r.write(base, base + 100, b"later"), Some(base));
+        assert_eq!(r.write(base, base + 100, b"later", &mut p), Some(base));
         assert_eq!(r.allocated(), MIN_ALLOCATION);
-        let next = r.write(base, base, &[7; 50]).unwrap();
+        let next = r.write(base, base, &[7; 50], &mut p).unwrap();
         assert_eq!(next, base + 50);
         let mut out = [0u8; 64];
-        assert_eq!(r.read(&mut out), 50);
+        assert_eq!(r.read(&mut out, &mut p), 50);
         assert_eq!(r.allocated(), MIN_ALLOCATION, "the out-of-order bytes are still held");
-        let next = r.write(next, next, &[8; 50]).unwrap();
+        let next = r.write(next, next, &[8; 50], &mut p).unwrap();
         assert_eq!(next, base + 105);
         let mut all = vec![0u8; 64];
-        assert_eq!(r.read(&mut all), 55);
+        assert_eq!(r.read(&mut all, &mut p), 55);
         assert_eq!(&all[50..55], b"later");
         assert_eq!(r.allocated(), 0);
     }
@@ -575,6 +665,8 @@ mod tests {
     /// plain model, across every allocation size.
     #[test]
     fn buffers_match_a_model_through_growth_wrap_and_release() {
+        // A pool both buffers share: blocks come back dirty from one and go to the other.
+        let mut p = BufferPool::new(2);
         use rand::{Rng, SeedableRng};
         use std::collections::VecDeque;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
@@ -590,11 +682,11 @@ mod tests {
                         counter
                     })
                     .collect();
-                let took = b.enqueue(&data);
+                let took = b.enqueue(&data, &mut p);
                 model.extend(&data[..took]);
             } else {
                 let n = rng.gen_range(0..=model.len());
-                b.consume(n);
+                b.consume(n, &mut p);
                 model.drain(..n);
             }
             assert_eq!(b.len(), model.len());
@@ -616,12 +708,12 @@ mod tests {
                 let off = rng.gen_range(0..window);
                 let len = rng.gen_range(1..=(window - off).min(1500));
                 let from = delivered + off;
-                if let Some(next) = r.write(rcv_nxt, rcv_nxt + off, &stream[from..from + len]) {
+                if let Some(next) = r.write(rcv_nxt, rcv_nxt + off, &stream[from..from + len], &mut p) {
                     rcv_nxt = next;
                 }
             } else {
                 let mut out = vec![0u8; rng.gen_range(1..5000)];
-                let n = r.read(&mut out);
+                let n = r.read(&mut out, &mut p);
                 read.extend_from_slice(&out[..n]);
             }
             assert!(r.allocated() <= limit);

@@ -9,7 +9,7 @@ use core::time::Duration;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
-use super::buffer::{RecvBuffer, SendBuffer};
+use super::buffer::{BufferPool, RecvBuffer, SendBuffer};
 use super::congestion::{AckAction, Congestion, DUPACK_THRESHOLD};
 use super::isn::IsnGenerator;
 use super::rtt::RttEstimator;
@@ -639,9 +639,14 @@ impl Connection {
     /// SEND: queues as much of `data` as fits in the send buffer and returns how much. Allowed before the
     /// connection is established (the data waits) and in CLOSE_WAIT.
     pub fn send(&mut self, data: &[u8]) -> Result<usize, UserError> {
+        self.send_pooled(data, &mut BufferPool::none())
+    }
+
+    /// [`Connection::send`], a buffer that was empty taking its memory from `pool`.
+    pub fn send_pooled(&mut self, data: &[u8], pool: &mut BufferPool) -> Result<usize, UserError> {
         match self.state {
             State::SynSent | State::SynReceived | State::Established | State::CloseWait if !self.fin_queued => {
-                let n = self.send_buf.enqueue(data);
+                let n = self.send_buf.enqueue(data, pool);
                 // Refused bytes, or a buffer now full: the application will want to hear when room opens, even if
                 // it stops offering bytes while there is none (a `Writable` event follows the next ACK that frees some).
                 if n < data.len() || self.send_buf.free() == 0 {
@@ -656,7 +661,12 @@ impl Connection {
     /// RECEIVE: copies out up to `buf.len()` in-order bytes. Returns 0 when none wait (check
     /// [`Connection::peer_closed`] for end of stream).
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
-        let n = self.recv_buf.read(buf);
+        self.recv_pooled(buf, &mut BufferPool::none())
+    }
+
+    /// [`Connection::recv`], a buffer that empties giving its memory to `pool`.
+    pub fn recv_pooled(&mut self, buf: &mut [u8], pool: &mut BufferPool) -> usize {
+        let n = self.recv_buf.read(buf, pool);
         if n > 0 {
             self.after_read();
         }
@@ -671,7 +681,12 @@ impl Connection {
 
     /// Drops `n` bytes after [`Connection::recv_peek`].
     pub fn recv_consume(&mut self, n: usize) {
-        self.recv_buf.consume(n);
+        self.recv_consume_pooled(n, &mut BufferPool::none());
+    }
+
+    /// [`Connection::recv_consume`], a buffer that empties giving its memory to `pool`.
+    pub fn recv_consume_pooled(&mut self, n: usize, pool: &mut BufferPool) {
+        self.recv_buf.consume(n, pool);
         if n > 0 {
             self.after_read();
         }
@@ -782,11 +797,17 @@ impl Connection {
 
     /// SEGMENT ARRIVES (RFC 9293 §3.10.7): one segment for this connection's 4-tuple, already checksummed.
     pub fn process(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+        self.process_pooled(now, seg, &mut BufferPool::none());
+    }
+
+    /// [`Connection::process`], buffers taking memory from `pool` and giving it back there: the data a segment
+    /// brings, and the send buffer its ACK empties.
+    pub fn process_pooled(&mut self, now: Instant, seg: &TcpRepr<'_>, pool: &mut BufferPool) {
         self.traffic.segs_in += 1;
         match self.state {
             State::Closed | State::Listen => {}
             State::SynSent => self.process_syn_sent(now, seg),
-            _ => self.process_other(now, seg),
+            _ => self.process_other(now, seg, pool),
         }
         self.release_idle_scoreboard();
     }
@@ -839,7 +860,7 @@ impl Connection {
     }
 
     /// RFC 9293 §3.10.7.4, for SYN_RECEIVED and the synchronized states.
-    fn process_other(&mut self, now: Instant, seg: &TcpRepr<'_>) {
+    fn process_other(&mut self, now: Instant, seg: &TcpRepr<'_>, pool: &mut BufferPool) {
         let mut seq = seg.seq_number;
         let mut flags = seg.flags;
         let mut payload = seg.payload;
@@ -935,7 +956,7 @@ impl Connection {
             }
         }
         self.last_activity(now);
-        if self.state != State::TimeWait && !self.process_ack(now, seq, seg) {
+        if self.state != State::TimeWait && !self.process_ack(now, seq, seg, pool) {
             return;
         }
 
@@ -956,7 +977,7 @@ impl Connection {
         }
         if !payload.is_empty() {
             match self.state {
-                State::Established | State::FinWait1 | State::FinWait2 => self.receive_data(now, seq, payload),
+                State::Established | State::FinWait1 | State::FinWait2 => self.receive_data(now, seq, payload, pool),
                 // After the peer's FIN no more data can be valid.
                 _ => {}
             }
@@ -987,7 +1008,7 @@ impl Connection {
     }
 
     /// The ACK processing of ESTABLISHED and its neighbours. Returns false when the segment is to be dropped.
-    fn process_ack(&mut self, now: Instant, seq: SeqNumber, seg: &TcpRepr<'_>) -> bool {
+    fn process_ack(&mut self, now: Instant, seq: SeqNumber, seg: &TcpRepr<'_>, pool: &mut BufferPool) -> bool {
         let ack = seg.ack_number;
         if ack.diff(self.snd_max) > 0 {
             // Acknowledges something not yet sent: send an ACK, drop the segment.
@@ -1025,7 +1046,7 @@ impl Connection {
             0
         };
         if ack.diff(self.snd_una) > 0 {
-            self.on_new_ack(now, seg, flight);
+            self.on_new_ack(now, seg, flight, pool);
         } else if ack == self.snd_una
             && flight > 0
             // Against a closed window the only thing outstanding is a window probe, and its answers say the
@@ -1154,7 +1175,7 @@ impl Connection {
         }
     }
 
-    fn on_new_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, flight: usize) {
+    fn on_new_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, flight: usize, pool: &mut BufferPool) {
         let ack = seg.ack_number;
         let acked = ack - self.snd_una;
         let mut data_acked = acked;
@@ -1168,7 +1189,7 @@ impl Connection {
             data_acked -= 1;
         }
         self.rtt_sample_on_ack(now, seg);
-        self.send_buf.consume(data_acked);
+        self.send_buf.consume(data_acked, pool);
         self.snd_una = ack;
         if let Some(sb) = self.scoreboard.as_mut() {
             sb.acked(ack);
@@ -1277,7 +1298,7 @@ impl Connection {
         }
     }
 
-    fn receive_data(&mut self, now: Instant, seq: SeqNumber, data: &[u8]) {
+    fn receive_data(&mut self, now: Instant, seq: SeqNumber, data: &[u8], pool: &mut BufferPool) {
         let end = seq + data.len();
         if self.sack_enabled
             && self.recv_buf.out_of_order().ranges().iter().any(|r| seq.diff(r.0) >= 0 && end.diff(r.1) <= 0)
@@ -1286,7 +1307,7 @@ impl Connection {
             self.dsack = Some((seq, end));
         }
         let had_gap = !self.recv_buf.out_of_order().is_empty();
-        let Some(next) = self.recv_buf.write(self.rcv_nxt, seq, data) else {
+        let Some(next) = self.recv_buf.write(self.rcv_nxt, seq, data, pool) else {
             self.stats_mut().ooo_dropped += 1;
             self.ack_now = true;
             return;

@@ -19,7 +19,7 @@ pub mod syncookie;
 #[cfg(test)]
 mod tests;
 
-pub use buffer::{Assembler, RecvBuffer, SendBuffer, MAX_BUFFER_BYTES, MAX_OOO_RANGES};
+pub use buffer::{Assembler, BufferPool, RecvBuffer, SendBuffer, MAX_BUFFER_BYTES, MAX_OOO_RANGES};
 pub use congestion::{AckAction, Algorithm, Congestion, DUPACK_THRESHOLD};
 pub use connection::{Compact, Connection, ConnectionStats};
 pub use isn::IsnGenerator;
