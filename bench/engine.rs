@@ -13,6 +13,9 @@
 //!   table, the slots and the connections are mostly out of cache as with real traffic.
 //! - `deliver_ack_batch_64/{1,1m}`: the same with 64 frames per poll, as the run loop takes them under load;
 //!   throughput is per frame.
+//! - `echo_round_trip/64`: one 64-byte echo exchange with both ends in one stack over a [`Loopback`]: the
+//!   client's send, its segment out and back in, the server's read and answer, the answer's segment, the
+//!   client's read — the user-space work of one round trip of `xtcp load` against `xtcp echo`, less the device.
 //!
 //! After filling the table the bench prints the process's resident memory (VmRSS) to stderr, before and after,
 //! and the difference per connection. Connections are made with 512-byte send and receive buffers: xtcp
