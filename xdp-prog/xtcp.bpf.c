@@ -38,6 +38,13 @@ struct {
 	__type(value, struct xtcp_counters);
 } XTCP_MAP_COUNTERS SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XTCP_MAX_FRAG_DATAGRAMS);
+	__type(key, struct xtcp_frag_key);
+	__type(value, __u8);
+} XTCP_MAP_FRAGS SEC(".maps");
+
 /* A cursor over the frame: each pull checks the header lies wholly before data_end. */
 struct cursor {
 	void *pos;
@@ -78,10 +85,12 @@ static __always_inline enum verdict classify(struct cursor *c, const struct xtcp
 		__be16 source;
 		__be16 dest;
 	} *ports;
+	struct xtcp_frag_key frag = {};
 	__u32 first_fragment;
 	__u32 ihl_bytes;
 	__u32 daddr;
 	__u16 port;
+	__u8 one = 1;
 
 	if (!eth)
 		return MALFORMED;
@@ -96,14 +105,23 @@ static __always_inline enum verdict classify(struct cursor *c, const struct xtcp
 	if (ip->protocol != IPPROTO_TCP)
 		return NOT_OURS;
 	daddr = ip->daddr;
-	/* xtcp does not reassemble. A later fragment carries no TCP header: the kernel's (which, never getting the
-	 * first, drops it when reassembly times out). The first fragment carries the ports: if they are ours it is
-	 * ours too, and xtcp counts and drops it; passed on, the kernel would reassemble the datagram and answer for a
-	 * port it does not own with an RST. */
-	if (ip->frag_off & bpf_htons(0x1fff))
-		return NOT_OURS;
+	/* Fragments: xtcp reassembles (src/nic/defrag.rs). The first fragment carries the ports and goes where they
+	 * say; when it goes to xtcp its datagram is remembered, and the later fragments, which carry no ports, follow
+	 * it. A later fragment of a datagram not remembered (the kernel's, or one whose first fragment has not come
+	 * yet) goes to the kernel. */
+	frag.saddr = ip->saddr;
+	frag.daddr = daddr;
+	frag.id = ip->id;
+	if (ip->frag_off & bpf_htons(0x1fff)) {
+		if (!bpf_map_lookup_elem(&XTCP_MAP_FRAGS, &frag))
+			return NOT_OURS;
+		return our_address(cfg, daddr) ? OURS : NOT_OURS;
+	}
 	first_fragment = ip->frag_off & bpf_htons(0x2000);
+	/* Bounded on the value pulled by, right before the pull: the verifier takes no bound from the check above. */
 	ihl_bytes = ip->ihl * 4;
+	if (ihl_bytes < sizeof(*ip) || ihl_bytes > 60)
+		return MALFORMED;
 	if (!pull(c, ihl_bytes - sizeof(*ip)))
 		return MALFORMED;
 
@@ -111,14 +129,17 @@ static __always_inline enum verdict classify(struct cursor *c, const struct xtcp
 	ports = pull(c, sizeof(*ports));
 	if (!ports)
 		return MALFORMED;
+	/* Read before the next pull: the verifier keeps the bounds of the latest pointer only. */
+	port = bpf_ntohs(ports->dest);
 	if (!first_fragment && !pull(c, sizeof(struct tcphdr) - sizeof(*ports)))
 		return MALFORMED;
-	port = bpf_ntohs(ports->dest);
 	if (!((cfg->ports[port / XTCP_PORT_WORD_BITS] >> (port % XTCP_PORT_WORD_BITS)) & 1))
 		return NOT_OURS;
 	/* The address last: the scan's loop then follows every packet access, which keeps the verifier's bounds. */
 	if (!our_address(cfg, daddr))
 		return NOT_OURS;
+	if (first_fragment)
+		bpf_map_update_elem(&XTCP_MAP_FRAGS, &frag, &one, BPF_ANY);
 	return OURS;
 }
 

@@ -20,6 +20,10 @@
 /* IPv4 addresses steered: the stack's own and its aliases (xtcp's MAX_LOCAL_ADDRESSES is the same number). */
 #define XTCP_MAX_ADDRS 64
 
+/* IPv4 datagrams whose first fragment went to xtcp, remembered (least recently used first out) so that their
+ * later fragments, which carry no ports, follow it. */
+#define XTCP_MAX_FRAG_DATAGRAMS 1024
+
 /* The one key of the config map. */
 #define XTCP_CONFIG_KEY 0
 
@@ -27,6 +31,7 @@
 #define XTCP_MAP_XSKS xsks_map
 #define XTCP_MAP_CONFIG xtcp_config_map
 #define XTCP_MAP_COUNTERS xtcp_counters_map
+#define XTCP_MAP_FRAGS xtcp_frags_map
 /* The program's name (its C function). */
 #define XTCP_PROG_STEER xtcp_steer
 
@@ -51,6 +56,14 @@ struct xtcp_counters {
 	__u64 parse_errors;
 	/* Ours, but no socket sits in the XSKMAP at this queue: passed to the kernel. */
 	__u64 no_socket;
+};
+
+/* A fragmented datagram, as its fragments all say it (network byte order): the key of the fragments map. */
+struct xtcp_frag_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 id;
+	__u16 reserved;
 };
 
 #endif /* XTCP_SHARED_H */

@@ -9,6 +9,7 @@ use crate::time::Instant;
 
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
 pub mod afxdp;
+pub mod defrag;
 pub mod fault;
 pub mod loopback;
 pub mod neigh;

@@ -13,6 +13,7 @@ use crate::engine::rss::Rss;
 use crate::engine::run::{run_with, RunOptions, RunStats};
 use crate::engine::{Counters, PortFilter, Stack, StackConfig, StackEvent};
 use crate::nic::afxdp::{self, AfXdpError, QueueCounters, Steering, XskConfig, XskDevice, XskStats};
+use crate::nic::defrag::{Defrag, DefragConfig};
 use crate::nic::pcap::{PcapConfig, PcapTap};
 use crate::nic::{DeviceStats, FrameDevice, Transmit};
 use crate::time::Instant;
@@ -503,7 +504,8 @@ fn run_core<A: App>(
     for &(ip, mac) in &cfg.neighbors {
         stack.add_neighbor(ip, mac);
     }
-    let mut dev = handoff.device(core, dev);
+    // Reassembly inside the hand-off, so that a datagram is routed by the ports of the frame it becomes.
+    let mut dev = handoff.device(core, Defrag::new(dev, DefragConfig::default()));
     let mut app = CoreApp {
         app,
         shared,
@@ -536,7 +538,7 @@ fn run_core<A: App>(
         counters: stack.counters().clone(),
         run: run_stats,
         handoff: handoff_stats,
-        xsk: dev.xsk_stats(),
+        xsk: dev.inner().xsk_stats(),
         device,
         steering: QueueCounters::default(),
         shutdown: app.shutdown,
