@@ -303,7 +303,62 @@ fn old_syn_for_a_time_wait_tuple_does_not_reopen_it() {
     world.settle();
     assert_eq!(world.stacks[1].counters().time_wait_reopened, 0);
     assert_eq!(world.stacks[1].counters().time_wait_refused, 1);
+    assert_eq!(world.stacks[1].state_counts()[8], 1, "still in TIME_WAIT: {:?}", world.stacks[1].state_counts());
+}
+
+/// Linux turns a segment for a TIME_WAIT socket aside before its signature scan (`tcp_v4_rcv` goes to
+/// `do_time_wait` first), so one carrying a TCP-MD5 option is still answered there; only a SYN that reopens the
+/// 4-tuple goes on to the listener and the scan, and is dropped. So does xtcp.
+#[test]
+fn a_signed_segment_for_a_time_wait_connection_is_answered_as_linux_answers_it() {
+    use xtcp::wire::{TcpFlags, TcpOptions, TcpPacket};
+    let mut world = common::world(common::configs(14), LinkConfig::default(), Faults::default(), 14);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let client_port = world.stacks[0].connection(client).unwrap().local().port();
+    world.run(Instant::from_secs(5), |stacks, _| {
+        server_closes_first(stacks);
+        stacks[1].state_counts()[8] == 1 && stacks[0].connection_count() == 0
+    });
+    let (rcv_nxt, snd_nxt) = world.stacks[1].connections().next().map(|(_, c)| (c.rcv_nxt(), c.snd_nxt())).unwrap();
+    // NOP, NOP and an 18-byte TCP-MD5 option: what the signature scan refuses (xtcp holds no key).
+    let md5: Vec<u8> = [1, 1, 19, 18].into_iter().chain([0xab; 16]).collect();
+    let signed = |mut seg: xtcp::wire::TcpRepr<'static>| {
+        seg.options = TcpOptions::default();
+        seg.payload = &[];
+        let mut frame = client_frame(&seg);
+        frame.extend_from_slice(&md5);
+        let mut ip = xtcp::wire::Ipv4Packet::new_unchecked(&mut frame[14..]);
+        ip.set_total_len(ip.total_len() + md5.len() as u16);
+        ip.fill_checksum();
+        let mut tcp = TcpPacket::new_unchecked(&mut frame[34..]);
+        tcp.set_header_len(20 + md5.len());
+        tcp.fill_checksum(common::CLIENT_IP, SERVER_IP);
+        frame
+    };
+    // A SYN that would reopen the 4-tuple, signed: it goes on to the scan, which drops it; TIME_WAIT stays.
+    let before = world.stacks[1].counters().clone();
+    let frame = signed(syn(client_port, rcv_nxt.0.wrapping_add(100_000)));
+    let now = world.now();
+    world.devices[0].transmit(now, frame.len(), &mut |buf| buf.copy_from_slice(&frame));
+    world.pass(now + std::time::Duration::from_millis(100), std::time::Duration::from_millis(1));
+    let after = world.stacks[1].counters().clone();
+    assert_eq!(after.dropped(Drop::Unsupported), before.dropped(Drop::Unsupported) + 1, "{after:?}");
+    assert_eq!((after.time_wait_reopened, after.tx_frames), (0, before.tx_frames), "{after:?}");
     assert_eq!(world.stacks[1].state_counts()[8], 1, "still in TIME_WAIT");
+    // The client's FIN again, as if the server's last ACK had been lost: TIME_WAIT answers it with an ACK, past
+    // the half second that limits such answers (Linux's `tcp_invalid_ratelimit`).
+    world.pass(world.now() + std::time::Duration::from_secs(1), std::time::Duration::from_millis(10));
+    let mut fin = syn(client_port, (rcv_nxt - 1).0);
+    fin.flags = TcpFlags(TcpFlags::FIN.0 | TcpFlags::ACK.0);
+    fin.ack_number = snd_nxt;
+    let before = world.stacks[1].counters().clone();
+    let frame = signed(fin);
+    let now = world.now();
+    world.devices[0].transmit(now, frame.len(), &mut |buf| buf.copy_from_slice(&frame));
+    world.pass(now + std::time::Duration::from_millis(100), std::time::Duration::from_millis(1));
+    let after = world.stacks[1].counters().clone();
+    assert_eq!(after.dropped(Drop::Unsupported), before.dropped(Drop::Unsupported), "read without the scan: {after:?}");
+    assert_eq!(after.tx_frames, before.tx_frames + 1, "the FIN is acknowledged again: {after:?}");
 }
 
 /// A SYN from the client's `port` whose option area is `options` (a multiple of 4 bytes) as written.

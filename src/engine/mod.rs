@@ -873,8 +873,18 @@ impl Stack {
             Ok(t) => t,
             Err(e) => return self.counters.drop_wire(e),
         };
-        let seg = match TcpRepr::parse(&tcp, ip_repr.src_addr, ip_repr.dst_addr, self.cfg.verify_checksums) {
+        let verify = self.cfg.verify_checksums;
+        let seg = match TcpRepr::parse(&tcp, ip_repr.src_addr, ip_repr.dst_addr, verify) {
             Ok(s) => s,
+            // Refused over its options (a failed signature scan)? Linux runs that scan only after it has turned a
+            // segment for a TIME_WAIT socket aside, so such a segment is read without it — unless it is a SYN
+            // that reopens the 4-tuple, which goes on to the listener and the scan.
+            Err(e @ (crate::wire::Error::Malformed | crate::wire::Error::Unsupported)) => {
+                match TcpRepr::parse_unscanned(&tcp, ip_repr.src_addr, ip_repr.dst_addr, verify) {
+                    Ok(seg) if self.meets_time_wait(ip_repr.src_addr, ip_repr.dst_addr, &seg) => seg,
+                    _ => return self.counters.drop_wire(e),
+                }
+            }
             Err(e) => return self.counters.drop_wire(e),
         };
         // Ports of 0 are refused by the parser; a broadcast or multicast source can own no connection.
@@ -886,6 +896,14 @@ impl Stack {
             self.counters.malformed_options += 1;
         }
         self.handle_tcp(now, ip_repr.src_addr, ip_repr.dst_addr, src_mac, &seg, tx);
+    }
+
+    /// Whether `seg` from `src` to `dst` is for a connection in TIME_WAIT that does not take it as a reopening SYN.
+    fn meets_time_wait(&self, src: Ipv4Addr, dst: Ipv4Addr, seg: &TcpRepr<'_>) -> bool {
+        let tuple = FourTuple { local_ip: dst, local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
+        self.lookup(&tuple)
+            .and_then(|i| self.connection(ConnId { index: i, generation: self.slots[i as usize].generation }).ok())
+            .is_some_and(|c| c.state() == State::TimeWait && !c.accepts_reopen(seg))
     }
 
     /// `src_mac` is the frame's sender: where replies go when the neighbour table does not say (see

@@ -705,17 +705,24 @@ impl TcpOptions {
             let timestamp = (u32::from_be_bytes([v0, v1, v2, v3]), u32::from_be_bytes([e0, e1, e2, e3]));
             return Ok(TcpOptions { timestamp: Some(timestamp), ..TcpOptions::default() });
         }
-        TcpOptions::parse_general(bytes)
+        TcpOptions::parse_general(bytes, true)
     }
 
-    /// [`TcpOptions::parse`] for any area, option by option.
-    fn parse_general(bytes: &[u8]) -> Result<TcpOptions> {
+    /// The options as Linux reads them for a segment that meets a TIME_WAIT socket, which it hands to
+    /// `tcp_timewait_state_process` before the signature scan: as [`TcpOptions::parse`] without the scan, so
+    /// never an error — a malformed option only stops the parse, and a signature option is skipped.
+    pub fn parse_unscanned(bytes: &[u8]) -> TcpOptions {
+        TcpOptions::parse_general(bytes, false).unwrap_or_default()
+    }
+
+    /// [`TcpOptions::parse`] for any area, option by option; `scan`: with Linux's signature scan.
+    fn parse_general(bytes: &[u8], scan: bool) -> Result<TcpOptions> {
         let mut options = TcpOptions::default();
         let mut signed = false;
         let mut signatures = 0;
         let mut iter = TcpOptionIter::new(bytes);
         loop {
-            let scanned = iter.bytes.len() >= AUTH_SCAN_LEN;
+            let scanned = scan && iter.bytes.len() >= AUTH_SCAN_LEN;
             match iter.next() {
                 None => break,
                 Some(Err(e)) if scanned => return Err(e),
@@ -859,6 +866,34 @@ impl<'a> TcpRepr<'a> {
             window_len: packet.window_len(),
             urgent_pointer: packet.urgent_pointer(),
             options,
+            payload: packet.payload(),
+        })
+    }
+
+    /// As [`TcpRepr::parse`], with the options read by [`TcpOptions::parse_unscanned`]: for a segment that
+    /// [`TcpRepr::parse`] refused over its options and that turns out to meet a TIME_WAIT connection.
+    pub fn parse_unscanned<T: AsRef<[u8]> + ?Sized>(
+        packet: &TcpPacket<&'a T>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        verify_checksum: bool,
+    ) -> Result<TcpRepr<'a>> {
+        packet.check_len()?;
+        if verify_checksum && !packet.verify_checksum(src, dst) {
+            return Err(Error::Checksum);
+        }
+        if packet.src_port() == 0 || packet.dst_port() == 0 {
+            return Err(Error::Malformed);
+        }
+        Ok(TcpRepr {
+            src_port: packet.src_port(),
+            dst_port: packet.dst_port(),
+            seq_number: packet.seq_number(),
+            ack_number: packet.ack_number(),
+            flags: packet.flags(),
+            window_len: packet.window_len(),
+            urgent_pointer: packet.urgent_pointer(),
+            options: TcpOptions::parse_unscanned(packet.options()),
             payload: packet.payload(),
         })
     }
@@ -1613,7 +1648,7 @@ pub(crate) mod tests {
                 area[at] = byte;
             }
             let parsed = TcpOptions::parse(&area);
-            prop_assert_eq!(parsed, TcpOptions::parse_general(&area));
+            prop_assert_eq!(parsed, TcpOptions::parse_general(&area, true));
             if edit.is_none() {
                 prop_assert_eq!(parsed.unwrap().timestamp, Some((tsval, tsecr)));
             }
