@@ -1,6 +1,6 @@
 //! The `xtcp` commands end to end, as users run them (root, veth): `xtcp http` under wrk and curl, `xtcp load`
 //! against a kernel HTTP server and against `xtcp http` on both stacks and from several source addresses, `xtcp
-//! stat` while connections are open and in TIME_WAIT, the pcap read back by tcpdump — and the one-line errors of bad
+//! stat` while connections are open and in TIME_WAIT, the pcap read back by tcpdump, a SYN sent in IPv4 fragments — and the one-line errors of bad
 //! arguments (no root needed).
 
 #![cfg(all(feature = "afxdp", target_os = "linux"))]
@@ -409,6 +409,62 @@ const DEVICE_DROPS: [&str; 9] = [
 ];
 
 /// The pid of the xtcp process that `ip netns exec` (pid `parent`) runs: itself after exec, or its child.
+/// A peer that fragments: `xtcp echo` (the product's path, reassembly inside the hand-off) answers a SYN that came
+/// in two IPv4 fragments, built and sent from the kernel's namespace on a raw socket, and `xtcp stat` counts the
+/// reassembly.
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn xtcp_echo_answers_a_syn_sent_in_two_ipv4_fragments() {
+    let ns = Netns::up("pfrag");
+    let server = serve(&ns, &["echo", "--port", "7011"]);
+    let (src, dst) = (ns.var("IP_KERNEL"), ns.var("IP_XTCP"));
+    // A SYN (ISN 1000, MSS 1460, 8 bytes of data) cut after 24 bytes: header and option, then the data.
+    let script = r#"
+import socket, struct, sys, time
+src, dst, dport, sport = sys.argv[1], sys.argv[2], int(sys.argv[3]), 40999
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+seg = struct.pack('!HHIIBBHHH', sport, dport, 1000, 0, 6 << 4, 0x02, 65535, 0, 0) + struct.pack('!BBH', 2, 4, 1460)
+seg += b'fragment'
+pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 6, len(seg))
+seg = seg[:16] + struct.pack('!H', csum(pseudo + seg)) + seg[18:]
+def ip(field, payload):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(payload), 0x4242, field, 64, 6, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack('!H', csum(h)) + h[12:] + payload
+rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+rx.settimeout(1)
+tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+tx.sendto(ip(0x2000, seg[:24]), (dst, 0))  # more fragments, offset 0
+tx.sendto(ip(24 // 8, seg[24:]), (dst, 0))  # the last, offset 24
+deadline = time.time() + 5
+while time.time() < deadline:
+    try:
+        p = rx.recv(65535)
+    except socket.timeout:
+        continue
+    ihl = (p[0] & 15) * 4
+    s, d = struct.unpack('!HH', p[ihl:ihl + 4])
+    if socket.inet_ntoa(p[12:16]) == dst and (s, d) == (dport, sport) and p[ihl + 13] & 0x12 == 0x12:
+        print('SYN-ACK ack', struct.unpack('!I', p[ihl + 8:ihl + 12])[0])
+        sys.exit(0)
+print('no SYN-ACK')
+"#;
+    let answer = run_text(ns.in_kernel_ns("python3").args(["-c", script, src, dst, "7011"]));
+    assert_eq!(answer, "SYN-ACK ack 1001", "the SYN acknowledged, its data not (no TFO), as Linux answers it");
+    let serving_pid = xtcp_pid_under(server.child.id()).to_string();
+    let out = Command::new(XTCP).args(["stat", "--pid", &serving_pid, "--json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let cores = json.as_array().unwrap();
+    let sum = |section: &str, name: &str| cores.iter().map(|c| c[section][name].as_u64().unwrap_or(0)).sum::<u64>();
+    assert_eq!((sum("device", "frags_in"), sum("device", "reasm_ok")), (2, 1), "{json}");
+    assert!(sum("counters", "tcp_in") >= 1, "{json}");
+    interrupt(server);
+}
+
 fn xtcp_pid_under(parent: u32) -> u32 {
     let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     if comm(parent).trim() == "xtcp" {
