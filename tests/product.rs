@@ -1,7 +1,7 @@
 //! The `xtcp` commands end to end, as users run them (root, veth): `xtcp http` under wrk and curl, `xtcp load`
 //! against a kernel HTTP server and against `xtcp http` on both stacks and from several source addresses, `xtcp
-//! stat` while connections are open and in TIME_WAIT, the pcap read back by tcpdump, a SYN sent in IPv4 fragments — and the one-line errors of bad
-//! arguments (no root needed).
+//! stat` while connections are open and in TIME_WAIT, the pcap read back by tcpdump, a SYN sent in IPv4 fragments —
+//! and the one-line errors of bad arguments (no root needed).
 
 #![cfg(all(feature = "afxdp", target_os = "linux"))]
 
