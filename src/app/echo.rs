@@ -1,10 +1,8 @@
 //! The echo server: every byte received goes back, and the connection closes after the peer's does. As a discard
 //! server (RFC 863) it reads and drops instead: the receiving end of a one-way bulk transfer.
 
-use std::collections::HashSet;
-
 use super::{App, Sockets};
-use crate::engine::{ConnId, StackEvent};
+use crate::engine::{ConnId, ConnSet, StackEvent};
 use crate::time::Instant;
 
 /// Echoes on one port.
@@ -15,7 +13,7 @@ pub struct Echo {
     /// Drop what arrives instead of sending it back.
     discard: bool,
     /// Connections whose peer closed: we close once everything received has been echoed.
-    draining: HashSet<ConnId>,
+    draining: ConnSet,
     /// Connections accepted so far.
     pub accepted: u64,
     /// Discard server: bytes read and dropped so far.
@@ -29,7 +27,7 @@ impl Echo {
             port,
             buf: vec![0; 64 * 1024].into_boxed_slice(),
             discard: false,
-            draining: HashSet::new(),
+            draining: ConnSet::default(),
             accepted: 0,
             discarded: 0,
         }

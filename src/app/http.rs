@@ -4,13 +4,12 @@
 //! too large).
 //! Requests are parsed with httparse; each connection's input is bounded, as is the number of requests it may make.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::Arc;
 
 use super::files::StaticFiles;
 use super::{App, Sockets};
-use crate::engine::{ConnId, StackEvent};
+use crate::engine::{ConnId, ConnMap, StackEvent};
 use crate::time::Instant;
 
 /// Settings of the HTTP server.
@@ -72,7 +71,7 @@ pub struct Http {
     cfg: HttpConfig,
     /// The whole answer to a GET of the fixed body, built once: keep-alive, and closing.
     canned: [Vec<u8>; 2],
-    sessions: HashMap<ConnId, Session>,
+    sessions: ConnMap<Session>,
     /// Sessions of closed connections, emptied but keeping their buffers, for the next ones (at most
     /// [`SPARE_SESSIONS`]): a connection per request then costs no allocation here.
     spare: Vec<Session>,
@@ -97,7 +96,7 @@ impl Http {
             out.extend_from_slice(&cfg.body);
             out
         });
-        Http { cfg, canned, sessions: HashMap::new(), spare: Vec::new(), stats: HttpStats::default() }
+        Http { cfg, canned, sessions: ConnMap::default(), spare: Vec::new(), stats: HttpStats::default() }
     }
 
     fn pump<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId) {

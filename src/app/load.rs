@@ -17,7 +17,7 @@
 //! request is due: drivers that sleep ask [`Load::poll_at`].
 
 use core::time::Duration;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddrV4;
 
@@ -25,7 +25,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::{App, Sockets};
-use crate::engine::{ConnId, StackEvent};
+use crate::engine::{ConnId, ConnMap, StackEvent};
 use crate::tcp::CloseReason;
 use crate::time::Instant;
 
@@ -505,8 +505,8 @@ pub struct Load {
     /// The answer to a `HEAD` request has no body.
     head_request: bool,
     keep_alive: bool,
-    conns: HashMap<ConnId, Conn>,
-    closing: HashMap<ConnId, Closing>,
+    conns: ConnMap<Conn>,
+    closing: ConnMap<Closing>,
     /// Open loop: connections that may take another request (entries may be stale; checked when taken).
     idle: VecDeque<ConnId>,
     /// Connections wanted open: `connections`, less those lost once the reconnects ran out.
@@ -531,7 +531,7 @@ pub struct Load {
     report: Report,
     http_done: Vec<HttpDone>,
     /// Held connections (`hold`), true once connected.
-    held: HashMap<ConnId, bool>,
+    held: ConnMap<bool>,
     /// Held connections connected now.
     held_open: usize,
     /// Held connections wanted: `hold`, less those that could not be opened.
@@ -579,8 +579,8 @@ impl Load {
             request_bytes,
             head_request,
             keep_alive,
-            conns: HashMap::new(),
-            closing: HashMap::new(),
+            conns: ConnMap::default(),
+            closing: ConnMap::default(),
             idle: VecDeque::new(),
             reconnects_used: 0,
             started: None,
@@ -596,7 +596,7 @@ impl Load {
             histogram: new_histogram(),
             report: Report::default(),
             http_done: Vec::new(),
-            held: HashMap::with_capacity(cfg_hold),
+            held: ConnMap::with_capacity_and_hasher(cfg_hold, Default::default()),
             held_open: 0,
             hold_wanted: cfg_hold,
             hold_started: Instant::ZERO,
