@@ -281,10 +281,13 @@ fn open_loop_completes_rate_times_duration_requests() {
 
 /// Runs `cfg` against an echo server with the link cut from 500 to 600 ms.
 fn run_with_stall(cfg: LoadConfig) -> Report {
+    run_with_stall_at(cfg, Instant::from_millis(500)..Instant::from_millis(600))
+}
+
+fn run_with_stall_at(cfg: LoadConfig, stall: core::ops::Range<Instant>) -> Report {
     let (mut w, ctl) = world(7);
     let mut load = Load::new(cfg).unwrap();
     let mut echo = Echo::new(ECHO_PORT);
-    let stall = Instant::from_millis(500)..Instant::from_millis(600);
     let finished = drive(&mut w, &ctl, &mut load, &mut echo, Instant::from_secs(600), |now, ctl| {
         ctl.partitioned.set(stall.contains(&now));
     });
@@ -308,6 +311,18 @@ fn a_stall_shows_in_the_open_loop_percentiles() {
         run_with_stall(LoadConfig { limit: LoadLimit::Duration { duration_ms: 2000 }, ..echo_config(2, 1, 1, 64) });
     assert!(closed.latency.max_us >= 100_000, "{}", closed.to_text());
     assert!(closed.latency.p99_us < 1000, "{}", closed.to_text());
+}
+
+/// A cut across the end of the window: the requests scheduled in its last 50 ms find every connection waiting and
+/// queue. They are still owed — sent when answers free a connection, their latency counted from their scheduled
+/// time — not dropped because the clock passed the end while they waited (which made the count depend on the
+/// machine's speed, and hid the very latencies the open loop is there to show).
+#[test]
+fn requests_due_when_the_window_closes_are_still_sent_and_timed_from_their_schedule() {
+    let open = run_with_stall_at(open_loop(1000, 2000, 0), Instant::from_millis(1950)..Instant::from_millis(2100));
+    assert_eq!(open.errors.total(), 0, "{}", open.to_text());
+    assert!((1990..=2010).contains(&open.completed), "{}", open.to_text());
+    assert!(open.latency.max_us >= 100_000, "{}", open.to_text());
 }
 
 #[test]

@@ -1335,7 +1335,14 @@ impl<S: Sockets + ?Sized> App<S> for Load {
             return;
         }
         if let LoadLimit::Duration { duration_ms } = self.cfg.limit {
-            if self.issue_end.is_none() && now >= self.measure_start + Duration::from_millis(duration_ms) {
+            let mut end = self.measure_start + Duration::from_millis(duration_ms);
+            if self.cfg.rate_per_sec.is_some() {
+                // Open loop: a request scheduled before the end is still owed while it waits for a connection with
+                // room (its latency counts from its scheduled time), so the schedule ends issuing (`may_issue`);
+                // the clock does only a request timeout later, should no connection ever free up.
+                end += self.request_timeout();
+            }
+            if self.issue_end.is_none() && now >= end {
                 self.issue_end = Some(now);
             }
         }
