@@ -148,6 +148,11 @@ impl<D> Defrag<D> {
         &self.inner
     }
 
+    /// The device inside, to change.
+    pub fn inner_mut(&mut self) -> &mut D {
+        &mut self.inner
+    }
+
     /// What the reassembly counted.
     pub fn stats(&self) -> DefragStats {
         self.table.stats

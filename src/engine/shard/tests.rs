@@ -139,6 +139,37 @@ fn frames_for_another_cores_ports_reach_that_core_intact_and_are_counted() {
     assert_eq!(c0.stats().handoff_dropped, 1);
 }
 
+/// The fragments of a datagram for core 1's port, all arriving on core 0's queue (fragments carry no ports after
+/// the first, so a NIC hashes them by address alone): reassembled on core 0, inside the hand-off, and handed to
+/// core 1 as the one frame they were cut from.
+#[test]
+fn fragments_are_reassembled_before_the_hand_off_routes_them() {
+    use crate::nic::defrag::{Defrag, DefragConfig};
+    let handoff = Handoff::new(PortPartition::new(32768..=60999, 2).unwrap(), 4, 2048);
+    let wrap = || Defrag::new(Loopback::new(16, 2048), DefragConfig::default());
+    let (mut core0, mut core1) = (handoff.device(0, wrap()), handoff.device(1, wrap()));
+    let mut whole = tcp_frame(50000, &[9; 40]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut whole[14..]);
+    ip.set_ident(0x1234);
+    ip.set_dont_frag(false);
+    ip.fill_checksum();
+    // 60 bytes of TCP header and data, cut after 24.
+    for (offset, end, more) in [(0, 24, true), (24, 60, false)] {
+        let mut piece = whole[..34].to_vec();
+        piece.extend_from_slice(&whole[34 + offset..34 + end]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut piece[14..]);
+        ip.set_total_len((20 + end - offset) as u16);
+        ip.set_more_frags(more);
+        ip.set_frag_offset(offset as u16);
+        ip.fill_checksum();
+        put(core0.inner_mut().inner_mut(), &piece);
+    }
+    assert!(receive_all(&mut core0).is_empty());
+    assert_eq!(core0.stats().handed_out, 1, "one frame crossed, not two fragments");
+    assert_eq!(receive_all(&mut core1), vec![whole]);
+    assert_eq!(core0.inner().stats().reassembled, 1);
+}
+
 /// Two stacks sharing one "wire" whose frames all arrive at core 0 (a NIC steering everything to one queue):
 /// core 1's connection still works, every frame for it crossing by hand-off, with the echo exact.
 #[test]
