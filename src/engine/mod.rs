@@ -455,7 +455,7 @@ impl Stack {
             wheel: TimerWheel::new(max, now.total_millis()),
             events: VecDeque::with_capacity(cfg.max_events.min(65536)),
             dirty: Vec::with_capacity(max),
-            pool: BufferPool::new(BUFFER_POOL_BLOCKS),
+            pool: BufferPool::new(BUFFER_POOL_BYTES),
             counters: Counters::default(),
             now,
             cfg,
@@ -1426,9 +1426,9 @@ impl Stack {
 const SWEEP_SLOTS: usize = 64;
 /// Boxes of finished entries kept for new connections.
 const ENTRY_POOL_MAX: usize = 1024;
-/// Smallest-size buffer blocks kept for connections that queue a small message (512 KiB at most): enough for the
+/// Bytes of emptied buffer blocks (512 B to 4 KiB) kept for connections that queue a small message: enough for the
 /// blocks hundreds of connections exchanging small messages give back and take again within one turn.
-const BUFFER_POOL_BLOCKS: usize = 1024;
+const BUFFER_POOL_BYTES: usize = 1 << 20;
 
 /// A connection to look at, from [`Stack::connection`] or [`Stack::connections`]: derefs to the [`Connection`]
 /// (borrowed when live, rebuilt from its compact record when compacted, which this does not wake).

@@ -18,52 +18,73 @@ pub const MIN_ALLOCATION: usize = 512;
 /// so no connection could use more.
 pub const MAX_BUFFER_BYTES: usize = (u32::MAX / 2) as usize;
 
-/// Blocks of [`MIN_ALLOCATION`] bytes that emptied buffers gave back, for the next buffer that needs one: a
-/// connection that sends or receives one small message at a time takes its block here and gives it back when the
-/// message is gone, so the hot path does not go to the allocator per message. Bounded (blocks past the bound are
-/// freed), owned by whoever drives the connections — the engine keeps one per stack — and handed to the calls
-/// that may fill or empty a buffer. A recycled block is not cleared: a buffer reads only bytes written into it.
+/// Block sizes a [`BufferPool`] keeps: 512 B, 1, 2 and 4 KiB, the sizes small messages and short answers take.
+const POOLED_SIZES: usize = 4;
+
+/// Blocks that emptied buffers gave back, for the next buffer that needs one of the same size: a connection that
+/// sends or receives one small message at a time (an echo, an HTTP request or answer) takes its block here and
+/// gives it back when the message is gone, so the hot path does not go to the allocator per message. Blocks of
+/// [`MIN_ALLOCATION`] bytes up to 4 KiB are kept, up to a byte budget (blocks past it are freed); owned by whoever
+/// drives the connections — the engine keeps one per stack — and handed to the calls that may fill or empty a
+/// buffer. A recycled block is not cleared: a buffer reads only bytes written into it.
 #[derive(Debug, Default)]
 pub struct BufferPool {
-    blocks: Vec<Box<[u8]>>,
-    limit: usize,
+    /// Kept blocks by size: `MIN_ALLOCATION << i`.
+    blocks: [Vec<Box<[u8]>>; POOLED_SIZES],
+    /// Bytes kept now, and at most.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl BufferPool {
-    /// A pool that keeps up to `limit` blocks ([`MIN_ALLOCATION`] bytes each).
-    pub fn new(limit: usize) -> BufferPool {
-        BufferPool { blocks: Vec::with_capacity(limit), limit }
+    /// A pool that keeps up to `max_bytes` of blocks.
+    pub fn new(max_bytes: usize) -> BufferPool {
+        BufferPool { max_bytes, ..BufferPool::default() }
     }
 
     /// A pool that keeps nothing: every buffer allocates and frees for itself.
     pub const fn none() -> BufferPool {
-        BufferPool { blocks: Vec::new(), limit: 0 }
+        BufferPool { blocks: [Vec::new(), Vec::new(), Vec::new(), Vec::new()], bytes: 0, max_bytes: 0 }
     }
 
     /// Blocks kept now.
     pub fn len(&self) -> usize {
-        self.blocks.len()
+        self.blocks.iter().map(Vec::len).sum()
     }
 
     /// True when no block is kept.
     pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
+        self.bytes == 0
     }
 
     /// Bytes kept now.
     pub fn bytes(&self) -> usize {
-        self.blocks.len() * MIN_ALLOCATION
+        self.bytes
     }
 
-    /// A block of [`MIN_ALLOCATION`] bytes: a kept one, or a new one.
-    fn take(&mut self) -> Box<[u8]> {
-        self.blocks.pop().unwrap_or_else(|| vec![0; MIN_ALLOCATION].into_boxed_slice())
+    /// The size class of a block of `len` bytes, if the pool keeps such blocks.
+    fn class(len: usize) -> Option<usize> {
+        let class = len.checked_div(MIN_ALLOCATION)?.checked_ilog2()? as usize;
+        (class < POOLED_SIZES && len == MIN_ALLOCATION << class).then_some(class)
     }
 
-    /// Keeps `block` if it is of the pooled size and there is room; frees it otherwise.
+    /// A block of `len` bytes: a kept one, or a new one.
+    fn take(&mut self, len: usize) -> Box<[u8]> {
+        if let Some(block) = BufferPool::class(len).and_then(|c| self.blocks[c].pop()) {
+            self.bytes -= len;
+            return block;
+        }
+        vec![0; len].into_boxed_slice()
+    }
+
+    /// Keeps `block` if the pool keeps its size and it fits the budget; frees it otherwise.
     fn give(&mut self, block: Box<[u8]>) {
-        if block.len() == MIN_ALLOCATION && self.blocks.len() < self.limit {
-            self.blocks.push(block);
+        let len = block.len();
+        if let Some(class) = BufferPool::class(len) {
+            if self.bytes + len <= self.max_bytes {
+                self.bytes += len;
+                self.blocks[class].push(block);
+            }
         }
     }
 }
@@ -139,7 +160,7 @@ impl Ring {
     }
 
     /// Makes the allocation cover `end` bytes past the head, moving what it held to a larger one (head first). A
-    /// block of the smallest size comes from `pool` when it has one, and one outgrown goes back to it.
+    /// block of a size the pool keeps comes from `pool` when it has one, and one outgrown goes back to it.
     fn reserve(&mut self, end: usize, pool: &mut BufferPool) {
         let have = self.bytes.len();
         if end <= have {
@@ -148,7 +169,7 @@ impl Ring {
         debug_assert!(end <= self.capacity());
         let first = if have == 0 { self.start as usize } else { 0 };
         let want = end.max(MIN_ALLOCATION).max(first).next_power_of_two().min(self.capacity()).max(end);
-        let mut bytes = if want == MIN_ALLOCATION { pool.take() } else { vec![0; want].into_boxed_slice() };
+        let mut bytes = pool.take(want);
         let (front, back) = self.bytes.split_at(self.head as usize);
         bytes[..back.len()].copy_from_slice(back);
         bytes[back.len()..have].copy_from_slice(front);
@@ -538,7 +559,7 @@ mod tests {
 
     #[test]
     fn emptied_blocks_go_to_the_pool_and_come_back_without_their_old_bytes_showing() {
-        let mut p = BufferPool::new(1);
+        let mut p = BufferPool::new(MIN_ALLOCATION);
         let (mut send, mut recv) = (SendBuffer::new(64 * 1024), RecvBuffer::new(64 * 1024));
         for round in 0..3u8 {
             assert_eq!(send.enqueue(&[round; 100], &mut p), 100);
@@ -555,14 +576,40 @@ mod tests {
             assert_eq!(&out[..2], b"xy");
             assert_eq!((recv.allocated(), p.len()), (0, 1));
         }
-        // Past its bound a pool frees what it is given; larger blocks it never keeps.
+        // Past its budget a pool frees what it is given.
         let mut other = SendBuffer::new(64 * 1024);
         other.enqueue(b"z", &mut BufferPool::none());
         other.consume(1, &mut p);
         assert_eq!(p.len(), 1);
-        send.enqueue(&[1; 4000], &mut p);
-        send.consume(4000, &mut p);
-        assert_eq!((send.allocated(), p.len()), (0, 1));
+    }
+
+    #[test]
+    fn blocks_up_to_4_kib_are_kept_by_size_within_the_budget() {
+        let mut p = BufferPool::new(8 * 1024);
+        let mut b = SendBuffer::new(1 << 20);
+        // An HTTP answer's worth: a 1 KiB block, kept when the buffer empties and taken again by the next one.
+        b.enqueue(&[1; 700], &mut p);
+        assert_eq!(b.allocated(), 1024);
+        b.consume(700, &mut p);
+        assert_eq!((p.len(), p.bytes()), (1, 1024));
+        let mut c = SendBuffer::new(1 << 20);
+        c.enqueue(&[2; 1000], &mut p);
+        assert_eq!((c.allocated(), p.len()), (1024, 0), "the kept 1 KiB block, not a new one");
+        // Growing gives the outgrown block back; 4 KiB is the largest size kept, 8 KiB is freed.
+        c.enqueue(&[3; 3000], &mut p);
+        assert_eq!((c.allocated(), p.bytes()), (4096, 1024));
+        c.enqueue(&[4; 4000], &mut p);
+        assert_eq!((c.allocated(), p.bytes()), (8192, 1024 + 4096));
+        c.consume(8000, &mut p);
+        assert_eq!((c.allocated(), p.bytes()), (0, 1024 + 4096), "8 KiB is not kept");
+        // Nothing past the budget: 8 KiB now held, one more 4 KiB block would pass it.
+        let mut d = SendBuffer::new(1 << 20);
+        d.enqueue(&[5; 4000], &mut BufferPool::none());
+        d.consume(4000, &mut p);
+        let mut e = SendBuffer::new(1 << 20);
+        e.enqueue(&[6; 2000], &mut BufferPool::none());
+        e.consume(2000, &mut p);
+        assert_eq!(p.bytes(), 1024 + 4096 + 2048, "the 2 KiB block fit; the second 4 KiB did not");
     }
 
     #[test]
@@ -666,7 +713,7 @@ mod tests {
     #[test]
     fn buffers_match_a_model_through_growth_wrap_and_release() {
         // A pool both buffers share: blocks come back dirty from one and go to the other.
-        let mut p = BufferPool::new(2);
+        let mut p = BufferPool::new(8 * 1024);
         use rand::{Rng, SeedableRng};
         use std::collections::VecDeque;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
