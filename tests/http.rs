@@ -150,8 +150,18 @@ fn oversized_headers_get_431_and_garbage_gets_400() {
     big.extend_from_slice(b"\r\n\r\n");
     let (responses, _) = exchange(cfg.clone(), &big, &[]);
     assert_eq!(responses.iter().map(|r| (r.status, r.connection.as_str())).collect::<Vec<_>>(), [(431, "close")]);
-    let (responses, _) = exchange(cfg, b"\x01\x02 not http\r\n\r\n", &[]);
+    let (responses, _) = exchange(cfg.clone(), b"\x01\x02 not http\r\n\r\n", &[]);
     assert_eq!(responses.iter().map(|r| (r.status, r.connection.as_str())).collect::<Vec<_>>(), [(400, "close")]);
+    // 64 header lines are read; one more is too many.
+    let with_headers = |n: usize| {
+        let mut req = b"GET / HTTP/1.1\r\nConnection: close\r\n".to_vec();
+        for i in 1..n {
+            req.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        exchange(cfg.clone(), &req, &[]).0.iter().map(|r| r.status).collect::<Vec<_>>()
+    };
+    assert_eq!((with_headers(64), with_headers(65)), (vec![200], vec![431]));
 }
 
 #[test]
