@@ -849,25 +849,7 @@ impl<'a> TcpRepr<'a> {
         dst: Ipv4Addr,
         verify_checksum: bool,
     ) -> Result<TcpRepr<'a>> {
-        packet.check_len()?;
-        if verify_checksum && !packet.verify_checksum(src, dst) {
-            return Err(Error::Checksum);
-        }
-        if packet.src_port() == 0 || packet.dst_port() == 0 {
-            return Err(Error::Malformed);
-        }
-        let options = TcpOptions::parse(packet.options())?;
-        Ok(TcpRepr {
-            src_port: packet.src_port(),
-            dst_port: packet.dst_port(),
-            seq_number: packet.seq_number(),
-            ack_number: packet.ack_number(),
-            flags: packet.flags(),
-            window_len: packet.window_len(),
-            urgent_pointer: packet.urgent_pointer(),
-            options,
-            payload: packet.payload(),
-        })
+        TcpRepr::read(packet, src, dst, verify_checksum, TcpOptions::parse)
     }
 
     /// As [`TcpRepr::parse`], with the options read by [`TcpOptions::parse_unscanned`]: for a segment that
@@ -878,6 +860,17 @@ impl<'a> TcpRepr<'a> {
         dst: Ipv4Addr,
         verify_checksum: bool,
     ) -> Result<TcpRepr<'a>> {
+        TcpRepr::read(packet, src, dst, verify_checksum, |area| Ok(TcpOptions::parse_unscanned(area)))
+    }
+
+    /// Both parses: the checks, then the option area read by `options`.
+    fn read<T: AsRef<[u8]> + ?Sized>(
+        packet: &TcpPacket<&'a T>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        verify_checksum: bool,
+        options: impl FnOnce(&[u8]) -> Result<TcpOptions>,
+    ) -> Result<TcpRepr<'a>> {
         packet.check_len()?;
         if verify_checksum && !packet.verify_checksum(src, dst) {
             return Err(Error::Checksum);
@@ -885,6 +878,7 @@ impl<'a> TcpRepr<'a> {
         if packet.src_port() == 0 || packet.dst_port() == 0 {
             return Err(Error::Malformed);
         }
+        let options = options(packet.options())?;
         Ok(TcpRepr {
             src_port: packet.src_port(),
             dst_port: packet.dst_port(),
@@ -893,7 +887,7 @@ impl<'a> TcpRepr<'a> {
             flags: packet.flags(),
             window_len: packet.window_len(),
             urgent_pointer: packet.urgent_pointer(),
-            options: TcpOptions::parse_unscanned(packet.options()),
+            options,
             payload: packet.payload(),
         })
     }
