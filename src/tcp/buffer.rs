@@ -64,8 +64,7 @@ impl BufferPool {
 
     /// The size class of a block of `len` bytes, if the pool keeps such blocks.
     fn class(len: usize) -> Option<usize> {
-        let class = len.checked_div(MIN_ALLOCATION)?.checked_ilog2()? as usize;
-        (class < POOLED_SIZES && len == MIN_ALLOCATION << class).then_some(class)
+        (0..POOLED_SIZES).find(|&class| len == MIN_ALLOCATION << class)
     }
 
     /// A block of `len` bytes: a kept one, or a new one.
