@@ -21,6 +21,7 @@ TITLES = {
     "echo-16": "echo 64 B, 16 connections",
     "echo-64": "echo 64 B, 64 connections",
     "echo-1024": "echo 64 B, 1024 connections",
+    "block-1": "echo 64 B, 1 conn., both ends sleep when idle",
     "cps": "new connection per request (64 B answer)",
     "http-16": "HTTP keep-alive, 600 B body, 16 connections",
     "http-64": "HTTP keep-alive, 600 B body, 64 connections",

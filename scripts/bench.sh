@@ -15,7 +15,7 @@
 #   BENCH_REPEATS=1 scripts/bench.sh      # each workload once (default 3: the pair with the median ratio is kept)
 #   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
-#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, http-N, cps, bulk, bulk-echo, raw-N, raw-stream-B, wrk-N, hold-N)
+#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, block-N, http-N, cps, bulk, bulk-echo, raw-N, raw-stream-B, wrk-N, hold-N)
 #   scripts/bench.sh --soak [SECS]        # only the soak (default 600 s): `xtcp http` under new-connection-per-request
 #                                         # load with TIME_WAIT on; fails on any load error (a port or table that ran
 #                                         # out) or when either process's memory grew past the first minute's
@@ -73,7 +73,7 @@ if [ "$quick" -eq 1 ]; then
 else
     secs=${BENCH_SECS:-5}
     warmup=1s
-    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 cps http-16 http-64 bulk bulk-echo raw-1 raw-64 raw-stream-64 raw-stream-1514 hold-100k hold-1m"}
+    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 block-1 cps http-16 http-64 bulk bulk-echo raw-1 raw-64 raw-stream-64 raw-stream-1514 hold-100k hold-1m"}
     # wrk against xtcp http and against nginx, when nginx is installed (apt-get install nginx-light).
     if [ -z "${BENCH_ONLY:-}" ] && command -v nginx >/dev/null; then workloads="$workloads wrk-16"; fi
 fi
@@ -299,6 +299,12 @@ run() {
         echo-*)
             measure "$key" "$stack" "${echo_srv[@]}" -- --target "$IP_XTCP:7007" --mode echo \
                 --connections "${key#echo-}" --message-bytes 64 ;;
+        block-*)
+            # Echo with both ends told to sleep as soon as they are idle (--busy-poll-us 0): the kernel's loop then
+            # blocks in epoll_wait between requests, as ordinary kernel servers and clients do; xtcp's adaptive
+            # window still polls through gaps as short as these.
+            measure "$key" "$stack" "${echo_srv[@]}" --busy-poll-us 0 -- --target "$IP_XTCP:7007" --mode echo \
+                --connections "${key#block-}" --message-bytes 64 --busy-poll-us 0 ;;
         http-*)
             measure "$key" "$stack" "${http_srv[@]}" -- --target "$IP_XTCP:8080" --mode http \
                 --connections "${key#http-}" ;;
