@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Merges the `xtcp load --json` reports of one scripts/bench.sh run into one JSON file, prints the table with
-xtcp/kernel ratios, checks the ratio floors (--check-floors, for --quick) and draws SVG plots (--plots DIR).
+xtcp/kernel ratios, checks the ratio floors (--check-floors, for --quick) and, with --plots DIR, writes
+results.json and the Markdown table (results.md) into DIR.
 
-Python's standard library only: the plots are SVG written by hand, so nothing is installed to draw them.
+Python's standard library only. The plots are drawn from DIR/results.json by bench/plot.rs (plotters), which
+scripts/bench.sh runs after this: `cargo run --release --locked --example plot -- DIR/results.json DIR`.
 """
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -265,115 +266,6 @@ def ratio_of(key, r):
     return rate(key, r["xdp"]) / k if k else None
 
 
-# --- SVG by hand ---------------------------------------------------------------------------------------------
-
-COLORS = {"xdp": "#d62728", "kernel": "#1f77b4"}
-W, H, L, R, T, B = 640, 400, 80, 20, 40, 60
-
-
-def esc(s):
-    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def fmt(v):
-    if v >= 1e6:
-        return f"{v / 1e6:g}M"
-    if v >= 1e3:
-        return f"{v / 1e3:g}k"
-    return f"{v:g}"
-
-
-def log_ticks(lo, hi):
-    ticks = []
-    e = math.floor(math.log10(lo))
-    while 10**e <= hi * 1.0001:
-        for m in (1, 2, 5):
-            v = m * 10**e
-            if lo * 0.9999 <= v <= hi * 1.0001:
-                ticks.append(v)
-        e += 1
-    return ticks
-
-
-def chart(title, xlabel, ylabel, xcats, series, note):
-    """A line chart: categorical x (evenly spaced), logarithmic y. series: [(label, color, [y or None])]."""
-    ys = [y for _, _, vals in series for y in vals if y]
-    lo = 10 ** math.floor(math.log10(min(ys)))
-    hi = 10 ** math.ceil(math.log10(max(ys)))
-    pw, ph = W - L - R, H - T - B
-
-    def px(i):
-        return L + (pw * (i + 0.5) / len(xcats))
-
-    def py(v):
-        return T + ph * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<rect width="{W}" height="{H}" fill="white"/>',
-        f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{esc(title)}</text>',
-        f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>',
-    ]
-    for v in log_ticks(lo, hi):
-        y = py(v)
-        out.append(f'<line x1="{L}" y1="{y:.1f}" x2="{L + pw}" y2="{y:.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt(v)}</text>')
-    for i, c in enumerate(xcats):
-        out.append(f'<text x="{px(i):.1f}" y="{T + ph + 18}" text-anchor="middle">{esc(c)}</text>')
-    out.append(f'<text x="{L + pw / 2}" y="{H - 22}" text-anchor="middle">{esc(xlabel)}</text>')
-    out.append(
-        f'<text x="18" y="{T + ph / 2}" text-anchor="middle" transform="rotate(-90 18 {T + ph / 2})">{esc(ylabel)}</text>'
-    )
-    out.append(f'<text x="{L}" y="{H - 6}" font-size="10" fill="#666">{esc(note)}</text>')
-    for n, (label, color, vals) in enumerate(series):
-        pts = [(px(i), py(v)) for i, v in enumerate(vals) if v]
-        dash = ' stroke-dasharray="5,3"' if "64" in label else ""
-        if len(pts) > 1:
-            d = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-            out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
-        for x, y in pts:
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"/>')
-        ly = T + 16 + 18 * n
-        out.append(f'<line x1="{L + 12}" y1="{ly - 4}" x2="{L + 36}" y2="{ly - 4}" stroke="{color}" stroke-width="2"{dash}/>')
-        out.append(f'<text x="{L + 42}" y="{ly}">{esc(label)}</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-def plots(runs, meta, outdir):
-    os.makedirs(outdir, exist_ok=True)
-    note = f"{meta['cpus']} CPUs, kernel {meta['kernel']}, load average {meta['load_average_before']}; {meta['date_utc']} UTC"
-    conns = [k for k in ("echo-1", "echo-16", "echo-64", "echo-1024") if k in runs]
-    written = []
-    if conns:
-        series = [
-            (label, COLORS[s], [runs[k].get(s, {}).get("requests_per_sec") for k in conns]) for s, label in STACKS
-        ]
-        svg = chart(
-            "echo, 64-byte messages: transactions per second",
-            "connections",
-            "transactions/s",
-            [k.split("-")[1] for k in conns],
-            series,
-            note,
-        )
-        written.append(write(outdir, "echo-throughput.svg", svg))
-    pcts = (("p50_us", "p50"), ("p90_us", "p90"), ("p99_us", "p99"), ("p999_us", "p99.9"))
-    series = []
-    for k in ("echo-1", "echo-64"):
-        if k not in runs:
-            continue
-        for s, label in STACKS:
-            if s in runs[k]:
-                lat = runs[k][s]["latency"]
-                series.append((f"{label}, {k.split('-')[1]} conn.", COLORS[s], [max(lat[p], 1) for p, _ in pcts]))
-    if series:
-        svg = chart("echo, 64-byte messages: latency percentiles", "percentile", "µs", [n for _, n in pcts], series, note)
-        written.append(write(outdir, "echo-latency.svg", svg))
-    return written
-
-
 def write(outdir, name, text):
     path = os.path.join(outdir, name)
     with open(path, "w") as f:
@@ -475,7 +367,7 @@ def main():
     p.add_argument("--load-before", default="")
     p.add_argument("--load-after", default="")
     p.add_argument("--out", required=True, help="the merged JSON file")
-    p.add_argument("--plots", help="also write results.json and the SVG plots in this directory")
+    p.add_argument("--plots", help="also write results.json and results.md in this directory (for bench/plot.rs)")
     p.add_argument("--check-floors", action="store_true", help="exit 1 when an xtcp/kernel ratio is under its floor")
     args = p.parse_args()
 
@@ -501,8 +393,6 @@ def main():
         os.makedirs(args.plots, exist_ok=True)
         write(args.plots, "results.json", text)
         print(f"table: {write(args.plots, 'results.md', markdown(runs))}")
-        for path in plots(runs, meta, args.plots):
-            print(f"plot: {path}")
 
     missing = [f"{k} ({s})" for k, r in runs.items() for s, _ in STACKS if s not in r and not (is_raw(k) and s == "kernel")]
     if args.check_floors:

@@ -5,15 +5,16 @@
 # both ends (`xtcp echo|http --stack xdp` served, `xtcp load --stack xdp` loading), then the kernel's TCP on both
 # ends (`--stack kernel`: the same application code over ordinary sockets). The server is pinned to CPU 1 and the
 # load generator to CPU 0 (taskset; xtcp's loop pins itself inside that set), the same for both stacks. Each run's
-# `xtcp load --json` report is kept; bench/e2e.py merges them into one JSON file, prints a table with xtcp/kernel
-# ratios and, with --plots, draws SVG plots. Removes every namespace and process it made, even on failure. Root.
+# `xtcp load --json` report is kept; bench/e2e.py merges them into one JSON file and prints a table with xtcp/kernel
+# ratios; with --plots DIR it writes results.json and results.md there, and bench/plot.rs (plotters, `cargo run
+# --example plot`) draws the SVG plots from them. Removes every namespace and process it made, even on failure. Root.
 #
 #   scripts/bench.sh                      # every workload, 5 s each, 3 times (about 7 minutes after the build)
 #   scripts/bench.sh --quick              # echo-1, echo-64, cps for 2 s each, 3 times (about 70 s): fails when an
 #                                         # xtcp/kernel ratio is under its floor (FLOORS in bench/e2e.py)
 #   BENCH_BIN=target/ci/xtcp scripts/bench.sh   # an xtcp already built (default: a release build, with LTO)
 #   BENCH_REPEATS=1 scripts/bench.sh      # each workload once (default 3: the pair with the median ratio is kept)
-#   scripts/bench.sh --plots docs/bench   # also write results.json and the SVG plots there
+#   scripts/bench.sh --plots docs/bench   # also write results.json, results.md and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
 #   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, block-N, http-N, cps, bulk, bulk-echo, raw-N, raw-stream-B, wrk-N, hold-N)
 #   scripts/bench.sh --soak [SECS]        # only the soak (default 600 s): `xtcp http` under new-connection-per-request
@@ -417,4 +418,10 @@ args=(--work "$work" --workloads "$workloads" --repeats "$repeats" --secs "$secs
     --load-before "$load_before" --load-after "$load_after" --out target/bench/results.json)
 [ "$quick" -eq 1 ] && args+=(--check-floors)
 [ -n "$plots" ] && args+=(--plots "$plots")
-python3 bench/e2e.py "${args[@]}"
+status=0
+python3 bench/e2e.py "${args[@]}" || status=$?
+if [ -n "$plots" ]; then
+    # e2e.py wrote $plots/results.json before the checks that fail it (floors, failed runs): plot the run either way.
+    cargo run --release --locked --example plot -- "$plots/results.json" "$plots"
+fi
+exit "$status"
