@@ -1,7 +1,8 @@
 //! Draws the end-to-end benchmark plots from the results.json that `bench/e2e.py --plots DIR` writes.
 //!
 //! - `echo-throughput.svg`: transactions per second against connections (echo-1, -16, -64, -1024), one line per
-//!   stack, with the reflector's rate (`raw-1`, `raw-64`: AF_XDP alone, no TCP) marked where it was measured.
+//!   stack, with the reflector's rate (`raw-1`, `raw-64`: AF_XDP alone, no TCP) marked where it was measured, and the kernel's rate when it blocks in epoll_wait
+//!   (`block-1`).
 //! - `echo-latency.svg`: p50, p90, p99 and p99.9 round trips of echo-1 and echo-64 for each stack.
 //!
 //! Both have a logarithmic y axis and a note of the machine (CPUs, kernel, load average, date). Workloads missing
@@ -123,7 +124,7 @@ enum Look {
     Solid,
     /// A dashed line through triangles.
     Dashed,
-    /// Crosses only: reference values that are not a stack's.
+    /// Crosses only: reference values, not one of the lines (the reflector's, the blocking kernel's).
     Crosses,
 }
 
@@ -240,6 +241,17 @@ fn throughput(results: &Results) -> Result<Option<Chart>, String> {
             color: RAW_GREY,
             look: Look::Crosses,
             points: raw,
+        });
+    }
+    // block-1: the kernel's loop blocking in epoll_wait whenever idle, as ordinary kernel programs run.
+    if let (Some(report), Some(i)) =
+        (results.runs.get("block-1").and_then(|r| r.kernel.as_ref()), present.iter().position(|&(conns, _)| conns == 1))
+    {
+        series.push(Series {
+            label: "kernel, blocking".to_owned(),
+            color: KERNEL_BLUE,
+            look: Look::Crosses,
+            points: vec![(i, field(report.requests_per_sec, "block-1", Stack::Kernel, "requests_per_sec")?)],
         });
     }
     Ok(Some(Chart {
@@ -452,6 +464,7 @@ mod tests {
                 "echo-1": { "xdp": report(170_000.0, 6), "kernel": report(92_000.0, 10), "repeat_ratios": [1.8] },
                 "echo-64": { "xdp": report(530_000.0, 110) },
                 "raw-1": { "xdp": { "in_flight": 1, "frames_per_sec": 160_000.0, "p50_us": 6 } },
+                "block-1": { "xdp": report(165_000.0, 6), "kernel": report(17_000.0, 55) },
                 "cps": { "xdp": report(60_000.0, 30), "kernel": report(9_000.0, 200) },
                 "hold-1m": {},
             },
@@ -469,6 +482,7 @@ mod tests {
             "xtcp",
             "kernel",
             "AF_XDP alone, no TCP",
+            "kernel, blocking",
             "2 CPUs, kernel 6.1.0-test, load average 0.10 0.20 0.30; 2026-12-07 12:00 UTC",
             "#D62728",
             "#1F77B4",
