@@ -127,6 +127,13 @@ def read(args, key, stack, rep):
     with open(path) as f:
         r = json.load(f)
     r.pop("latency_buckets", None)
+    # The cache-line round trip between the two CPUs just before the run (scripts/bench.sh, bench/cacheline.c).
+    cl = os.path.join(args.work, f"{key}-{stack}-{rep}.cacheline")
+    try:
+        with open(cl) as f:
+            r["cacheline_ns"] = int(f.read().strip())
+    except (OSError, ValueError):
+        pass
     mem = os.path.join(args.work, f"{key}-{stack}-{rep}.mem")
     if is_hold(key) and os.path.exists(mem):
         with open(mem) as f:
@@ -176,6 +183,9 @@ def table(runs):
         ratio = ratio_of(key, r)
         spread = r.get("repeat_ratios", [])
         spread = f"  (runs: {', '.join(f'{x:.2f}' for x in spread)})" if len(spread) > 1 else ""
+        cl = [r.get(s, {}).get("cacheline_ns") for s, _ in STACKS]
+        if all(c is not None for c in cl):
+            spread += f"  cache line {cl[0]} / {cl[1]} ns"
         lines.append(f"{'':<46} {'ratio':<7} {ratio:>13.2f}x{spread}" if ratio is not None else f"{'':<46} ratio   n/a")
     held = [k for k in runs if is_hold(k)]
     if held:
@@ -214,9 +224,10 @@ def table(runs):
                     f"{'—':>7} {'—':>7} {lost:>7}"
                 )
                 continue
+            cl = f"  cache line {x['cacheline_ns']} ns" if "cacheline_ns" in x else ""
             lines.append(
                 f"{TITLES.get(k, k):<46} {'':<7} {x['frames_per_sec']:>14,.0f} {'':<8} {x['p50_us']:>7} "
-                f"{x['p99_us']:>7} {x['lost']:>7}"
+                f"{x['p99_us']:>7} {x['lost']:>7}{cl}"
             )
     return "\n".join(lines)
 

@@ -105,6 +105,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# The cache-line round trip between the two CPUs, read before each run: a VM's host may move its vCPUs between one
+# die and two, and the one-connection figures follow (docs/benchmarks.md, "The machine's two speeds").
+cacheline=""
+if [ "$server_cpu" -ne "$client_cpu" ] && clang -O2 -pthread bench/cacheline.c -o "$work/cacheline"; then
+    cacheline=$work/cacheline
+fi
 aliases=()
 # hold-N opens up to a million connections to one server port, from up to 64 addresses.
 [[ " $workloads " == *" hold-"* ]] && aliases=(--aliases 63)
@@ -406,6 +412,9 @@ for key in $workloads; do
     [[ $key == hold-* ]] && reps=1
     for rep in $(seq "$reps"); do
         for stack in xdp kernel; do
+            if [ -n "$cacheline" ]; then
+                "$cacheline" "$client_cpu" "$server_cpu" >"$work/$key-$stack-$rep.cacheline" 2>/dev/null || true
+            fi
             run "$key" "$stack"
         done
     done
