@@ -29,6 +29,7 @@ TITLES = {
     "bulk": "bulk: 1 conn., 1 GiB one way",
     "bulk-echo": "bulk: 1 conn., 1 MiB echoed (each way)",
     "wrk-16": "HTTP 600 B, 16 conn., wrk: xtcp http / nginx",
+    "http-16-nginx": "HTTP 16 conn.: xtcp http+load / nginx+wrk",
     "raw-1": "AF_XDP alone, no TCP: 1 frame in flight",
     "raw-64": "AF_XDP alone, no TCP: 64 frames in flight",
     "raw-stream-64": "AF_XDP alone, no TCP: streaming 64-byte frames",
@@ -155,6 +156,11 @@ def load(args):
             continue
         alone = sorted((p["xdp"] for p in reps if p["xdp"]), key=lambda x: x.get("frames_per_sec", 0.0))
         runs[key] = {"xdp": alone[(len(alone) - 1) // 2]} if alone else {}
+    # Each stack's best HTTP pair side by side, from two workloads: xtcp http loaded by xtcp load (http-16, xtcp at
+    # both ends) against nginx loaded by wrk (wrk-16's kernel run, the kernel at both ends).
+    xtcp_http, nginx = runs.get("http-16", {}).get("xdp"), runs.get("wrk-16", {}).get("kernel")
+    if xtcp_http and nginx:
+        runs["http-16-nginx"] = {"xdp": xtcp_http, "kernel": nginx}
     return runs
 
 
