@@ -79,12 +79,21 @@ measure() {
     stop_server
 }
 
+# The cache-line round trip between the two CPUs, before and after: on a VM the host may move the vCPUs between
+# one die and two, and one-connection rates follow it (docs/benchmarks.md, "The machine's two speeds").
+cacheline() {
+    [ "$server_cpu" -ne 0 ] || return 0
+    [ -x "$work/cacheline" ] || clang -O2 -pthread bench/cacheline.c -o "$work/cacheline" || return 0
+    "$work/cacheline" 0 "$server_cpu" >>"$work/cacheline.txt" 2>/dev/null || true
+}
+cacheline
 for stack in xdp kernel; do
     measure http-16 "$stack" http --port 8080 --body-bytes 600 -- \
         --target "$IP_XTCP:8080" --mode http --connections 16
     measure echo-1 "$stack" echo --port 7007 -- \
         --target "$IP_XTCP:7007" --mode echo --connections 1 --message-bytes 64
 done
+cacheline
 
 python3 - "$work" <<'PY'
 import json, sys, os
@@ -100,4 +109,12 @@ for key, title in rows:
               f"{x['latency']['p50_us']:>8} {x['latency']['p99_us']:>8} {x['failed']:>7}")
     k = r["kernel"]["requests_per_sec"] or float("nan")
     print(f"{'':<48} {'ratio':<7} {r['xdp']['requests_per_sec'] / k:>11.2f}x")
+try:
+    ns = open(os.path.join(work, "cacheline.txt")).read().split()
+except OSError:
+    ns = []
+if len(ns) == 2:
+    print(f"\ncache-line round trip between the two CPUs: {ns[0]} ns before, {ns[1]} ns after (one die: about 55 ns,"
+          " two: about 330 on the\nproject's VM, where one-connection rates are a third lower across two dies;"
+          " docs/benchmarks.md)")
 PY
