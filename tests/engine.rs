@@ -234,6 +234,19 @@ fn half_open_connections_time_out_and_free_everything() {
     assert!(s.next_event().is_none(), "a connection the application never saw closes without a word");
 }
 
+/// A world seeded with `seed` whose one connection the server closed first: the server holds it in TIME_WAIT, the
+/// client has let go of it. Returns the world and the client's port.
+fn server_in_time_wait(seed: u64) -> (SimWorld, u16) {
+    let mut world = common::world(common::configs(seed), LinkConfig::default(), Faults::default(), seed);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let client_port = world.stacks[0].connection(client).unwrap().local().port();
+    world.run(Instant::from_secs(5), |stacks, _| {
+        server_closes_first(stacks);
+        stacks[1].state_counts()[8] == 1 && stacks[0].connection_count() == 0
+    });
+    (world, client_port)
+}
+
 /// One turn of an application pair where the server closes each connection as soon as it is accepted (so it
 /// holds TIME_WAIT) and the client closes when the server did.
 fn server_closes_first(stacks: &mut [xtcp::engine::Stack; 2]) {
@@ -285,13 +298,7 @@ fn new_syn_takes_over_a_time_wait_tuple_with_a_higher_sequence_number() {
 
 #[test]
 fn old_syn_for_a_time_wait_tuple_does_not_reopen_it() {
-    let mut world = common::world(common::configs(6), LinkConfig::default(), Faults::default(), 6);
-    let client = world.stacks[0].connect(common::server_addr()).unwrap();
-    let client_port = world.stacks[0].connection(client).unwrap().local().port();
-    world.run(Instant::from_secs(5), |stacks, _| {
-        server_closes_first(stacks);
-        stacks[1].state_counts()[8] == 1 && stacks[0].connection_count() == 0
-    });
+    let (mut world, client_port) = server_in_time_wait(6);
     let irs = world.stacks[1].connections().next().map(|(_, c)| c.irs()).unwrap();
     let mut old = syn(client_port, irs.0);
     old.options.timestamp = None;
@@ -312,13 +319,7 @@ fn old_syn_for_a_time_wait_tuple_does_not_reopen_it() {
 #[test]
 fn a_signed_segment_for_a_time_wait_connection_is_answered_as_linux_answers_it() {
     use xtcp::wire::{TcpFlags, TcpOptions, TcpPacket};
-    let mut world = common::world(common::configs(14), LinkConfig::default(), Faults::default(), 14);
-    let client = world.stacks[0].connect(common::server_addr()).unwrap();
-    let client_port = world.stacks[0].connection(client).unwrap().local().port();
-    world.run(Instant::from_secs(5), |stacks, _| {
-        server_closes_first(stacks);
-        stacks[1].state_counts()[8] == 1 && stacks[0].connection_count() == 0
-    });
+    let (mut world, client_port) = server_in_time_wait(14);
     let (rcv_nxt, snd_nxt) = world.stacks[1].connections().next().map(|(_, c)| (c.rcv_nxt(), c.snd_nxt())).unwrap();
     // NOP, NOP and an 18-byte TCP-MD5 option: what the signature scan refuses (xtcp holds no key).
     let md5: Vec<u8> = [1, 1, 19, 18].into_iter().chain([0xab; 16]).collect();
