@@ -1293,17 +1293,16 @@ impl Stack {
 
     /// The entry behind a handle, woken if it was compact.
     fn entry_mut(&mut self, id: ConnId) -> Result<&mut Entry, StackError> {
+        self.entry_and_pool(id).map(|(e, _)| e)
+    }
+
+    /// As [`Stack::entry_mut`], with the buffer pool beside it for the connection's calls.
+    fn entry_and_pool(&mut self, id: ConnId) -> Result<(&mut Entry, &mut BufferPool), StackError> {
         match self.slots.get(id.index as usize) {
             Some(s) if s.generation == id.generation => {}
             _ => return Err(StackError::NoConnection),
         }
         self.wake(id.index);
-        self.slots[id.index as usize].live_mut().ok_or(StackError::NoConnection)
-    }
-
-    /// As [`Stack::entry_mut`], with the buffer pool beside it for the connection's calls.
-    fn entry_and_pool(&mut self, id: ConnId) -> Result<(&mut Entry, &mut BufferPool), StackError> {
-        self.entry_mut(id)?;
         let e = self.slots[id.index as usize].live_mut().ok_or(StackError::NoConnection)?;
         Ok((e, &mut self.pool))
     }
