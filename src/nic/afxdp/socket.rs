@@ -89,7 +89,9 @@ pub struct XskStats {
     pub rx_bytes: u64,
     /// Syscalls made because the fill ring asked for a wakeup.
     pub fill_wakeups: u64,
-    /// Received frames that found no room on the fill ring and waited to be put back.
+    /// Received frames that found no room on the fill ring and waited for the next turn to go back, counted at
+    /// each try (the kernel publishes how far it has read the ring lazily, so the ring can look full when it is
+    /// not).
     pub fill_ring_full: u64,
     /// Frames submitted to the tx ring.
     pub tx_frames: u64,
@@ -283,10 +285,10 @@ impl XskDevice {
                 fd,
             };
             // The first fill: the frames are this UMEM's, fresh from Umem::new, in no other ring or pool.
-            dev.rx.refill(0);
-            if dev.rx.lent != dev.rx.level.level {
-                let (lent, level) = (dev.rx.lent, dev.rx.level.level);
-                return Err(AfXdpError::Config(format!("fill ring took {lent} of {level} frames")));
+            dev.rx.top_up(rx_descs.len());
+            if dev.rx.lent != rx_descs.len() {
+                let lent = dev.rx.lent;
+                return Err(AfXdpError::Config(format!("fill ring took {lent} of {} frames", rx_descs.len())));
             }
             if mode == BindMode::Copy {
                 dev.tx.budget_frames = dev.raise_tx_budget();
@@ -375,73 +377,102 @@ impl AsFd for XskDevice {
 }
 
 /// The fewest receive frames kept on the fill ring (see [`FillLevel`]).
-const FILL_LEVEL_MIN: usize = 256;
-/// Batches in a row none larger than a sixteenth of the fill level before the level halves.
-const FILL_CALM_BATCHES: u32 = 1 << 16;
+const FILL_LEVEL_MIN: usize = 512;
+/// Batches per window of [`FillLevel`]'s look back.
+const FILL_WINDOW_BATCHES: u32 = 1 << 16;
 
 /// How many receive frames to lend the kernel at once.
 ///
 /// The kernel writes the fill ring's frames in the order they were put there, so a ring holding every receive
 /// frame cycles through all of them (4 MiB of UMEM at the defaults) and each frame it writes has long left the
 /// caches; with one message in flight that alone cost 4–7% of the round trips a second on our test machine. So
-/// only the level's worth is lent, and the ring is topped up with the frames received last. The level starts at
-/// [`FILL_LEVEL_MIN`], doubles (up to every frame) when one batch takes a quarter of it — a burst must not find the
-/// ring empty — and halves after [`FILL_CALM_BATCHES`] batches in a row none larger than a sixteenth of it.
+/// only the level's worth is lent, and the ring is topped up with the frames received last.
+///
+/// The level follows the frames the kernel has written by the time a batch is taken (the batch and what still
+/// waits on the rx ring): it grows at once to four times the frames written when they reach half of it, and halves,
+/// down to [`FILL_LEVEL_MIN`], when a window of [`FILL_WINDOW_BATCHES`] batches never saw more than a sixteenth of
+/// it written. Before the loop sleeps every frame is lent (a burst may come while it is not there to give frames
+/// back), so the level is low only while the loop polls and takes frames as fast as they come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FillLevel {
     level: usize,
     capacity: usize,
-    calm: u32,
+    /// Batches in this window, and the most frames written at one in it.
+    batches: u32,
+    peak: usize,
 }
 
 impl FillLevel {
     fn new(capacity: usize) -> FillLevel {
-        FillLevel { level: FILL_LEVEL_MIN.min(capacity), capacity, calm: 0 }
+        FillLevel { level: capacity, capacity, batches: 0, peak: 0 }
     }
 
-    /// The level after a receive batch of `got` frames (empty batches of an idle loop count too).
-    fn after_batch(&mut self, got: usize) -> usize {
-        if got * 4 >= self.level && self.level < self.capacity {
-            self.level = (self.level * 2).min(self.capacity);
-            self.calm = 0;
-        } else if got * 16 <= self.level && self.level > FILL_LEVEL_MIN {
-            self.calm += 1;
-            if self.calm >= FILL_CALM_BATCHES {
-                self.level = (self.level / 2).max(FILL_LEVEL_MIN);
-                self.calm = 0;
+    /// Every frame, and a new window: for a loop about to sleep.
+    fn all(&mut self) -> usize {
+        *self = FillLevel::new(self.capacity);
+        self.level
+    }
+
+    /// The level after a receive batch found `written` frames written (empty batches of an idle loop count too).
+    fn after_batch(&mut self, written: usize) -> usize {
+        if written * 2 >= self.level && self.level < self.capacity {
+            self.level = (written * 4).next_power_of_two().min(self.capacity);
+        }
+        self.peak = self.peak.max(written);
+        self.batches += 1;
+        if self.batches == FILL_WINDOW_BATCHES {
+            if self.peak * 16 <= self.level {
+                self.level = (self.level / 2).max(FILL_LEVEL_MIN.min(self.capacity));
             }
-        } else {
-            self.calm = 0;
+            self.batches = 0;
+            self.peak = 0;
         }
         self.level
     }
 }
 
 impl RxSide {
-    /// Takes back the `got` frames of the last batch and tops the fill ring up to the [`FillLevel`], the frames
-    /// received last first; wakes the driver if it asks.
-    fn refill(&mut self, got: usize) {
+    /// Takes back the `got` frames of the last batch, `backlog` more waiting on the rx ring, and tops the fill
+    /// ring up to the [`FillLevel`]; wakes the driver if it asks.
+    fn refill(&mut self, got: usize, backlog: usize) {
         self.lent -= got;
         self.spare.extend_from_slice(&self.batch[..got]);
-        let level = self.level.after_batch(got);
-        let want = level.saturating_sub(self.lent).min(self.spare.len());
-        if want > 0 {
-            let from = self.spare.len() - want;
-            // SAFETY: frames of this UMEM that we received and finished with (the handler's borrows of them
-            // ended with its calls) or never lent; no slice of them is alive.
-            let n = unsafe { self.fill.produce(&self.spare[from..]) };
-            if n == 0 {
-                self.stats.fill_ring_full += want as u64;
-            } else {
-                self.spare.truncate(self.spare.len() - n);
-                self.lent += n;
-            }
-        }
+        let level = self.level.after_batch(got + backlog);
+        self.top_up(level);
         if self.fill.needs_wakeup() {
             self.stats.fill_wakeups += 1;
             // A poll(2) with no wait: the driver refills its rx descriptors from the fill ring.
             let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
         }
+    }
+
+    /// Lends frames, the ones received last first, until `level` are lent.
+    fn top_up(&mut self, level: usize) {
+        let want = level.saturating_sub(self.lent).min(self.spare.len());
+        if want == 0 {
+            return;
+        }
+        // libxdp reserves all or nothing, and the kernel publishes how far it has read the ring lazily: when the
+        // ring looks too full for all, lend what it has room for.
+        let mut n = self.lend(want);
+        if n == 0 {
+            let room = self.fill.nb_free_exact() as usize;
+            if room > 0 {
+                n = self.lend(room.min(want));
+            }
+        }
+        self.stats.fill_ring_full += (want - n) as u64;
+    }
+
+    /// Puts the last `n` spare frames on the fill ring, all or none; how many went.
+    fn lend(&mut self, n: usize) -> usize {
+        let from = self.spare.len() - n;
+        // SAFETY: frames of this UMEM that we received and finished with (the handler's borrows of them ended
+        // with its calls) or never lent; no slice of them is alive.
+        let lent = unsafe { self.fill.produce(&self.spare[from..]) };
+        self.spare.truncate(self.spare.len() - lent);
+        self.lent += lent;
+        lent
     }
 }
 
@@ -564,7 +595,10 @@ impl FrameDevice for XskDevice {
             self.rx.stats.rx_bytes += data.contents().len() as u64;
             handler(data.contents(), &mut self.tx);
         }
-        self.rx.refill(got);
+        // A full batch may have left frames behind: count them (libxdp's cached producer index, read again only
+        // when the cache is empty) so that the fill level sees the whole burst.
+        let backlog = if got == want { self.rx.rx.nb_avail(u32::MAX) as usize } else { 0 };
+        self.rx.refill(got, backlog);
         got
     }
 
@@ -576,9 +610,12 @@ impl FrameDevice for XskDevice {
         self.max_frame_len
     }
 
-    /// Blocks in `ppoll` on the socket until a frame is on the rx ring or `timeout` passes: an idle loop sleeps
-    /// without missing a frame by a whole sleep, and wakes in the time the scheduler takes.
+    /// Lends every receive frame (see [`FillLevel`]), then blocks in `ppoll` on the socket until a frame is on the rx
+    /// ring or `timeout` passes: an idle loop sleeps without missing a frame by a whole sleep, and wakes in the time
+    /// the scheduler takes.
     fn wait(&mut self, timeout: core::time::Duration) {
+        let all = self.rx.level.all();
+        self.rx.top_up(all);
         let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
         let ts = libc::timespec {
             tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
@@ -624,44 +661,64 @@ impl FrameDevice for XskDevice {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_fill_level_starts_low_and_doubles_on_a_batch_of_a_quarter_of_it() {
-        let mut f = FillLevel::new(2048);
-        assert_eq!(f.after_batch(0), FILL_LEVEL_MIN);
-        assert_eq!(f.after_batch(FILL_LEVEL_MIN / 4 - 1), FILL_LEVEL_MIN, "under a quarter: no change");
-        assert_eq!(f.after_batch(FILL_LEVEL_MIN / 4), 2 * FILL_LEVEL_MIN);
-        assert_eq!(f.after_batch(64), 2 * FILL_LEVEL_MIN, "64 is an eighth of 512");
-        assert_eq!(f.after_batch(128), 1024);
-        assert_eq!(f.after_batch(256), 2048);
-        assert_eq!(f.after_batch(2048), 2048, "never over the frames there are");
+    /// Runs one whole window of batches that each found `written` frames written; the level after it.
+    fn window(f: &mut FillLevel, written: usize) -> usize {
+        for _ in 1..FILL_WINDOW_BATCHES {
+            f.after_batch(written);
+        }
+        f.after_batch(written)
     }
 
     #[test]
-    fn the_fill_level_halves_after_a_long_calm_and_a_middling_batch_resets_the_count() {
+    fn the_fill_level_starts_with_every_frame_and_halves_through_calm_windows_down_to_the_minimum() {
         let mut f = FillLevel::new(2048);
-        f.after_batch(64);
-        f.after_batch(128);
-        assert_eq!(f.level, 1024);
-        for _ in 0..FILL_CALM_BATCHES - 1 {
-            assert_eq!(f.after_batch(1), 1024);
+        assert_eq!(f.level, 2048);
+        assert_eq!(f.after_batch(0), 2048, "the level moves at a window's end only");
+        for _ in 2..FILL_WINDOW_BATCHES {
+            f.after_batch(1);
         }
-        // Over a sixteenth, under a quarter: neither calm nor a burst.
-        assert_eq!(f.after_batch(100), 1024);
-        for _ in 0..FILL_CALM_BATCHES - 1 {
-            f.after_batch(64);
-        }
-        assert_eq!(f.level, 1024, "the count started again after the middling batch");
-        assert_eq!(f.after_batch(64), 512);
-        for _ in 0..4 * FILL_CALM_BATCHES {
-            f.after_batch(0);
-        }
-        assert_eq!(f.level, FILL_LEVEL_MIN, "never under the minimum");
+        assert_eq!(f.after_batch(1), 1024);
+        assert_eq!(window(&mut f, 64), 512, "64 is a sixteenth of 1024");
+        assert_eq!(window(&mut f, 0), FILL_LEVEL_MIN);
+        assert_eq!(window(&mut f, 0), FILL_LEVEL_MIN, "never under the minimum");
+    }
+
+    #[test]
+    fn a_window_that_wrote_over_a_sixteenth_keeps_the_level() {
+        let mut f = FillLevel::new(2048);
+        assert_eq!(window(&mut f, 1), 1024);
+        f.after_batch(65);
+        assert_eq!(window(&mut f, 1), 1024, "one batch over a sixteenth in the window");
+        assert_eq!(window(&mut f, 1), 512);
+    }
+
+    #[test]
+    fn frames_written_reaching_half_the_level_take_it_to_four_times_them_at_once() {
+        let mut f = FillLevel::new(4096);
+        window(&mut f, 0);
+        window(&mut f, 0);
+        window(&mut f, 0);
+        assert_eq!(f.level, FILL_LEVEL_MIN);
+        assert_eq!(f.after_batch(FILL_LEVEL_MIN / 2 - 1), FILL_LEVEL_MIN, "under half: no change");
+        assert_eq!(f.after_batch(FILL_LEVEL_MIN / 2), 2 * FILL_LEVEL_MIN);
+        assert_eq!(f.after_batch(600), 4096, "four times 600, to a power of two, at most every frame");
+    }
+
+    #[test]
+    fn a_loop_about_to_sleep_lends_every_frame_again() {
+        let mut f = FillLevel::new(2048);
+        window(&mut f, 0);
+        window(&mut f, 0);
+        assert_eq!(f.level, FILL_LEVEL_MIN);
+        f.after_batch(1);
+        assert_eq!(f.all(), 2048);
+        assert_eq!(f.after_batch(1), 2048, "a new window starts");
     }
 
     #[test]
     fn a_ring_smaller_than_the_minimum_lends_every_frame() {
         let mut f = FillLevel::new(64);
-        assert_eq!(f.after_batch(0), 64);
+        assert_eq!(window(&mut f, 0), 64);
         assert_eq!(f.after_batch(64), 64);
     }
 }
