@@ -240,8 +240,14 @@ def table(runs):
 
 def markdown(runs):
     """The table as Markdown, for docs/benchmarks.md."""
-    out = ["| workload | xtcp | kernel | xtcp / kernel | p50 µs xtcp / kernel | p99 µs xtcp / kernel |",
-           "| --- | --- | --- | --- | --- | --- |"]
+    # The cache-line round trip read before each run (bench/cacheline.c): a reading near 55 ns or near 330 ns tells
+    # which placement of the VM's two vCPUs the run had (docs/benchmarks.md, "The machine's two speeds").
+    def cacheline(*xs):
+        return " / ".join(str(x["cacheline_ns"]) for x in xs) if all("cacheline_ns" in x for x in xs) else "—"
+
+    out = ["| workload | xtcp | kernel | xtcp / kernel | p50 µs xtcp / kernel | p99 µs xtcp / kernel "
+           "| cache line ns xtcp / kernel |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
     for key, r in runs.items():
         if is_raw(key) or "xdp" not in r or "kernel" not in r:
             continue
@@ -249,7 +255,8 @@ def markdown(runs):
         show = (lambda v: f"{v:.2f} {unit(key)}") if is_bulk(key) else (lambda v: f"{v:,.0f} {unit(key)}")
         out.append(
             f"| {TITLES.get(key, key)} | {show(rate(key, x))} | {show(rate(key, k))} | **{ratio_of(key, r):.2f}×** | "
-            f"{x['latency']['p50_us']} / {k['latency']['p50_us']} | {x['latency']['p99_us']} / {k['latency']['p99_us']} |"
+            f"{x['latency']['p50_us']} / {k['latency']['p50_us']} | {x['latency']['p99_us']} / {k['latency']['p99_us']} | "
+            f"{cacheline(x, k)} |"
         )
     held = [k for k in runs if is_hold(k) and all(runs[k].get(s, {}).get("memory") for s, _ in STACKS)]
     if held:
@@ -266,13 +273,17 @@ def markdown(runs):
             )
     raw = [k for k in runs if is_raw(k) and "xdp" in runs[k]]
     if raw:
-        out += ["", "| AF_XDP alone (`xtcp reflect`, no TCP) | frames/s | p50 µs | p99 µs |", "| --- | --- | --- | --- |"]
+        out += ["", "| AF_XDP alone (`xtcp reflect`, no TCP) | frames/s | p50 µs | p99 µs | cache line ns |",
+                "| --- | --- | --- | --- | --- |"]
         for k in raw:
             x = runs[k]["xdp"]
             if "p50_us" not in x:
-                out.append(f"| {TITLES.get(k, k)} | {x['frames_per_sec']:,.0f} ({x['gbit_per_sec']:.2f} Gbit/s) | — | — |")
+                out.append(
+                    f"| {TITLES.get(k, k)} | {x['frames_per_sec']:,.0f} ({x['gbit_per_sec']:.2f} Gbit/s) | — | — | "
+                    f"{cacheline(x)} |"
+                )
                 continue
-            out.append(f"| {TITLES.get(k, k)} | {x['frames_per_sec']:,.0f} | {x['p50_us']} | {x['p99_us']} |")
+            out.append(f"| {TITLES.get(k, k)} | {x['frames_per_sec']:,.0f} | {x['p50_us']} | {x['p99_us']} | {cacheline(x)} |")
     return "\n".join(out) + "\n"
 
 
