@@ -328,6 +328,12 @@ fn xtcp_stat_lists_established_and_time_wait_connections() {
     let sum = |section: &str, name: &str| cores.iter().map(|c| c[section][name].as_u64().unwrap()).sum::<u64>();
     assert!(sum("counters", "rx_frames") > 0, "{text}");
     assert!(sum("device", "tx_kicks") > 0, "{text}");
+    // The receive frames lent to the kernel: a power of two from 512 up to all 2048 (every one while the loop sleeps
+    // between these few requests).
+    for core in cores {
+        let level = core["device"]["fill_level"].as_u64().unwrap_or_else(|| panic!("no fill_level: {core}"));
+        assert!(level.is_power_of_two() && (512..=2048).contains(&level), "fill_level {level}: {core}");
+    }
     // The table prints them per core under the stack's drops by reason.
     let table = stat(&["--pid", &serving_pid.to_string()]);
     let device_drops: Vec<&str> =
