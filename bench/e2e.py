@@ -128,13 +128,14 @@ def read(args, key, stack, rep):
     with open(path) as f:
         r = json.load(f)
     r.pop("latency_buckets", None)
-    # The cache-line round trip between the two CPUs just before the run (scripts/bench.sh, bench/cacheline.c).
-    cl = os.path.join(args.work, f"{key}-{stack}-{rep}.cacheline")
-    try:
-        with open(cl) as f:
-            r["cacheline_ns"] = int(f.read().strip())
-    except (OSError, ValueError):
-        pass
+    # The cache-line round trip between the two CPUs just before the run and just after it (scripts/bench.sh,
+    # bench/cacheline.c).
+    for suffix, field in ((".cacheline", "cacheline_ns"), (".cacheline-after", "cacheline_after_ns")):
+        try:
+            with open(os.path.join(args.work, f"{key}-{stack}-{rep}{suffix}")) as f:
+                r[field] = int(f.read().strip())
+        except (OSError, ValueError):
+            pass
     mem = os.path.join(args.work, f"{key}-{stack}-{rep}.mem")
     if is_hold(key) and os.path.exists(mem):
         with open(mem) as f:
@@ -164,6 +165,14 @@ def load(args):
     return runs
 
 
+def cacheline(x):
+    """A run's cache-line readings: before, or before→after when the run has both."""
+    if "cacheline_ns" not in x:
+        return None
+    after = x.get("cacheline_after_ns")
+    return f"{x['cacheline_ns']}→{after}" if after is not None else str(x["cacheline_ns"])
+
+
 def table(runs):
     lines = []
     head = f"{'workload':<46} {'stack':<7} {'rate':>14} {'unit':<8} {'p50 µs':>7} {'p99 µs':>7} {'p99.9':>7} {'errors':>6}"
@@ -189,7 +198,7 @@ def table(runs):
         ratio = ratio_of(key, r)
         spread = r.get("repeat_ratios", [])
         spread = f"  (runs: {', '.join(f'{x:.2f}' for x in spread)})" if len(spread) > 1 else ""
-        cl = [r.get(s, {}).get("cacheline_ns") for s, _ in STACKS]
+        cl = [cacheline(r.get(s, {})) for s, _ in STACKS]
         if all(c is not None for c in cl):
             spread += f"  cache line {cl[0]} / {cl[1]} ns"
         lines.append(f"{'':<46} {'ratio':<7} {ratio:>13.2f}x{spread}" if ratio is not None else f"{'':<46} ratio   n/a")
@@ -230,7 +239,7 @@ def table(runs):
                     f"{'—':>7} {'—':>7} {lost:>7}"
                 )
                 continue
-            cl = f"  cache line {x['cacheline_ns']} ns" if "cacheline_ns" in x else ""
+            cl = f"  cache line {cacheline(x)} ns" if "cacheline_ns" in x else ""
             lines.append(
                 f"{TITLES.get(k, k):<46} {'':<7} {x['frames_per_sec']:>14,.0f} {'':<8} {x['p50_us']:>7} "
                 f"{x['p99_us']:>7} {x['lost']:>7}{cl}"
@@ -240,13 +249,14 @@ def table(runs):
 
 def markdown(runs):
     """The table as Markdown, for docs/benchmarks.md."""
-    # The cache-line round trip read before each run (bench/cacheline.c): a reading near 55 ns or near 330 ns tells
-    # which placement of the VM's two vCPUs the run had (docs/benchmarks.md, "The machine's two speeds").
-    def cacheline(*xs):
-        return " / ".join(str(x["cacheline_ns"]) for x in xs) if all("cacheline_ns" in x for x in xs) else "—"
+    # The cache-line round trips read before and after each run (bench/cacheline.c): a reading near 55 ns or near
+    # 330 ns tells which placement of the VM's two vCPUs the run had (docs/benchmarks.md, "The machine's two speeds").
+    def readings(*xs):
+        shown = [cacheline(x) for x in xs]
+        return " / ".join(shown) if all(shown) else "—"
 
     out = ["| workload | xtcp | kernel | xtcp / kernel | p50 µs xtcp / kernel | p99 µs xtcp / kernel "
-           "| cache line ns xtcp / kernel |",
+           "| cache line ns, before→after, xtcp / kernel |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for key, r in runs.items():
         if is_raw(key) or "xdp" not in r or "kernel" not in r:
@@ -256,7 +266,7 @@ def markdown(runs):
         out.append(
             f"| {TITLES.get(key, key)} | {show(rate(key, x))} | {show(rate(key, k))} | **{ratio_of(key, r):.2f}×** | "
             f"{x['latency']['p50_us']} / {k['latency']['p50_us']} | {x['latency']['p99_us']} / {k['latency']['p99_us']} | "
-            f"{cacheline(x, k)} |"
+            f"{readings(x, k)} |"
         )
     held = [k for k in runs if is_hold(k) and all(runs[k].get(s, {}).get("memory") for s, _ in STACKS)]
     if held:
@@ -273,17 +283,17 @@ def markdown(runs):
             )
     raw = [k for k in runs if is_raw(k) and "xdp" in runs[k]]
     if raw:
-        out += ["", "| AF_XDP alone (`xtcp reflect`, no TCP) | frames/s | p50 µs | p99 µs | cache line ns |",
+        out += ["", "| AF_XDP alone (`xtcp reflect`, no TCP) | frames/s | p50 µs | p99 µs | cache line ns, before→after |",
                 "| --- | --- | --- | --- | --- |"]
         for k in raw:
             x = runs[k]["xdp"]
             if "p50_us" not in x:
                 out.append(
                     f"| {TITLES.get(k, k)} | {x['frames_per_sec']:,.0f} ({x['gbit_per_sec']:.2f} Gbit/s) | — | — | "
-                    f"{cacheline(x)} |"
+                    f"{readings(x)} |"
                 )
                 continue
-            out.append(f"| {TITLES.get(k, k)} | {x['frames_per_sec']:,.0f} | {x['p50_us']} | {x['p99_us']} | {cacheline(x)} |")
+            out.append(f"| {TITLES.get(k, k)} | {x['frames_per_sec']:,.0f} | {x['p50_us']} | {x['p99_us']} | {readings(x)} |")
     return "\n".join(out) + "\n"
 
 

@@ -412,10 +412,15 @@ for key in $workloads; do
     [[ $key == hold-* ]] && reps=1
     for rep in $(seq "$reps"); do
         for stack in xdp kernel; do
+            # The cache-line round trip between the two CPUs before and after the run: the VM's vCPU placement
+            # (docs/benchmarks.md, "The machine's two speeds"), and whether it changed during the run.
             if [ -n "$cacheline" ]; then
                 "$cacheline" "$client_cpu" "$server_cpu" >"$work/$key-$stack-$rep.cacheline" 2>/dev/null || true
             fi
             run "$key" "$stack"
+            if [ -n "$cacheline" ]; then
+                "$cacheline" "$client_cpu" "$server_cpu" >"$work/$key-$stack-$rep.cacheline-after" 2>/dev/null || true
+            fi
         done
     done
 done
