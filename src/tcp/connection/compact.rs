@@ -42,19 +42,27 @@ fn rebuilt_rtt(cfg: &Config, srtt: u64, rttvar: u64, backoff: u32) -> RttEstimat
     RttEstimator::from_samples(srtt, rttvar, backoff, cfg.rto_initial, cfg.rto_min, cfg.rto_max)
 }
 
+/// The boxed parts a connection may have made — its rare counters, CUBIC's curve — behind one pointer in its
+/// record: most connections have neither.
+#[derive(Debug, Clone)]
+struct Extra {
+    rare: Option<Box<Rare>>,
+    cubic: Option<Box<CubicCurve>>,
+}
+
 /// A quiescent [`Connection`] (see [`Connection::compactable`]), packed. Made by [`Connection::compact`] or
 /// [`Connection::into_compact`], turned back by [`Connection::from_compact`].
 #[derive(Debug, Clone)]
 pub struct Compact {
     cfg: Arc<Config>,
-    rare: Option<Box<Rare>>,
-    cubic: Option<Box<CubicCurve>>,
+    extra: Option<Box<Extra>>,
     /// Payload bytes in and out.
     bytes: [u64; 2],
     /// Segments in and out (a connection past 2³² of either is not compacted).
     segs: [u32; 2],
-    /// The RTT estimator's SRTT and RTTVAR in nanoseconds, exact (its RTO follows from them and the settings).
-    rtt_nanos: [u64; 2],
+    /// The RTT estimator's SRTT and RTTVAR in nanoseconds, exact (its RTO follows from them and the settings); a
+    /// connection whose either is 2³² ns (4.3 s) or more is not compacted.
+    rtt_nanos: [u32; 2],
     /// The deadlines of the two timers that may run, keep-alive's and the close timer's (FIN_WAIT_2, TIME_WAIT),
     /// [`NO_DEADLINE`] where one does not. (Keep-alive's may outlive ESTABLISHED: it fires to no effect.)
     deadlines: [Instant; 2],
@@ -158,6 +166,10 @@ impl Connection {
             && self.retries <= u32::from(u8::MAX)
             && self.probes <= u32::from(u8::MAX)
             && self.rtt.backoff() <= u32::from(u8::MAX)
+            && {
+                let (srtt, rttvar, _, _) = self.rtt.parts();
+                srtt <= u64::from(u32::MAX) && rttvar <= u64::from(u32::MAX)
+            }
             && self.cc.is_quiescent(self.smss)
             // Nothing is being timed (all sent is acknowledged, so only an ACK lost on the way could leave it), and
             // the RTO is what SRTT, RTTVAR and the settings give: the record keeps neither.
@@ -175,8 +187,8 @@ impl Connection {
         self.compactable().then(|| self.pack(self.rare.clone(), self.cc.cubic_curve().map(|c| Box::new(*c))))
     }
 
-    /// The compact record of this connection, moving its boxed parts into it (no allocation); the connection
-    /// itself back when it is not [`Connection::compactable`].
+    /// The compact record of this connection, moving its boxed parts into it (one allocation to hold them, when it
+    /// has any); the connection itself back when it is not [`Connection::compactable`].
     // Handing the connection back by value moves it, as taking it did.
     #[allow(clippy::result_large_err)]
     pub fn into_compact(mut self) -> Result<Compact, Connection> {
@@ -217,13 +229,14 @@ impl Connection {
             | bit(self.peer_fin.is_some(), PEER_FIN);
         let (srtt, rttvar, _, backoff) = self.rtt.parts();
         let (cwnd, ssthresh, recover, avoidance_acked) = self.cc.parts();
+        let extra = if rare.is_some() || cubic.is_some() { Some(Box::new(Extra { rare, cubic })) } else { None };
         Compact {
             cfg: Arc::clone(&self.cfg),
-            rare,
-            cubic,
+            extra,
             bytes: [self.traffic.bytes_in, self.traffic.bytes_out],
             segs: [self.traffic.segs_in as u32, self.traffic.segs_out as u32],
-            rtt_nanos: [srtt, rttvar],
+            // Checked by `compactable`.
+            rtt_nanos: [srtt as u32, rttvar as u32],
             deadlines: [self.timers[TimerKind::Keepalive as usize], self.timers[TimerKind::Close as usize]],
             local_ip: u32::from(*self.local.ip()),
             remote_ip: u32::from(*self.remote.ip()),
@@ -270,8 +283,9 @@ impl Connection {
         let mut timers = [NO_DEADLINE; 5];
         [timers[TimerKind::Keepalive as usize], timers[TimerKind::Close as usize]] = c.deadlines;
         let snd_una = SeqNumber(c.snd_una);
-        let [srtt, rttvar] = c.rtt_nanos;
+        let [srtt, rttvar] = c.rtt_nanos.map(u64::from);
         let rtt = rebuilt_rtt(&cfg, srtt, rttvar, u32::from(c.backoff));
+        let (rare, cubic) = c.extra.map_or((None, None), |e| (e.rare, e.cubic));
         Connection {
             nodelay: flag(NODELAY),
             state: STATES[usize::from(c.state)],
@@ -319,7 +333,7 @@ impl Connection {
             rtt_sent_at: NO_DEADLINE,
             cc: Congestion::from_parts(
                 algorithm,
-                c.cubic,
+                cubic,
                 (c.cwnd, c.ssthresh, SeqNumber(c.recover), c.avoidance_acked),
                 u32::from(c.smss),
             ),
@@ -343,7 +357,7 @@ impl Connection {
                 bytes_in: c.bytes[0],
                 bytes_out: c.bytes[1],
             },
-            rare: c.rare,
+            rare,
             cfg,
         }
     }
