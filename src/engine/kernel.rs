@@ -987,6 +987,10 @@ impl Sockets for KernelStack {
     /// The next event; taking a `Closed` frees its connection's slot, and the handle is stale from then on.
     fn next_event(&mut self) -> Option<StackEvent> {
         let ev = self.events.pop_front();
+        if self.events.is_empty() {
+            // Back to the front of the ring, as `Stack::next_event` does: the same application code costs the same.
+            self.events.clear();
+        }
         if let Some(StackEvent::Closed(id, _)) = ev {
             self.free_slot(id);
         }

@@ -722,7 +722,14 @@ impl Stack {
 
     /// The next event for the application.
     pub fn next_event(&mut self) -> Option<StackEvent> {
-        self.events.pop_front()
+        let ev = self.events.pop_front();
+        if self.events.is_empty() {
+            // Back to the front of the ring (`clear` resets it, `pop_front` does not): taken one or two a turn,
+            // events would walk the whole allocation, room for 65,536 of them, and land on a cold cache line
+            // every few.
+            self.events.clear();
+        }
+        ev
     }
 
     /// When [`Stack::poll`] next has work without new frames: now if transmits are owed, else the earliest timer
