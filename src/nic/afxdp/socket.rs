@@ -1,9 +1,10 @@
 //! One AF_XDP socket on one rx/tx queue pair, behind [`FrameDevice`].
 //!
 //! The UMEM is split once, at open: `rx_ring_frames` frames circulate fill ring → rx ring → handler → fill ring
-//! (only as many lent to the kernel at once as the traffic needs: see `FillLevel`), and `tx_ring_frames` frames circulate pool → tx ring → completion ring → pool. Neither side can starve the
-//! other; when the transmit pool runs dry (the kernel has not completed enough frames yet) `transmit` refuses and
-//! [`XskStats::tx_pool_empty`] counts it.
+//! (only as many lent to the kernel at once as the traffic needs: see `FillLevel`), and `tx_ring_frames` frames
+//! circulate pool → tx ring → completion ring → pool. Neither side can starve the other; when the transmit pool
+//! runs dry (the kernel has not completed enough frames yet) `transmit` refuses and [`XskStats::tx_pool_empty`]
+//! counts it.
 //!
 //! Rings are touched only through xsk-rs (libxdp's reserve/submit and peek/release, with their acquire/release
 //! ordering). Transmissions are batched: `transmit` writes the frame into a pool frame and queues its descriptor;
@@ -385,8 +386,8 @@ const FILL_WINDOW_BATCHES: u32 = 1 << 16;
 ///
 /// The kernel writes the fill ring's frames in the order they were put there, so a ring holding every receive
 /// frame cycles through all of them (4 MiB of UMEM at the defaults) and each frame it writes has long left the
-/// caches; with one message in flight that alone cost 4–7% of the round trips a second on our test machine. So
-/// only the level's worth is lent, and the ring is topped up with the frames received last.
+/// caches; with one message in flight that alone cost 1.5–8% of the round trips a second on our test machine
+/// (docs/benchmarks.md). So only the level's worth is lent, and the ring is topped up with the frames received last.
 ///
 /// The level follows the frames the kernel has written by the time a batch is taken (the batch and what still
 /// waits on the rx ring): it grows at once to four times the frames written when they reach half of it, and halves,
