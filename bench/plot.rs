@@ -1,8 +1,8 @@
 //! Draws the end-to-end benchmark plots from the results.json that `bench/e2e.py --plots DIR` writes.
 //!
 //! - `echo-throughput.svg`: transactions per second against connections (echo-1, -16, -64, -1024), one line per
-//!   stack, with the reflector's rate (`raw-1`, `raw-64`: AF_XDP alone, no TCP) marked where it was measured, and the kernel's rate when it blocks in epoll_wait
-//!   (`block-1`).
+//!   stack, with the reflector's rate (`raw-1`, `raw-64`: AF_XDP alone, no TCP) marked where it was measured, and
+//!   the kernel's rate when it blocks in epoll_wait (`block-1`).
 //! - `echo-latency.svg`: p50, p90, p99 and p99.9 round trips of echo-1 and echo-64 for each stack.
 //!
 //! Both have a logarithmic y axis and a note of the machine (CPUs, kernel, load average, date). Workloads missing
@@ -428,6 +428,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Asserts that the SVG document `name` holds every one of `texts`.
+    fn assert_has(svg: &str, name: &str, texts: &[&str]) {
+        for text in texts {
+            assert!(svg.contains(text), "{name} lacks {text:?}");
+        }
+    }
+
     /// A scratch directory of this test process, empty.
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xtcp-plot-{name}-{}", std::process::id()));
@@ -475,35 +482,39 @@ mod tests {
         assert_eq!(written, [out.join("echo-throughput.svg"), out.join("echo-latency.svg")]);
 
         let svg = std::fs::read_to_string(&written[0]).unwrap();
-        for text in [
-            "echo, 64-byte messages: transactions per second",
-            "connections",
-            "transactions/s",
-            "xtcp",
-            "kernel",
-            "AF_XDP alone, no TCP",
-            "kernel, blocking",
-            "2 CPUs, kernel 6.1.0-test, load average 0.10 0.20 0.30; 2026-12-07 12:00 UTC",
-            "#D62728",
-            "#1F77B4",
-        ] {
-            assert!(svg.contains(text), "echo-throughput.svg lacks {text:?}");
-        }
+        assert_has(
+            &svg,
+            "echo-throughput.svg",
+            &[
+                "echo, 64-byte messages: transactions per second",
+                "connections",
+                "transactions/s",
+                "xtcp",
+                "kernel",
+                "AF_XDP alone, no TCP",
+                "kernel, blocking",
+                "2 CPUs, kernel 6.1.0-test, load average 0.10 0.20 0.30; 2026-12-07 12:00 UTC",
+                "#D62728",
+                "#1F77B4",
+            ],
+        );
         // Only the connection counts that ran are on the x axis.
         assert!(svg.contains("\n64\n") && !svg.contains("\n16\n") && !svg.contains("\n1024\n"));
 
         let svg = std::fs::read_to_string(&written[1]).unwrap();
-        for text in [
-            "echo, 64-byte messages: round-trip latency percentiles",
-            "xtcp, 1 connection",
-            "kernel, 1 connection",
-            "xtcp, 64 connections",
-            "p99.9",
-            "µs",
-            "6.1.0-test",
-        ] {
-            assert!(svg.contains(text), "echo-latency.svg lacks {text:?}");
-        }
+        assert_has(
+            &svg,
+            "echo-latency.svg",
+            &[
+                "echo, 64-byte messages: round-trip latency percentiles",
+                "xtcp, 1 connection",
+                "kernel, 1 connection",
+                "xtcp, 64 connections",
+                "p99.9",
+                "µs",
+                "6.1.0-test",
+            ],
+        );
         assert!(!svg.contains("kernel, 64 connections"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -105,12 +105,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# The cache-line round trip between the two CPUs, read before each run: a VM's host may move its vCPUs between one
-# die and two, and the one-connection figures follow (docs/benchmarks.md, "The machine's two speeds").
+# The cache-line round trip between the two CPUs, read before and after each run: a VM's host may move its vCPUs
+# between one die and two, and the one-connection figures follow (docs/benchmarks.md, "The machine's two speeds").
 cacheline=""
 if [ "$server_cpu" -ne "$client_cpu" ] && clang -O2 -pthread bench/cacheline.c -o "$work/cacheline"; then
     cacheline=$work/cacheline
 fi
+# Writes one reading (ns) into $1, when there is a probe to read with.
+read_cacheline() {
+    [ -z "$cacheline" ] || "$cacheline" "$client_cpu" "$server_cpu" >"$1" 2>/dev/null || true
+}
 aliases=()
 # hold-N opens up to a million connections to one server port, from up to 64 addresses.
 [[ " $workloads " == *" hold-"* ]] && aliases=(--aliases 63)
@@ -414,13 +418,9 @@ for key in $workloads; do
         for stack in xdp kernel; do
             # The cache-line round trip between the two CPUs before and after the run: the VM's vCPU placement
             # (docs/benchmarks.md, "The machine's two speeds"), and whether it changed during the run.
-            if [ -n "$cacheline" ]; then
-                "$cacheline" "$client_cpu" "$server_cpu" >"$work/$key-$stack-$rep.cacheline" 2>/dev/null || true
-            fi
+            read_cacheline "$work/$key-$stack-$rep.cacheline"
             run "$key" "$stack"
-            if [ -n "$cacheline" ]; then
-                "$cacheline" "$client_cpu" "$server_cpu" >"$work/$key-$stack-$rep.cacheline-after" 2>/dev/null || true
-            fi
+            read_cacheline "$work/$key-$stack-$rep.cacheline-after"
         done
     done
 done
