@@ -400,8 +400,9 @@ pub struct Stack {
     /// the point, so that opening or waking a connection does not allocate.
     #[allow(clippy::vec_box)]
     entry_pool: Vec<Box<Entry>>,
-    /// Where the compaction sweep looks next.
+    /// Where the compaction sweep looks next, and how many slots it owes.
     sweep_cursor: usize,
+    sweep_pace: SweepPace,
     /// Connections kept compact now.
     idle: usize,
     /// 4-tuple → slot index. Only the index is kept (4 bytes a bucket, where a tuple and an index take 16): a probe
@@ -447,6 +448,7 @@ impl Stack {
             free: Vec::new(),
             entry_pool: Vec::new(),
             sweep_cursor: 0,
+            sweep_pace: SweepPace::default(),
             idle: 0,
             table: HashTable::with_capacity(max),
             hasher,
@@ -1352,17 +1354,26 @@ impl Stack {
         self.counters.conns_woken += 1;
     }
 
-    /// Compacts the connections among the next [`SWEEP_SLOTS`] slots that have been quiescent for
+    /// Compacts the connections among the next slots that have been quiescent for
     /// [`StackConfig::compact_after`]: one look per slot, no allocation but the compact record's (and, for a
-    /// connection that made rare counters or CUBIC's curve, the small box that holds the two together).
+    /// connection that made rare counters or CUBIC's curve, the small box that holds the two together). Paced by
+    /// the clock, not by the turn: every slot is looked at once per [`SWEEP_PERIOD_US`], in slices of at most
+    /// [`SWEEP_SLOTS_MAX`], so a busy loop with few connections does not spend its turns looking at them again.
     fn sweep(&mut self, now: Instant) {
         let Some(after) = self.cfg.compact_after else { return };
+        let len = self.slots.len();
+        let n = self.sweep_pace.slots(now, len);
+        if n == 0 {
+            return;
+        }
         let after_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
         let now_ms = now.total_millis() as u32;
-        let len = self.slots.len();
-        for _ in 0..SWEEP_SLOTS.min(len) {
-            let index = self.sweep_cursor % len;
-            self.sweep_cursor = index + 1;
+        for _ in 0..n {
+            if self.sweep_cursor >= len {
+                self.sweep_cursor = 0;
+            }
+            let index = self.sweep_cursor;
+            self.sweep_cursor += 1;
             let Body::Live(e) = &mut self.slots[index].body else { continue };
             let at_rest = !e.dirty && !e.half_open && e.closed_unread.is_none() && e.buffer_bytes == 0;
             if !at_rest || now_ms.wrapping_sub(e.active_ms) < after_ms {
@@ -1429,8 +1440,35 @@ impl Stack {
     }
 }
 
-/// Slots the compaction sweep looks at per [`Stack::receive`].
-const SWEEP_SLOTS: usize = 64;
+/// The compaction sweep looks at every slot once in this many microseconds, so a connection is compacted at most
+/// this long after [`StackConfig::compact_after`] has passed.
+const SWEEP_PERIOD_US: u64 = 50_000;
+/// The most slots the sweep looks at in one [`Stack::receive`] (a million connections in turns of 2 µs take about
+/// 40 a turn).
+const SWEEP_SLOTS_MAX: usize = 256;
+
+/// How many slots the compaction sweep owes: slot-microseconds accrue at the table's length per microsecond, and
+/// each [`SWEEP_PERIOD_US`] of them is one slot to look at. A turn of 2 µs over 4,500 slots owes a fifth of one,
+/// where a fixed count per turn had the loop look at each slot every 70 turns.
+#[derive(Debug, Default, Clone, Copy)]
+struct SweepPace {
+    at: Instant,
+    credit: u64,
+}
+
+impl SweepPace {
+    /// The slots to look at now, among `len`: at most [`SWEEP_SLOTS_MAX`] and `len` (a loop back from a long
+    /// sleep does not owe more).
+    fn slots(&mut self, now: Instant, len: usize) -> usize {
+        let elapsed = now.total_micros().saturating_sub(self.at.total_micros());
+        self.at = self.at.max(now);
+        let cap = SWEEP_SLOTS_MAX.min(len) as u64 * SWEEP_PERIOD_US;
+        self.credit = self.credit.saturating_add((len as u64).saturating_mul(elapsed)).min(cap);
+        let n = self.credit / SWEEP_PERIOD_US;
+        self.credit -= n * SWEEP_PERIOD_US;
+        n as usize
+    }
+}
 /// Boxes of finished entries kept for new connections.
 const ENTRY_POOL_MAX: usize = 1024;
 /// Bytes of emptied buffer blocks (512 B to 4 KiB) kept for connections that queue a small message: enough for the
@@ -1531,6 +1569,38 @@ fn state_index(s: State) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slots a pace owes over `turns` turns of `turn_us` each, starting at `start`.
+    fn swept(pace: &mut SweepPace, start: Instant, len: usize, turn_us: u64, turns: u64) -> usize {
+        (1..=turns).map(|t| pace.slots(start + Duration::from_micros(t * turn_us), len)).sum()
+    }
+
+    #[test]
+    fn the_sweep_looks_at_every_slot_once_a_period_however_fast_the_loop_turns() {
+        let start = Instant::from_secs(10);
+        for (len, turn_us) in [(4_500, 2), (4_500, 50), (1_000_000, 2), (1, 1)] {
+            let mut pace = SweepPace { at: start, credit: 0 };
+            let turns = SWEEP_PERIOD_US / turn_us;
+            let n = swept(&mut pace, start, len, turn_us, turns);
+            assert!(n.abs_diff(len) <= 1, "{len} slots, {turn_us} µs turns: {n} looked at in a period");
+        }
+        // A fast loop over a small table looks at a slot only every few turns.
+        let mut pace = SweepPace { at: start, credit: 0 };
+        let busy = (1..=100).filter(|&t| pace.slots(start + Duration::from_micros(2 * t), 4_500) > 0).count();
+        assert!((15..=25).contains(&busy), "{busy} of 100 turns swept");
+    }
+
+    #[test]
+    fn a_loop_back_from_a_long_sleep_sweeps_at_most_a_slice() {
+        let mut pace = SweepPace::default();
+        assert_eq!(pace.slots(Instant::from_secs(3_600), 1_000_000), SWEEP_SLOTS_MAX);
+        assert_eq!(pace.slots(Instant::from_secs(3_600), 1_000_000), 0, "nothing more owed in the same microsecond");
+        assert_eq!(pace.slots(Instant::from_secs(7_200), 10), 10, "never more than the table");
+        assert_eq!(pace.slots(Instant::from_secs(7_200), 0), 0);
+        // A clock read that went backwards owes nothing, and the pace does not go back with it.
+        assert_eq!(pace.slots(Instant::from_secs(7_000), 1_000_000), 0);
+        assert_eq!(pace.slots(Instant::from_secs(7_200) + Duration::from_micros(1), 1_000_000), 20);
+    }
 
     /// A table slot is a generation and a pointer to what it holds: a live entry (the connection, whose own budget
     /// `tcp::tests` states, and the engine's bookkeeping: one wheel handle and the deadline it was filed at, the
