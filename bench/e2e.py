@@ -39,7 +39,7 @@ TITLES = {
 }
 
 
-def title(key):
+def title_of(key):
     """A workload's title: its own, or one made for an echo-N, block-N or http-N the table does not list."""
     if key in TITLES:
         return TITLES[key]
@@ -195,7 +195,7 @@ def table(runs):
         if is_raw(key):
             continue
         for i, (stack, label) in enumerate(STACKS):
-            title = title(key) if i == 0 else ""
+            title = title_of(key) if i == 0 else ""
             x = r.get(stack)
             if x is None:
                 lines.append(f"{title:<46} {label:<7} {'failed':>14}")
@@ -222,7 +222,7 @@ def table(runs):
                      f"{'RSS':>7} {'slab':>7}")
         for k in held:
             for i, (stack, label) in enumerate(STACKS):
-                title = title(k) if i == 0 else ""
+                title = title_of(k) if i == 0 else ""
                 x = runs[k].get(stack)
                 m = x and x.get("memory")
                 if not m:
@@ -242,19 +242,19 @@ def table(runs):
         for k in raw:
             x = runs[k].get("xdp")
             if x is None:
-                lines.append(f"{title(k):<46} {'':<7} {'failed':>14}")
+                lines.append(f"{title_of(k):<46} {'':<7} {'failed':>14}")
                 continue
             if "p50_us" not in x:
                 # Streaming: frames/s that arrived, and the frames' Gbit/s.
                 lost = max(x["sent"] - x["frames"], 0)
                 lines.append(
-                    f"{title(k):<46} {'':<7} {x['frames_per_sec']:>14,.0f} {x['gbit_per_sec']:>5.2f} Gb "
+                    f"{title_of(k):<46} {'':<7} {x['frames_per_sec']:>14,.0f} {x['gbit_per_sec']:>5.2f} Gb "
                     f"{'—':>7} {'—':>7} {lost:>7}"
                 )
                 continue
             cl = f"  cache line {cacheline(x)} ns" if "cacheline_ns" in x else ""
             lines.append(
-                f"{title(k):<46} {'':<7} {x['frames_per_sec']:>14,.0f} {'':<8} {x['p50_us']:>7} "
+                f"{title_of(k):<46} {'':<7} {x['frames_per_sec']:>14,.0f} {'':<8} {x['p50_us']:>7} "
                 f"{x['p99_us']:>7} {x['lost']:>7}{cl}"
             )
     return "\n".join(lines)
@@ -277,7 +277,7 @@ def markdown(runs):
         x, k = r["xdp"], r["kernel"]
         show = (lambda v: f"{v:.2f} {unit(key)}") if is_bulk(key) else (lambda v: f"{v:,.0f} {unit(key)}")
         out.append(
-            f"| {title(key)} | {show(rate(key, x))} | {show(rate(key, k))} | **{ratio_of(key, r):.2f}×** | "
+            f"| {title_of(key)} | {show(rate(key, x))} | {show(rate(key, k))} | **{ratio_of(key, r):.2f}×** | "
             f"{x['latency']['p50_us']} / {k['latency']['p50_us']} | {x['latency']['p99_us']} / {k['latency']['p99_us']} | "
             f"{readings(x, k)} |"
         )
@@ -289,7 +289,7 @@ def markdown(runs):
             x, kn = runs[k]["xdp"], runs[k]["kernel"]
             mx, mk = x["memory"], kn["memory"]
             out.append(
-                f"| {title(k)} | {mx['held']:,} / {mk['held']:,} | {mx['open_s']:.1f} / {mk['open_s']:.1f} | "
+                f"| {title_of(k)} | {mx['held']:,} / {mk['held']:,} | {mx['open_s']:.1f} / {mk['open_s']:.1f} | "
                 f"{mx['bytes_per_conn']:,} | {mk['bytes_per_conn']:,} "
                 f"({mk['server_rss_bytes_per_conn']:,} + {mk['slab_bytes_per_conn_per_end']:,}) | "
                 f"{mem_ratio(mx, mk):.1f}× |"
@@ -302,11 +302,11 @@ def markdown(runs):
             x = runs[k]["xdp"]
             if "p50_us" not in x:
                 out.append(
-                    f"| {title(k)} | {x['frames_per_sec']:,.0f} ({x['gbit_per_sec']:.2f} Gbit/s) | — | — | "
+                    f"| {title_of(k)} | {x['frames_per_sec']:,.0f} ({x['gbit_per_sec']:.2f} Gbit/s) | — | — | "
                     f"{readings(x)} |"
                 )
                 continue
-            out.append(f"| {title(k)} | {x['frames_per_sec']:,.0f} | {x['p50_us']} | {x['p99_us']} | {readings(x)} |")
+            out.append(f"| {title_of(k)} | {x['frames_per_sec']:,.0f} | {x['p50_us']} | {x['p99_us']} | {readings(x)} |")
     return "\n".join(out) + "\n"
 
 
@@ -429,7 +429,7 @@ def main():
         "seconds_per_run": args.secs,
         "repeats": args.repeats,
         "pinning": {"server_cpu": args.server_cpu, "load_cpu": args.client_cpu},
-        "workloads": {k: title(k) for k in runs},
+        "workloads": {k: title_of(k) for k in runs},
         "ratios": {k: ratio_of(k, r) for k, r in runs.items() if not is_raw(k)},
         "runs": runs,
     }
