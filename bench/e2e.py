@@ -36,6 +36,7 @@ TITLES = {
     "raw-stream-1514": "AF_XDP alone, no TCP: streaming 1514-byte frames",
     "hold-100k": "echo 64 B, 64 conn., 100k more held idle",
     "hold-1m": "echo 64 B, 64 conn., 1M more held idle",
+    "idle": "a server with no traffic, share of one core",
 }
 
 
@@ -48,6 +49,7 @@ def title_of(key):
         "echo": f"echo 64 B, {n} connections",
         "block": f"echo 64 B, {n} conn., both ends sleep when idle",
         "http": f"HTTP keep-alive, 600 B body, {n} connections",
+        "poll": f"echo 64 B, {n} conn., adaptive / busy-polling",
     }
     return made.get(kind, key) if n.isdigit() else key
 
@@ -82,6 +84,30 @@ def memory(m, held, hold_open_us):
         # The extra pairs open their share before the main load opens its own.
         "open_s": round(m.get("extra_open_s", 0) + hold_open_us / 1e6, 1),
     }
+
+
+def is_poll(key):
+    """Adaptive polling against pure busy-polling, xtcp at both ends: reports KEY-xdp (the default, adaptive loop)
+    and KEY-busy (never sleeps)."""
+    return key.startswith("poll-")
+
+
+def is_idle(key):
+    """A server with no traffic: reports {"idle_cpu_percent"} for each stack."""
+    return key == "idle"
+
+
+def is_special(key):
+    """Workloads outside the xtcp/kernel rate table."""
+    return is_raw(key) or is_poll(key) or is_idle(key)
+
+
+def poll_ratio(r):
+    """Adaptive polling's p50 latency over busy-polling's, or None."""
+    a, b = r.get("xdp"), r.get("busy")
+    if not a or not b:
+        return None
+    return a["latency"]["p50_us"] / max(b["latency"]["p50_us"], 1)
 
 
 def is_raw(key):
@@ -161,6 +187,21 @@ def load(args):
     every repetition's ratio; for the reflector, the repetition with the median rate."""
     runs = {}
     for key in args.workloads.split():
+        if is_poll(key):
+            reps = [{s: read(args, key, s, i) for s in ("xdp", "busy")} for i in range(1, args.repeats + 1)]
+            pairs = sorted((p for p in reps if p["xdp"] and p["busy"]), key=poll_ratio)
+            runs[key] = dict(pairs[(len(pairs) - 1) // 2]) if pairs else {}
+            if pairs:
+                runs[key]["repeat_ratios"] = [round(poll_ratio(p), 3) for p in pairs]
+            continue
+        if is_idle(key):
+            reps = [{s: read(args, key, s, i) for s, _ in STACKS} for i in range(1, args.repeats + 1)]
+            runs[key] = {}
+            for s, _ in STACKS:
+                got = sorted((p[s] for p in reps if p[s]), key=lambda x: x["idle_cpu_percent"])
+                if got:
+                    runs[key][s] = got[(len(got) - 1) // 2]
+            continue
         reps = [{s: read(args, key, s, i) for s, _ in STACKS} for i in range(1, args.repeats + 1)]
         pairs = [p for p in reps if p["xdp"] and p["kernel"]]
         if pairs:
@@ -192,7 +233,7 @@ def table(runs):
     lines.append(head)
     lines.append("-" * len(head))
     for key, r in runs.items():
-        if is_raw(key):
+        if is_special(key):
             continue
         for i, (stack, label) in enumerate(STACKS):
             title = title_of(key) if i == 0 else ""
@@ -235,6 +276,30 @@ def table(runs):
             mx, mk = (runs[k].get(s, {}).get("memory") for s, _ in STACKS)
             if mx and mk:
                 lines.append(f"{'':<46} {'kernel / xtcp':<26} {mem_ratio(mx, mk):>12.2f}x")
+    polls = [k for k in runs if is_poll(k) or is_idle(k)]
+    if polls:
+        lines.append("")
+        lines.append(f"{'adaptive polling (xtcp on both ends)':<46} {'loop':<9} {'rate':>12} {'unit':<8} {'p50 µs':>7} "
+                     f"{'p99 µs':>7} {'p99.9':>7}")
+        for k in polls:
+            r = runs[k]
+            if is_idle(k):
+                shown = "  ".join(f"{label} {r[s]['idle_cpu_percent']:.1f}%" if s in r else f"{label} failed"
+                                  for s, label in STACKS)
+                lines.append(f"{title_of(k):<46} {shown}")
+                continue
+            for i, (s, label) in enumerate((("xdp", "adaptive"), ("busy", "busy"))):
+                title = title_of(k) if i == 0 else ""
+                x = r.get(s)
+                if x is None:
+                    lines.append(f"{title:<46} {label:<9} {'failed':>12}")
+                    continue
+                lat = x["latency"]
+                lines.append(f"{title:<46} {label:<9} {x['requests_per_sec']:>12,.0f} {'trans./s':<8} "
+                             f"{lat['p50_us']:>7} {lat['p99_us']:>7} {lat['p999_us']:>7}")
+            ratio = poll_ratio(r)
+            if ratio is not None:
+                lines.append(f"{'':<46} {'p50 adaptive / busy':<22} {ratio:>8.2f}x")
     raw = [k for k in runs if is_raw(k)]
     if raw:
         lines.append("")
@@ -272,7 +337,7 @@ def markdown(runs):
            "| cache line ns, before→after, xtcp / kernel |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for key, r in runs.items():
-        if is_raw(key) or "xdp" not in r or "kernel" not in r:
+        if is_special(key) or "xdp" not in r or "kernel" not in r:
             continue
         x, k = r["xdp"], r["kernel"]
         show = (lambda v: f"{v:.2f} {unit(key)}") if is_bulk(key) else (lambda v: f"{v:,.0f} {unit(key)}")
@@ -294,6 +359,21 @@ def markdown(runs):
                 f"({mk['server_rss_bytes_per_conn']:,} + {mk['slab_bytes_per_conn_per_end']:,}) | "
                 f"{mem_ratio(mx, mk):.1f}× |"
             )
+    polls = [k for k in runs if is_poll(k) and poll_ratio(runs[k]) is not None]
+    if polls:
+        out += ["", "| adaptive polling, xtcp on both ends | adaptive (default) | busy-polling | p50 µs adaptive / busy "
+                "| p99 µs adaptive / busy | p50 adaptive / busy |", "| --- | --- | --- | --- | --- | --- |"]
+        for k in polls:
+            a, b = runs[k]["xdp"], runs[k]["busy"]
+            out.append(
+                f"| {title_of(k)} | {a['requests_per_sec']:,.0f} trans./s | {b['requests_per_sec']:,.0f} trans./s | "
+                f"{a['latency']['p50_us']} / {b['latency']['p50_us']} | {a['latency']['p99_us']} / "
+                f"{b['latency']['p99_us']} | **{poll_ratio(runs[k]):.2f}×** |"
+            )
+    idle = runs.get("idle", {})
+    if all(s in idle for s, _ in STACKS):
+        out += ["", "| a server with no traffic | xtcp | kernel |", "| --- | --- | --- |",
+                f"| share of one core | {idle['xdp']['idle_cpu_percent']:.1f}% | {idle['kernel']['idle_cpu_percent']:.1f}% |"]
     raw = [k for k in runs if is_raw(k) and "xdp" in runs[k]]
     if raw:
         out += ["", "| AF_XDP alone (`xtcp reflect`, no TCP) | frames/s | p50 µs | p99 µs | cache line ns, before→after |",
@@ -311,7 +391,7 @@ def markdown(runs):
 
 
 def ratio_of(key, r):
-    if "xdp" not in r or "kernel" not in r:
+    if is_special(key) or "xdp" not in r or "kernel" not in r:
         return None
     k = rate(key, r["kernel"])
     return rate(key, r["xdp"]) / k if k else None
@@ -430,7 +510,11 @@ def main():
         "repeats": args.repeats,
         "pinning": {"server_cpu": args.server_cpu, "load_cpu": args.client_cpu},
         "workloads": {k: title_of(k) for k in runs},
-        "ratios": {k: ratio_of(k, r) for k, r in runs.items() if not is_raw(k)},
+        "ratios": {k: ratio_of(k, r) for k, r in runs.items() if not is_special(k)},
+        "adaptive_poll": {
+            "p50_adaptive_over_busy": {k: poll_ratio(r) for k, r in runs.items() if is_poll(k)},
+            "idle_cpu_percent": {s: runs["idle"][s]["idle_cpu_percent"] for s, _ in STACKS if s in runs.get("idle", {})},
+        },
         "runs": runs,
     }
     text = json.dumps(result, indent=2) + "\n"
@@ -445,7 +529,10 @@ def main():
         write(args.plots, "results.json", text)
         print(f"table: {write(args.plots, 'results.md', markdown(runs))}")
 
-    missing = [f"{k} ({s})" for k, r in runs.items() for s, _ in STACKS if s not in r and not (is_raw(k) and s == "kernel")]
+    def wanted(k):
+        return ("xdp",) if is_raw(k) else ("xdp", "busy") if is_poll(k) else tuple(s for s, _ in STACKS)
+
+    missing = [f"{k} ({s})" for k, r in runs.items() for s in wanted(k) if s not in r]
     if args.check_floors:
         bad = []
         for k, floor in FLOORS.items():

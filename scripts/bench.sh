@@ -16,7 +16,8 @@
 #   BENCH_REPEATS=1 scripts/bench.sh      # each workload once (default 3: the pair with the median ratio is kept)
 #   scripts/bench.sh --plots docs/bench   # also write results.json, results.md and the SVG plots there
 #   BENCH_SECS=10 scripts/bench.sh        # longer runs
-#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, block-N, http-N, cps, bulk, bulk-echo, raw-N, raw-stream-B, wrk-N, hold-N)
+#   BENCH_ONLY="echo-1 cps" scripts/bench.sh   # only these (echo-N, block-N, http-N, cps, bulk, bulk-echo, raw-N,
+#                                         # raw-stream-B, wrk-N, hold-N, poll-N, idle)
 #   scripts/bench.sh --soak [SECS]        # only the soak (default 600 s): `xtcp http` under new-connection-per-request
 #                                         # load with TIME_WAIT on; fails on any load error (a port or table that ran
 #                                         # out) or when either process's memory grew past the first minute's
@@ -74,7 +75,7 @@ if [ "$quick" -eq 1 ]; then
 else
     secs=${BENCH_SECS:-5}
     warmup=1s
-    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 block-1 cps http-16 http-64 bulk bulk-echo raw-1 raw-64 raw-stream-64 raw-stream-1514 hold-100k hold-1m"}
+    workloads=${BENCH_ONLY:-"echo-1 echo-16 echo-64 echo-1024 block-1 cps http-16 http-64 bulk bulk-echo poll-1 idle raw-1 raw-64 raw-stream-64 raw-stream-1514 hold-100k hold-1m"}
     # wrk against xtcp http and against nginx, when nginx is installed (apt-get install nginx-light).
     if [ -z "${BENCH_ONLY:-}" ] && command -v nginx >/dev/null; then workloads="$workloads wrk-16"; fi
 fi
@@ -355,6 +356,35 @@ run() {
                 rm -f "$work/$key-$stack-$rep.json"
             stop_server ;;
         hold-*) hold "$key" "$stack" ;;
+        poll-*)
+            # Adaptive polling against pure busy-polling (xtcp only, both in this one call): echo with N
+            # connections as in echo-N, once with the default loop (KEY-xdp-REP.json) and once with both ends told
+            # never to sleep (KEY-busy-REP.json).
+            [ "$stack" = xdp ] || return 0
+            local n=${key#poll-} never=1000000000 f out="$work/$key-xdp-$rep"
+            measure "$key" xdp "${echo_srv[@]}" -- --target "$IP_XTCP:7007" --mode echo --connections "$n" \
+                --message-bytes 64
+            for f in json err; do [ ! -e "$out.$f" ] || mv "$out.$f" "$work/$key-adaptive-$rep.$f"; done
+            measure "$key" xdp "${echo_srv[@]}" --busy-poll-us "$never" -- --target "$IP_XTCP:7007" --mode echo \
+                --connections "$n" --message-bytes 64 --busy-poll-us "$never"
+            for f in json err; do
+                [ ! -e "$out.$f" ] || mv "$out.$f" "$work/$key-busy-$rep.$f"
+                [ ! -e "$work/$key-adaptive-$rep.$f" ] || mv "$work/$key-adaptive-$rep.$f" "$out.$f"
+            done ;;
+        idle)
+            # What a server with no traffic costs: its CPU time (utime + stime, /proc/PID/stat) over the run, after
+            # a second to settle, as a share of one core.
+            serve "$stack" "${echo_srv[@]}"
+            echo "== idle, $stack server with no traffic (run $rep of $repeats)" >&2
+            sleep 1
+            local t0 t1
+            t0=$(awk '{ print $14 + $15 }' "/proc/$server/stat")
+            sleep "$secs"
+            t1=$(awk '{ print $14 + $15 }' "/proc/$server/stat")
+            python3 -c 'import json, os, sys; t, s = int(sys.argv[1]), float(sys.argv[2]);
+print(json.dumps({"idle_cpu_percent": round(100 * t / os.sysconf("SC_CLK_TCK") / s, 2), "secs": s}))' \
+                "$((t1 - t0))" "$secs" >"$work/$key-$stack-$rep.json"
+            stop_server ;;
         bulk)
             # One connection, 1 GiB one way to a discard server, timed until the server's FIN says it read it all.
             measure "$key" "$stack" echo --discard --port 7007 -- --target "$IP_XTCP:7007" --mode send \

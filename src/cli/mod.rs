@@ -118,7 +118,8 @@ pub struct NetArgs {
     #[arg(long, default_value_t = 32768, value_name = "N")]
     pub max_time_wait: u32,
     /// A connection quiescent this long (nothing in flight, no buffer, no timer but keep-alive or TIME_WAIT's) is
-    /// kept as a compact record of 200 bytes until something touches it (AF_XDP); `off` never compacts.
+    /// kept as a compact record (one 192-byte heap block) until something touches it (AF_XDP); `off` never
+    /// compacts.
     #[arg(long, default_value = "100ms", value_name = "DURATION|off", value_parser = parse_compact_after)]
     pub compact_after: CompactAfter,
     /// Congestion control of every connection, accepted and opened [default: newreno for --stack xdp; for --stack
