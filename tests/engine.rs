@@ -144,6 +144,48 @@ fn a_cookie_connection_negotiates_like_a_backlog_one_and_carries_data() {
 }
 
 #[test]
+fn a_stacks_tcp_totals_sum_its_connections_counters_and_keep_them_when_they_are_gone() {
+    let total = |s: &xtcp::engine::Stack, name: &str| s.tcp_totals().iter().find(|(n, _)| *n == name).unwrap().1;
+    let live = |s: &xtcp::engine::Stack, f: fn(&xtcp::tcp::ConnectionStats) -> u64| -> u64 {
+        s.connections().map(|(_, c)| f(&c.stats())).sum()
+    };
+    // 256 KiB each way through 3% loss: retransmissions on both sides.
+    let faults = Faults { loss_ppm: 30_000, ..Faults::default() };
+    let (mut world, ..) = echo_through(common::configs(26)[1].clone(), 256 << 10, faults, 26);
+    let mut before = Vec::new();
+    for s in &world.stacks {
+        assert_eq!(s.connection_count(), 1);
+        assert!(total(s, "retransmits") > 0, "3% loss makes retransmissions");
+        assert_eq!(total(s, "retransmits"), live(s, |c| c.retransmits));
+        assert_eq!(total(s, "dup_acks"), live(s, |c| c.dup_acks));
+        assert_eq!(total(s, "bytes_in"), 256 << 10);
+        assert_eq!(s.tcp_totals().len(), xtcp::tcp::ConnectionStats::NAMED_LEN);
+        before.push(s.tcp_totals());
+    }
+    // Both close; once the connections are gone (the server's after TIME_WAIT) their counters stay in the totals,
+    // with only the teardown's few segments (and, through the loss, their resends) added.
+    world.run(world.now() + core::time::Duration::from_secs(150), |stacks, _| {
+        for s in stacks.iter_mut() {
+            while s.next_event().is_some() {}
+            let conns: Vec<_> = s.connections().map(|(id, _)| id).collect();
+            for c in conns {
+                let _ = s.close(c);
+            }
+        }
+        stacks.iter().all(|s| s.connection_count() == 0)
+    });
+    for (s, before) in world.stacks.iter().zip(before) {
+        assert_eq!(s.connection_count(), 0);
+        for ((name, now), (_, then)) in s.tcp_totals().iter().zip(before) {
+            match *name {
+                "bytes_in" | "bytes_out" => assert_eq!(*now, then, "{name}"),
+                _ => assert!(*now >= then && *now <= then + 8, "{name}: {then} then, {now} now"),
+            }
+        }
+    }
+}
+
+#[test]
 fn a_cookie_connection_without_timestamps_still_works() {
     let mut cfgs = common::configs(22);
     cfgs[0].tcp.timestamps = false;

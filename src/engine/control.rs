@@ -241,6 +241,10 @@ pub struct Snapshot {
     /// the loop adds (`loop_turns`, `loop_busy_turns`, `loop_sleeps`).
     #[serde(default, serialize_with = "serialize_named", deserialize_with = "deserialize_named")]
     pub device: Vec<(String, u64)>,
+    /// Name and value pairs: every connection's counters summed over the stack's life ([`Stack::tcp_totals`]:
+    /// `retransmits`, `rto_timeouts`, `dup_acks`, `ooo_segments`, `challenge_acks`...).
+    #[serde(default, serialize_with = "serialize_named", deserialize_with = "deserialize_named")]
+    pub tcp: Vec<(String, u64)>,
     /// The control server's own counts.
     #[serde(default)]
     pub control: ControlStats,
@@ -288,6 +292,7 @@ impl Snapshot {
                 .map(|(k, v)| (k.to_owned(), v as u64))
                 .chain(device.values.iter().chain(extra).map(|&(k, v)| (k.to_owned(), v)))
                 .collect(),
+            tcp: stack.tcp_totals().iter().map(|&(k, v)| (k.to_owned(), v)).collect(),
             control: ControlStats::default(),
             connections,
             connections_omitted: omitted,
@@ -761,7 +766,8 @@ pub fn render_json(snapshots: &[Snapshot]) -> String {
 }
 
 /// The snapshots as tables for people: a header line per core; connections per state (all 11, summed and per
-/// core); the counters and drops by reason that are not zero, with totals; the device's drops by reason (every
+/// core); the counters, the connections' summed TCP counters and the drops by reason that are not zero, with
+/// totals; the device's drops by reason (every
 /// one it counts: a zero says that ring never overflowed); the device statistics; and with
 /// `show_connections`, the connections laid out like `ss -tan`, each followed by an `ss -ti`-style line (rto and
 /// rtt in ms, cwnd and ssthresh in segments, as `ss` prints them).
@@ -805,6 +811,12 @@ pub fn render(snapshots: &[Snapshot], show_connections: bool) -> String {
     if !counters.is_empty() {
         out.push('\n');
         table(&mut out, "COUNTER", &columns, &counters);
+    }
+
+    let tcp: Vec<_> = named_rows(snapshots, |s| &s.tcp).into_iter().filter(|(_, v)| v.iter().any(|&x| x > 0)).collect();
+    if !tcp.is_empty() {
+        out.push('\n');
+        table(&mut out, "TCP", &columns, &tcp);
     }
 
     out.push('\n');
@@ -1033,6 +1045,7 @@ mod tests {
             states,
             device_drops: vec![("tx_pool_empty".to_owned(), 0), ("xdp_rx_ring_full".to_owned(), 7 + core as u64)],
             device: vec![("ring_full".to_owned(), 5)],
+            tcp: vec![("dup_acks".to_owned(), 0), ("retransmits".to_owned(), core as u64)],
             control: ControlStats::default(),
             connections: None,
             connections_omitted: 0,
@@ -1110,6 +1123,11 @@ mod tests {
         let order: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
         let at = |t: &str| order.iter().position(|&w| w == t).unwrap();
         assert!(at("DROP") < at("DEVICE_DROP") && at("DEVICE_DROP") < at("DEVICE"), "{text}");
+        // The connections' TCP counters: non-zero rows only, between the stack's counters and its drops.
+        assert_eq!(section("TCP").len(), 1, "{text}");
+        assert_eq!(row("retransmits"), ["1", "0", "1"]);
+        assert!(!text.contains("dup_acks"), "{text}");
+        assert!(at("COUNTER") < at("TCP") && at("TCP") < at("DROP"), "{text}");
         assert_eq!(render(&[], false), "no running xtcp answered\n");
     }
 

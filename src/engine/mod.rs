@@ -30,7 +30,8 @@ use siphasher::sip::SipHasher13;
 
 use crate::nic::{FrameDevice, Transmit};
 use crate::tcp::{
-    self, BufferPool, CloseReason, Compact, Connection, Event, IsnGenerator, ListenAction, State, SynCookies, TimerKind,
+    self, BufferPool, CloseReason, Compact, Connection, ConnectionStats, Event, IsnGenerator, ListenAction, State,
+    SynCookies, TimerKind,
 };
 use crate::time::Instant;
 use crate::timer::{TimerHandle, TimerWheel};
@@ -400,6 +401,8 @@ pub struct Stack {
     /// the point, so that opening or waking a connection does not allocate.
     #[allow(clippy::vec_box)]
     entry_pool: Vec<Box<Entry>>,
+    /// The counters of connections gone from the table, summed (see [`Stack::tcp_totals`]).
+    finished_stats: [u64; ConnectionStats::NAMED_LEN],
     /// Where the compaction sweep looks next, and how many slots it owes.
     sweep_cursor: usize,
     sweep_pace: SweepPace,
@@ -447,6 +450,7 @@ impl Stack {
             slots: Vec::with_capacity(max),
             free: Vec::new(),
             entry_pool: Vec::new(),
+            finished_stats: [0; ConnectionStats::NAMED_LEN],
             sweep_cursor: 0,
             sweep_pace: SweepPace::default(),
             idle: 0,
@@ -497,6 +501,25 @@ impl Stack {
     /// Connections kept as compact records now (see [`StackConfig::compact_after`]).
     pub fn compact_count(&self) -> usize {
         self.idle
+    }
+
+    /// Every connection's counters ([`ConnectionStats`]) summed over the stack's life — those gone from the table
+    /// and those in it, compact ones included — as `netstat -s` sums the kernel's: retransmissions, timeouts,
+    /// duplicate ACKs, out-of-order segments, challenge ACKs... One look at each slot; no connection is woken.
+    pub fn tcp_totals(&self) -> [(&'static str, u64); ConnectionStats::NAMED_LEN] {
+        let mut totals = self.finished_stats;
+        for slot in &self.slots {
+            match &slot.body {
+                Body::Live(e) => e.conn.stats().add_to(&mut totals),
+                Body::Idle(r) => r.conn.stats().add_to(&mut totals),
+                Body::Free => {}
+            }
+        }
+        let mut named = ConnectionStats::default().named();
+        for ((_, v), t) in named.iter_mut().zip(totals) {
+            *v = t;
+        }
+        named
     }
 
     /// Pending timer-wheel entries (zero once every connection is gone).
@@ -1289,7 +1312,13 @@ impl Stack {
     fn free_slot(&mut self, index: u32) {
         self.remove_from_table(index);
         let slot = &mut self.slots[index as usize];
-        if let Body::Live(e) = core::mem::replace(&mut slot.body, Body::Free) {
+        let body = core::mem::replace(&mut slot.body, Body::Free);
+        match &body {
+            Body::Live(e) => e.conn.stats().add_to(&mut self.finished_stats),
+            Body::Idle(r) => r.conn.stats().add_to(&mut self.finished_stats),
+            Body::Free => {}
+        }
+        if let Body::Live(e) = body {
             self.buffer_bytes -= e.buffer_bytes as usize;
             slot.generation = slot.generation.wrapping_add(1);
             self.free.push(index);

@@ -121,6 +121,48 @@ pub struct ConnectionStats {
     pub sack_ranges_evicted: u64,
 }
 
+impl ConnectionStats {
+    /// How many counters [`ConnectionStats::named`] lists.
+    pub const NAMED_LEN: usize = 24;
+
+    /// Every counter with its name, in declaration order: the rows of `xtcp stat`'s TCP table.
+    pub fn named(&self) -> [(&'static str, u64); Self::NAMED_LEN] {
+        [
+            ("segs_in", self.segs_in),
+            ("segs_out", self.segs_out),
+            ("bytes_in", self.bytes_in),
+            ("bytes_out", self.bytes_out),
+            ("retransmits", self.retransmits),
+            ("rto_timeouts", self.rto_timeouts),
+            ("fast_retransmits", self.fast_retransmits),
+            ("dup_acks", self.dup_acks),
+            ("ooo_segments", self.ooo_segments),
+            ("ooo_dropped", self.ooo_dropped),
+            ("paws_drops", self.paws_drops),
+            ("out_of_window", self.out_of_window),
+            ("challenge_acks", self.challenge_acks),
+            ("window_probes", self.window_probes),
+            ("keepalive_probes", self.keepalive_probes),
+            ("acks_rate_limited", self.acks_rate_limited),
+            ("sack_recoveries", self.sack_recoveries),
+            ("lost_retransmissions", self.lost_retransmissions),
+            ("sacked_bytes_skipped", self.sacked_bytes_skipped),
+            ("tail_loss_probes", self.tail_loss_probes),
+            ("recovery_probes", self.recovery_probes),
+            ("dsacks_received", self.dsacks_received),
+            ("sack_blocks_ignored", self.sack_blocks_ignored),
+            ("sack_ranges_evicted", self.sack_ranges_evicted),
+        ]
+    }
+
+    /// Adds each of this connection's counters to `totals` (indexed like [`ConnectionStats::named`]).
+    pub fn add_to(&self, totals: &mut [u64; Self::NAMED_LEN]) {
+        for (t, (_, v)) in totals.iter_mut().zip(self.named()) {
+            *t = t.saturating_add(v);
+        }
+    }
+}
+
 /// The counters every connection moves on every segment, kept inline.
 #[derive(Debug, Default, Clone, Copy)]
 struct Traffic {

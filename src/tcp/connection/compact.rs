@@ -12,7 +12,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-use super::{Connection, Rare, Traffic, NO_DEADLINE};
+use super::{Connection, ConnectionStats, Rare, Traffic, NO_DEADLINE};
 use crate::tcp::buffer::{RecvBuffer, SendBuffer};
 use crate::tcp::congestion::{Congestion, CubicCurve};
 use crate::tcp::rtt::RttEstimator;
@@ -107,6 +107,13 @@ pub struct Compact {
 const STATES: [State; 4] = [State::Established, State::CloseWait, State::FinWait2, State::TimeWait];
 
 impl Compact {
+    /// The connection's counters, as [`Connection::stats`] gives them.
+    pub fn stats(&self) -> ConnectionStats {
+        let rare = self.extra.as_ref().and_then(|e| e.rare.as_ref()).map_or_else(ConnectionStats::default, |r| r.stats);
+        let ([bytes_in, bytes_out], [segs_in, segs_out]) = (self.bytes, self.segs);
+        ConnectionStats { segs_in: segs_in.into(), segs_out: segs_out.into(), bytes_in, bytes_out, ..rare }
+    }
+
     /// The connection's state.
     pub fn state(&self) -> State {
         STATES[usize::from(self.state)]
