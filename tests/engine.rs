@@ -872,6 +872,13 @@ fn idle_connections_are_compacted_and_woken_by_every_use() {
         assert_eq!((s.compact_count(), s.counters().conns_compacted as usize), (N, N));
         assert_eq!((s.connection_count(), s.slots_in_use(), s.counters().conns_woken), (N, N, 0));
         assert_eq!(s.state_counts()[state_index(State::Established)], N);
+        // The TCP totals read the compact records' counters as they are: the same as the rebuilt connections'.
+        let rebuilt: u64 = s.connections().map(|(_, c)| c.stats().segs_in + c.stats().bytes_out).sum();
+        let totals = s.tcp_totals();
+        let total = |name: &str| totals.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert!(rebuilt > 0);
+        assert_eq!(total("segs_in") + total("bytes_out"), rebuilt);
+        assert_eq!(s.counters().conns_woken, 0, "reading the totals wakes nothing");
     }
     // Looking does not wake.
     let c0 = world.stacks[0].connection(clients[0]).unwrap();

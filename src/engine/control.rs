@@ -767,10 +767,9 @@ pub fn render_json(snapshots: &[Snapshot]) -> String {
 
 /// The snapshots as tables for people: a header line per core; connections per state (all 11, summed and per
 /// core); the counters, the connections' summed TCP counters and the drops by reason that are not zero, with
-/// totals; the device's drops by reason (every
-/// one it counts: a zero says that ring never overflowed); the device statistics; and with
-/// `show_connections`, the connections laid out like `ss -tan`, each followed by an `ss -ti`-style line (rto and
-/// rtt in ms, cwnd and ssthresh in segments, as `ss` prints them).
+/// totals; the device's drops by reason (every one it counts: a zero says that ring never overflowed); the device
+/// statistics; and with `show_connections`, the connections laid out like `ss -tan`, each followed by an
+/// `ss -ti`-style line (rto and rtt in ms, cwnd and ssthresh in segments, as `ss` prints them).
 pub fn render(snapshots: &[Snapshot], show_connections: bool) -> String {
     let mut out = String::new();
     if snapshots.is_empty() {

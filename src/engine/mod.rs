@@ -1498,6 +1498,7 @@ impl SweepPace {
         n as usize
     }
 }
+
 /// Boxes of finished entries kept for new connections.
 const ENTRY_POOL_MAX: usize = 1024;
 /// Bytes of emptied buffer blocks (512 B to 4 KiB) kept for connections that queue a small message: enough for the
