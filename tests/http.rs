@@ -56,6 +56,9 @@ fn exchange(cfg: HttpConfig, request: &[u8], head_only: &[bool]) -> (Vec<Respons
         closed
     });
     assert!(closed, "the server never closed: {:?}", String::from_utf8_lossy(&received));
+    // The server closed first and holds TIME_WAIT for a minute or two, but not the session and its buffers.
+    assert_eq!(world.stacks[1].state_counts()[8], 1, "the server's side in TIME_WAIT");
+    assert_eq!(http.sessions(), 0, "a session held through TIME_WAIT");
     // The server's side goes through TIME_WAIT and must then be gone, unread requests or not.
     world.run(Instant::from_secs(120), |stacks, now| {
         dispatch(&mut stacks[1], now, &mut http);

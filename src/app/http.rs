@@ -99,8 +99,18 @@ impl Http {
         Http { cfg, canned, sessions: ConnMap::default(), spare: Vec::new(), stats: HttpStats::default() }
     }
 
+    /// Sessions held: connections accepted and not yet closed by us or gone.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
     fn pump<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId) {
-        let Some(session) = self.sessions.get_mut(&conn) else { return };
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            // Closed by us, its session let go (see `retire`): what else comes is dropped, so the connection can
+            // finish.
+            while stack.recv_with(conn, READ_BYTES, &mut |data| data.len()).unwrap_or(0) > 0 {}
+            return;
+        };
         // Read while there is room to hold what came in (the bound is the header limit plus one read).
         // Requests are taken where they lie in the stack's receive buffer (on xtcp; no copy before this one).
         while session.input.len() < self.cfg.max_header_bytes + READ_BYTES {
@@ -123,7 +133,21 @@ impl Http {
                 break;
             }
         }
-        flush(stack, conn, session);
+        if flush(stack, conn, session) {
+            self.retire(conn);
+        }
+    }
+
+    /// Lets the session of a connection we have closed go at once rather than at its `Closed` event, which comes
+    /// only when the connection is gone — after TIME_WAIT, when we closed first — so that the sessions held, and
+    /// the buffers they keep, stay as few as the connections open; its buffers go to the spare sessions.
+    fn retire(&mut self, conn: ConnId) {
+        let Some(mut s) = self.sessions.remove(&conn) else { return };
+        if self.spare.len() < SPARE_SESSIONS && s.input.capacity().max(s.output.capacity()) <= SPARE_BUFFER_BYTES {
+            s.input.clear();
+            s.output.clear();
+            self.spare.push(Session { input: s.input, output: s.output, ..Session::default() });
+        }
     }
 }
 
@@ -269,15 +293,17 @@ fn head(out: &mut Vec<u8>, code: u16, reason: &str, content_type: &str, body_len
     );
 }
 
-/// Sends what the send buffer takes; closes once a closing session has sent everything.
-fn flush<S: Sockets + ?Sized>(stack: &mut S, conn: ConnId, s: &mut Session) {
+/// Sends what the send buffer takes; closes once a closing session has sent everything, and then says so.
+fn flush<S: Sockets + ?Sized>(stack: &mut S, conn: ConnId, s: &mut Session) -> bool {
     if !s.output.is_empty() {
         let n = stack.send(conn, &s.output).unwrap_or(0);
         s.output.drain(..n);
     }
     if s.output.is_empty() && s.closing {
         let _ = stack.close(conn);
+        return true;
     }
+    false
 }
 
 impl<S: Sockets + ?Sized> App<S> for Http {
@@ -297,20 +323,12 @@ impl<S: Sockets + ?Sized> App<S> for Http {
                 self.pump(stack, c);
                 if let Some(s) = self.sessions.get_mut(&c) {
                     s.closing = true;
-                    flush(stack, c, s);
-                }
-            }
-            StackEvent::Closed(c, _) => {
-                if let Some(mut s) = self.sessions.remove(&c) {
-                    if self.spare.len() < SPARE_SESSIONS
-                        && s.input.capacity().max(s.output.capacity()) <= SPARE_BUFFER_BYTES
-                    {
-                        s.input.clear();
-                        s.output.clear();
-                        self.spare.push(Session { input: s.input, output: s.output, ..Session::default() });
+                    if flush(stack, c, s) {
+                        self.retire(c);
                     }
                 }
             }
+            StackEvent::Closed(c, _) => self.retire(c),
             StackEvent::Connected(_) => {}
         }
     }
