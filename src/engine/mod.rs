@@ -293,6 +293,17 @@ enum Body {
     Idle(Box<IdleEntry>),
 }
 
+impl Body {
+    /// Adds the connection's counters, if it holds one, to `totals` (see [`Stack::tcp_totals`]).
+    fn add_stats_to(&self, totals: &mut [u64; ConnectionStats::NAMED_LEN]) {
+        match self {
+            Body::Live(e) => e.conn.stats().add_to(totals),
+            Body::Idle(r) => r.conn.stats().add_to(totals),
+            Body::Free => {}
+        }
+    }
+}
+
 impl Slot {
     fn live(&self) -> Option<&Entry> {
         match &self.body {
@@ -509,11 +520,7 @@ impl Stack {
     pub fn tcp_totals(&self) -> [(&'static str, u64); ConnectionStats::NAMED_LEN] {
         let mut totals = self.finished_stats;
         for slot in &self.slots {
-            match &slot.body {
-                Body::Live(e) => e.conn.stats().add_to(&mut totals),
-                Body::Idle(r) => r.conn.stats().add_to(&mut totals),
-                Body::Free => {}
-            }
+            slot.body.add_stats_to(&mut totals);
         }
         let mut named = ConnectionStats::default().named();
         for ((_, v), t) in named.iter_mut().zip(totals) {
@@ -1313,11 +1320,7 @@ impl Stack {
         self.remove_from_table(index);
         let slot = &mut self.slots[index as usize];
         let body = core::mem::replace(&mut slot.body, Body::Free);
-        match &body {
-            Body::Live(e) => e.conn.stats().add_to(&mut self.finished_stats),
-            Body::Idle(r) => r.conn.stats().add_to(&mut self.finished_stats),
-            Body::Free => {}
-        }
+        body.add_stats_to(&mut self.finished_stats);
         if let Body::Live(e) = body {
             self.buffer_bytes -= e.buffer_bytes as usize;
             slot.generation = slot.generation.wrapping_add(1);

@@ -172,6 +172,15 @@ struct Traffic {
     bytes_out: u64,
 }
 
+impl Traffic {
+    /// The whole [`ConnectionStats`]: these counts and, where there are any, the rare ones.
+    fn with(self, rare: Option<&Rare>) -> ConnectionStats {
+        let Traffic { segs_in, segs_out, bytes_in, bytes_out } = self;
+        let rare = rare.map_or_else(ConnectionStats::default, |r| r.stats);
+        ConnectionStats { segs_in, segs_out, bytes_in, bytes_out, ..rare }
+    }
+}
+
 /// What only a connection that met loss, reordering or a misbehaving peer needs: allocated by the first such event
 /// (the first retransmission, duplicate ACK, out-of-order segment, challenge ACK...) and kept, as its counters are.
 #[derive(Debug, Default, Clone)]
@@ -527,9 +536,7 @@ impl Connection {
 
     /// Counters.
     pub fn stats(&self) -> ConnectionStats {
-        let Traffic { segs_in, segs_out, bytes_in, bytes_out } = self.traffic;
-        let rare = self.rare.as_ref().map_or_else(ConnectionStats::default, |r| r.stats);
-        ConnectionStats { segs_in, segs_out, bytes_in, bytes_out, ..rare }
+        self.traffic.with(self.rare.as_deref())
     }
 
     /// The initial send sequence number.

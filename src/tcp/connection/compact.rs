@@ -109,9 +109,9 @@ const STATES: [State; 4] = [State::Established, State::CloseWait, State::FinWait
 impl Compact {
     /// The connection's counters, as [`Connection::stats`] gives them.
     pub fn stats(&self) -> ConnectionStats {
-        let rare = self.extra.as_ref().and_then(|e| e.rare.as_ref()).map_or_else(ConnectionStats::default, |r| r.stats);
         let ([bytes_in, bytes_out], [segs_in, segs_out]) = (self.bytes, self.segs);
-        ConnectionStats { segs_in: segs_in.into(), segs_out: segs_out.into(), bytes_in, bytes_out, ..rare }
+        let traffic = Traffic { segs_in: segs_in.into(), segs_out: segs_out.into(), bytes_in, bytes_out };
+        traffic.with(self.extra.as_ref().and_then(|e| e.rare.as_deref()))
     }
 
     /// The connection's state.
