@@ -183,6 +183,11 @@ def read(args, key, stack, rep):
     return r
 
 
+def middle(ordered):
+    """The median of a sorted, non-empty list (the lower one of an even count)."""
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def load(args):
     """Per workload, the repetition with the median xtcp/kernel ratio (both stacks from the same repetition), and
     every repetition's ratio; for the reflector, the repetition with the median rate."""
@@ -191,7 +196,7 @@ def load(args):
         if is_poll(key):
             reps = [{s: read(args, key, s, i) for s in ("xdp", "busy")} for i in range(1, args.repeats + 1)]
             pairs = sorted((p for p in reps if p["xdp"] and p["busy"]), key=poll_ratio)
-            runs[key] = dict(pairs[(len(pairs) - 1) // 2]) if pairs else {}
+            runs[key] = dict(middle(pairs)) if pairs else {}
             if pairs:
                 runs[key]["repeat_ratios"] = [round(poll_ratio(p), 3) for p in pairs]
             continue
@@ -201,17 +206,17 @@ def load(args):
             for s, _ in STACKS:
                 got = sorted((p[s] for p in reps if p[s]), key=lambda x: x["idle_cpu_percent"])
                 if got:
-                    runs[key][s] = got[(len(got) - 1) // 2]
+                    runs[key][s] = middle(got)
             continue
         reps = [{s: read(args, key, s, i) for s, _ in STACKS} for i in range(1, args.repeats + 1)]
         pairs = [p for p in reps if p["xdp"] and p["kernel"]]
         if pairs:
             pairs.sort(key=lambda p: ratio_of(key, p) or 0.0)
-            runs[key] = dict(pairs[(len(pairs) - 1) // 2])
+            runs[key] = dict(middle(pairs))
             runs[key]["repeat_ratios"] = [round(ratio_of(key, p) or 0.0, 3) for p in pairs]
             continue
         alone = sorted((p["xdp"] for p in reps if p["xdp"]), key=lambda x: x.get("frames_per_sec", 0.0))
-        runs[key] = {"xdp": alone[(len(alone) - 1) // 2]} if alone else {}
+        runs[key] = {"xdp": middle(alone)} if alone else {}
     # Each stack's best HTTP pair side by side, from two workloads: xtcp http loaded by xtcp load (http-16, xtcp at
     # both ends) against nginx loaded by wrk (wrk-16's kernel run, the kernel at both ends).
     xtcp_http, nginx = runs.get("http-16", {}).get("xdp"), runs.get("wrk-16", {}).get("kernel")
