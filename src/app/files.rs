@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Bounds on what [`StaticFiles::load`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +31,8 @@ impl Default for FileLimits {
 /// One file as served: its body and content type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticFile {
-    /// The bytes.
-    pub body: Vec<u8>,
+    /// The bytes, shared by every response that sends them (no copy per request).
+    pub body: Arc<[u8]>,
     /// The `Content-Type` header value, from the file name's extension.
     pub content_type: &'static str,
 }
@@ -80,7 +81,7 @@ impl StaticFiles {
                     if files.total_bytes + size > limits.max_total_bytes {
                         return Err(over(format!("more than {} bytes", limits.max_total_bytes)));
                     }
-                    let body = std::fs::read(entry.path())?;
+                    let body: Arc<[u8]> = std::fs::read(entry.path())?.into();
                     files.total_bytes += body.len() as u64;
                     files.files.insert(child_url, StaticFile { body, content_type: content_type(&name) });
                 }
@@ -178,9 +179,9 @@ mod tests {
         let (root, files) = tree();
         assert_eq!(files.len(), 3);
         assert_eq!(files.total_bytes(), 13 + 6 + 2);
-        assert_eq!(files.get("/").unwrap().body, b"<h1>home</h1>");
+        assert_eq!(&*files.get("/").unwrap().body, b"<h1>home</h1>");
         assert_eq!(files.get("/index.html?x=1").unwrap().content_type, "text/html; charset=utf-8");
-        assert_eq!(files.get("/sub/a%20b.txt").unwrap().body, b"spaced");
+        assert_eq!(&*files.get("/sub/a%20b.txt").unwrap().body, b"spaced");
         assert_eq!(files.get("/sub/deeper/x.json").unwrap().content_type, "application/json");
         for escape in ["/../etc/passwd", "/sub/../index.html", "/%2e%2e/etc/passwd", "/.hidden", "/sub", "/%zz", "x"] {
             assert!(files.get(escape).is_none(), "{escape} was served");

@@ -4,6 +4,7 @@
 //! too large).
 //! Requests are parsed with httparse; each connection's input is bounded, as is the number of requests it may make.
 
+use core::time::Duration;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -27,6 +28,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Requests one connection may make; the last answer says `Connection: close`.
     pub max_requests_per_connection: u32,
+    /// A connection that moves no byte either way for this long is closed: idle between requests, or stalled
+    /// half-way through a request head or through reading its answers (slow-loris clients). `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl HttpConfig {
@@ -39,9 +43,14 @@ impl HttpConfig {
             max_header_bytes: 8192,
             max_body_bytes: 1 << 20,
             max_requests_per_connection: 10_000,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
+
+/// What [`HttpConfig::new`] gives [`HttpConfig::idle_timeout`]: nginx's `client_header_timeout` and a little under
+/// its `keepalive_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the server counted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -50,31 +59,68 @@ pub struct HttpStats {
     pub ok: u64,
     /// Requests answered with an error status.
     pub errors: u64,
+    /// Connections closed for moving nothing for [`HttpConfig::idle_timeout`].
+    pub idle_closed: u64,
 }
 
 #[derive(Debug, Default)]
 struct Session {
     /// Received bytes not yet parsed.
     input: Vec<u8>,
-    /// Response bytes the send buffer had no room for yet.
+    /// Response bytes not yet sent: `output[sent..]`, then what is left of `body`.
     output: Vec<u8>,
+    sent: usize,
+    /// A body too large to copy into `output`, sent from where it lies, and the bytes of it already sent.
+    body: Option<(Arc<[u8]>, usize)>,
     /// Request-body bytes still to skip.
     skip: usize,
     requests: u32,
-    /// Close once `output` is sent.
+    /// Close once the output is sent.
     closing: bool,
+    /// When a byte last came in or went out (or the connection was accepted).
+    active_at: Instant,
+}
+
+impl Session {
+    /// True while the answers waiting to be sent are few enough to parse the next request: a client that sends
+    /// requests and never reads the answers holds at most [`OUTPUT_BYTES`] (plus one answer) of ours, and the rest
+    /// of its requests wait in the stack's receive buffer, whose window then closes on it.
+    fn has_room(&self) -> bool {
+        self.body.is_none() && self.output.len() - self.sent < OUTPUT_BYTES
+    }
+
+    /// True when every answer is sent (to the send buffer).
+    fn sent_all(&self) -> bool {
+        self.body.is_none() && self.sent == self.output.len()
+    }
+
+    /// Appends an answer's body: copied after its head when small, else kept by reference.
+    fn push_body(&mut self, body: &Arc<[u8]>) {
+        if body.len() <= INLINE_BODY_BYTES {
+            self.output.extend_from_slice(body);
+        } else {
+            self.body = Some((Arc::clone(body), 0));
+        }
+    }
 }
 
 /// The HTTP server application.
 #[derive(Debug)]
 pub struct Http {
     cfg: HttpConfig,
-    /// The whole answer to a GET of the fixed body, built once: keep-alive, and closing.
+    /// The fixed body, shared by the answers too large to copy it.
+    body: Arc<[u8]>,
+    /// The whole answer to a GET of the fixed body, built once (the head alone when the body is too large to copy
+    /// into each answer): keep-alive, and closing.
     canned: [Vec<u8>; 2],
     sessions: ConnMap<Session>,
     /// Sessions of closed connections, emptied but keeping their buffers, for the next ones (at most
     /// [`SPARE_SESSIONS`]): a connection per request then costs no allocation here.
     spare: Vec<Session>,
+    /// When to look for idle sessions next.
+    sweep_at: Instant,
+    /// The idle sessions found by a sweep (kept for its capacity).
+    idle: Vec<ConnId>,
     /// Counters.
     pub stats: HttpStats,
 }
@@ -86,17 +132,35 @@ const SPARE_SESSIONS: usize = 1024;
 const SPARE_BUFFER_BYTES: usize = 64 * 1024;
 /// The most one read takes.
 const READ_BYTES: usize = 16 * 1024;
+/// Answers waiting to be sent past which no further request is parsed (see [`Session::has_room`]).
+const OUTPUT_BYTES: usize = 64 * 1024;
+/// Bodies up to this size are copied into the session's output; larger ones are sent from where they lie.
+const INLINE_BODY_BYTES: usize = 16 * 1024;
+/// How often the sessions are looked over for idle ones.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl Http {
     /// A server with `cfg`.
     pub fn new(cfg: HttpConfig) -> Http {
+        let body: Arc<[u8]> = cfg.body.as_slice().into();
         let canned = [false, true].map(|close| {
-            let mut out = Vec::with_capacity(256 + cfg.body.len());
-            head(&mut out, 200, "OK", "text/plain", cfg.body.len(), close);
-            out.extend_from_slice(&cfg.body);
-            out
+            let mut s = Session::default();
+            head(&mut s.output, 200, "OK", "text/plain", body.len(), close);
+            if body.len() <= INLINE_BODY_BYTES {
+                s.output.extend_from_slice(&body);
+            }
+            s.output
         });
-        Http { cfg, canned, sessions: ConnMap::default(), spare: Vec::new(), stats: HttpStats::default() }
+        Http {
+            cfg,
+            body,
+            canned,
+            sessions: ConnMap::default(),
+            spare: Vec::new(),
+            sweep_at: Instant::ZERO,
+            idle: Vec::new(),
+            stats: HttpStats::default(),
+        }
     }
 
     /// Sessions held: connections accepted and not yet closed by us or gone.
@@ -104,36 +168,87 @@ impl Http {
         self.sessions.len()
     }
 
-    fn pump<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId) {
+    /// Bytes the sessions hold: requests read and not yet parsed, answers not yet sent (bodies sent by reference
+    /// not counted).
+    pub fn pending_bytes(&self) -> usize {
+        self.sessions.values().map(|s| s.input.len() + s.output.len() - s.sent).sum()
+    }
+
+    /// Reads, answers and sends on `conn` as far as the buffers both ways allow.
+    fn pump<S: Sockets + ?Sized>(&mut self, stack: &mut S, conn: ConnId, now: Instant) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             // Closed by us, its session let go (see `retire`): what else comes is dropped, so the connection can
             // finish.
-            while stack.recv_with(conn, READ_BYTES, &mut |data| data.len()).unwrap_or(0) > 0 {}
+            stack.drop_received(conn);
             return;
         };
-        // Read while there is room to hold what came in (the bound is the header limit plus one read).
-        // Requests are taken where they lie in the stack's receive buffer (on xtcp; no copy before this one).
-        while session.input.len() < self.cfg.max_header_bytes + READ_BYTES {
-            let n = stack
-                .recv_with(conn, READ_BYTES, &mut |mut data| {
-                    let n = data.len();
-                    if session.closing {
-                        // Answered for the last time: what else comes is dropped, so the connection can finish.
-                        return n;
-                    }
-                    let skipped = session.skip.min(data.len());
-                    session.skip -= skipped;
-                    data = &data[skipped..];
-                    session.input.extend_from_slice(data);
-                    answer(&self.cfg, &self.canned, session, &mut self.stats);
-                    n
-                })
-                .unwrap_or(0);
-            if n == 0 {
-                break;
+        // Read while there is room to hold what comes in (the header limit plus one read) and to answer it.
+        let input_bytes = self.cfg.max_header_bytes.saturating_add(READ_BYTES);
+        let server = Server { cfg: &self.cfg, body: &self.body, canned: &self.canned };
+        loop {
+            let mut moved = 0;
+            while session.input.len() < input_bytes && session.has_room() {
+                // Requests are taken where they lie in the stack's receive buffer (on xtcp; no copy before this
+                // one).
+                let n = stack
+                    .recv_with(conn, READ_BYTES, &mut |mut data| {
+                        let n = data.len();
+                        if session.closing {
+                            // Answered for the last time: what else comes is dropped, so the connection can finish.
+                            return n;
+                        }
+                        let skipped = session.skip.min(data.len());
+                        session.skip -= skipped;
+                        data = &data[skipped..];
+                        session.input.extend_from_slice(data);
+                        server.answer(session, &mut self.stats);
+                        n
+                    })
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                moved += n;
+            }
+            // Requests read earlier that waited for the answers before them to go out.
+            server.answer(session, &mut self.stats);
+            let held_back = !session.has_room();
+            let (sent, done) = flush(stack, conn, session);
+            if moved + sent > 0 {
+                session.active_at = now;
+            }
+            if done {
+                self.retire(conn);
+                return;
+            }
+            // Sending made room for answers held back: parse on (every turn sends something, or stops).
+            if !held_back || sent == 0 {
+                return;
             }
         }
-        if flush(stack, conn, session) {
+    }
+
+    /// Closes the connections that moved nothing for the idle timeout: in order when nothing is half-way (idle
+    /// between requests), else with a reset (a request head or its answers stuck half-way).
+    fn sweep<S: Sockets + ?Sized>(&mut self, stack: &mut S, now: Instant) {
+        let Some(timeout) = self.cfg.idle_timeout else { return };
+        if now < self.sweep_at {
+            return;
+        }
+        self.sweep_at = now + SWEEP_EVERY;
+        self.idle.clear();
+        self.idle.extend(
+            self.sessions.iter().filter(|(_, s)| now.saturating_since(s.active_at) >= timeout).map(|(&c, _)| c),
+        );
+        for i in 0..self.idle.len() {
+            let conn = self.idle[i];
+            let quiet = self.sessions.get(&conn).is_some_and(|s| s.input.is_empty() && s.sent_all());
+            if quiet {
+                let _ = stack.close(conn);
+            } else {
+                let _ = stack.abort(conn);
+            }
+            self.stats.idle_closed += 1;
             self.retire(conn);
         }
     }
@@ -151,6 +266,13 @@ impl Http {
     }
 }
 
+/// What answering needs of the server, borrowed apart from its sessions.
+struct Server<'a> {
+    cfg: &'a HttpConfig,
+    body: &'a Arc<[u8]>,
+    canned: &'a [Vec<u8>; 2],
+}
+
 /// Whether a header value holds `token` as one of its comma-separated elements, ignoring ASCII case (RFC 9110
 /// §7.6.1), with no allocation.
 fn has_token(value: &[u8], token: &[u8]) -> bool {
@@ -165,116 +287,164 @@ enum Method {
     Other,
 }
 
-/// Parses and answers every complete request in the session's input.
-fn answer(cfg: &HttpConfig, canned: &[Vec<u8>; 2], s: &mut Session, stats: &mut HttpStats) {
-    while !s.closing && !s.input.is_empty() && s.skip == 0 {
-        // Left uninitialized for httparse to fill: 64 headers are 2 KiB to clear per request otherwise.
-        let mut headers = [const { core::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut []);
-        let head_len = match req.parse_with_uninit_headers(&s.input, &mut headers) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                if s.input.len() > cfg.max_header_bytes {
-                    respond(s, 431, "Request Header Fields Too Large", b"", false, true, stats);
+/// What a request's headers say, checked as RFC 9112 asks.
+struct RequestHead {
+    keep_alive: bool,
+    body_len: usize,
+    /// A `Transfer-Encoding` was given (we take no chunked request bodies).
+    transfer_encoding: bool,
+}
+
+impl RequestHead {
+    /// Reads the headers; `None` for a request owed a 400 (RFC 9112 §3.2, §6.3): an HTTP/1.1 request without
+    /// exactly one `Host`, or a `Content-Length` that is not digits or disagrees with another — the ambiguity
+    /// request smuggling lives on. Every `Connection` header counts.
+    fn read(req: &httparse::Request<'_, '_>) -> Option<RequestHead> {
+        let (mut close, mut keep_alive, mut hosts, mut length, mut transfer_encoding) = (false, false, 0, None, false);
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                close |= has_token(h.value, b"close");
+                keep_alive |= has_token(h.value, b"keep-alive");
+            } else if h.name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                // A list of equal values may stand for one (RFC 9110 §8.6).
+                for v in h.value.split(|&b| b == b',') {
+                    let n = decimal(v.trim_ascii())?;
+                    if length.is_some_and(|l| l != n) {
+                        return None;
+                    }
+                    length = Some(n);
                 }
-                return;
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                transfer_encoding = true;
             }
-            Err(httparse::Error::TooManyHeaders) => {
-                respond(s, 431, "Request Header Fields Too Large", b"", false, true, stats);
-                return;
-            }
-            Err(_) => {
-                respond(s, 400, "Bad Request", b"", false, true, stats);
-                return;
-            }
-        };
-        if head_len > cfg.max_header_bytes {
-            respond(s, 431, "Request Header Fields Too Large", b"", false, true, stats);
-            return;
         }
         let version_11 = req.version == Some(1);
-        let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
-        let keep_alive = match header("connection") {
-            Some(v) if has_token(v, b"close") => false,
-            Some(v) if has_token(v, b"keep-alive") => true,
-            _ => version_11,
-        };
-        let length = |v: &[u8]| core::str::from_utf8(v).ok().and_then(|v| v.trim().parse::<usize>().ok());
-        let body_len = match header("content-length").map(length) {
-            None => 0,
-            Some(Some(n)) => n,
-            Some(None) => {
-                respond(s, 400, "Bad Request", b"", false, true, stats);
+        if hosts > 1 || (version_11 && hosts == 0) {
+            return None;
+        }
+        Some(RequestHead {
+            keep_alive: !close && (keep_alive || version_11),
+            body_len: length.unwrap_or(0),
+            transfer_encoding,
+        })
+    }
+}
+
+/// A `Content-Length` value: ASCII digits only (no sign, no space), saturating rather than wrapping, so that a
+/// huge one is merely too large (413).
+fn decimal(v: &[u8]) -> Option<usize> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0usize, |n, &d| n.saturating_mul(10).saturating_add(usize::from(d - b'0'))))
+}
+
+impl Server<'_> {
+    /// Parses and answers the complete requests in the session's input while there is room for the answers.
+    fn answer(&self, s: &mut Session, stats: &mut HttpStats) {
+        while !s.closing && !s.input.is_empty() && s.skip == 0 && s.has_room() {
+            if s.sent > 0 {
+                // Less than OUTPUT_BYTES is left to send: moved to the front, the output stays within its bound.
+                s.output.drain(..s.sent);
+                s.sent = 0;
+            }
+            // Left uninitialized for httparse to fill: 64 headers are 2 KiB to clear per request otherwise.
+            let mut headers = [const { core::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut []);
+            let head_len = match req.parse_with_uninit_headers(&s.input, &mut headers) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => {
+                    if s.input.len() > self.cfg.max_header_bytes {
+                        respond(s, stats, 431, "Request Header Fields Too Large", None, false, true);
+                    }
+                    return;
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    respond(s, stats, 431, "Request Header Fields Too Large", None, false, true);
+                    return;
+                }
+                Err(_) => {
+                    respond(s, stats, 400, "Bad Request", None, false, true);
+                    return;
+                }
+            };
+            if head_len > self.cfg.max_header_bytes {
+                respond(s, stats, 431, "Request Header Fields Too Large", None, false, true);
                 return;
             }
-        };
-        if header("transfer-encoding").is_some() {
-            // Chunked request bodies are not supported: refuse rather than lose sync with the stream.
-            respond(s, 411, "Length Required", b"", false, true, stats);
-            return;
-        }
-        let method = match req.method {
-            Some("GET") => Method::Get,
-            Some("HEAD") => Method::Head,
-            _ => Method::Other,
-        };
-        let files = cfg.files.as_deref();
-        let file = files.map(|f| f.get(req.path.unwrap_or("")));
-        s.input.drain(..head_len);
-        if body_len > cfg.max_body_bytes {
-            respond(s, 413, "Content Too Large", b"", false, true, stats);
-            return;
-        }
-        // Skip the request body: what is buffered now, and the rest as it arrives.
-        let buffered = body_len.min(s.input.len());
-        s.input.drain(..buffered);
-        s.skip = body_len - buffered;
-        s.requests += 1;
-        let last = !keep_alive || s.requests >= cfg.max_requests_per_connection;
-        let head_only = method == Method::Head;
-        match (method, file) {
-            (Method::Get, None) => {
-                // The common case: the answer built once.
-                stats.ok += 1;
-                s.output.extend_from_slice(&canned[usize::from(last)]);
-                if last {
-                    s.closing = true;
-                    s.input.clear();
+            let Some(h) = RequestHead::read(&req) else {
+                respond(s, stats, 400, "Bad Request", None, false, true);
+                return;
+            };
+            if h.transfer_encoding {
+                // Chunked request bodies are not supported: refuse rather than lose sync with the stream.
+                respond(s, stats, 411, "Length Required", None, false, true);
+                return;
+            }
+            let method = match req.method {
+                Some("GET") => Method::Get,
+                Some("HEAD") => Method::Head,
+                _ => Method::Other,
+            };
+            let files = self.cfg.files.as_deref();
+            let file = files.map(|f| f.get(req.path.unwrap_or("")));
+            s.input.drain(..head_len);
+            if h.body_len > self.cfg.max_body_bytes {
+                respond(s, stats, 413, "Content Too Large", None, false, true);
+                return;
+            }
+            // Skip the request body: what is buffered now, and the rest as it arrives.
+            let buffered = h.body_len.min(s.input.len());
+            s.input.drain(..buffered);
+            s.skip = h.body_len - buffered;
+            s.requests += 1;
+            let last = !h.keep_alive || s.requests >= self.cfg.max_requests_per_connection;
+            let head_only = method == Method::Head;
+            match (method, file) {
+                (Method::Get, None) => {
+                    // The common case: the answer built once.
+                    stats.ok += 1;
+                    s.output.extend_from_slice(&self.canned[usize::from(last)]);
+                    if self.body.len() > INLINE_BODY_BYTES {
+                        s.push_body(self.body);
+                    }
+                    if last {
+                        s.closing = true;
+                        s.input.clear();
+                    }
                 }
+                (Method::Head, None) => respond(s, stats, 200, "OK", Some(("text/plain", self.body)), true, last),
+                (Method::Get | Method::Head, Some(Some(f))) => {
+                    respond(s, stats, 200, "OK", Some((f.content_type, &f.body)), head_only, last)
+                }
+                (Method::Get | Method::Head, Some(None)) => respond(s, stats, 404, "Not Found", None, head_only, last),
+                (Method::Other, _) => respond(s, stats, 405, "Method Not Allowed", None, false, last),
             }
-            (Method::Head, None) => respond(s, 200, "OK", &cfg.body, head_only, last, stats),
-            (Method::Get | Method::Head, Some(Some(f))) => {
-                respond_typed(s, 200, "OK", f.content_type, &f.body, head_only, last, stats)
-            }
-            (Method::Get | Method::Head, Some(None)) => respond(s, 404, "Not Found", b"", head_only, last, stats),
-            (Method::Other, _) => respond(s, 405, "Method Not Allowed", b"", false, last, stats),
         }
     }
 }
 
-fn respond(s: &mut Session, code: u16, reason: &str, body: &[u8], head_only: bool, close: bool, stats: &mut HttpStats) {
-    respond_typed(s, code, reason, "text/plain", body, head_only, close, stats)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn respond_typed(
+/// Appends an answer: its head, then its body (of this content type) unless `head_only`; with `close`, the last.
+fn respond(
     s: &mut Session,
+    stats: &mut HttpStats,
     code: u16,
     reason: &str,
-    content_type: &str,
-    body: &[u8],
+    body: Option<(&str, &Arc<[u8]>)>,
     head_only: bool,
     close: bool,
-    stats: &mut HttpStats,
 ) {
     if code == 200 {
         stats.ok += 1;
     } else {
         stats.errors += 1;
     }
-    head(&mut s.output, code, reason, content_type, body.len(), close);
-    if !head_only {
-        s.output.extend_from_slice(body);
+    let (content_type, len) = body.map_or(("text/plain", 0), |(t, b)| (t, b.len()));
+    head(&mut s.output, code, reason, content_type, len, close);
+    if let Some((_, body)) = body.filter(|_| !head_only) {
+        s.push_body(body);
     }
     if close {
         s.closing = true;
@@ -293,37 +463,55 @@ fn head(out: &mut Vec<u8>, code: u16, reason: &str, content_type: &str, body_len
     );
 }
 
-/// Sends what the send buffer takes; closes once a closing session has sent everything, and then says so.
-fn flush<S: Sockets + ?Sized>(stack: &mut S, conn: ConnId, s: &mut Session) -> bool {
-    if !s.output.is_empty() {
-        let n = stack.send(conn, &s.output).unwrap_or(0);
-        s.output.drain(..n);
+/// Sends what the send buffer takes, the output and then the body; once a closing session has sent everything,
+/// closes. Returns the bytes sent and whether it closed.
+fn flush<S: Sockets + ?Sized>(stack: &mut S, conn: ConnId, s: &mut Session) -> (usize, bool) {
+    let mut sent = 0;
+    if s.sent < s.output.len() {
+        let n = stack.send(conn, &s.output[s.sent..]).unwrap_or(0);
+        s.sent += n;
+        sent += n;
+        if s.sent == s.output.len() {
+            s.output.clear();
+            s.sent = 0;
+        }
     }
-    if s.output.is_empty() && s.closing {
+    if s.output.is_empty() {
+        if let Some((body, at)) = &mut s.body {
+            let n = stack.send(conn, &body[*at..]).unwrap_or(0);
+            *at += n;
+            sent += n;
+            if *at == body.len() {
+                s.body = None;
+            }
+        }
+    }
+    if s.closing && s.sent_all() {
         let _ = stack.close(conn);
-        return true;
+        return (sent, true);
     }
-    false
+    (sent, false)
 }
 
 impl<S: Sockets + ?Sized> App<S> for Http {
-    fn start(&mut self, stack: &mut S, _now: Instant) {
+    fn start(&mut self, stack: &mut S, now: Instant) {
         let _ = stack.listen(self.cfg.port);
+        self.sweep_at = now + SWEEP_EVERY;
     }
 
-    fn on_event(&mut self, stack: &mut S, _now: Instant, event: StackEvent) {
+    fn on_event(&mut self, stack: &mut S, now: Instant, event: StackEvent) {
         match event {
             StackEvent::Accepted { conn, .. } => {
-                let session = self.spare.pop().unwrap_or_default();
+                let session = Session { active_at: now, ..self.spare.pop().unwrap_or_default() };
                 self.sessions.insert(conn, session);
-                self.pump(stack, conn);
+                self.pump(stack, conn, now);
             }
-            StackEvent::Readable(c) | StackEvent::Writable(c) => self.pump(stack, c),
+            StackEvent::Readable(c) | StackEvent::Writable(c) => self.pump(stack, c, now),
             StackEvent::PeerClosed(c) => {
-                self.pump(stack, c);
+                self.pump(stack, c, now);
                 if let Some(s) = self.sessions.get_mut(&c) {
                     s.closing = true;
-                    if flush(stack, c, s) {
+                    if flush(stack, c, s).1 {
                         self.retire(c);
                     }
                 }
@@ -331,5 +519,9 @@ impl<S: Sockets + ?Sized> App<S> for Http {
             StackEvent::Closed(c, _) => self.retire(c),
             StackEvent::Connected(_) => {}
         }
+    }
+
+    fn on_tick(&mut self, stack: &mut S, now: Instant) {
+        self.sweep(stack, now);
     }
 }
