@@ -898,3 +898,44 @@ fn connect_takes_the_sources_in_turn_and_skips_one_it_cannot_bind() {
     .unwrap();
     assert_eq!(lost.connect(target), Err(StackError::NoPort));
 }
+
+#[test]
+fn a_peer_that_never_closes_is_let_go_after_the_fin_wait_bound() {
+    let port = free_port();
+    let cfg =
+        KernelConfig { fin_wait_2_timeout: Some(Duration::from_secs(1)), ..KernelConfig::new(Ipv4Addr::LOCALHOST) };
+    let mut stack = KernelStack::new(cfg).unwrap();
+    stack.listen(port).unwrap();
+    // Two peers that never close: one sends nothing after our FIN, one keeps sending for a while.
+    let quiet = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut talker = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut conns = Vec::new();
+    let start = std::time::Instant::now();
+    let mut ended = Vec::new();
+    let mut buf = [0u8; 64];
+    while ended.len() < 2 && start.elapsed() < TIMEOUT {
+        stack.poll(Some(Duration::from_millis(20))).unwrap();
+        while let Some(ev) = stack.next_event() {
+            match ev {
+                StackEvent::Accepted { conn, .. } => {
+                    stack.close(conn).unwrap();
+                    conns.push(conn);
+                }
+                StackEvent::Readable(c) => while let Ok(1..) = stack.recv(c, &mut buf) {},
+                StackEvent::Closed(c, reason) => ended.push((c, reason, start.elapsed())),
+                _ => {}
+            }
+        }
+        if start.elapsed() < Duration::from_secs(5) {
+            let _ = talker.write_all(b"still here");
+        }
+    }
+    assert_eq!(ended.len(), 2, "a connection waited for its peer's FIN past the bound: {ended:?}");
+    assert!(ended.iter().all(|e| e.1 == CloseReason::TimedOut), "{ended:?}");
+    // The quiet one goes within the bound and the sweep's second; the talker only a second after it fell silent.
+    let at = |c| ended.iter().find(|e| e.0 == c).unwrap().2;
+    assert!(at(conns[0]) >= Duration::from_secs(1) && at(conns[0]) < Duration::from_secs(5), "{ended:?}");
+    assert!(at(conns[1]) >= Duration::from_secs(6), "{ended:?}");
+    assert_eq!(stack.counters().fin_wait_timeouts, 2);
+    drop(quiet);
+}

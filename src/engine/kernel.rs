@@ -56,6 +56,9 @@ const RECV_WITH_BYTES: usize = 64 * 1024;
 /// is a dependency of the `afxdp` feature alone).
 const EINPROGRESS: i32 = 115;
 
+/// How often the connections are looked over for a FIN_WAIT_2 wait past its bound.
+const FIN_WAIT_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Settings of a kernel-socket stack, fixed at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelConfig {
@@ -81,11 +84,17 @@ pub struct KernelConfig {
     /// every active open: NewReno as Linux's `reno`, CUBIC as its `cubic`. `None`: the system's default
     /// (`net.ipv4.tcp_congestion_control`). [`KernelStack::new`] checks that the kernel lets this process set it.
     pub congestion: Option<Algorithm>,
+    /// How long a connection we closed may wait for the peer's FIN while the peer sends nothing; then it ends as
+    /// timed out and the socket is let go. Linux bounds FIN_WAIT_2 only for sockets no process holds
+    /// (`tcp_fin_timeout`), and this stack holds each until its `Closed`: without this bound a peer that never
+    /// closes would keep a descriptor forever. `None`: wait as long as the peer does. As xtcp's own
+    /// `fin_wait_2_timeout`.
+    pub fin_wait_2_timeout: Option<Duration>,
 }
 
 impl KernelConfig {
     /// Defaults for a stack on `ip`: 65,536 connections, 256 KiB send buffers, a backlog of 1024, 65,536 events,
-    /// the system's congestion control.
+    /// the system's congestion control, 60 s for the peer's FIN.
     pub fn new(ip: Ipv4Addr) -> KernelConfig {
         KernelConfig {
             ip,
@@ -95,6 +104,7 @@ impl KernelConfig {
             backlog: 1024,
             max_events: 65536,
             congestion: None,
+            fin_wait_2_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -136,11 +146,14 @@ pub struct KernelCounters {
     pub events_dropped: u64,
     /// epoll waits that failed (other than by a signal).
     pub poll_errors: u64,
+    /// Connections we closed that ended because the peer sent nothing, its FIN included, for
+    /// [`KernelConfig::fin_wait_2_timeout`] (also counted in `timeouts`).
+    pub fin_wait_timeouts: u64,
 }
 
 impl KernelCounters {
     /// Every counter with its name, in display order (for tables; JSON has the same names through serde).
-    pub fn named(&self) -> [(&'static str, u64); 14] {
+    pub fn named(&self) -> [(&'static str, u64); 15] {
         [
             ("accepted", self.accepted),
             ("connected", self.connected),
@@ -156,6 +169,7 @@ impl KernelCounters {
             ("send_buffer_full", self.send_buffer_full),
             ("events_dropped", self.events_dropped),
             ("poll_errors", self.poll_errors),
+            ("fin_wait_timeouts", self.fin_wait_timeouts),
         ]
     }
 }
@@ -179,6 +193,8 @@ struct Conn {
     close_requested: bool,
     /// shutdown(Write) is done: our FIN is on its way.
     write_shut: bool,
+    /// When our FIN went, or (after it) the peer last sent something: the start of the FIN_WAIT_2 wait.
+    quiet_since: Option<std::time::Instant>,
     /// epoll said the peer closed its side (the FIN may still sit behind unread data).
     peer_fin_seen: bool,
     /// The peer's end of stream was read and `PeerClosed` queued.
@@ -236,6 +252,8 @@ pub struct KernelStack {
     poll: Poll,
     /// Readiness events of the last wait (kept between polls: no allocation per poll).
     ready: Events,
+    /// When [`KernelStack::end_quiet_fin_waits`] looks over the connections next.
+    fin_wait_sweep_at: std::time::Instant,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Slots in use (open connections, and closed ones whose `Closed` is not taken yet).
@@ -316,6 +334,7 @@ impl KernelStack {
         Ok(KernelStack {
             poll: Poll::new()?,
             ready: Events::with_capacity(POLL_BATCH_EVENTS),
+            fin_wait_sweep_at: std::time::Instant::now(),
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -410,12 +429,32 @@ impl KernelStack {
             }
         }
         self.ready = ready;
+        self.end_quiet_fin_waits();
         match waited {
             Ok(()) => Ok(work + self.retry_backlogged()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(work),
             Err(e) => {
                 self.counters.poll_errors += 1;
                 Err(e)
+            }
+        }
+    }
+
+    /// Ends, as timed out, the connections whose FIN_WAIT_2 wait passed [`KernelConfig::fin_wait_2_timeout`]
+    /// with nothing from the peer. Looks once a second, over the slab (a bound that is seconds late is still one).
+    fn end_quiet_fin_waits(&mut self) {
+        let Some(limit) = self.cfg.fin_wait_2_timeout else { return };
+        let now = std::time::Instant::now();
+        if now < self.fin_wait_sweep_at {
+            return;
+        }
+        self.fin_wait_sweep_at = now + FIN_WAIT_SWEEP_EVERY;
+        for index in 0..self.slots.len() {
+            let quiet = self.conn(index).filter(|c| !c.peer_fin_seen).and_then(|c| c.quiet_since);
+            let quiet = quiet.is_some_and(|t| now.duration_since(t) >= limit);
+            if quiet {
+                self.counters.fin_wait_timeouts += 1;
+                self.finish(index, CloseReason::TimedOut);
             }
         }
     }
@@ -481,6 +520,7 @@ impl KernelStack {
             connecting,
             close_requested: false,
             write_shut: false,
+            quiet_since: None,
             peer_fin_seen: false,
             read_eof: false,
             want_writable: false,
@@ -718,7 +758,10 @@ impl KernelStack {
         let Some(conn) = slot.conn.as_mut() else { return false };
         if !conn.connecting && conn.close_requested && !conn.write_shut && slot.pending.is_empty() {
             match conn.stream.shutdown(Shutdown::Write) {
-                Ok(()) => conn.write_shut = true,
+                Ok(()) => {
+                    conn.write_shut = true;
+                    conn.quiet_since = self.cfg.fin_wait_2_timeout.map(|_| std::time::Instant::now());
+                }
                 // The peer reset the connection before our FIN could go.
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                     self.fail(index, CloseReason::Reset);
@@ -742,6 +785,10 @@ impl KernelStack {
         let Some(conn) = self.conn_mut(index) else { return };
         if conn.connecting || conn.read_eof {
             return;
+        }
+        if conn.quiet_since.is_some() {
+            // The peer still sends: a half-closed connection in use, not one waiting on a peer that went away.
+            conn.quiet_since = Some(std::time::Instant::now());
         }
         if read_closed {
             conn.peer_fin_seen = true;
