@@ -2,7 +2,9 @@
 //! memory, [`super::files`]; 404 for anything else), keep-alive and pipelining, `Connection: close`, and the errors
 //! a server owes (400 bad request, 404 not found, 405 method, 411 length required, 413 body too large, 431 headers
 //! too large).
-//! Requests are parsed with httparse; each connection's input is bounded, as is the number of requests it may make.
+//! Requests are parsed with httparse. What one connection may hold is bounded: its unparsed input, the answers
+//! waiting to be sent (no request is parsed past 64 KiB of them; large bodies are sent by reference, not copied),
+//! the requests it may make, and the time it may sit without moving a byte.
 
 use core::time::Duration;
 use std::io::Write as _;
@@ -141,15 +143,16 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl Http {
     /// A server with `cfg`.
-    pub fn new(cfg: HttpConfig) -> Http {
-        let body: Arc<[u8]> = cfg.body.as_slice().into();
+    pub fn new(mut cfg: HttpConfig) -> Http {
+        // Held once, here (the config's copy is let go).
+        let body: Arc<[u8]> = std::mem::take(&mut cfg.body).into();
         let canned = [false, true].map(|close| {
-            let mut s = Session::default();
-            head(&mut s.output, 200, "OK", "text/plain", body.len(), close);
+            let mut out = Vec::new();
+            head(&mut out, 200, "OK", "text/plain", body.len(), close);
             if body.len() <= INLINE_BODY_BYTES {
-                s.output.extend_from_slice(&body);
+                out.extend_from_slice(&body);
             }
-            s.output
+            out
         });
         Http {
             cfg,
