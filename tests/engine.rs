@@ -355,6 +355,47 @@ fn old_syn_for_a_time_wait_tuple_does_not_reopen_it() {
     assert_eq!(world.stacks[1].state_counts()[8], 1, "still in TIME_WAIT: {:?}", world.stacks[1].state_counts());
 }
 
+/// Linux reopens a TIME_WAIT 4-tuple for a SYN only when a listener takes it (`tcp_v4_rcv`, `TCP_TW_SYN`); with
+/// none, the TIME_WAIT socket stays and answers the SYN with an ACK. Here the client closed first and holds
+/// TIME_WAIT on its ephemeral port, where nothing listens, and the server's side sends a SYN past RCV.NXT.
+#[test]
+fn a_syn_to_a_time_wait_port_with_no_listener_is_acked_and_the_time_wait_stays() {
+    let mut world = common::world(common::configs(15), LinkConfig::default(), Faults::default(), 15);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let client_port = world.stacks[0].connection(client).unwrap().local().port();
+    let done = world.run(Instant::from_secs(5), |stacks, _| {
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::Connected(c) = ev {
+                stacks[0].close(c).unwrap();
+            }
+        }
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::PeerClosed(c) = ev {
+                stacks[1].close(c).unwrap();
+            }
+        }
+        stacks[0].state_counts()[8] == 1 && stacks[1].connection_count() == 0
+    });
+    assert!(done, "the client did not reach TIME_WAIT");
+    let rcv_nxt = world.stacks[0].connections().next().map(|(_, c)| c.rcv_nxt()).unwrap();
+    let mut reopen = syn(common::PORT, rcv_nxt.0.wrapping_add(100_000));
+    reopen.dst_port = client_port;
+    reopen.options.timestamp = None;
+    let later = world.now() + std::time::Duration::from_secs(1);
+    let (mut dev, stack) = (common::Script::default(), &mut world.stacks[0]);
+    assert!(stack.connections().next().unwrap().1.accepts_reopen(&reopen), "RFC 6191 alone would take it");
+    dev.rx.push_back(common::server_frame(&reopen));
+    stack.poll(later, &mut dev);
+    let c = stack.counters();
+    assert_eq!((c.time_wait_reopened, c.time_wait_refused, c.rst_sent), (0, 1, 0), "{c:?}");
+    assert_eq!(c.dropped(Drop::NoConnection), 0);
+    assert_eq!(stack.state_counts()[8], 1, "still in TIME_WAIT");
+    let out = sent_segments(&dev.tx);
+    let acked =
+        matches!(out[..], [(f, _, ack, port)] if f == TcpFlags::ACK && ack == rcv_nxt.0 && port == common::PORT);
+    assert!(acked, "one ACK of RCV.NXT: {out:?}");
+}
+
 /// Linux turns a segment for a TIME_WAIT socket aside before its signature scan (`tcp_v4_rcv` goes to
 /// `do_time_wait` first), so one carrying a TCP-MD5 option is still answered there; only a SYN that reopens the
 /// 4-tuple goes on to the listener and the scan, and is dropped. So does xtcp.

@@ -126,8 +126,8 @@ pub struct Counters {
     /// TIME_WAIT connections replaced by a new SYN (RFC 6191).
     pub time_wait_reopened: u64,
     /// SYNs for a 4-tuple in TIME_WAIT that could not reopen it (their timestamp or sequence number was not past
-    /// the old connection's, RFC 6191): answered with an ACK, as Linux does, which the peer's RST and a SYN
-    /// resent a second later get past.
+    /// the old connection's, RFC 6191, or no listener was there to take them): answered with an ACK, as Linux
+    /// does, which the peer's RST and a SYN resent a second later get past.
     pub time_wait_refused: u64,
     /// Connection-table-full refusals.
     pub table_full: u64,
