@@ -222,6 +222,52 @@ fn an_ack_with_no_cookie_of_ours_gets_rst_and_is_counted() {
     assert_eq!((s.counters().syn_cookies_invalid, s.connection_count()), (1, 0));
 }
 
+/// Completes a cookie handshake from the client's `port` on the scripted server `s`: the SYN, then an ACK of the
+/// SYN-ACK's cookie carrying `data`. Returns the server's ISS.
+fn cookie_handshake(s: &mut xtcp::engine::Stack, dev: &mut common::Script, port: u16, data: &'static [u8]) -> u32 {
+    dev.tx.clear();
+    dev.rx.push_back(client_frame(&syn(port, 1000)));
+    s.poll(Instant::ZERO, dev);
+    let (flags, iss, ..) = sent_segments(&dev.tx)[0];
+    assert_eq!(flags, TcpFlags::SYN | TcpFlags::ACK);
+    let mut ack = syn(port, 1001);
+    ack.flags = if data.is_empty() { TcpFlags::ACK } else { TcpFlags::ACK | TcpFlags::PSH };
+    ack.ack_number = SeqNumber(iss.wrapping_add(1));
+    ack.options.mss = None;
+    ack.payload = data;
+    dev.rx.push_back(client_frame(&ack));
+    s.poll(Instant::ZERO, dev);
+    iss
+}
+
+#[test]
+fn a_cookie_ack_carrying_data_is_held_to_the_buffer_limit() {
+    let mut cfg = common::configs(28)[1].clone();
+    cfg.syn_cookies = SynCookieMode::Always;
+    cfg.max_buffer_bytes = 1;
+    let (mut s, mut dev) = scripted_server(cfg);
+    // One connection takes the memory: its data waits unread.
+    let iss = cookie_handshake(&mut s, &mut dev, 46000, b"");
+    let mut data = syn(46000, 1001);
+    data.flags = TcpFlags::ACK | TcpFlags::PSH;
+    data.ack_number = SeqNumber(iss.wrapping_add(1));
+    data.options.mss = None;
+    data.payload = &[7; 100];
+    dev.rx.push_back(client_frame(&data));
+    s.poll(Instant::ZERO, &mut dev);
+    let held = s.buffer_bytes();
+    assert!(held >= 1, "the first connection holds its data");
+    assert_eq!(s.counters().dropped(Drop::MemoryFull), 0);
+    // A second cookie handshake whose ACK carries 100 bytes: the connection is made, the data is not taken.
+    cookie_handshake(&mut s, &mut dev, 46001, &[9; 100]);
+    let c = s.counters();
+    assert_eq!((c.syn_cookies_valid, s.connection_count()), (2, 2), "{c:?}");
+    assert_eq!(c.dropped(Drop::MemoryFull), 1, "{c:?}");
+    assert_eq!(s.buffer_bytes(), held);
+    let second = s.connections().find(|(_, c)| c.remote().port() == 46001).unwrap().1;
+    assert_eq!((second.state(), second.recv_queue_len(), second.rcv_nxt()), (State::Established, 0, SeqNumber(1001)));
+}
+
 #[test]
 fn past_the_time_wait_limit_connections_close_at_once() {
     let mut cfgs = common::configs(24);

@@ -969,24 +969,19 @@ impl Stack {
         if let Some(index) = self.lookup(&tuple) {
             self.wake(index);
             let listening = self.listeners.contains_key(&seg.dst_port);
+            let memory_full = self.memory_full(seg);
             let e = self.slots[index as usize].live_mut().expect("table points at a connection");
             let time_wait = e.conn.state() == State::TimeWait;
             if !(time_wait && reopens(&e.conn, seg, listening)) {
                 if time_wait && seg.flags.syn() && !seg.flags.ack() && !seg.flags.rst() {
                     self.counters.time_wait_refused += 1;
                 }
-                if self.buffer_bytes >= self.cfg.max_buffer_bytes
-                    && !seg.payload.is_empty()
-                    && !e.conn.takes_without_growing(seg)
-                {
+                if memory_full && !e.conn.takes_without_growing(seg) {
                     // No memory for more data: take the rest of the segment (its ACK frees memory), as if the
                     // data and what follows it (a FIN) had been lost. Data that fits what the connection holds
                     // still goes in — above all a gap before out-of-order data, whose arrival frees memory.
                     self.counters.drop(Drop::MemoryFull);
-                    let mut bare = *seg;
-                    bare.payload = &[];
-                    bare.flags = TcpFlags(bare.flags.0 & !TcpFlags::FIN.0);
-                    e.conn.process_pooled(now, &bare, &mut self.pool);
+                    e.conn.process_pooled(now, &without_data(seg), &mut self.pool);
                 } else {
                     e.conn.process_pooled(now, seg, &mut self.pool);
                 }
@@ -1054,6 +1049,12 @@ impl Stack {
         }
     }
 
+    /// Whether `seg` brings data while the connections' buffers hold [`StackConfig::max_buffer_bytes`]: data that
+    /// would need more memory is to be dropped (see [`without_data`]).
+    fn memory_full(&self, seg: &TcpRepr<'_>) -> bool {
+        self.buffer_bytes >= self.cfg.max_buffer_bytes && !seg.payload.is_empty()
+    }
+
     /// Whether an ACK to a listener may return a cookie of ours: always in [`SynCookieMode::Always`], else while
     /// a cookie sent lately could still be valid. Outside those times a stray ACK costs no hash.
     fn cookies_in_use(&self, now: Instant) -> bool {
@@ -1078,6 +1079,16 @@ impl Stack {
         }
         self.counters.syn_cookies_valid += 1;
         let tcp = self.listener_config(seg.dst_port);
+        // The new connection holds nothing, so data in the ACK would grow a buffer: held to the limit as on an
+        // established connection, it is dropped (the peer sends it again) while the handshake completes.
+        let bare;
+        let seg = if self.memory_full(seg) {
+            self.counters.drop(Drop::MemoryFull);
+            bare = without_data(seg);
+            &bare
+        } else {
+            seg
+        };
         let conn = Connection::from_cookie(tcp, tuple.local(), tuple.remote, seg, opts, &self.isn, now);
         let mac = self.reply_mac(*tuple.remote.ip(), src_mac);
         let id = self.insert(conn, Some(mac));
@@ -1578,6 +1589,15 @@ fn emit_tcp_frame(
         ip.emit(&mut packet);
         seg.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), src, dst);
     })
+}
+
+/// `seg` as if its data, and the FIN that follows the data, had been lost: what is taken of a segment whose data
+/// finds no memory. Its ACK, window and options still count (the ACK frees memory).
+fn without_data<'a>(seg: &TcpRepr<'a>) -> TcpRepr<'a> {
+    let mut bare = *seg;
+    bare.payload = &[];
+    bare.flags = TcpFlags(bare.flags.0 & !TcpFlags::FIN.0);
+    bare
 }
 
 /// Whether `seg` ends the TIME_WAIT connection `conn` for a new incarnation: RFC 6191 says it may
