@@ -479,6 +479,19 @@ impl Stack {
         }
     }
 
+    /// Moves the stack's clock on to `now` (never back) without polling, for a stack made before its loop read
+    /// the clock: [`run::run`] calls it before [`crate::app::App::start`], so that what the application opens
+    /// there takes its ISN (RFC 6528's clock part), timestamps and timers from the loop's clock, not from the
+    /// time the stack was made with (often [`Instant::ZERO`]). Timers already due run at the next poll.
+    pub fn advance_to(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.wheel.is_empty() {
+            // Nothing can fire: the wheel moves on too, so that the first deadlines are filed from the new time
+            // and `poll_at` does not report a bound from long before it.
+            let _ = self.wheel.poll_expired(self.now.total_millis());
+        }
+    }
+
     /// Bytes of send and receive buffers held by all connections (see [`StackConfig::max_buffer_bytes`]).
     pub fn buffer_bytes(&self) -> usize {
         self.buffer_bytes
