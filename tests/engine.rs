@@ -532,6 +532,42 @@ fn a_syn_with_a_malformed_option_is_taken_with_the_options_before_it_and_counted
     assert_eq!(s.counters().malformed_options, 1);
 }
 
+/// Linux answers TCP only in frames addressed to its own MAC (`tcp_v4_rcv` drops `pkt_type != PACKET_HOST`)
+/// and from sources a host can have (`fib_validate_source`: no martians). Neither is answered here; each is a drop.
+#[test]
+fn tcp_in_a_broadcast_frame_or_from_a_martian_source_is_dropped_unanswered() {
+    use common::{tcp_frame, CLIENT_IP, CLIENT_MAC, SERVER_MAC};
+    let (mut s, mut dev) = scripted_server(common::configs(29)[1].clone());
+    let group = EthernetAddress([0x01, 0x00, 0x5e, 0, 0, 1]);
+    let from = |mac, ip: [u8; 4]| (mac, Ipv4Addr::from(ip));
+    let frames = [
+        // A SYN in a link-layer broadcast frame, and in a multicast one.
+        tcp_frame((CLIENT_MAC, CLIENT_IP), (EthernetAddress::BROADCAST, SERVER_IP), &syn(47000, 1)),
+        tcp_frame((CLIENT_MAC, CLIENT_IP), (group, SERVER_IP), &syn(47001, 1)),
+        // From a group MAC, which no frame may come from.
+        tcp_frame((group, CLIENT_IP), (SERVER_MAC, SERVER_IP), &syn(47002, 1)),
+        tcp_frame((EthernetAddress::BROADCAST, CLIENT_IP), (SERVER_MAC, SERVER_IP), &syn(47003, 1)),
+        // Martian sources: loopback, "this network", multicast, reserved, limited broadcast, our own address.
+        tcp_frame(from(CLIENT_MAC, [127, 0, 0, 1]), (SERVER_MAC, SERVER_IP), &syn(47004, 1)),
+        tcp_frame(from(CLIENT_MAC, [0, 1, 2, 3]), (SERVER_MAC, SERVER_IP), &syn(47005, 1)),
+        tcp_frame(from(CLIENT_MAC, [224, 0, 0, 1]), (SERVER_MAC, SERVER_IP), &syn(47006, 1)),
+        tcp_frame(from(CLIENT_MAC, [240, 0, 0, 1]), (SERVER_MAC, SERVER_IP), &syn(47007, 1)),
+        tcp_frame(from(CLIENT_MAC, [255, 255, 255, 255]), (SERVER_MAC, SERVER_IP), &syn(47008, 1)),
+        tcp_frame((CLIENT_MAC, SERVER_IP), (SERVER_MAC, SERVER_IP), &syn(47009, 1)),
+    ];
+    let n = frames.len() as u64;
+    dev.rx.extend(frames);
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(sent_segments(&dev.tx), [], "nothing answered");
+    let c = s.counters();
+    assert_eq!((c.rx_frames, c.tcp_in, s.connection_count()), (n, 0, 0), "{c:?}");
+    assert_eq!((c.dropped(Drop::NotForUs), c.dropped(Drop::Malformed)), (2, n - 2), "{c:?}");
+    // The same SYN from the client, to our MAC, is answered.
+    dev.rx.push_back(client_frame(&syn(47010, 1)));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(sent_segments(&dev.tx).len(), 1);
+}
+
 /// A valid SYN, a data segment and an ARP request, to mutate.
 fn seed_frames() -> Vec<Vec<u8>> {
     let mut data = syn(44000, 10);

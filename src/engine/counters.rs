@@ -11,13 +11,14 @@ use crate::wire;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Drop {
     /// A header failed to parse: truncated, or a field the format forbids (a malformed TCP option only where Linux
-    /// drops the segment for it too: see [`wire::TcpOptions::parse`]).
+    /// drops the segment for it too: see [`wire::TcpOptions::parse`]), or a source no sender has: a group MAC, or a
+    /// martian IPv4 address (0/8, 127/8, 224/4 and above, one of ours).
     Malformed,
     /// An IPv4 or TCP checksum did not verify.
     BadChecksum,
     /// An IPv4 fragment (not reassembled).
     Fragment,
-    /// Addressed to another MAC or IPv4 address.
+    /// Addressed to another MAC or IPv4 address, or IPv4 in a broadcast frame (broadcast is taken for ARP only).
     NotForUs,
     /// Another EtherType or IP protocol, or a TCP-MD5 signature (RFC 2385), which xtcp holds no key to check.
     Unsupported,

@@ -860,7 +860,14 @@ impl Stack {
         if eth_repr.dst_addr != self.cfg.mac && !eth_repr.dst_addr.is_broadcast() {
             return self.counters.drop(Drop::NotForUs);
         }
+        // IEEE 802: a source address is never a group address; a reply to one would reach a whole group.
+        if eth_repr.src_addr.is_multicast() {
+            return self.counters.drop(Drop::Malformed);
+        }
         match eth_repr.ethertype {
+            // Broadcast is for ARP. Linux takes TCP only in frames sent to its own MAC (`tcp_v4_rcv` drops
+            // `pkt_type != PACKET_HOST`): a SYN broadcast to a segment is answered by no host on it.
+            EtherType::Ipv4 if eth_repr.dst_addr != self.cfg.mac => self.counters.drop(Drop::NotForUs),
             EtherType::Ipv4 => self.handle_ipv4(now, eth_repr.src_addr, eth.payload(), tx),
             EtherType::Arp if self.cfg.arp => self.handle_arp(now, eth.payload(), tx),
             _ => self.counters.drop(Drop::Unsupported),
@@ -925,6 +932,9 @@ impl Stack {
         if ip_repr.dst_addr != self.cfg.ip && !self.local_ips[1..].contains(&ip_repr.dst_addr) {
             return self.counters.drop(Drop::NotForUs);
         }
+        if self.martian_source(ip_repr.src_addr, src_mac) {
+            return self.counters.drop(Drop::Malformed);
+        }
         if ip_repr.protocol != IpProtocol::Tcp {
             return self.counters.drop(Drop::Unsupported);
         }
@@ -947,15 +957,21 @@ impl Stack {
             }
             Err(e) => return self.counters.drop_wire(e),
         };
-        // Ports of 0 are refused by the parser; a broadcast or multicast source can own no connection.
-        if ip_repr.src_addr.is_broadcast() || ip_repr.src_addr.is_multicast() {
-            return self.counters.drop(Drop::Malformed);
-        }
         self.counters.tcp_in += 1;
         if seg.options.malformed {
             self.counters.malformed_options += 1;
         }
         self.handle_tcp(now, ip_repr.src_addr, ip_repr.dst_addr, src_mac, &seg, tx);
+    }
+
+    /// Whether `src`, the source of a frame from `src_mac`, is one no host sends from, which Linux drops as a
+    /// martian (`ip_route_input_slow`, `fib_validate_source`): "this network" (0/8), multicast, reserved and
+    /// limited broadcast (224/4 and above) always; loopback (127/8) and our own addresses unless the frame is one
+    /// of ours come back over a loopback device, where the stack talks to itself. An answer to a martian would go
+    /// to nobody, to a group or to ourselves. (Ports of 0 the TCP parser refuses.)
+    fn martian_source(&self, src: Ipv4Addr, src_mac: EthernetAddress) -> bool {
+        let [first, ..] = src.octets();
+        first == 0 || first >= 224 || ((first == 127 || self.local_ips.contains(&src)) && src_mac != self.cfg.mac)
     }
 
     /// Whether `seg` from `src` to `dst` is for a connection in TIME_WAIT that does not take it as a reopening SYN.
