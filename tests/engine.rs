@@ -568,6 +568,30 @@ fn tcp_in_a_broadcast_frame_or_from_a_martian_source_is_dropped_unanswered() {
     assert_eq!(sent_segments(&dev.tx).len(), 1);
 }
 
+/// Every frame the stack does not use ends in a drop reason: an ACK to a listener that finds no connection (as
+/// one to a closed port does), and an ARP packet for an address not ours.
+#[test]
+fn an_ack_to_a_listener_and_arp_for_another_address_count_as_drops() {
+    let (mut s, mut dev) = scripted_server(common::configs(30)[1].clone());
+    let mut stray_ack = syn(48000, 5);
+    stray_ack.flags = TcpFlags::ACK;
+    stray_ack.ack_number = SeqNumber(777);
+    dev.rx.push_back(client_frame(&stray_ack));
+    s.poll(Instant::ZERO, &mut dev);
+    let c = s.counters();
+    assert_eq!((c.rst_sent, c.dropped(Drop::NoConnection)), (1, 1), "{c:?}");
+    // An ARP request, broadcast, for 10.0.0.99.
+    let mut arp = seed_frames().remove(2);
+    let at = arp.len() - 4;
+    arp[at..].copy_from_slice(&[10, 0, 0, 99]);
+    dev.rx.push_back(arp);
+    dev.tx.clear();
+    s.poll(Instant::ZERO, &mut dev);
+    assert!(dev.tx.is_empty(), "not answered");
+    let c = s.counters();
+    assert_eq!((c.arp_in, c.dropped(Drop::NotForUs)), (0, 1), "{c:?}");
+}
+
 /// A valid SYN, a data segment and an ARP request, to mutate.
 fn seed_frames() -> Vec<Vec<u8>> {
     let mut data = syn(44000, 10);

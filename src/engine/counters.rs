@@ -22,7 +22,9 @@ pub enum Drop {
     NotForUs,
     /// Another EtherType or IP protocol, or a TCP-MD5 signature (RFC 2385), which xtcp holds no key to check.
     Unsupported,
-    /// A TCP segment for no connection and no listener (answered with RST unless it was one).
+    /// A TCP segment for no connection that no listener took: to a closed port, or to a listener that makes no
+    /// connection of it (an ACK that returns no cookie of ours, an RST, a segment with neither SYN nor ACK).
+    /// Answered with RST if it carried an ACK or went to a closed port, unless it was one.
     NoConnection,
     /// A SYN while the listener's SYN backlog was full.
     SynBacklogFull,

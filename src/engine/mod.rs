@@ -881,10 +881,10 @@ impl Stack {
         let ArpRepr::EthernetIpv4 {
             operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, ..
         } = repr;
-        self.counters.arp_in += 1;
         if !self.local_ips.contains(&target_protocol_addr) {
-            return;
+            return self.counters.drop(Drop::NotForUs);
         }
+        self.counters.arp_in += 1;
         self.add_neighbor(source_protocol_addr, source_hardware_addr);
         if operation == ArpOperation::Request {
             let reply = ArpRepr::EthernetIpv4 {
@@ -1042,6 +1042,8 @@ impl Stack {
                         None => self.counters.syn_cookies_invalid += 1,
                     }
                 }
+                // Found no connection, as a segment to a closed port: a drop, whatever the RST.
+                self.counters.drop(Drop::NoConnection);
                 self.counters.rst_sent += 1;
                 let dst_mac = self.reply_mac(src, src_mac);
                 self.emit_tcp(now, tuple.local_ip, tuple.remote, dst_mac, &rst, tx);
