@@ -161,6 +161,44 @@ impl App for Both {
     }
 }
 
+/// Opens one connection in `start` and notes what it was opened with: the time `start` was given and the ISS.
+#[derive(Default)]
+struct OpensInStart {
+    opened: Option<(Instant, SocketAddrV4, SocketAddrV4, u32)>,
+}
+
+impl App for OpensInStart {
+    fn start(&mut self, stack: &mut Stack, now: Instant) {
+        let id = stack.connect(SocketAddrV4::new(common::SERVER_IP, 9)).unwrap();
+        let c = stack.connection(id).unwrap();
+        self.opened = Some((now, c.local(), c.remote(), c.iss().0));
+    }
+
+    fn on_event(&mut self, _: &mut Stack, _: Instant, _: StackEvent) {}
+
+    fn done(&self) -> bool {
+        self.opened.is_some()
+    }
+}
+
+/// A connection opened in `App::start` is opened at the clock's time, not at the stack's zero: its ISS (RFC 6528's
+/// clock part) and its timers count from the time the application was given.
+#[test]
+fn a_connection_opened_in_start_takes_the_clocks_time() {
+    let key = [7; 16];
+    let mut cfg = StackConfig::new(common::SERVER_MAC, common::SERVER_IP, 43);
+    cfg.isn_key = Some(key);
+    let mut stack = Stack::new(cfg, Instant::ZERO);
+    stack.add_neighbor(common::SERVER_IP, common::SERVER_MAC);
+    let mut dev = Loopback::new(64, 1514);
+    let mut app = OpensInStart::default();
+    run(&mut stack, &mut dev, &mut app, &AtomicBool::new(false), RunOptions::default());
+    let (now, local, remote, iss) = app.opened.unwrap();
+    assert!(now > Instant::ZERO);
+    assert_eq!(iss, xtcp::tcp::IsnGenerator::new(key).isn(local, remote, now).0);
+    assert!(stack.poll_at().is_some_and(|t| t >= now), "the SYN's timer counts from {now}: {:?}", stack.poll_at());
+}
+
 #[test]
 fn run_loop_with_a_real_clock_echoes_over_loopback() {
     let mut cfg = StackConfig::new(common::SERVER_MAC, common::SERVER_IP, 42);

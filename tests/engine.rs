@@ -222,6 +222,52 @@ fn an_ack_with_no_cookie_of_ours_gets_rst_and_is_counted() {
     assert_eq!((s.counters().syn_cookies_invalid, s.connection_count()), (1, 0));
 }
 
+/// Completes a cookie handshake from the client's `port` on the scripted server `s`: the SYN, then an ACK of the
+/// SYN-ACK's cookie carrying `data`. Returns the server's ISS.
+fn cookie_handshake(s: &mut xtcp::engine::Stack, dev: &mut common::Script, port: u16, data: &'static [u8]) -> u32 {
+    dev.tx.clear();
+    dev.rx.push_back(client_frame(&syn(port, 1000)));
+    s.poll(Instant::ZERO, dev);
+    let (flags, iss, ..) = sent_segments(&dev.tx)[0];
+    assert_eq!(flags, TcpFlags::SYN | TcpFlags::ACK);
+    let mut ack = syn(port, 1001);
+    ack.flags = if data.is_empty() { TcpFlags::ACK } else { TcpFlags::ACK | TcpFlags::PSH };
+    ack.ack_number = SeqNumber(iss.wrapping_add(1));
+    ack.options.mss = None;
+    ack.payload = data;
+    dev.rx.push_back(client_frame(&ack));
+    s.poll(Instant::ZERO, dev);
+    iss
+}
+
+#[test]
+fn a_cookie_ack_carrying_data_is_held_to_the_buffer_limit() {
+    let mut cfg = common::configs(28)[1].clone();
+    cfg.syn_cookies = SynCookieMode::Always;
+    cfg.max_buffer_bytes = 1;
+    let (mut s, mut dev) = scripted_server(cfg);
+    // One connection takes the memory: its data waits unread.
+    let iss = cookie_handshake(&mut s, &mut dev, 46000, b"");
+    let mut data = syn(46000, 1001);
+    data.flags = TcpFlags::ACK | TcpFlags::PSH;
+    data.ack_number = SeqNumber(iss.wrapping_add(1));
+    data.options.mss = None;
+    data.payload = &[7; 100];
+    dev.rx.push_back(client_frame(&data));
+    s.poll(Instant::ZERO, &mut dev);
+    let held = s.buffer_bytes();
+    assert!(held >= 1, "the first connection holds its data");
+    assert_eq!(s.counters().dropped(Drop::MemoryFull), 0);
+    // A second cookie handshake whose ACK carries 100 bytes: the connection is made, the data is not taken.
+    cookie_handshake(&mut s, &mut dev, 46001, &[9; 100]);
+    let c = s.counters();
+    assert_eq!((c.syn_cookies_valid, s.connection_count()), (2, 2), "{c:?}");
+    assert_eq!(c.dropped(Drop::MemoryFull), 1, "{c:?}");
+    assert_eq!(s.buffer_bytes(), held);
+    let second = s.connections().find(|(_, c)| c.remote().port() == 46001).unwrap().1;
+    assert_eq!((second.state(), second.recv_queue_len(), second.rcv_nxt()), (State::Established, 0, SeqNumber(1001)));
+}
+
 #[test]
 fn past_the_time_wait_limit_connections_close_at_once() {
     let mut cfgs = common::configs(24);
@@ -355,6 +401,47 @@ fn old_syn_for_a_time_wait_tuple_does_not_reopen_it() {
     assert_eq!(world.stacks[1].state_counts()[8], 1, "still in TIME_WAIT: {:?}", world.stacks[1].state_counts());
 }
 
+/// Linux reopens a TIME_WAIT 4-tuple for a SYN only when a listener takes it (`tcp_v4_rcv`, `TCP_TW_SYN`); with
+/// none, the TIME_WAIT socket stays and answers the SYN with an ACK. Here the client closed first and holds
+/// TIME_WAIT on its ephemeral port, where nothing listens, and the server's side sends a SYN past RCV.NXT.
+#[test]
+fn a_syn_to_a_time_wait_port_with_no_listener_is_acked_and_the_time_wait_stays() {
+    let mut world = common::world(common::configs(15), LinkConfig::default(), Faults::default(), 15);
+    let client = world.stacks[0].connect(common::server_addr()).unwrap();
+    let client_port = world.stacks[0].connection(client).unwrap().local().port();
+    let done = world.run(Instant::from_secs(5), |stacks, _| {
+        while let Some(ev) = stacks[0].next_event() {
+            if let StackEvent::Connected(c) = ev {
+                stacks[0].close(c).unwrap();
+            }
+        }
+        while let Some(ev) = stacks[1].next_event() {
+            if let StackEvent::PeerClosed(c) = ev {
+                stacks[1].close(c).unwrap();
+            }
+        }
+        stacks[0].state_counts()[8] == 1 && stacks[1].connection_count() == 0
+    });
+    assert!(done, "the client did not reach TIME_WAIT");
+    let rcv_nxt = world.stacks[0].connections().next().map(|(_, c)| c.rcv_nxt()).unwrap();
+    let mut reopen = syn(common::PORT, rcv_nxt.0.wrapping_add(100_000));
+    reopen.dst_port = client_port;
+    reopen.options.timestamp = None;
+    let later = world.now() + std::time::Duration::from_secs(1);
+    let (mut dev, stack) = (common::Script::default(), &mut world.stacks[0]);
+    assert!(stack.connections().next().unwrap().1.accepts_reopen(&reopen), "RFC 6191 alone would take it");
+    dev.rx.push_back(common::server_frame(&reopen));
+    stack.poll(later, &mut dev);
+    let c = stack.counters();
+    assert_eq!((c.time_wait_reopened, c.time_wait_refused, c.rst_sent), (0, 1, 0), "{c:?}");
+    assert_eq!(c.dropped(Drop::NoConnection), 0);
+    assert_eq!(stack.state_counts()[8], 1, "still in TIME_WAIT");
+    let out = sent_segments(&dev.tx);
+    let acked =
+        matches!(out[..], [(f, _, ack, port)] if f == TcpFlags::ACK && ack == rcv_nxt.0 && port == common::PORT);
+    assert!(acked, "one ACK of RCV.NXT: {out:?}");
+}
+
 /// Linux turns a segment for a TIME_WAIT socket aside before its signature scan (`tcp_v4_rcv` goes to
 /// `do_time_wait` first), so one carrying a TCP-MD5 option is still answered there; only a SYN that reopens the
 /// 4-tuple goes on to the listener and the scan, and is dropped. So does xtcp.
@@ -443,6 +530,66 @@ fn a_syn_with_a_malformed_option_is_taken_with_the_options_before_it_and_counted
     assert!(dev.tx.is_empty(), "a signed SYN is not answered");
     assert_eq!(s.counters().dropped(Drop::Unsupported), 1);
     assert_eq!(s.counters().malformed_options, 1);
+}
+
+/// Linux answers TCP only in frames addressed to its own MAC (`tcp_v4_rcv` drops `pkt_type != PACKET_HOST`)
+/// and from sources a host can have (`fib_validate_source`: no martians). Neither is answered here; each is a drop.
+#[test]
+fn tcp_in_a_broadcast_frame_or_from_a_martian_source_is_dropped_unanswered() {
+    use common::{tcp_frame, CLIENT_IP, CLIENT_MAC, SERVER_MAC};
+    let (mut s, mut dev) = scripted_server(common::configs(29)[1].clone());
+    let group = EthernetAddress([0x01, 0x00, 0x5e, 0, 0, 1]);
+    let from = |mac, ip: [u8; 4]| (mac, Ipv4Addr::from(ip));
+    let frames = [
+        // A SYN in a link-layer broadcast frame, and in a multicast one.
+        tcp_frame((CLIENT_MAC, CLIENT_IP), (EthernetAddress::BROADCAST, SERVER_IP), &syn(47000, 1)),
+        tcp_frame((CLIENT_MAC, CLIENT_IP), (group, SERVER_IP), &syn(47001, 1)),
+        // From a group MAC, which no frame may come from.
+        tcp_frame((group, CLIENT_IP), (SERVER_MAC, SERVER_IP), &syn(47002, 1)),
+        tcp_frame((EthernetAddress::BROADCAST, CLIENT_IP), (SERVER_MAC, SERVER_IP), &syn(47003, 1)),
+        // Martian sources: loopback, "this network", multicast, reserved, limited broadcast, our own address.
+        tcp_frame(from(CLIENT_MAC, [127, 0, 0, 1]), (SERVER_MAC, SERVER_IP), &syn(47004, 1)),
+        tcp_frame(from(CLIENT_MAC, [0, 1, 2, 3]), (SERVER_MAC, SERVER_IP), &syn(47005, 1)),
+        tcp_frame(from(CLIENT_MAC, [224, 0, 0, 1]), (SERVER_MAC, SERVER_IP), &syn(47006, 1)),
+        tcp_frame(from(CLIENT_MAC, [240, 0, 0, 1]), (SERVER_MAC, SERVER_IP), &syn(47007, 1)),
+        tcp_frame(from(CLIENT_MAC, [255, 255, 255, 255]), (SERVER_MAC, SERVER_IP), &syn(47008, 1)),
+        tcp_frame((CLIENT_MAC, SERVER_IP), (SERVER_MAC, SERVER_IP), &syn(47009, 1)),
+    ];
+    let n = frames.len() as u64;
+    dev.rx.extend(frames);
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(sent_segments(&dev.tx), [], "nothing answered");
+    let c = s.counters();
+    assert_eq!((c.rx_frames, c.tcp_in, s.connection_count()), (n, 0, 0), "{c:?}");
+    assert_eq!((c.dropped(Drop::NotForUs), c.dropped(Drop::Malformed)), (2, n - 2), "{c:?}");
+    // The same SYN from the client, to our MAC, is answered.
+    dev.rx.push_back(client_frame(&syn(47010, 1)));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(sent_segments(&dev.tx).len(), 1);
+}
+
+/// Every frame the stack does not use ends in a drop reason: an ACK to a listener that finds no connection (as
+/// one to a closed port does), and an ARP packet for an address not ours.
+#[test]
+fn an_ack_to_a_listener_and_arp_for_another_address_count_as_drops() {
+    let (mut s, mut dev) = scripted_server(common::configs(30)[1].clone());
+    let mut stray_ack = syn(48000, 5);
+    stray_ack.flags = TcpFlags::ACK;
+    stray_ack.ack_number = SeqNumber(777);
+    dev.rx.push_back(client_frame(&stray_ack));
+    s.poll(Instant::ZERO, &mut dev);
+    let c = s.counters();
+    assert_eq!((c.rst_sent, c.dropped(Drop::NoConnection)), (1, 1), "{c:?}");
+    // An ARP request, broadcast, for 10.0.0.99.
+    let mut arp = seed_frames().remove(2);
+    let at = arp.len() - 4;
+    arp[at..].copy_from_slice(&[10, 0, 0, 99]);
+    dev.rx.push_back(arp);
+    dev.tx.clear();
+    s.poll(Instant::ZERO, &mut dev);
+    assert!(dev.tx.is_empty(), "not answered");
+    let c = s.counters();
+    assert_eq!((c.arp_in, c.dropped(Drop::NotForUs)), (0, 1), "{c:?}");
 }
 
 /// A valid SYN, a data segment and an ARP request, to mutate.

@@ -11,17 +11,20 @@ use crate::wire;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Drop {
     /// A header failed to parse: truncated, or a field the format forbids (a malformed TCP option only where Linux
-    /// drops the segment for it too: see [`wire::TcpOptions::parse`]).
+    /// drops the segment for it too: see [`wire::TcpOptions::parse`]), or a source no sender has: a group MAC, or a
+    /// martian IPv4 address (0/8, 127/8, 224/4 and above, one of ours).
     Malformed,
     /// An IPv4 or TCP checksum did not verify.
     BadChecksum,
     /// An IPv4 fragment (not reassembled).
     Fragment,
-    /// Addressed to another MAC or IPv4 address.
+    /// Addressed to another MAC or IPv4 address, or IPv4 in a broadcast frame (broadcast is taken for ARP only).
     NotForUs,
     /// Another EtherType or IP protocol, or a TCP-MD5 signature (RFC 2385), which xtcp holds no key to check.
     Unsupported,
-    /// A TCP segment for no connection and no listener (answered with RST unless it was one).
+    /// A TCP segment for no connection that no listener took: to a closed port, or to a listener that makes no
+    /// connection of it (an ACK that returns no cookie of ours, an RST, a segment with neither SYN nor ACK).
+    /// Answered with RST if it carried an ACK or went to a closed port, unless it was one.
     NoConnection,
     /// A SYN while the listener's SYN backlog was full.
     SynBacklogFull,
@@ -126,8 +129,8 @@ pub struct Counters {
     /// TIME_WAIT connections replaced by a new SYN (RFC 6191).
     pub time_wait_reopened: u64,
     /// SYNs for a 4-tuple in TIME_WAIT that could not reopen it (their timestamp or sequence number was not past
-    /// the old connection's, RFC 6191): answered with an ACK, as Linux does, which the peer's RST and a SYN
-    /// resent a second later get past.
+    /// the old connection's, RFC 6191, or no listener was there to take them): answered with an ACK, as Linux
+    /// does, which the peer's RST and a SYN resent a second later get past.
     pub time_wait_refused: u64,
     /// Connection-table-full refusals.
     pub table_full: u64,

@@ -479,6 +479,19 @@ impl Stack {
         }
     }
 
+    /// Moves the stack's clock on to `now` (never back) without polling, for a stack made before its loop read
+    /// the clock: [`run::run`] calls it before [`crate::app::App::start`], so that what the application opens
+    /// there takes its ISN (RFC 6528's clock part), timestamps and timers from the loop's clock, not from the
+    /// time the stack was made with (often [`Instant::ZERO`]). Timers already due run at the next poll.
+    pub fn advance_to(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.wheel.is_empty() {
+            // Nothing can fire: the wheel moves on too, so that the first deadlines are filed from the new time
+            // and `poll_at` does not report a bound from long before it.
+            let _ = self.wheel.poll_expired(self.now.total_millis());
+        }
+    }
+
     /// Bytes of send and receive buffers held by all connections (see [`StackConfig::max_buffer_bytes`]).
     pub fn buffer_bytes(&self) -> usize {
         self.buffer_bytes
@@ -847,7 +860,14 @@ impl Stack {
         if eth_repr.dst_addr != self.cfg.mac && !eth_repr.dst_addr.is_broadcast() {
             return self.counters.drop(Drop::NotForUs);
         }
+        // IEEE 802: a source address is never a group address; a reply to one would reach a whole group.
+        if eth_repr.src_addr.is_multicast() {
+            return self.counters.drop(Drop::Malformed);
+        }
         match eth_repr.ethertype {
+            // Broadcast is for ARP. Linux takes TCP only in frames sent to its own MAC (`tcp_v4_rcv` drops
+            // `pkt_type != PACKET_HOST`): a SYN broadcast to a segment is answered by no host on it.
+            EtherType::Ipv4 if eth_repr.dst_addr != self.cfg.mac => self.counters.drop(Drop::NotForUs),
             EtherType::Ipv4 => self.handle_ipv4(now, eth_repr.src_addr, eth.payload(), tx),
             EtherType::Arp if self.cfg.arp => self.handle_arp(now, eth.payload(), tx),
             _ => self.counters.drop(Drop::Unsupported),
@@ -861,10 +881,10 @@ impl Stack {
         let ArpRepr::EthernetIpv4 {
             operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, ..
         } = repr;
-        self.counters.arp_in += 1;
         if !self.local_ips.contains(&target_protocol_addr) {
-            return;
+            return self.counters.drop(Drop::NotForUs);
         }
+        self.counters.arp_in += 1;
         self.add_neighbor(source_protocol_addr, source_hardware_addr);
         if operation == ArpOperation::Request {
             let reply = ArpRepr::EthernetIpv4 {
@@ -912,6 +932,9 @@ impl Stack {
         if ip_repr.dst_addr != self.cfg.ip && !self.local_ips[1..].contains(&ip_repr.dst_addr) {
             return self.counters.drop(Drop::NotForUs);
         }
+        if self.martian_source(ip_repr.src_addr, src_mac) {
+            return self.counters.drop(Drop::Malformed);
+        }
         if ip_repr.protocol != IpProtocol::Tcp {
             return self.counters.drop(Drop::Unsupported);
         }
@@ -934,10 +957,6 @@ impl Stack {
             }
             Err(e) => return self.counters.drop_wire(e),
         };
-        // Ports of 0 are refused by the parser; a broadcast or multicast source can own no connection.
-        if ip_repr.src_addr.is_broadcast() || ip_repr.src_addr.is_multicast() {
-            return self.counters.drop(Drop::Malformed);
-        }
         self.counters.tcp_in += 1;
         if seg.options.malformed {
             self.counters.malformed_options += 1;
@@ -945,12 +964,23 @@ impl Stack {
         self.handle_tcp(now, ip_repr.src_addr, ip_repr.dst_addr, src_mac, &seg, tx);
     }
 
+    /// Whether `src`, the source of a frame from `src_mac`, is one no host sends from, which Linux drops as a
+    /// martian (`ip_route_input_slow`, `fib_validate_source`): "this network" (0/8), multicast, reserved and
+    /// limited broadcast (224/4 and above) always; loopback (127/8) and our own addresses unless the frame is one
+    /// of ours come back over a loopback device, where the stack talks to itself. An answer to a martian would go
+    /// to nobody, to a group or to ourselves. (Ports of 0 the TCP parser refuses.)
+    fn martian_source(&self, src: Ipv4Addr, src_mac: EthernetAddress) -> bool {
+        let [first, ..] = src.octets();
+        first == 0 || first >= 224 || ((first == 127 || self.local_ips.contains(&src)) && src_mac != self.cfg.mac)
+    }
+
     /// Whether `seg` from `src` to `dst` is for a connection in TIME_WAIT that does not take it as a reopening SYN.
     fn meets_time_wait(&self, src: Ipv4Addr, dst: Ipv4Addr, seg: &TcpRepr<'_>) -> bool {
         let tuple = FourTuple { local_ip: dst, local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
+        let listening = self.listeners.contains_key(&seg.dst_port);
         self.lookup(&tuple)
             .and_then(|i| self.connection(ConnId { index: i, generation: self.slots[i as usize].generation }).ok())
-            .is_some_and(|c| c.state() == State::TimeWait && !c.accepts_reopen(seg))
+            .is_some_and(|c| c.state() == State::TimeWait && !reopens(&c, seg, listening))
     }
 
     /// `src_mac` is the frame's sender: where replies go when the neighbour table does not say (see
@@ -967,24 +997,20 @@ impl Stack {
         let tuple = FourTuple { local_ip: dst, local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
         if let Some(index) = self.lookup(&tuple) {
             self.wake(index);
+            let listening = self.listeners.contains_key(&seg.dst_port);
+            let memory_full = self.memory_full(seg);
             let e = self.slots[index as usize].live_mut().expect("table points at a connection");
             let time_wait = e.conn.state() == State::TimeWait;
-            if !(time_wait && e.conn.accepts_reopen(seg)) {
+            if !(time_wait && reopens(&e.conn, seg, listening)) {
                 if time_wait && seg.flags.syn() && !seg.flags.ack() && !seg.flags.rst() {
                     self.counters.time_wait_refused += 1;
                 }
-                if self.buffer_bytes >= self.cfg.max_buffer_bytes
-                    && !seg.payload.is_empty()
-                    && !e.conn.takes_without_growing(seg)
-                {
+                if memory_full && !e.conn.takes_without_growing(seg) {
                     // No memory for more data: take the rest of the segment (its ACK frees memory), as if the
                     // data and what follows it (a FIN) had been lost. Data that fits what the connection holds
                     // still goes in — above all a gap before out-of-order data, whose arrival frees memory.
                     self.counters.drop(Drop::MemoryFull);
-                    let mut bare = *seg;
-                    bare.payload = &[];
-                    bare.flags = TcpFlags(bare.flags.0 & !TcpFlags::FIN.0);
-                    e.conn.process_pooled(now, &bare, &mut self.pool);
+                    e.conn.process_pooled(now, &without_data(seg), &mut self.pool);
                 } else {
                     e.conn.process_pooled(now, seg, &mut self.pool);
                 }
@@ -1016,6 +1042,8 @@ impl Stack {
                         None => self.counters.syn_cookies_invalid += 1,
                     }
                 }
+                // Found no connection, as a segment to a closed port: a drop, whatever the RST.
+                self.counters.drop(Drop::NoConnection);
                 self.counters.rst_sent += 1;
                 let dst_mac = self.reply_mac(src, src_mac);
                 self.emit_tcp(now, tuple.local_ip, tuple.remote, dst_mac, &rst, tx);
@@ -1052,6 +1080,12 @@ impl Stack {
         }
     }
 
+    /// Whether `seg` brings data while the connections' buffers hold [`StackConfig::max_buffer_bytes`]: data that
+    /// would need more memory is to be dropped (see [`without_data`]).
+    fn memory_full(&self, seg: &TcpRepr<'_>) -> bool {
+        self.buffer_bytes >= self.cfg.max_buffer_bytes && !seg.payload.is_empty()
+    }
+
     /// Whether an ACK to a listener may return a cookie of ours: always in [`SynCookieMode::Always`], else while
     /// a cookie sent lately could still be valid. Outside those times a stray ACK costs no hash.
     fn cookies_in_use(&self, now: Instant) -> bool {
@@ -1076,6 +1110,16 @@ impl Stack {
         }
         self.counters.syn_cookies_valid += 1;
         let tcp = self.listener_config(seg.dst_port);
+        // The new connection holds nothing, so data in the ACK would grow a buffer: held to the limit as on an
+        // established connection, it is dropped (the peer sends it again) while the handshake completes.
+        let bare;
+        let seg = if self.memory_full(seg) {
+            self.counters.drop(Drop::MemoryFull);
+            bare = without_data(seg);
+            &bare
+        } else {
+            seg
+        };
         let conn = Connection::from_cookie(tcp, tuple.local(), tuple.remote, seg, opts, &self.isn, now);
         let mac = self.reply_mac(*tuple.remote.ip(), src_mac);
         let id = self.insert(conn, Some(mac));
@@ -1576,6 +1620,23 @@ fn emit_tcp_frame(
         ip.emit(&mut packet);
         seg.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), src, dst);
     })
+}
+
+/// `seg` as if its data, and the FIN that follows the data, had been lost: what is taken of a segment whose data
+/// finds no memory. Its ACK, window and options still count (the ACK frees memory).
+fn without_data<'a>(seg: &TcpRepr<'a>) -> TcpRepr<'a> {
+    let mut bare = *seg;
+    bare.payload = &[];
+    bare.flags = TcpFlags(bare.flags.0 & !TcpFlags::FIN.0);
+    bare
+}
+
+/// Whether `seg` ends the TIME_WAIT connection `conn` for a new incarnation: RFC 6191 says it may
+/// ([`Connection::accepts_reopen`]) and a listener on its port (`listening`) is there to take it. Linux reopens
+/// only then (`tcp_v4_rcv`, `TCP_TW_SYN`); with no listener the SYN stays with TIME_WAIT, which answers it with
+/// an ACK, instead of ending the connection only to find nobody to hand the SYN to and answer RST.
+fn reopens(conn: &Connection, seg: &TcpRepr<'_>, listening: bool) -> bool {
+    listening && conn.accepts_reopen(seg)
 }
 
 /// An IPv4 header whose checksum is not to be verified (a peer that leaves it to offload).

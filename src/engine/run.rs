@@ -123,7 +123,11 @@ pub fn run_with(
 ) -> RunStats {
     let clock = Clock::new();
     let mut stats = RunStats::default();
-    app.start(stack, clock.now());
+    let now = clock.now();
+    // The stack was made before this clock was read (at `Instant::ZERO`, as `run_cores` makes it): what `start`
+    // opens is opened now.
+    stack.advance_to(now);
+    app.start(stack, now);
     let mut last_work = clock.now();
     let mut window = opts.busy_poll;
     let mut sleep = Duration::ZERO;

@@ -8,7 +8,9 @@
 //! dropped alone) or contradict each other about where it ends dropped whole (RFC 5722's rule, which Linux applies
 //! to IPv4 too since CVE-2018-5391), none longer than 65,535 bytes, each given up 30 s after its first fragment
 //! came. Memory is bounded: at most [`DefragConfig::max_datagrams`] datagrams and
-//! [`DefragConfig::max_bytes`] of data held; fragments that would start a datagram past either bound are dropped.
+//! [`DefragConfig::max_bytes`] of data held. A fragment that would start a datagram past the bytes is dropped; one
+//! past the datagrams gives up the oldest to make room, so that first fragments whose datagrams never complete
+//! cannot keep every new datagram out until they time out.
 //!
 //! It sits inside the multi-core hand-off ([`crate::engine::shard`]), so a datagram is routed by the ports of the
 //! frame it becomes, and behind any capture, so a pcap shows the fragments as they came. Frames that are not
@@ -34,7 +36,7 @@ const MAX_FRAGMENTS: usize = 64;
 /// Bounds and timing of the reassembly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DefragConfig {
-    /// Datagrams held at once (default 64).
+    /// Datagrams held at once (default 64); a new one past it gives up the oldest.
     pub max_datagrams: usize,
     /// Bytes of fragment data held at once, all datagrams together (default 1 MiB).
     pub max_bytes: usize,
@@ -55,13 +57,15 @@ pub struct DefragStats {
     pub fragments: u64,
     /// Datagrams made whole and handed on (`ReasmOKs`).
     pub reassembled: u64,
-    /// Datagrams given up whole: overlapping or contradicting fragments, too long, too many pieces (`ReasmFails`
-    /// less the timeouts).
+    /// Datagrams given up whole: overlapping or contradicting fragments, too long (data, or the first fragment's
+    /// header and the data, past 65,535 bytes), too many pieces (`ReasmFails` less the timeouts and evictions).
     pub failed: u64,
     /// Of those, datagrams given up for overlapping fragments (`ReasmOverlaps`).
     pub overlaps: u64,
     /// Datagrams given up because their time ran out (`ReasmTimeout`).
     pub timeouts: u64,
+    /// Datagrams given up, oldest first, to make room for a new one past [`DefragConfig::max_datagrams`].
+    pub evicted: u64,
     /// Fragments dropped alone: exact duplicates, empty ones, and those past the bounds.
     pub dropped: u64,
 }
@@ -186,6 +190,15 @@ impl Table {
         self.stats.timeouts += (before - self.datagrams.len()) as u64;
     }
 
+    /// Gives up the datagram whose first fragment came first, to make room for a new one.
+    fn evict_oldest(&mut self) {
+        let oldest = self.datagrams.iter().enumerate().min_by_key(|(_, d)| d.started).map(|(i, _)| i);
+        if let Some(index) = oldest {
+            self.remove(index);
+            self.stats.evicted += 1;
+        }
+    }
+
     fn remove(&mut self, index: usize) -> Datagram {
         let d = self.datagrams.swap_remove(index);
         self.held -= d.data.len();
@@ -213,12 +226,12 @@ impl Table {
         let index = match self.datagrams.iter().position(|d| d.key == key) {
             Some(i) => i,
             None => {
-                if bytes.is_empty()
-                    || self.datagrams.len() >= self.cfg.max_datagrams
-                    || self.held + end > self.cfg.max_bytes
-                {
+                if bytes.is_empty() || self.held + end > self.cfg.max_bytes {
                     self.stats.dropped += 1;
                     return None;
+                }
+                if self.datagrams.len() >= self.cfg.max_datagrams {
+                    self.evict_oldest();
                 }
                 self.datagrams.push(Datagram {
                     key,
@@ -274,7 +287,17 @@ impl Table {
         if offset == 0 {
             d.head = frame[..ETH_LEN + ihl].to_vec();
         }
-        d.is_whole().then_some(index)
+        if !d.is_whole() {
+            return None;
+        }
+        // The first fragment's header with the data must fit the 16-bit total length: with IP options the header
+        // is longer than `MAX_DATA` allows for (Linux, `ip_frag_reasm`: an oversized datagram fails).
+        if d.head.len() - ETH_LEN + d.len > usize::from(u16::MAX) {
+            self.remove(index);
+            self.stats.failed += 1;
+            return None;
+        }
+        Some(index)
     }
 
     /// Writes datagram `d` as one unfragmented frame into `self.frame`: the first fragment's headers with the
@@ -357,7 +380,12 @@ impl<D: FrameDevice> FrameDevice for Defrag<D> {
     fn device_stats(&self, out: &mut DeviceStats) {
         self.inner.device_stats(out);
         let s = self.table.stats;
-        out.drops.extend([("reasm_failed", s.failed), ("reasm_timeout", s.timeouts), ("frag_dropped", s.dropped)]);
+        out.drops.extend([
+            ("reasm_failed", s.failed),
+            ("reasm_timeout", s.timeouts),
+            ("reasm_evicted", s.evicted),
+            ("frag_dropped", s.dropped),
+        ]);
         out.values.extend([("frags_in", s.fragments), ("reasm_ok", s.reassembled), ("reasm_overlaps", s.overlaps)]);
     }
 }
@@ -503,10 +531,17 @@ mod tests {
             Loopback::new(64, 70_000),
             DefragConfig { max_datagrams: 2, max_bytes: 4096, timeout: Duration::from_secs(30) },
         );
-        let firsts: Vec<Vec<u8>> =
-            (0..3).map(|id| fragments(&datagram(6, id, &payload(1000)), &[496]).remove(0)).collect();
-        assert!(feed(&mut d, Instant::ZERO, &firsts).is_empty());
-        assert_eq!((d.pending(), d.stats().dropped), (2, 1), "the third datagram found no room");
+        let pieces: Vec<Vec<Vec<u8>>> = (0..3).map(|id| fragments(&datagram(6, id, &payload(1000)), &[496])).collect();
+        for (i, p) in pieces.iter().enumerate() {
+            assert!(feed(&mut d, Instant::from_millis(i as u64), &p[..1]).is_empty());
+        }
+        // The third datagram made room by giving up the oldest, so that stale first fragments cannot keep new
+        // datagrams out for the whole timeout.
+        assert_eq!((d.pending(), d.held_bytes(), d.stats().evicted, d.stats().dropped), (2, 992, 1, 0));
+        let now = Instant::from_millis(3);
+        let whole = feed(&mut d, now, &[pieces[1][1].clone(), pieces[2][1].clone()]);
+        assert_eq!(whole.len(), 2, "the two newest became whole");
+        assert_eq!((d.pending(), d.held_bytes(), d.stats().reassembled), (0, 0, 2));
         // A datagram that would take the bytes past the bound is refused as it starts.
         let big = fragments(&datagram(6, 50, &payload(8000)), &[4000]);
         let mut d = Defrag::new(Loopback::new(64, 70_000), DefragConfig { max_bytes: 4096, ..DefragConfig::default() });
@@ -525,6 +560,24 @@ mod tests {
         let mut d = defrag();
         assert!(feed(&mut d, Instant::ZERO, &[last]).is_empty());
         assert_eq!((d.pending(), d.stats().failed), (0, 1));
+    }
+
+    #[test]
+    fn a_datagram_whose_header_and_data_pass_65535_bytes_is_given_up() {
+        // 65,512 bytes of data (a multiple of 8 under 65,515), and a first fragment with 8 bytes of IP options:
+        // 28 + 65,512 bytes would not fit the 16-bit total length.
+        let pieces = fragments(&datagram(6, 5, &payload(65_512)), &[32_000]);
+        let mut first = pieces[0].clone();
+        first.splice(ETH_LEN + IP_MIN_LEN..ETH_LEN + IP_MIN_LEN, [1u8; 8]);
+        let ip = &mut first[ETH_LEN..];
+        ip[0] = 0x47;
+        ip[2..4].copy_from_slice(&((IP_MIN_LEN + 8 + 32_000) as u16).to_be_bytes());
+        ip[10..12].fill(0);
+        let sum = checksum::checksum(&ip[..IP_MIN_LEN + 8]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let mut d = defrag();
+        assert!(feed(&mut d, Instant::ZERO, &[first, pieces[1].clone()]).is_empty());
+        assert_eq!((d.pending(), d.held_bytes(), d.stats().failed, d.stats().reassembled), (0, 0, 1, 0));
     }
 
     proptest::proptest! {

@@ -114,10 +114,25 @@ pub fn client_frame(seg: &xtcp::wire::TcpRepr<'_>) -> Vec<u8> {
 
 /// An Ethernet + IPv4 + TCP frame carrying `seg` from the client to `dst` at the server's MAC.
 pub fn client_frame_to(dst: Ipv4Addr, seg: &xtcp::wire::TcpRepr<'_>) -> Vec<u8> {
+    tcp_frame((CLIENT_MAC, CLIENT_IP), (SERVER_MAC, dst), seg)
+}
+
+/// An Ethernet + IPv4 + TCP frame carrying `seg` from the server to the client.
+pub fn server_frame(seg: &xtcp::wire::TcpRepr<'_>) -> Vec<u8> {
+    tcp_frame((SERVER_MAC, SERVER_IP), (CLIENT_MAC, CLIENT_IP), seg)
+}
+
+/// An Ethernet + IPv4 + TCP frame carrying `seg` from `src` to `dst` (each a MAC and an IPv4 address), whatever
+/// they are: for frames no honest peer sends.
+pub fn tcp_frame(
+    src: (EthernetAddress, Ipv4Addr),
+    dst: (EthernetAddress, Ipv4Addr),
+    seg: &xtcp::wire::TcpRepr<'_>,
+) -> Vec<u8> {
     use xtcp::wire::{EtherType, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket};
     let ip = Ipv4Repr {
-        src_addr: CLIENT_IP,
-        dst_addr: dst,
+        src_addr: src.1,
+        dst_addr: dst.1,
         protocol: IpProtocol::Tcp,
         payload_len: seg.buffer_len(),
         hop_limit: 64,
@@ -125,13 +140,13 @@ pub fn client_frame_to(dst: Ipv4Addr, seg: &xtcp::wire::TcpRepr<'_>) -> Vec<u8> 
         ident: 1,
         dont_frag: true,
     };
-    let eth = EthernetRepr { src_addr: CLIENT_MAC, dst_addr: SERVER_MAC, ethertype: EtherType::Ipv4 };
+    let eth = EthernetRepr { src_addr: src.0, dst_addr: dst.0, ethertype: EtherType::Ipv4 };
     let mut frame = vec![0; 14 + 20 + seg.buffer_len()];
     let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
     eth.emit(&mut e);
     let mut p = Ipv4Packet::new_unchecked(e.payload_mut());
     ip.emit(&mut p);
-    seg.emit(&mut TcpPacket::new_unchecked(p.payload_mut()), CLIENT_IP, dst);
+    seg.emit(&mut TcpPacket::new_unchecked(p.payload_mut()), src.1, dst.1);
     frame
 }
 
