@@ -234,19 +234,34 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Core `core`'s share of `cfg` when `cores` share it: connections, requests and rate split as evenly as they go.
+/// `cfg` shared between at most `cores` cores, one configuration each: connections, requests and rate split as
+/// evenly as they go, on no more cores than there are connections, requests or requests per second, so that every
+/// core has some of each and the shares sum to exactly what was asked (`--rate 2` on eight cores is two requests a
+/// second, not eight).
 #[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
-fn share(cfg: &LoadConfig, core: usize, cores: usize) -> LoadConfig {
-    let part = |total: u64| total / cores as u64 + u64::from((core as u64) < total % cores as u64);
-    let mut c = cfg.clone();
-    c.connections = part(u64::from(cfg.connections)) as u32;
+fn shares(cfg: &LoadConfig, cores: usize) -> Vec<LoadConfig> {
+    let mut most = u64::from(cfg.connections);
     if let LoadLimit::Requests { requests } = cfg.limit {
-        c.limit = LoadLimit::Requests { requests: part(requests).max(1) };
+        most = most.min(requests);
     }
-    c.rate_per_sec = cfg.rate_per_sec.map(|r| part(r).max(1));
-    c.reconnects_max = part(cfg.reconnects_max).max(1);
-    c.hold = part(u64::from(cfg.hold)) as u32;
-    c
+    if let Some(rate) = cfg.rate_per_sec {
+        most = most.min(rate);
+    }
+    let cores = cores.min(usize::try_from(most).unwrap_or(usize::MAX)).max(1);
+    (0..cores)
+        .map(|core| {
+            let part = |total: u64| total / cores as u64 + u64::from((core as u64) < total % cores as u64);
+            let mut c = cfg.clone();
+            c.connections = part(u64::from(cfg.connections)) as u32;
+            if let LoadLimit::Requests { requests } = cfg.limit {
+                c.limit = LoadLimit::Requests { requests: part(requests) };
+            }
+            c.rate_per_sec = cfg.rate_per_sec.map(part);
+            c.reconnects_max = part(cfg.reconnects_max).max(1);
+            c.hold = part(u64::from(cfg.hold)) as u32;
+            c
+        })
+        .collect()
 }
 
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
@@ -264,16 +279,16 @@ fn run_xdp(
         cores_cfg.stack.ip = *first;
         cores_cfg.stack.extra_ips = rest.to_vec();
     }
+    // No core without a connection, a request and a share of the rate of its own.
+    let shares = shares(cfg, cores_cfg.cores.unwrap_or(1));
+    let cores = shares.len();
+    cores_cfg.cores = Some(cores);
     if let Some(ports) = &args.ephemeral_ports {
-        let cores = cores_cfg.cores.unwrap_or(1);
         if ports.len() < cores {
             return Err(format!("--ephemeral-ports {ports:?} has fewer ports than the {cores} cores — widen it"));
         }
         cores_cfg.stack.ephemeral_ports = ports.clone();
     }
-    // No core without a connection of its own.
-    let cores = cores_cfg.cores.unwrap_or(1).min(args.connections.max(1) as usize);
-    cores_cfg.cores = Some(cores);
     let quiet = args.json;
     let ready = |infos: &[CoreInfo], cpus: usize| {
         if !quiet {
@@ -282,7 +297,7 @@ fn run_xdp(
     };
     let hooks = Hooks { ready: Some(&ready), ..Hooks::default() };
     let make = |core: usize| {
-        let load = Load::new(share(cfg, core, cores)).expect("a share of a valid configuration is valid");
+        let load = Load::new(shares[core].clone()).expect("a share of a valid configuration is valid");
         Progress::new(load, if core == 0 { bar.clone() } else { None })
     };
     let report = xtcp::engine::shard::run_cores_with(&cores_cfg, make, &hooks, stop).map_err(|e| e.to_string())?;
@@ -358,6 +373,19 @@ where
 mod tests {
     use super::*;
 
+    /// The sums of the shares' connections, requests and rates.
+    fn totals(shares: &[LoadConfig]) -> (u32, u64, u64) {
+        let requests = |c: &LoadConfig| match c.limit {
+            LoadLimit::Requests { requests } => requests,
+            LoadLimit::Duration { .. } => 0,
+        };
+        (
+            shares.iter().map(|c| c.connections).sum(),
+            shares.iter().map(requests).sum(),
+            shares.iter().filter_map(|c| c.rate_per_sec).sum(),
+        )
+    }
+
     #[test]
     fn a_load_is_shared_between_cores_without_losing_any() {
         let mut cfg = LoadConfig::new("10.0.0.1:80".parse().unwrap());
@@ -365,18 +393,31 @@ mod tests {
         cfg.limit = LoadLimit::Requests { requests: 1001 };
         cfg.rate_per_sec = Some(10);
         cfg.hold = 1001;
-        let shares: Vec<LoadConfig> = (0..2).map(|core| share(&cfg, core, 2)).collect();
-        assert_eq!(shares.iter().map(|c| c.connections).sum::<u32>(), 5);
-        assert_eq!(shares.iter().map(|c| c.rate_per_sec.unwrap()).sum::<u64>(), 10);
+        let shares = shares(&cfg, 2);
+        assert_eq!(shares.len(), 2);
+        assert_eq!(totals(&shares), (5, 1001, 10));
         assert_eq!(shares.iter().map(|c| c.hold).sum::<u32>(), 1001);
-        let requests: u64 = shares
-            .iter()
-            .map(|c| match c.limit {
-                LoadLimit::Requests { requests } => requests,
-                LoadLimit::Duration { .. } => 0,
-            })
-            .sum();
-        assert_eq!(requests, 1001);
+    }
+
+    #[test]
+    fn a_small_rate_or_request_count_runs_on_fewer_cores_and_is_not_rounded_up() {
+        let mut cfg = LoadConfig::new("10.0.0.1:80".parse().unwrap());
+        cfg.connections = 8;
+        cfg.limit = LoadLimit::Requests { requests: 3 };
+        cfg.rate_per_sec = Some(2);
+        let split = shares(&cfg, 8);
+        assert_eq!(totals(&split), (8, 3, 2));
+        assert_eq!(split.len(), 2);
+        for c in &split {
+            Load::new(c.clone()).expect("every share is a valid load");
+        }
+        // Requests alone, then connections alone, limit the cores.
+        cfg.rate_per_sec = None;
+        assert_eq!(shares(&cfg, 8).len(), 3);
+        assert_eq!(totals(&shares(&cfg, 8)), (8, 3, 0));
+        cfg.limit = LoadLimit::Duration { duration_ms: 1000 };
+        assert_eq!(shares(&cfg, 16).len(), 8);
+        assert_eq!(shares(&cfg, 4).len(), 4);
     }
 
     #[test]
