@@ -691,8 +691,14 @@ impl Load {
         more
     }
 
+    /// Counts an error of a connection at `now`: the warm-up's or the measured part's, by the time.
     fn error(&mut self, kind: ErrorKind, now: Instant) {
-        if now < self.measure_start {
+        self.count_error(kind, now >= self.measure_start);
+    }
+
+    /// Counts an error in the measured part of the run or, if not `measured`, in the warm-up's.
+    fn count_error(&mut self, kind: ErrorKind, measured: bool) {
+        if !measured {
             self.report.warmup_errors += 1;
             return;
         }
@@ -1054,7 +1060,9 @@ impl Load {
             let good = (200..300).contains(&done.status);
             self.complete(req, good, now);
             if !good {
-                self.error(ErrorKind::BadResponse, now);
+                // The request's own part of the run: a warm-up request answered after the warm-up is the warm-up's,
+                // as `complete` counts it.
+                self.count_error(ErrorKind::BadResponse, req.measured);
             }
         }
         ok
@@ -1180,6 +1188,16 @@ fn http_request(
 
 const RESPONSE_HEADERS_MAX: usize = 64;
 
+/// Whether the `Connection` headers list `option`: a comma-separated token, compared ignoring ASCII case (RFC 9110,
+/// section 7.6.1), so that `Connection: Keep-Alive, Upgrade` has `keep-alive` and `X-Not-Close` has no `close`.
+fn connection_has(headers: &[httparse::Header<'_>], option: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
+}
+
 /// Parses the responses in `c.input`, pushing each one fully read to `out`. False when the input is not HTTP.
 fn parse_responses(c: &mut Conn, head_request: bool, out: &mut Vec<HttpDone>) -> bool {
     let mut pos = 0;
@@ -1213,9 +1231,13 @@ fn parse_responses(c: &mut Conn, head_request: bool, out: &mut Vec<HttpDone>) ->
                 pos += head_len;
                 let status = resp.code.unwrap_or(0);
                 let header = |name: &str| resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
-                let close = header("connection")
-                    .is_some_and(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase().contains("close"))
-                    || resp.version == Some(0);
+                // RFC 9112, section 9.3: HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with
+                // `Connection: keep-alive`.
+                let close = if resp.version == Some(0) {
+                    !connection_has(resp.headers, "keep-alive")
+                } else {
+                    connection_has(resp.headers, "close")
+                };
                 if (100..200).contains(&status) {
                     // An interim response (100 Continue): the real one follows.
                     continue;
@@ -1295,7 +1317,7 @@ impl<S: Sockets + ?Sized> App<S> for Load {
                         let good = (200..300).contains(&status);
                         self.complete(req, good, now);
                         if !good {
-                            self.error(ErrorKind::BadResponse, now);
+                            self.count_error(ErrorKind::BadResponse, req.measured);
                         }
                     }
                 }
@@ -1532,6 +1554,53 @@ mod tests {
         let mut c = Conn::new(Instant::ZERO);
         assert!(feed(&mut c, false, b"HTTP/1.1 200 OK\r\nX: ").0);
         assert!(!feed(&mut c, false, &vec![b'a'; RESPONSE_HEAD_BYTES_MAX]).0);
+    }
+
+    #[test]
+    fn connection_options_are_whole_tokens_and_http_1_0_closes_only_without_keep_alive() {
+        let close_of = |head: &[u8]| {
+            let mut c = Conn::new(Instant::ZERO);
+            let (ok, done) = feed(&mut c, false, head);
+            assert!(ok, "{}", String::from_utf8_lossy(head));
+            assert_eq!(done.len(), 1, "{}", String::from_utf8_lossy(head));
+            done[0].close
+        };
+        assert!(close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+        assert!(close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: Upgrade, CLOSE\r\n\r\n"));
+        assert!(close_of(b"HTTP/1.1 200 OK\r\nConnection: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+        // A token that merely contains "close" is another option.
+        assert!(!close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: x-not-close\r\n\r\n"));
+        assert!(!close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: closed\r\n\r\n"));
+        assert!(!close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Close: close\r\n\r\n"));
+        // HTTP/1.0 closes unless it says keep-alive.
+        assert!(close_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!close_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!close_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection:  keep-alive , foo\r\n\r\n"));
+        assert!(close_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive-ish\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_warm_up_request_answered_badly_after_the_warm_up_is_the_warm_ups_error() {
+        let cfg =
+            LoadConfig { mode: LoadConfig::http_get("/", "h", true), warmup_ms: 100, ..LoadConfig::new(target()) };
+        let mut load = Load::new(cfg).unwrap();
+        load.measure_start = Instant::from_millis(100);
+        let (warm, measured) = (ConnId::from_parts(1, 0), ConnId::from_parts(2, 0));
+        for (id, at, is_measured) in [(warm, 50, false), (measured, 150, true)] {
+            let mut c = Conn::new(Instant::ZERO);
+            c.open = true;
+            let at = Instant::from_millis(at);
+            c.outstanding.push_back(Request { scheduled: at, issued: at, measured: is_measured });
+            load.conns.insert(id, c);
+        }
+        // Both answered with a 404 after the warm-up ended.
+        let now = Instant::from_millis(200);
+        let answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        assert!(load.http_input(warm, answer, now));
+        assert!(load.http_input(measured, answer, now));
+        let r = load.report;
+        assert_eq!((r.failed, r.errors.bad_response, r.warmup_errors), (1, 1, 1), "{r:?}");
+        assert_eq!(r.errors.total(), r.failed, "every measured error is a measured failure: {r:?}");
     }
 
     #[test]
