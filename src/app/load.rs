@@ -138,7 +138,9 @@ pub struct LoadConfig {
     /// request's scheduled time.
     pub rate_per_sec: Option<u64>,
     /// A request not answered this long after it was handed to its connection is a timeout; the connection is
-    /// aborted and replaced.
+    /// aborted and replaced. A one-way transfer (`LoadMode::Send`) times out this long after its last progress
+    /// instead (bytes taken by the stack, which makes room as they are acknowledged), so that a long transfer that
+    /// keeps moving is not cut.
     pub request_timeout_ms: u64,
     /// How many times connections lost to errors are replaced, in total; past it they are not.
     pub reconnects_max: u64,
@@ -421,7 +423,8 @@ fn rate(count: u64, elapsed_us: u64) -> f64 {
 struct Request {
     /// When it should have been sent (open loop) or was issued (closed loop): latency counts from here.
     scheduled: Instant,
-    /// When it was handed to the connection: the timeout counts from here.
+    /// When it was handed to the connection: the timeout counts from here (one-way transfers: from the later of
+    /// this and the connection's last progress).
     issued: Instant,
     /// After the warm-up.
     measured: bool,
@@ -468,6 +471,8 @@ struct Conn {
     in_idle: bool,
     /// Send: everything went and we closed our side.
     fin_sent: bool,
+    /// When the stack last took bytes of ours (room it made as the peer acknowledged earlier ones).
+    progressed_at: Instant,
 }
 
 impl Conn {
@@ -484,6 +489,7 @@ impl Conn {
             last_request_sent: false,
             in_idle: false,
             fin_sent: false,
+            progressed_at: opened_at,
         }
     }
 }
@@ -908,14 +914,14 @@ impl Load {
             };
             self.issue(id, at, now);
             self.next_scheduled += 1;
-            self.flush(stack, id);
+            self.flush(stack, id, now);
             // Still room: back to the end of the queue, so that requests spread over the connections.
             self.refill(id, now);
         }
     }
 
     /// Hands the stack what it takes of the connection's queued request bytes.
-    fn flush<S: Sockets + ?Sized>(&mut self, stack: &mut S, id: ConnId) {
+    fn flush<S: Sockets + ?Sized>(&mut self, stack: &mut S, id: ConnId, now: Instant) {
         let Some(c) = self.conns.get_mut(&id) else { return };
         while c.open && c.sent_bytes < c.queued_bytes {
             let left = c.queued_bytes - c.sent_bytes;
@@ -932,6 +938,9 @@ impl Load {
                 }
             };
             let n = stack.send(id, chunk).unwrap_or(0);
+            if n > 0 {
+                c.progressed_at = now;
+            }
             c.sent_bytes += n as u64;
             self.report.bytes_sent += n as u64;
             if n < chunk.len() {
@@ -1074,7 +1083,7 @@ impl Load {
         if self.cfg.rate_per_sec.is_some() {
             self.schedule(stack, now);
         }
-        self.flush(stack, id);
+        self.flush(stack, id, now);
         self.maybe_close(stack, id, now);
     }
 
@@ -1107,12 +1116,15 @@ impl Load {
         let step = (self.request_timeout() / 16).max(Duration::from_millis(1));
         self.next_timeout_scan = now + step;
         let timeout = self.request_timeout();
+        // A one-way transfer is one request that may take many round trips: it waits from its last progress.
+        let by_progress = matches!(self.cfg.mode, LoadMode::Send { .. });
         let late: Vec<ConnId> = self
             .conns
             .iter()
             .filter(|(_, c)| {
-                let since =
-                    c.outstanding.front().map_or(if c.open { None } else { Some(c.opened_at) }, |r| Some(r.issued));
+                let since = c.outstanding.front().map_or(if c.open { None } else { Some(c.opened_at) }, |r| {
+                    Some(if by_progress { r.issued.max(c.progressed_at) } else { r.issued })
+                });
                 since.is_some_and(|t| now.saturating_since(t) >= timeout)
             })
             .map(|(&id, _)| id)
@@ -1291,7 +1303,7 @@ impl<S: Sockets + ?Sized> App<S> for Load {
                 self.after_answers(stack, id, now);
             }
             StackEvent::Readable(id) => self.read(stack, id, now),
-            StackEvent::Writable(id) => self.flush(stack, id),
+            StackEvent::Writable(id) => self.flush(stack, id, now),
             StackEvent::PeerClosed(id) => {
                 self.read(stack, id, now);
                 if self.closing.remove(&id).is_some() {

@@ -78,7 +78,8 @@ pub struct LoadArgs {
     /// HTTP: a new connection for every request (the connections-per-second test) instead of keep-alive.
     #[arg(long)]
     pub new_connection_per_request: bool,
-    /// A request unanswered this long is a timeout; its connection is replaced.
+    /// A request unanswered this long is a timeout; its connection is replaced. --mode send: a transfer this long
+    /// without progress (the stack taking more of its bytes).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Open connections from this address of the interface (repeatable: connections go round-robin over them,
