@@ -39,11 +39,11 @@ enum Command {
         /// Seed for the stacks and the faults: the same seed replays the same run.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// One-way link latency in milliseconds.
-        #[arg(long, default_value_t = 1)]
+        /// One-way link latency in milliseconds (0-10000).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=10_000))]
         latency_ms: u64,
-        /// Maximum segment lifetime in seconds; TIME_WAIT lasts twice this.
-        #[arg(long, default_value_t = 30)]
+        /// Maximum segment lifetime in seconds (1-900); TIME_WAIT lasts twice this.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=900))]
         msl_secs: u64,
         /// What the client says.
         #[arg(long, default_value = "hello, xtcp")]

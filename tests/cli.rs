@@ -27,6 +27,25 @@ fn bad_arguments_get_an_error_that_says_what_to_do() {
     assert!(err.lines().next().unwrap().contains("2000"), "{err}");
 }
 
+/// `args` are refused as a bad argument: exit code 2, one line on stderr naming `flag` and its allowed range, no
+/// panic.
+fn refused(args: &[&str], flag: &str, range: &str) {
+    let (code, out, err) = xtcp(args);
+    assert_eq!(code, 2, "{args:?}: {err}");
+    assert!(out.is_empty(), "{args:?}: {out}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(err.contains(flag) && err.contains(range), "{args:?}: {err}");
+}
+
+#[test]
+fn demo_times_out_of_range_are_refused_in_one_line() {
+    let max = u64::MAX.to_string();
+    refused(&["demo", "--sim", "--msl-secs", &max], "--msl-secs", "1..=900");
+    refused(&["demo", "--sim", "--msl-secs", "0"], "--msl-secs", "1..=900");
+    refused(&["demo", "--sim", "--latency-ms", &max], "--latency-ms", "0..=10000");
+}
+
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
 #[test]
 fn serving_on_a_missing_interface_is_one_line_naming_it() {
