@@ -42,6 +42,8 @@ pub const SEND_BYTES_MAX: u64 = 1 << 40;
 pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
 /// The largest HTTP response head we accept; a longer one is a bad response.
 pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 * 1024;
+/// The most requests one run measures (`LoadLimit::Requests`).
+pub const REQUESTS_MAX: u64 = u64::MAX / 2;
 /// The highest open-loop rate, requests per second.
 pub const RATE_PER_SEC_MAX: u64 = 100_000_000;
 /// The longest latency the histogram tracks, in µs (60 s); longer ones are recorded as this.
@@ -558,7 +560,7 @@ impl Load {
         }
         match cfg.limit {
             LoadLimit::Duration { duration_ms } => check("duration_ms", duration_ms, 1, u64::MAX / 2000)?,
-            LoadLimit::Requests { requests } => check("requests", requests, 1, u64::MAX / 2)?,
+            LoadLimit::Requests { requests } => check("requests", requests, 1, REQUESTS_MAX)?,
         }
         check("warmup_ms", cfg.warmup_ms, 0, u64::MAX / 2000)?;
         check("hold", cfg.hold.into(), 0, CONNECTIONS_MAX.into())?;

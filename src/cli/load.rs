@@ -6,13 +6,16 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use xtcp::app::load::{Load, LoadConfig, LoadLimit, LoadMode, Report};
+use xtcp::app::load::{
+    Load, LoadConfig, LoadLimit, LoadMode, Report, CONNECTIONS_MAX, LATENCY_US_MAX, PIPELINE_DEPTH_MAX,
+    RATE_PER_SEC_MAX, REQUESTS_MAX, SEND_BYTES_MAX,
+};
 use xtcp::app::{App, Sockets};
 use xtcp::engine::kernel::{run_kernel, KernelConfig, KernelStack};
 use xtcp::engine::StackEvent;
 use xtcp::time::Instant;
 
-use super::{parse_bytes, parse_duration, stop_on_signals, NetArgs, StackKind};
+use super::{bytes_in, duration_in, number_in, parse_duration, stop_on_signals, NetArgs, StackKind};
 
 /// What each request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,30 +41,32 @@ pub struct LoadArgs {
     #[arg(long, value_enum, default_value = "echo")]
     pub mode: Workload,
     /// Connections kept open.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = number_in::<u32>(1, CONNECTIONS_MAX.into()))]
     pub connections: u32,
     /// Open N more connections first and hold them idle (no requests) while the load runs on --connections: the
     /// rate and memory with many connections open. The warm-up starts once all are open; they are reset at the end.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N",
+          value_parser = number_in::<u32>(0, CONNECTIONS_MAX.into()))]
     pub hold: u32,
     /// Requests each connection keeps outstanding (1: wait for each answer).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = number_in::<u32>(1, PIPELINE_DEPTH_MAX.into()))]
     pub pipeline: u32,
-    /// How long to measure (e.g. 10s, 500ms, 2m) [default: 10s unless --requests is given].
-    #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
+    /// How long to measure (e.g. 10s, 500ms, 2m; at least 1ms) [default: 10s unless --requests is given].
+    #[arg(long, value_parser = duration_in(Duration::from_millis(1), Duration::MAX), conflicts_with = "requests")]
     pub duration: Option<Duration>,
     /// Measure this many requests instead of a duration.
-    #[arg(long)]
+    #[arg(long, value_parser = number_in::<u64>(1, REQUESTS_MAX))]
     pub requests: Option<u64>,
     /// Run this long before measuring; its requests are counted apart.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// Open loop at this many requests per second in total, latency measured from each request's scheduled time
     /// (coordinated omission corrected, as wrk2) [default: closed loop].
-    #[arg(long, value_name = "PER_SEC")]
+    #[arg(long, value_name = "PER_SEC", value_parser = number_in::<u64>(1, RATE_PER_SEC_MAX))]
     pub rate: Option<u64>,
-    /// Echo and send: bytes per message (64, 16KiB, 1GiB...).
-    #[arg(long, default_value = "64", value_parser = parse_bytes)]
+    /// Echo and send: bytes per message (64, 16KiB, 1GiB...; echo at most 16MiB, send at most 1TiB).
+    #[arg(long, default_value = "64", value_parser = bytes_in(1, SEND_BYTES_MAX))]
     pub message_bytes: u64,
     /// HTTP: the method.
     #[arg(long, default_value = "GET")]
@@ -79,8 +84,9 @@ pub struct LoadArgs {
     #[arg(long)]
     pub new_connection_per_request: bool,
     /// A request unanswered this long is a timeout; its connection is replaced. --mode send: a transfer this long
-    /// without progress (the stack taking more of its bytes).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// without progress (the stack taking more of its bytes). From 1ms to 60s.
+    #[arg(long, default_value = "10s",
+          value_parser = duration_in(Duration::from_millis(1), Duration::from_micros(LATENCY_US_MAX)))]
     pub timeout: Duration,
     /// Open connections from this address of the interface (repeatable: connections go round-robin over them,
     /// past one address's 64k ports to one server) [default: the one address, --ip or the interface's first].
@@ -88,7 +94,7 @@ pub struct LoadArgs {
     pub sources: Vec<Ipv4Addr>,
     /// Open connections from the interface's first N addresses (add aliases: `ip addr add ADDR/LEN dev IFACE`).
     #[arg(long = "sources", value_name = "N", conflicts_with = "sources",
-          value_parser = clap::value_parser!(u8).range(1..=xtcp::engine::MAX_LOCAL_ADDRESSES as i64))]
+          value_parser = number_in::<u8>(1, xtcp::engine::MAX_LOCAL_ADDRESSES as u64))]
     pub source_count: Option<u8>,
     /// xtcp's source ports, LO-HI, on every source address [default: the ports above the kernel's
     /// ip_local_port_range]. --stack xdp only: the kernel's are net.ipv4.ip_local_port_range.
@@ -170,7 +176,7 @@ impl LoadArgs {
         };
         cfg.warmup_ms = self.warmup.as_millis() as u64;
         cfg.rate_per_sec = self.rate;
-        cfg.request_timeout_ms = self.timeout.as_millis().max(1) as u64;
+        cfg.request_timeout_ms = self.timeout.as_millis() as u64;
         cfg.reconnects_max = u64::from(self.connections).saturating_mul(100).max(1000);
         cfg.hold = self.hold;
         cfg
