@@ -85,6 +85,13 @@ fn numbers_out_of_range_are_refused_in_one_line_naming_the_range() {
     assert!(err.contains("--iface"), "{err}");
 }
 
+#[test]
+fn a_load_the_generator_refuses_is_one_line_naming_the_flag_and_its_bound() {
+    let (code, _, err) = xtcp(&["load", "--target", "10.0.0.2:7", "--mode", "echo", "--message-bytes", "32MiB"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err, "xtcp load: error: --message-bytes must be at most 16777216 bytes, got 33554432 bytes\n");
+}
+
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
 #[test]
 fn serving_on_a_missing_interface_is_one_line_naming_it() {

@@ -180,11 +180,13 @@ impl LoadConfig {
 /// A configuration [`Load::new`] refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
-    /// A number outside its limits.
-    #[error("{name} must be between {min} and {max}, got {value}")]
+    /// A number outside its limits: the message says the least allowed if it is below, the most if above.
+    #[error("{}", out_of_range(name, *value, *min, *max, unit))]
     OutOfRange {
-        /// The setting.
+        /// The setting, named by the `xtcp load` flag that sets it (`--duration` for `LoadLimit::Duration`).
         name: &'static str,
+        /// The unit of the numbers, as written after them (`ms`, ` bytes`), or nothing.
+        unit: &'static str,
         /// Its value.
         value: u64,
         /// The smallest allowed.
@@ -552,25 +554,25 @@ pub struct Load {
 impl Load {
     /// A load generator with `cfg`, checked against the limits.
     pub fn new(cfg: LoadConfig) -> Result<Load, LoadError> {
-        check("connections", cfg.connections.into(), 1, CONNECTIONS_MAX.into())?;
-        check("pipeline_depth", cfg.pipeline_depth.into(), 1, PIPELINE_DEPTH_MAX.into())?;
-        check("request_timeout_ms", cfg.request_timeout_ms, 1, LATENCY_US_MAX / 1000)?;
+        check("--connections", "", cfg.connections.into(), 1, CONNECTIONS_MAX.into())?;
+        check("--pipeline", "", cfg.pipeline_depth.into(), 1, PIPELINE_DEPTH_MAX.into())?;
+        check("--timeout", "ms", cfg.request_timeout_ms, 1, LATENCY_US_MAX / 1000)?;
         if let Some(r) = cfg.rate_per_sec {
-            check("rate_per_sec", r, 1, RATE_PER_SEC_MAX)?;
+            check("--rate", "", r, 1, RATE_PER_SEC_MAX)?;
         }
         match cfg.limit {
-            LoadLimit::Duration { duration_ms } => check("duration_ms", duration_ms, 1, u64::MAX / 2000)?,
-            LoadLimit::Requests { requests } => check("requests", requests, 1, REQUESTS_MAX)?,
+            LoadLimit::Duration { duration_ms } => check("--duration", "ms", duration_ms, 1, u64::MAX / 2000)?,
+            LoadLimit::Requests { requests } => check("--requests", "", requests, 1, REQUESTS_MAX)?,
         }
-        check("warmup_ms", cfg.warmup_ms, 0, u64::MAX / 2000)?;
-        check("hold", cfg.hold.into(), 0, CONNECTIONS_MAX.into())?;
+        check("--warmup", "ms", cfg.warmup_ms, 0, u64::MAX / 2000)?;
+        check("--hold", "", cfg.hold.into(), 0, CONNECTIONS_MAX.into())?;
         let (template, request_bytes, head_request, keep_alive) = match &cfg.mode {
             LoadMode::Echo { message_bytes } => {
-                check("message_bytes", *message_bytes, 1, MESSAGE_BYTES_MAX)?;
+                check("--message-bytes", " bytes", *message_bytes, 1, MESSAGE_BYTES_MAX)?;
                 (pattern(), *message_bytes, false, true)
             }
             LoadMode::Send { message_bytes } => {
-                check("message_bytes", *message_bytes, 1, SEND_BYTES_MAX)?;
+                check("--message-bytes", " bytes", *message_bytes, 1, SEND_BYTES_MAX)?;
                 (pattern(), *message_bytes, false, false)
             }
             LoadMode::Http { method, path, host, headers, keep_alive } => {
@@ -1142,11 +1144,20 @@ impl Load {
     }
 }
 
-fn check(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), LoadError> {
+fn check(name: &'static str, unit: &'static str, value: u64, min: u64, max: u64) -> Result<(), LoadError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(LoadError::OutOfRange { name, value, min, max })
+        Err(LoadError::OutOfRange { name, unit, value, min, max })
+    }
+}
+
+/// The message of [`LoadError::OutOfRange`]: the bound that `value` is past.
+fn out_of_range(name: &str, value: u64, min: u64, max: u64, unit: &str) -> String {
+    if value < min {
+        format!("{name} must be at least {min}{unit}, got {value}{unit}")
+    } else {
+        format!("{name} must be at most {max}{unit}, got {value}{unit}")
     }
 }
 
@@ -1463,21 +1474,37 @@ mod tests {
     fn configs_outside_the_limits_are_refused() {
         let bad = |cfg: LoadConfig| Load::new(cfg).unwrap_err();
         let base = LoadConfig::new(target());
-        assert!(matches!(
-            bad(LoadConfig { connections: 0, ..base.clone() }),
-            LoadError::OutOfRange { name: "connections", .. }
-        ));
-        assert!(matches!(
-            bad(LoadConfig { pipeline_depth: PIPELINE_DEPTH_MAX + 1, ..base.clone() }),
-            LoadError::OutOfRange { name: "pipeline_depth", .. }
-        ));
-        assert!(matches!(
-            bad(LoadConfig { rate_per_sec: Some(0), ..base.clone() }),
-            LoadError::OutOfRange { name: "rate_per_sec", .. }
-        ));
+        // Each names the flag that sets it and the bound it is past.
+        let said = |cfg: LoadConfig| bad(cfg).to_string();
+        assert_eq!(said(LoadConfig { connections: 0, ..base.clone() }), "--connections must be at least 1, got 0");
+        assert_eq!(
+            said(LoadConfig { pipeline_depth: PIPELINE_DEPTH_MAX + 1, ..base.clone() }),
+            "--pipeline must be at most 1024, got 1025"
+        );
+        assert_eq!(said(LoadConfig { rate_per_sec: Some(0), ..base.clone() }), "--rate must be at least 1, got 0");
+        assert_eq!(
+            said(LoadConfig { request_timeout_ms: 0, ..base.clone() }),
+            "--timeout must be at least 1ms, got 0ms"
+        );
+        assert_eq!(
+            said(LoadConfig { request_timeout_ms: 60_001, ..base.clone() }),
+            "--timeout must be at most 60000ms, got 60001ms"
+        );
+        assert_eq!(
+            said(LoadConfig { limit: LoadLimit::Duration { duration_ms: 0 }, ..base.clone() }),
+            "--duration must be at least 1ms, got 0ms"
+        );
+        assert_eq!(
+            said(LoadConfig { limit: LoadLimit::Requests { requests: 0 }, ..base.clone() }),
+            "--requests must be at least 1, got 0"
+        );
+        assert_eq!(
+            said(LoadConfig { mode: LoadMode::Echo { message_bytes: MESSAGE_BYTES_MAX + 1 }, ..base.clone() }),
+            "--message-bytes must be at most 16777216 bytes, got 16777217 bytes"
+        );
         assert!(matches!(
             bad(LoadConfig { mode: LoadMode::Echo { message_bytes: 0 }, ..base.clone() }),
-            LoadError::OutOfRange { name: "message_bytes", .. }
+            LoadError::OutOfRange { name: "--message-bytes", .. }
         ));
         let http = |path: &str, headers: Vec<(String, String)>| LoadConfig {
             mode: LoadMode::Http {
