@@ -13,7 +13,14 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use cli::NetArgs;
+use cli::{number_in, NetArgs};
+
+/// The largest `xtcp http --body-bytes`: the body is built in memory at start.
+const BODY_BYTES_MAX: u64 = 1 << 30;
+/// The smallest `--max-header-bytes`: a request line and a Host header fit.
+const HEADER_BYTES_MIN: u64 = 256;
+/// The largest `--max-header-bytes`.
+const HEADER_BYTES_MAX: u64 = 1 << 20;
 
 /// xtcp: a kernel-bypass TCP/IP stack.
 #[derive(Debug, Parser)]
@@ -34,16 +41,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pcap: Option<PathBuf>,
         /// Frames lost on each side's transmit path, per mille (0-1000).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        #[arg(long, default_value_t = 0, value_parser = number_in::<u32>(0, 1000))]
         loss: u32,
         /// Seed for the stacks and the faults: the same seed replays the same run.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// One-way link latency in milliseconds.
-        #[arg(long, default_value_t = 1)]
+        /// One-way link latency in milliseconds (0-10000).
+        #[arg(long, default_value_t = 1, value_parser = number_in::<u64>(0, 10_000))]
         latency_ms: u64,
-        /// Maximum segment lifetime in seconds; TIME_WAIT lasts twice this.
-        #[arg(long, default_value_t = 30)]
+        /// Maximum segment lifetime in seconds (1-900); TIME_WAIT lasts twice this.
+        #[arg(long, default_value_t = 30, value_parser = number_in::<u64>(1, 900))]
         msl_secs: u64,
         /// What the client says.
         #[arg(long, default_value = "hello, xtcp")]
@@ -54,7 +61,7 @@ enum Command {
         #[command(flatten)]
         net: NetArgs,
         /// The port to listen on.
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 7, value_parser = number_in::<u16>(1, u16::MAX.into()))]
         port: u16,
         /// Read and drop instead of echoing (a discard server, RFC 863): the far end of `xtcp load --mode send`.
         #[arg(long)]
@@ -65,19 +72,19 @@ enum Command {
         #[command(flatten)]
         net: NetArgs,
         /// The port to listen on.
-        #[arg(long, default_value_t = 80)]
+        #[arg(long, default_value_t = 80, value_parser = number_in::<u16>(1, u16::MAX.into()))]
         port: u16,
-        /// Size of the body every GET receives, in bytes (when no --dir is given).
-        #[arg(long, default_value_t = 600)]
+        /// Size of the body every GET receives, in bytes (when no --dir is given; at most 1 GiB).
+        #[arg(long, default_value_t = 600, value_parser = number_in::<usize>(0, BODY_BYTES_MAX))]
         body_bytes: usize,
         /// Serve the files under DIR instead (read into memory at start; 404 for anything else).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
         /// Requests one connection may make before the server closes it.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = number_in::<u32>(1, u32::MAX.into()))]
         max_requests_per_connection: u32,
-        /// The largest request head (request line and headers) in bytes; larger gets 431.
-        #[arg(long, default_value_t = 8192)]
+        /// The largest request head (request line and headers) in bytes, 256 to 1 MiB; larger gets 431.
+        #[arg(long, default_value_t = 8192, value_parser = number_in::<usize>(HEADER_BYTES_MIN, HEADER_BYTES_MAX))]
         max_header_bytes: usize,
     },
     /// Load generator: echo or HTTP requests over many connections, closed or open loop, latency percentiles.
@@ -160,7 +167,7 @@ fn http(
     use xtcp::app::http::{Http, HttpConfig};
     let body = (0..body_bytes).map(|i| b"xtcp serves this body\n"[i % 22]).collect();
     let mut cfg = HttpConfig::new(port, body);
-    cfg.max_requests_per_connection = max_requests_per_connection.max(1);
+    cfg.max_requests_per_connection = max_requests_per_connection;
     cfg.max_header_bytes = max_header_bytes;
     if let Some(dir) = dir {
         let files =

@@ -27,6 +27,71 @@ fn bad_arguments_get_an_error_that_says_what_to_do() {
     assert!(err.lines().next().unwrap().contains("2000"), "{err}");
 }
 
+/// `args` are refused as a bad argument: exit code 2, one line on stderr naming `flag` and its allowed range, no
+/// panic.
+fn refused(args: &[&str], flag: &str, range: &str) {
+    let (code, out, err) = xtcp(args);
+    assert_eq!(code, 2, "{args:?}: {err}");
+    assert!(out.is_empty(), "{args:?}: {out}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(err.contains(flag) && err.contains(range), "{args:?}: {err}");
+}
+
+#[test]
+fn demo_times_out_of_range_are_refused_in_one_line() {
+    let max = u64::MAX.to_string();
+    refused(&["demo", "--sim", "--msl-secs", &max], "--msl-secs", "1..=900");
+    refused(&["demo", "--sim", "--msl-secs", "0"], "--msl-secs", "1..=900");
+    refused(&["demo", "--sim", "--latency-ms", &max], "--latency-ms", "0..=10000");
+}
+
+#[test]
+fn numbers_out_of_range_are_refused_in_one_line_naming_the_range() {
+    let max = u64::MAX.to_string();
+    refused(&["http", "--body-bytes", &max], "--body-bytes", "0..=1073741824");
+    refused(&["http", "--body-bytes", &(1 + (1u64 << 30)).to_string()], "--body-bytes", "0..=1073741824");
+    refused(&["http", "--max-header-bytes", &max], "--max-header-bytes", "256..=1048576");
+    refused(&["http", "--max-header-bytes", "0"], "--max-header-bytes", "256..=1048576");
+    refused(&["http", "--max-requests-per-connection", "0"], "--max-requests-per-connection", "1..=4294967295");
+    refused(&["http", "--port", "0"], "--port", "1..=65535");
+    refused(&["echo", "--port", "0"], "--port", "1..=65535");
+    refused(&["echo", "--queue", &max], "--queue", "0..=4095");
+    refused(&["echo", "--queue", "99999999999999999999999"], "--queue", "0..=4095");
+    refused(&["echo", "--queue", "4096"], "--queue", "0..=4095");
+    refused(&["echo", "--cores", "0"], "--cores", "1..=1024");
+    refused(&["echo", "--busy-poll-us", &max], "--busy-poll-us", "0..=1000000000");
+    let load = |flag: &str, value: &str, range: &str| {
+        refused(&["load", "--target", "10.0.0.2:80", flag, value], flag, range);
+    };
+    load("--connections", "0", "1..=4194304");
+    load("--connections", &max, "1..=4194304");
+    load("--hold", "4194305", "0..=4194304");
+    load("--pipeline", "0", "1..=1024");
+    load("--pipeline", "1025", "1..=1024");
+    load("--requests", "0", "1..=9223372036854775807");
+    load("--requests", &max, "1..=9223372036854775807");
+    load("--rate", "0", "1..=100000000");
+    load("--rate", &max, "1..=100000000");
+    load("--message-bytes", "0", "1..=1099511627776");
+    load("--message-bytes", "2TiB", "1..=1099511627776");
+    load("--duration", "0.5ms", "shorter than 1ms");
+    load("--duration", "0", "shorter than 1ms");
+    load("--timeout", "0.5ms", "shorter than 1ms");
+    load("--timeout", "61s", "longer than 60s");
+    // Inside the ranges, the values pass the parser: the run fails later, on the missing interface.
+    let (code, _, err) = xtcp(&["http", "--body-bytes", "0", "--max-header-bytes", "1048576", "--port", "65535"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--iface"), "{err}");
+}
+
+#[test]
+fn a_load_the_generator_refuses_is_one_line_naming_the_flag_and_its_bound() {
+    let (code, _, err) = xtcp(&["load", "--target", "10.0.0.2:7", "--mode", "echo", "--message-bytes", "32MiB"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err, "xtcp load: error: --message-bytes must be at most 16777216 bytes, got 33554432 bytes\n");
+}
+
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
 #[test]
 fn serving_on_a_missing_interface_is_one_line_naming_it() {

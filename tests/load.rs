@@ -74,7 +74,12 @@ impl FrameDevice for ClientDevice {
 
 /// A client (0) and server (1) world; the server listens on nothing yet.
 fn world(seed: u64) -> (SimWorld, Rc<Control>) {
-    let (pa, pb) = SimLink::pair(LinkConfig { latency: LATENCY, ..LinkConfig::default() });
+    world_over(LinkConfig { latency: LATENCY, ..LinkConfig::default() }, seed)
+}
+
+/// [`world`] over a link of the given settings.
+fn world_over(link: LinkConfig, seed: u64) -> (SimWorld, Rc<Control>) {
+    let (pa, pb) = SimLink::pair(link);
     let ctl = Rc::new(Control::default());
     let client = ClientDevice { inner: FaultInjector::new(pa, FaultConfig::default(), seed), ctl: ctl.clone() };
     let server = FaultInjector::new(pb, FaultConfig::default(), seed ^ 1);
@@ -414,6 +419,42 @@ fn one_way_sends_complete_when_the_discard_server_has_read_everything() {
     for s in &w.stacks {
         assert_eq!(s.counters().rst_sent, 0);
     }
+}
+
+#[test]
+fn a_one_way_send_longer_than_the_timeout_completes_while_it_makes_progress() {
+    // 4 MiB over 20 Mbit/s takes 1.7 s, more than three times the 500 ms timeout; the 256 KiB send buffer drains
+    // in about 0.1 s, so the wait for the server's FIN after ours is well within it.
+    let link = LinkConfig { latency: LATENCY, rate_bits_per_sec: Some(20_000_000), ..LinkConfig::default() };
+    let (mut w, ctl) = world_over(link, 13);
+    let cfg = LoadConfig { request_timeout_ms: 500, reconnects_max: 0, ..send_config(1, 1, 4 << 20) };
+    let mut load = Load::new(cfg).unwrap();
+    let mut server = Echo::discard(ECHO_PORT);
+    let finished = drive(&mut w, &ctl, &mut load, &mut server, Instant::from_secs(60), |_, _| {});
+    assert!(finished, "{}", load.report().to_text());
+    let r = load.report();
+    assert_eq!((r.completed, r.failed, r.errors.total()), (1, 0, 0), "{}", r.to_text());
+    assert_eq!(server.discarded, 4 << 20);
+    assert!(r.latency.min_us > 1_500_000, "{}", r.to_text());
+}
+
+#[test]
+fn a_one_way_send_that_stops_moving_times_out_from_its_last_progress() {
+    // The link goes down for good at 1 s, halfway through a 4 MiB transfer that has moved all along.
+    let link = LinkConfig { latency: LATENCY, rate_bits_per_sec: Some(20_000_000), ..LinkConfig::default() };
+    let (mut w, ctl) = world_over(link, 14);
+    let cfg = LoadConfig { request_timeout_ms: 500, reconnects_max: 0, ..send_config(1, 1, 4 << 20) };
+    let mut load = Load::new(cfg).unwrap();
+    let mut server = Echo::discard(ECHO_PORT);
+    let finished = drive(&mut w, &ctl, &mut load, &mut server, Instant::from_secs(60), |now, ctl| {
+        ctl.partitioned.set(now >= Instant::from_secs(1));
+    });
+    assert!(finished, "{}", load.report().to_text());
+    let r = load.report();
+    assert_eq!((r.completed, r.failed, r.errors.timeout), (0, 1, 1), "{}", r.to_text());
+    // The last bytes went into the send buffer shortly before the cut: timed out half a second after that (plus
+    // one scan step, a sixteenth of the timeout), not half a second after the transfer began.
+    assert!(w.now() > Instant::from_millis(1400) && w.now() < Instant::from_millis(1600), "at {}", w.now());
 }
 
 #[test]

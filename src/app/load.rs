@@ -42,6 +42,8 @@ pub const SEND_BYTES_MAX: u64 = 1 << 40;
 pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
 /// The largest HTTP response head we accept; a longer one is a bad response.
 pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 * 1024;
+/// The most requests one run measures (`LoadLimit::Requests`).
+pub const REQUESTS_MAX: u64 = u64::MAX / 2;
 /// The highest open-loop rate, requests per second.
 pub const RATE_PER_SEC_MAX: u64 = 100_000_000;
 /// The longest latency the histogram tracks, in µs (60 s); longer ones are recorded as this.
@@ -138,7 +140,9 @@ pub struct LoadConfig {
     /// request's scheduled time.
     pub rate_per_sec: Option<u64>,
     /// A request not answered this long after it was handed to its connection is a timeout; the connection is
-    /// aborted and replaced.
+    /// aborted and replaced. A one-way transfer (`LoadMode::Send`) times out this long after its last progress
+    /// instead (bytes taken by the stack, which makes room as they are acknowledged), so that a long transfer that
+    /// keeps moving is not cut.
     pub request_timeout_ms: u64,
     /// How many times connections lost to errors are replaced, in total; past it they are not.
     pub reconnects_max: u64,
@@ -176,11 +180,13 @@ impl LoadConfig {
 /// A configuration [`Load::new`] refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
-    /// A number outside its limits.
-    #[error("{name} must be between {min} and {max}, got {value}")]
+    /// A number outside its limits: the message says the least allowed if it is below, the most if above.
+    #[error("{}", out_of_range(name, *value, *min, *max, unit))]
     OutOfRange {
-        /// The setting.
+        /// The setting, named by the `xtcp load` flag that sets it (`--duration` for `LoadLimit::Duration`).
         name: &'static str,
+        /// The unit of the numbers, as written after them (`ms`, ` bytes`), or nothing.
+        unit: &'static str,
         /// Its value.
         value: u64,
         /// The smallest allowed.
@@ -421,7 +427,8 @@ fn rate(count: u64, elapsed_us: u64) -> f64 {
 struct Request {
     /// When it should have been sent (open loop) or was issued (closed loop): latency counts from here.
     scheduled: Instant,
-    /// When it was handed to the connection: the timeout counts from here.
+    /// When it was handed to the connection: the timeout counts from here (one-way transfers: from the later of
+    /// this and the connection's last progress).
     issued: Instant,
     /// After the warm-up.
     measured: bool,
@@ -468,6 +475,8 @@ struct Conn {
     in_idle: bool,
     /// Send: everything went and we closed our side.
     fin_sent: bool,
+    /// When the stack last took bytes of ours (room it made as the peer acknowledged earlier ones).
+    progressed_at: Instant,
 }
 
 impl Conn {
@@ -484,6 +493,7 @@ impl Conn {
             last_request_sent: false,
             in_idle: false,
             fin_sent: false,
+            progressed_at: opened_at,
         }
     }
 }
@@ -544,25 +554,25 @@ pub struct Load {
 impl Load {
     /// A load generator with `cfg`, checked against the limits.
     pub fn new(cfg: LoadConfig) -> Result<Load, LoadError> {
-        check("connections", cfg.connections.into(), 1, CONNECTIONS_MAX.into())?;
-        check("pipeline_depth", cfg.pipeline_depth.into(), 1, PIPELINE_DEPTH_MAX.into())?;
-        check("request_timeout_ms", cfg.request_timeout_ms, 1, LATENCY_US_MAX / 1000)?;
+        check("--connections", "", cfg.connections.into(), 1, CONNECTIONS_MAX.into())?;
+        check("--pipeline", "", cfg.pipeline_depth.into(), 1, PIPELINE_DEPTH_MAX.into())?;
+        check("--timeout", "ms", cfg.request_timeout_ms, 1, LATENCY_US_MAX / 1000)?;
         if let Some(r) = cfg.rate_per_sec {
-            check("rate_per_sec", r, 1, RATE_PER_SEC_MAX)?;
+            check("--rate", "", r, 1, RATE_PER_SEC_MAX)?;
         }
         match cfg.limit {
-            LoadLimit::Duration { duration_ms } => check("duration_ms", duration_ms, 1, u64::MAX / 2000)?,
-            LoadLimit::Requests { requests } => check("requests", requests, 1, u64::MAX / 2)?,
+            LoadLimit::Duration { duration_ms } => check("--duration", "ms", duration_ms, 1, u64::MAX / 2000)?,
+            LoadLimit::Requests { requests } => check("--requests", "", requests, 1, REQUESTS_MAX)?,
         }
-        check("warmup_ms", cfg.warmup_ms, 0, u64::MAX / 2000)?;
-        check("hold", cfg.hold.into(), 0, CONNECTIONS_MAX.into())?;
+        check("--warmup", "ms", cfg.warmup_ms, 0, u64::MAX / 2000)?;
+        check("--hold", "", cfg.hold.into(), 0, CONNECTIONS_MAX.into())?;
         let (template, request_bytes, head_request, keep_alive) = match &cfg.mode {
             LoadMode::Echo { message_bytes } => {
-                check("message_bytes", *message_bytes, 1, MESSAGE_BYTES_MAX)?;
+                check("--message-bytes", " bytes", *message_bytes, 1, MESSAGE_BYTES_MAX)?;
                 (pattern(), *message_bytes, false, true)
             }
             LoadMode::Send { message_bytes } => {
-                check("message_bytes", *message_bytes, 1, SEND_BYTES_MAX)?;
+                check("--message-bytes", " bytes", *message_bytes, 1, SEND_BYTES_MAX)?;
                 (pattern(), *message_bytes, false, false)
             }
             LoadMode::Http { method, path, host, headers, keep_alive } => {
@@ -691,8 +701,14 @@ impl Load {
         more
     }
 
+    /// Counts an error of a connection at `now`: the warm-up's or the measured part's, by the time.
     fn error(&mut self, kind: ErrorKind, now: Instant) {
-        if now < self.measure_start {
+        self.count_error(kind, now >= self.measure_start);
+    }
+
+    /// Counts an error in the measured part of the run or, if not `measured`, in the warm-up's.
+    fn count_error(&mut self, kind: ErrorKind, measured: bool) {
+        if !measured {
             self.report.warmup_errors += 1;
             return;
         }
@@ -902,14 +918,14 @@ impl Load {
             };
             self.issue(id, at, now);
             self.next_scheduled += 1;
-            self.flush(stack, id);
+            self.flush(stack, id, now);
             // Still room: back to the end of the queue, so that requests spread over the connections.
             self.refill(id, now);
         }
     }
 
     /// Hands the stack what it takes of the connection's queued request bytes.
-    fn flush<S: Sockets + ?Sized>(&mut self, stack: &mut S, id: ConnId) {
+    fn flush<S: Sockets + ?Sized>(&mut self, stack: &mut S, id: ConnId, now: Instant) {
         let Some(c) = self.conns.get_mut(&id) else { return };
         while c.open && c.sent_bytes < c.queued_bytes {
             let left = c.queued_bytes - c.sent_bytes;
@@ -926,6 +942,9 @@ impl Load {
                 }
             };
             let n = stack.send(id, chunk).unwrap_or(0);
+            if n > 0 {
+                c.progressed_at = now;
+            }
             c.sent_bytes += n as u64;
             self.report.bytes_sent += n as u64;
             if n < chunk.len() {
@@ -1054,7 +1073,9 @@ impl Load {
             let good = (200..300).contains(&done.status);
             self.complete(req, good, now);
             if !good {
-                self.error(ErrorKind::BadResponse, now);
+                // The request's own part of the run: a warm-up request answered after the warm-up is the warm-up's,
+                // as `complete` counts it.
+                self.count_error(ErrorKind::BadResponse, req.measured);
             }
         }
         ok
@@ -1066,7 +1087,7 @@ impl Load {
         if self.cfg.rate_per_sec.is_some() {
             self.schedule(stack, now);
         }
-        self.flush(stack, id);
+        self.flush(stack, id, now);
         self.maybe_close(stack, id, now);
     }
 
@@ -1099,12 +1120,15 @@ impl Load {
         let step = (self.request_timeout() / 16).max(Duration::from_millis(1));
         self.next_timeout_scan = now + step;
         let timeout = self.request_timeout();
+        // A one-way transfer is one request that may take many round trips: it waits from its last progress.
+        let by_progress = matches!(self.cfg.mode, LoadMode::Send { .. });
         let late: Vec<ConnId> = self
             .conns
             .iter()
             .filter(|(_, c)| {
-                let since =
-                    c.outstanding.front().map_or(if c.open { None } else { Some(c.opened_at) }, |r| Some(r.issued));
+                let since = c.outstanding.front().map_or(if c.open { None } else { Some(c.opened_at) }, |r| {
+                    Some(if by_progress { r.issued.max(c.progressed_at) } else { r.issued })
+                });
                 since.is_some_and(|t| now.saturating_since(t) >= timeout)
             })
             .map(|(&id, _)| id)
@@ -1120,11 +1144,20 @@ impl Load {
     }
 }
 
-fn check(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), LoadError> {
+fn check(name: &'static str, unit: &'static str, value: u64, min: u64, max: u64) -> Result<(), LoadError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(LoadError::OutOfRange { name, value, min, max })
+        Err(LoadError::OutOfRange { name, unit, value, min, max })
+    }
+}
+
+/// The message of [`LoadError::OutOfRange`]: the bound that `value` is past.
+fn out_of_range(name: &str, value: u64, min: u64, max: u64, unit: &str) -> String {
+    if value < min {
+        format!("{name} must be at least {min}{unit}, got {value}{unit}")
+    } else {
+        format!("{name} must be at most {max}{unit}, got {value}{unit}")
     }
 }
 
@@ -1180,6 +1213,16 @@ fn http_request(
 
 const RESPONSE_HEADERS_MAX: usize = 64;
 
+/// Whether the `Connection` headers list `option`: a comma-separated token, compared ignoring ASCII case (RFC 9110,
+/// section 7.6.1), so that `Connection: Keep-Alive, Upgrade` has `keep-alive` and `X-Not-Close` has no `close`.
+fn connection_has(headers: &[httparse::Header<'_>], option: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
+}
+
 /// Parses the responses in `c.input`, pushing each one fully read to `out`. False when the input is not HTTP.
 fn parse_responses(c: &mut Conn, head_request: bool, out: &mut Vec<HttpDone>) -> bool {
     let mut pos = 0;
@@ -1213,9 +1256,13 @@ fn parse_responses(c: &mut Conn, head_request: bool, out: &mut Vec<HttpDone>) ->
                 pos += head_len;
                 let status = resp.code.unwrap_or(0);
                 let header = |name: &str| resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
-                let close = header("connection")
-                    .is_some_and(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase().contains("close"))
-                    || resp.version == Some(0);
+                // RFC 9112, section 9.3: HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with
+                // `Connection: keep-alive`.
+                let close = if resp.version == Some(0) {
+                    !connection_has(resp.headers, "keep-alive")
+                } else {
+                    connection_has(resp.headers, "close")
+                };
                 if (100..200).contains(&status) {
                     // An interim response (100 Continue): the real one follows.
                     continue;
@@ -1269,7 +1316,7 @@ impl<S: Sockets + ?Sized> App<S> for Load {
                 self.after_answers(stack, id, now);
             }
             StackEvent::Readable(id) => self.read(stack, id, now),
-            StackEvent::Writable(id) => self.flush(stack, id),
+            StackEvent::Writable(id) => self.flush(stack, id, now),
             StackEvent::PeerClosed(id) => {
                 self.read(stack, id, now);
                 if self.closing.remove(&id).is_some() {
@@ -1295,7 +1342,7 @@ impl<S: Sockets + ?Sized> App<S> for Load {
                         let good = (200..300).contains(&status);
                         self.complete(req, good, now);
                         if !good {
-                            self.error(ErrorKind::BadResponse, now);
+                            self.count_error(ErrorKind::BadResponse, req.measured);
                         }
                     }
                 }
@@ -1427,21 +1474,37 @@ mod tests {
     fn configs_outside_the_limits_are_refused() {
         let bad = |cfg: LoadConfig| Load::new(cfg).unwrap_err();
         let base = LoadConfig::new(target());
-        assert!(matches!(
-            bad(LoadConfig { connections: 0, ..base.clone() }),
-            LoadError::OutOfRange { name: "connections", .. }
-        ));
-        assert!(matches!(
-            bad(LoadConfig { pipeline_depth: PIPELINE_DEPTH_MAX + 1, ..base.clone() }),
-            LoadError::OutOfRange { name: "pipeline_depth", .. }
-        ));
-        assert!(matches!(
-            bad(LoadConfig { rate_per_sec: Some(0), ..base.clone() }),
-            LoadError::OutOfRange { name: "rate_per_sec", .. }
-        ));
+        // Each names the flag that sets it and the bound it is past.
+        let said = |cfg: LoadConfig| bad(cfg).to_string();
+        assert_eq!(said(LoadConfig { connections: 0, ..base.clone() }), "--connections must be at least 1, got 0");
+        assert_eq!(
+            said(LoadConfig { pipeline_depth: PIPELINE_DEPTH_MAX + 1, ..base.clone() }),
+            "--pipeline must be at most 1024, got 1025"
+        );
+        assert_eq!(said(LoadConfig { rate_per_sec: Some(0), ..base.clone() }), "--rate must be at least 1, got 0");
+        assert_eq!(
+            said(LoadConfig { request_timeout_ms: 0, ..base.clone() }),
+            "--timeout must be at least 1ms, got 0ms"
+        );
+        assert_eq!(
+            said(LoadConfig { request_timeout_ms: 60_001, ..base.clone() }),
+            "--timeout must be at most 60000ms, got 60001ms"
+        );
+        assert_eq!(
+            said(LoadConfig { limit: LoadLimit::Duration { duration_ms: 0 }, ..base.clone() }),
+            "--duration must be at least 1ms, got 0ms"
+        );
+        assert_eq!(
+            said(LoadConfig { limit: LoadLimit::Requests { requests: 0 }, ..base.clone() }),
+            "--requests must be at least 1, got 0"
+        );
+        assert_eq!(
+            said(LoadConfig { mode: LoadMode::Echo { message_bytes: MESSAGE_BYTES_MAX + 1 }, ..base.clone() }),
+            "--message-bytes must be at most 16777216 bytes, got 16777217 bytes"
+        );
         assert!(matches!(
             bad(LoadConfig { mode: LoadMode::Echo { message_bytes: 0 }, ..base.clone() }),
-            LoadError::OutOfRange { name: "message_bytes", .. }
+            LoadError::OutOfRange { name: "--message-bytes", .. }
         ));
         let http = |path: &str, headers: Vec<(String, String)>| LoadConfig {
             mode: LoadMode::Http {
@@ -1532,6 +1595,53 @@ mod tests {
         let mut c = Conn::new(Instant::ZERO);
         assert!(feed(&mut c, false, b"HTTP/1.1 200 OK\r\nX: ").0);
         assert!(!feed(&mut c, false, &vec![b'a'; RESPONSE_HEAD_BYTES_MAX]).0);
+    }
+
+    #[test]
+    fn connection_options_are_whole_tokens_and_http_1_0_closes_only_without_keep_alive() {
+        let close_of = |head: &[u8]| {
+            let mut c = Conn::new(Instant::ZERO);
+            let (ok, done) = feed(&mut c, false, head);
+            assert!(ok, "{}", String::from_utf8_lossy(head));
+            assert_eq!(done.len(), 1, "{}", String::from_utf8_lossy(head));
+            done[0].close
+        };
+        assert!(close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+        assert!(close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: Upgrade, CLOSE\r\n\r\n"));
+        assert!(close_of(b"HTTP/1.1 200 OK\r\nConnection: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+        // A token that merely contains "close" is another option.
+        assert!(!close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: x-not-close\r\n\r\n"));
+        assert!(!close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: closed\r\n\r\n"));
+        assert!(!close_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Close: close\r\n\r\n"));
+        // HTTP/1.0 closes unless it says keep-alive.
+        assert!(close_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!close_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!close_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection:  keep-alive , foo\r\n\r\n"));
+        assert!(close_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive-ish\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_warm_up_request_answered_badly_after_the_warm_up_is_the_warm_ups_error() {
+        let cfg =
+            LoadConfig { mode: LoadConfig::http_get("/", "h", true), warmup_ms: 100, ..LoadConfig::new(target()) };
+        let mut load = Load::new(cfg).unwrap();
+        load.measure_start = Instant::from_millis(100);
+        let (warm, measured) = (ConnId::from_parts(1, 0), ConnId::from_parts(2, 0));
+        for (id, at, is_measured) in [(warm, 50, false), (measured, 150, true)] {
+            let mut c = Conn::new(Instant::ZERO);
+            c.open = true;
+            let at = Instant::from_millis(at);
+            c.outstanding.push_back(Request { scheduled: at, issued: at, measured: is_measured });
+            load.conns.insert(id, c);
+        }
+        // Both answered with a 404 after the warm-up ended.
+        let now = Instant::from_millis(200);
+        let answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        assert!(load.http_input(warm, answer, now));
+        assert!(load.http_input(measured, answer, now));
+        let r = load.report;
+        assert_eq!((r.failed, r.errors.bad_response, r.warmup_errors), (1, 1, 1), "{r:?}");
+        assert_eq!(r.errors.total(), r.failed, "every measured error is a measured failure: {r:?}");
     }
 
     #[test]

@@ -6,13 +6,16 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use xtcp::app::load::{Load, LoadConfig, LoadLimit, LoadMode, Report};
+use xtcp::app::load::{
+    Load, LoadConfig, LoadLimit, LoadMode, Report, CONNECTIONS_MAX, LATENCY_US_MAX, PIPELINE_DEPTH_MAX,
+    RATE_PER_SEC_MAX, REQUESTS_MAX, SEND_BYTES_MAX,
+};
 use xtcp::app::{App, Sockets};
 use xtcp::engine::kernel::{run_kernel, KernelConfig, KernelStack};
 use xtcp::engine::StackEvent;
 use xtcp::time::Instant;
 
-use super::{parse_bytes, parse_duration, stop_on_signals, NetArgs, StackKind};
+use super::{bytes_in, duration_in, number_in, parse_duration, stop_on_signals, NetArgs, StackKind};
 
 /// What each request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,30 +41,32 @@ pub struct LoadArgs {
     #[arg(long, value_enum, default_value = "echo")]
     pub mode: Workload,
     /// Connections kept open.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = number_in::<u32>(1, CONNECTIONS_MAX.into()))]
     pub connections: u32,
     /// Open N more connections first and hold them idle (no requests) while the load runs on --connections: the
     /// rate and memory with many connections open. The warm-up starts once all are open; they are reset at the end.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N",
+          value_parser = number_in::<u32>(0, CONNECTIONS_MAX.into()))]
     pub hold: u32,
     /// Requests each connection keeps outstanding (1: wait for each answer).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = number_in::<u32>(1, PIPELINE_DEPTH_MAX.into()))]
     pub pipeline: u32,
-    /// How long to measure (e.g. 10s, 500ms, 2m) [default: 10s unless --requests is given].
-    #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
+    /// How long to measure (e.g. 10s, 500ms, 2m; at least 1ms) [default: 10s unless --requests is given].
+    #[arg(long, value_parser = duration_in(Duration::from_millis(1), Duration::MAX), conflicts_with = "requests")]
     pub duration: Option<Duration>,
     /// Measure this many requests instead of a duration.
-    #[arg(long)]
+    #[arg(long, value_parser = number_in::<u64>(1, REQUESTS_MAX))]
     pub requests: Option<u64>,
     /// Run this long before measuring; its requests are counted apart.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// Open loop at this many requests per second in total, latency measured from each request's scheduled time
     /// (coordinated omission corrected, as wrk2) [default: closed loop].
-    #[arg(long, value_name = "PER_SEC")]
+    #[arg(long, value_name = "PER_SEC", value_parser = number_in::<u64>(1, RATE_PER_SEC_MAX))]
     pub rate: Option<u64>,
-    /// Echo and send: bytes per message (64, 16KiB, 1GiB...).
-    #[arg(long, default_value = "64", value_parser = parse_bytes)]
+    /// Echo and send: bytes per message (64, 16KiB, 1GiB...; echo at most 16MiB, send at most 1TiB).
+    #[arg(long, default_value = "64", value_parser = bytes_in(1, SEND_BYTES_MAX))]
     pub message_bytes: u64,
     /// HTTP: the method.
     #[arg(long, default_value = "GET")]
@@ -78,8 +83,10 @@ pub struct LoadArgs {
     /// HTTP: a new connection for every request (the connections-per-second test) instead of keep-alive.
     #[arg(long)]
     pub new_connection_per_request: bool,
-    /// A request unanswered this long is a timeout; its connection is replaced.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// A request unanswered this long is a timeout; its connection is replaced. --mode send: a transfer this long
+    /// without progress (the stack taking more of its bytes). From 1ms to 60s.
+    #[arg(long, default_value = "10s",
+          value_parser = duration_in(Duration::from_millis(1), Duration::from_micros(LATENCY_US_MAX)))]
     pub timeout: Duration,
     /// Open connections from this address of the interface (repeatable: connections go round-robin over them,
     /// past one address's 64k ports to one server) [default: the one address, --ip or the interface's first].
@@ -87,7 +94,7 @@ pub struct LoadArgs {
     pub sources: Vec<Ipv4Addr>,
     /// Open connections from the interface's first N addresses (add aliases: `ip addr add ADDR/LEN dev IFACE`).
     #[arg(long = "sources", value_name = "N", conflicts_with = "sources",
-          value_parser = clap::value_parser!(u8).range(1..=xtcp::engine::MAX_LOCAL_ADDRESSES as i64))]
+          value_parser = number_in::<u8>(1, xtcp::engine::MAX_LOCAL_ADDRESSES as u64))]
     pub source_count: Option<u8>,
     /// xtcp's source ports, LO-HI, on every source address [default: the ports above the kernel's
     /// ip_local_port_range]. --stack xdp only: the kernel's are net.ipv4.ip_local_port_range.
@@ -169,7 +176,7 @@ impl LoadArgs {
         };
         cfg.warmup_ms = self.warmup.as_millis() as u64;
         cfg.rate_per_sec = self.rate;
-        cfg.request_timeout_ms = self.timeout.as_millis().max(1) as u64;
+        cfg.request_timeout_ms = self.timeout.as_millis() as u64;
         cfg.reconnects_max = u64::from(self.connections).saturating_mul(100).max(1000);
         cfg.hold = self.hold;
         cfg
@@ -234,19 +241,34 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Core `core`'s share of `cfg` when `cores` share it: connections, requests and rate split as evenly as they go.
+/// `cfg` shared between at most `cores` cores, one configuration each: connections, requests and rate split as
+/// evenly as they go, on no more cores than there are connections, requests or requests per second, so that every
+/// core has some of each and the shares sum to exactly what was asked (`--rate 2` on eight cores is two requests a
+/// second, not eight).
 #[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
-fn share(cfg: &LoadConfig, core: usize, cores: usize) -> LoadConfig {
-    let part = |total: u64| total / cores as u64 + u64::from((core as u64) < total % cores as u64);
-    let mut c = cfg.clone();
-    c.connections = part(u64::from(cfg.connections)) as u32;
+fn shares(cfg: &LoadConfig, cores: usize) -> Vec<LoadConfig> {
+    let mut most = u64::from(cfg.connections);
     if let LoadLimit::Requests { requests } = cfg.limit {
-        c.limit = LoadLimit::Requests { requests: part(requests).max(1) };
+        most = most.min(requests);
     }
-    c.rate_per_sec = cfg.rate_per_sec.map(|r| part(r).max(1));
-    c.reconnects_max = part(cfg.reconnects_max).max(1);
-    c.hold = part(u64::from(cfg.hold)) as u32;
-    c
+    if let Some(rate) = cfg.rate_per_sec {
+        most = most.min(rate);
+    }
+    let cores = cores.min(usize::try_from(most).unwrap_or(usize::MAX)).max(1);
+    (0..cores)
+        .map(|core| {
+            let part = |total: u64| total / cores as u64 + u64::from((core as u64) < total % cores as u64);
+            let mut c = cfg.clone();
+            c.connections = part(u64::from(cfg.connections)) as u32;
+            if let LoadLimit::Requests { requests } = cfg.limit {
+                c.limit = LoadLimit::Requests { requests: part(requests) };
+            }
+            c.rate_per_sec = cfg.rate_per_sec.map(part);
+            c.reconnects_max = part(cfg.reconnects_max).max(1);
+            c.hold = part(u64::from(cfg.hold)) as u32;
+            c
+        })
+        .collect()
 }
 
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
@@ -264,16 +286,16 @@ fn run_xdp(
         cores_cfg.stack.ip = *first;
         cores_cfg.stack.extra_ips = rest.to_vec();
     }
+    // No core without a connection, a request and a share of the rate of its own.
+    let shares = shares(cfg, cores_cfg.cores.unwrap_or(1));
+    let cores = shares.len();
+    cores_cfg.cores = Some(cores);
     if let Some(ports) = &args.ephemeral_ports {
-        let cores = cores_cfg.cores.unwrap_or(1);
         if ports.len() < cores {
             return Err(format!("--ephemeral-ports {ports:?} has fewer ports than the {cores} cores — widen it"));
         }
         cores_cfg.stack.ephemeral_ports = ports.clone();
     }
-    // No core without a connection of its own.
-    let cores = cores_cfg.cores.unwrap_or(1).min(args.connections.max(1) as usize);
-    cores_cfg.cores = Some(cores);
     let quiet = args.json;
     let ready = |infos: &[CoreInfo], cpus: usize| {
         if !quiet {
@@ -282,7 +304,7 @@ fn run_xdp(
     };
     let hooks = Hooks { ready: Some(&ready), ..Hooks::default() };
     let make = |core: usize| {
-        let load = Load::new(share(cfg, core, cores)).expect("a share of a valid configuration is valid");
+        let load = Load::new(shares[core].clone()).expect("a share of a valid configuration is valid");
         Progress::new(load, if core == 0 { bar.clone() } else { None })
     };
     let report = xtcp::engine::shard::run_cores_with(&cores_cfg, make, &hooks, stop).map_err(|e| e.to_string())?;
@@ -358,6 +380,19 @@ where
 mod tests {
     use super::*;
 
+    /// The sums of the shares' connections, requests and rates.
+    fn totals(shares: &[LoadConfig]) -> (u32, u64, u64) {
+        let requests = |c: &LoadConfig| match c.limit {
+            LoadLimit::Requests { requests } => requests,
+            LoadLimit::Duration { .. } => 0,
+        };
+        (
+            shares.iter().map(|c| c.connections).sum(),
+            shares.iter().map(requests).sum(),
+            shares.iter().filter_map(|c| c.rate_per_sec).sum(),
+        )
+    }
+
     #[test]
     fn a_load_is_shared_between_cores_without_losing_any() {
         let mut cfg = LoadConfig::new("10.0.0.1:80".parse().unwrap());
@@ -365,18 +400,31 @@ mod tests {
         cfg.limit = LoadLimit::Requests { requests: 1001 };
         cfg.rate_per_sec = Some(10);
         cfg.hold = 1001;
-        let shares: Vec<LoadConfig> = (0..2).map(|core| share(&cfg, core, 2)).collect();
-        assert_eq!(shares.iter().map(|c| c.connections).sum::<u32>(), 5);
-        assert_eq!(shares.iter().map(|c| c.rate_per_sec.unwrap()).sum::<u64>(), 10);
+        let shares = shares(&cfg, 2);
+        assert_eq!(shares.len(), 2);
+        assert_eq!(totals(&shares), (5, 1001, 10));
         assert_eq!(shares.iter().map(|c| c.hold).sum::<u32>(), 1001);
-        let requests: u64 = shares
-            .iter()
-            .map(|c| match c.limit {
-                LoadLimit::Requests { requests } => requests,
-                LoadLimit::Duration { .. } => 0,
-            })
-            .sum();
-        assert_eq!(requests, 1001);
+    }
+
+    #[test]
+    fn a_small_rate_or_request_count_runs_on_fewer_cores_and_is_not_rounded_up() {
+        let mut cfg = LoadConfig::new("10.0.0.1:80".parse().unwrap());
+        cfg.connections = 8;
+        cfg.limit = LoadLimit::Requests { requests: 3 };
+        cfg.rate_per_sec = Some(2);
+        let split = shares(&cfg, 8);
+        assert_eq!(totals(&split), (8, 3, 2));
+        assert_eq!(split.len(), 2);
+        for c in &split {
+            Load::new(c.clone()).expect("every share is a valid load");
+        }
+        // Requests alone, then connections alone, limit the cores.
+        cfg.rate_per_sec = None;
+        assert_eq!(shares(&cfg, 8).len(), 3);
+        assert_eq!(totals(&shares(&cfg, 8)), (8, 3, 0));
+        cfg.limit = LoadLimit::Duration { duration_ms: 1000 };
+        assert_eq!(shares(&cfg, 16).len(), 8);
+        assert_eq!(shares(&cfg, 4).len(), 4);
     }
 
     #[test]

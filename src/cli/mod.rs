@@ -17,6 +17,13 @@ use xtcp::engine::run::RunOptions;
 use xtcp::tcp::Algorithm;
 use xtcp::wire::EthernetAddress;
 
+/// The highest `--queue`: the kernel gives a device at most 4096 receive queues.
+const QUEUE_MAX: u64 = 4095;
+/// The most `--cores`.
+const CORES_MAX: u64 = 1024;
+/// The longest `--busy-poll-us`, 1000 s: never sleep.
+const BUSY_POLL_US_MAX: u64 = 1_000_000_000;
+
 /// Which TCP stack runs the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StackKind {
@@ -83,10 +90,10 @@ pub struct NetArgs {
     #[arg(long, value_name = "ADDR")]
     pub ip: Option<Ipv4Addr>,
     /// The first interface receive queue to serve (AF_XDP); core i serves queue QUEUE+i.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = number_in::<u32>(0, QUEUE_MAX))]
     pub queue: u32,
     /// Cores to run, one pinned loop per queue [default: every rx queue from --queue].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = number_in::<u16>(1, CORES_MAX))]
     pub cores: Option<u16>,
     /// AF_XDP bind mode: zero-copy where the driver has it (auto), or forced.
     #[arg(long, value_enum, default_value = "auto")]
@@ -102,11 +109,12 @@ pub struct NetArgs {
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     pub next_hop_mac: Option<EthernetAddress>,
     /// Keep polling at least this long after the last frame or event before sleeping, in microseconds; when work
-    /// comes at intervals the loop polls through them, up to 2 ms (or this, if longer).
-    #[arg(long, default_value_t = 200, value_name = "US")]
+    /// comes at intervals the loop polls through them, up to 2 ms (or this, if longer). 1000000000 never sleeps.
+    #[arg(long, default_value_t = 200, value_name = "US",
+          value_parser = number_in::<u64>(0, BUSY_POLL_US_MAX))]
     pub busy_poll_us: u64,
     /// Connections each core holds at most, TIME_WAIT included (AF_XDP; the table is allocated up front).
-    #[arg(long, default_value_t = 65536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    #[arg(long, default_value_t = 65536, value_name = "N", value_parser = number_in::<u32>(1, 16_777_216))]
     pub max_connections: u32,
     /// Half-open connections each listener keeps per core before SYN cookies take over (AF_XDP).
     #[arg(long, default_value_t = 1024, value_name = "N")]
@@ -191,6 +199,47 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A parser of whole numbers from `min` to `max` (both inclusive) into `T`, for a flag that needs one in that range:
+/// the error names the range, also for a number too large for any integer type.
+pub fn number_in<T: TryFrom<u64>>(min: u64, max: u64) -> impl Fn(&str) -> Result<T, String> + Clone {
+    move |s| {
+        let t = s.trim();
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{s:?} is not a whole number in {min}..={max}"));
+        }
+        match t.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => T::try_from(n).map_err(|_| format!("{n} is not in {min}..={max}")),
+            _ => Err(format!("{t} is not in {min}..={max}")),
+        }
+    }
+}
+
+/// A parser of durations from `min` to `max` (both inclusive), for a flag that needs one in that range.
+pub fn duration_in(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |s| {
+        let d = parse_duration(s)?;
+        if d < min {
+            Err(format!("{s:?} is shorter than {min:?}, the least allowed"))
+        } else if d > max {
+            Err(format!("{s:?} is longer than {max:?}, the most allowed"))
+        } else {
+            Ok(d)
+        }
+    }
+}
+
+/// A parser of byte counts (as [`parse_bytes`]) from `min` to `max`, both inclusive.
+pub fn bytes_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |s| {
+        let n = parse_bytes(s)?;
+        if (min..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{s:?} is not in {min}..={max} bytes"))
+        }
+    }
 }
 
 /// Parses a byte count such as `64`, `16KiB`, `1MiB`, `1GiB` (also `k`, `m`, `g`, `K`, `M`, `G`: powers of 1024).
@@ -348,6 +397,21 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("ten").unwrap_err().contains("not a duration"));
         assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
+        let timeout = duration_in(Duration::from_millis(1), Duration::from_secs(60));
+        assert_eq!(timeout("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(timeout("60s"), Ok(Duration::from_secs(60)));
+        assert!(timeout("0.5ms").unwrap_err().contains("shorter than 1ms"));
+        assert!(timeout("61s").unwrap_err().contains("longer than 60s"));
+        assert!(timeout("ten").unwrap_err().contains("not a duration"));
+        let n = number_in::<u16>(1, 1024);
+        assert_eq!(n("1024"), Ok(1024));
+        assert!(n("0").unwrap_err().contains("1..=1024"));
+        assert!(n("99999999999999999999999").unwrap_err().contains("1..=1024"));
+        assert!(n("-1").unwrap_err().contains("not a whole number in 1..=1024"));
+        let bytes = bytes_in(1, 1 << 20);
+        assert_eq!(bytes("1MiB"), Ok(1 << 20));
+        assert!(bytes("0").unwrap_err().contains("1..=1048576"));
+        assert!(bytes("2MiB").unwrap_err().contains("1..=1048576"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use xtcp::nic::{FrameDevice, Transmit};
 use xtcp::time::Instant;
 use xtcp::wire::checksum;
 
-use crate::cli::{is_root, parse_duration, stop_on_signals};
+use crate::cli::{duration_in, is_root, number_in, stop_on_signals};
 
 /// The `xtcp reflect` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,23 +28,23 @@ pub struct ReflectArgs {
     #[arg(long, value_name = "IFACE")]
     pub iface: String,
     /// The TCP port whose frames are steered to us (the reflector's, or the client's source port).
-    #[arg(long, default_value_t = 9000)]
+    #[arg(long, default_value_t = 9000, value_parser = number_in::<u16>(1, u16::MAX.into()))]
     pub port: u16,
     /// Be the client: ping-pong frames with the reflector at ADDR:PORT.
     #[arg(long, value_name = "ADDR:PORT")]
     pub ping: Option<SocketAddrV4>,
     /// Client: frames kept in flight.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, default_value_t = 1, value_parser = number_in::<u32>(1, 1024))]
     pub in_flight: u32,
     /// Client: stream frames one way as fast as they go (the reflector counts them) instead of ping-ponging.
     #[arg(long, requires = "ping", conflicts_with = "in_flight")]
     pub stream: bool,
     /// Client, --stream: bytes per frame, Ethernet header included (1514 is a full frame on a 1500-byte MTU).
     #[arg(long, default_value_t = 64, requires = "stream",
-          value_parser = clap::value_parser!(u16).range(FRAME_LEN as i64..=9014))]
+          value_parser = number_in::<u16>(FRAME_LEN as u64, 9014))]
     pub frame_bytes: u16,
-    /// Client: how long to measure (after a 0.5 s warm-up).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// Client: how long to measure (after a 0.5 s warm-up; at least 1ms).
+    #[arg(long, default_value = "5s", value_parser = duration_in(Duration::from_millis(1), Duration::MAX))]
     pub duration: Duration,
     /// Client: print the result as JSON.
     #[arg(long)]

@@ -2114,7 +2114,7 @@ impl Connection {
         self.state = State::TimeWait;
         self.dup_acks_owed = 0;
         self.timers = [NO_DEADLINE; 5];
-        self.set_timer(TimerKind::Close, Some(now + self.cfg.msl * 2));
+        self.set_timer(TimerKind::Close, Some(now + self.cfg.msl.saturating_mul(2)));
     }
 
     fn enter_closed(&mut self, reason: CloseReason) {
