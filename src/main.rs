@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use cli::{number_in, NetArgs};
+use cli::{duration_in, number_in, NetArgs};
 
 /// The largest `xtcp http --body-bytes`: the body is built in memory at start.
 const BODY_BYTES_MAX: u64 = 1 << 30;
@@ -86,6 +86,10 @@ enum Command {
         /// The largest request head (request line and headers) in bytes, 256 to 1 MiB; larger gets 431.
         #[arg(long, default_value_t = 8192, value_parser = number_in::<usize>(HEADER_BYTES_MIN, HEADER_BYTES_MAX))]
         max_header_bytes: usize,
+        /// Close a connection that moves no byte either way for this long (idle between requests, or a slow
+        /// client stuck half-way); 0 never does. Up to a day.
+        #[arg(long, default_value = "60s", value_parser = duration_in(Duration::ZERO, Duration::from_secs(86_400)))]
+        idle_timeout: Duration,
     },
     /// Load generator: echo or HTTP requests over many connections, closed or open loop, latency percentiles.
     Load(cli::load::LoadArgs),
@@ -138,8 +142,9 @@ fn main() -> ExitCode {
         Command::Echo { net, port, discard: true } => {
             ("echo", cli::serve::serve("echo", &net, port, || xtcp::app::echo::Echo::discard(port)))
         }
-        Command::Http { net, port, body_bytes, dir, max_requests_per_connection, max_header_bytes } => {
-            ("http", http(&net, port, body_bytes, dir, max_requests_per_connection, max_header_bytes))
+        Command::Http { net, port, body_bytes, dir, max_requests_per_connection, max_header_bytes, idle_timeout } => {
+            let limits = (max_requests_per_connection, max_header_bytes, idle_timeout);
+            ("http", http(&net, port, body_bytes, dir, limits))
         }
         Command::Load(args) => ("load", cli::load::run(&args)),
         Command::Stat(args) => ("stat", cli::stat::run(&args)),
@@ -160,8 +165,7 @@ fn http(
     port: u16,
     body_bytes: usize,
     dir: Option<PathBuf>,
-    max_requests_per_connection: u32,
-    max_header_bytes: usize,
+    (max_requests_per_connection, max_header_bytes, idle_timeout): (u32, usize, Duration),
 ) -> Result<(), String> {
     use xtcp::app::files::{FileLimits, StaticFiles};
     use xtcp::app::http::{Http, HttpConfig};
@@ -169,6 +173,7 @@ fn http(
     let mut cfg = HttpConfig::new(port, body);
     cfg.max_requests_per_connection = max_requests_per_connection;
     cfg.max_header_bytes = max_header_bytes;
+    cfg.idle_timeout = Some(idle_timeout).filter(|t| !t.is_zero());
     if let Some(dir) = dir {
         let files =
             StaticFiles::load(&dir, FileLimits::default()).map_err(|e| format!("--dir {}: {e}", dir.display()))?;

@@ -55,6 +55,7 @@ fn numbers_out_of_range_are_refused_in_one_line_naming_the_range() {
     refused(&["http", "--max-header-bytes", "0"], "--max-header-bytes", "256..=1048576");
     refused(&["http", "--max-requests-per-connection", "0"], "--max-requests-per-connection", "1..=4294967295");
     refused(&["http", "--port", "0"], "--port", "1..=65535");
+    refused(&["http", "--idle-timeout", "25h"], "--idle-timeout", "longer than 86400s");
     refused(&["echo", "--port", "0"], "--port", "1..=65535");
     refused(&["echo", "--queue", &max], "--queue", "0..=4095");
     refused(&["echo", "--queue", "99999999999999999999999"], "--queue", "0..=4095");
