@@ -987,14 +987,6 @@ impl Connection {
         if !flags.ack() {
             return;
         }
-        // TS.Recent follows segments that start at or before the last ACK we sent (RFC 7323 §4.3).
-        if self.ts_enabled {
-            if let Some((tsval, _)) = seg.options.timestamp {
-                if seq.diff(self.last_ack_sent) <= 0 && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
-                    self.ts_recent = tsval;
-                }
-            }
-        }
         if self.state == State::SynReceived {
             if seg.ack_number.diff(self.snd_una) > 0 && seg.ack_number.diff(self.snd_max) <= 0 {
                 self.enter_established(now);
@@ -1007,6 +999,17 @@ impl Connection {
         self.last_activity(now);
         if self.state != State::TimeWait && !self.process_ack(now, seq, seg, pool) {
             return;
+        }
+        // TS.Recent follows segments that start at or before the last ACK we sent (RFC 7323 §4.3), and only once
+        // their ACK is acceptable: a blind segment in the window with a made-up ACK and a TSval far ahead would
+        // otherwise carry TS.Recent past the peer's clock, and PAWS would drop every real segment after it (Linux
+        // calls tcp_replace_ts_recent only after tcp_ack accepted the ACK).
+        if self.ts_enabled {
+            if let Some((tsval, _)) = seg.options.timestamp {
+                if seq.diff(self.last_ack_sent) <= 0 && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
+                    self.ts_recent = tsval;
+                }
+            }
         }
 
         // Seventh, the segment text (URG, the sixth, is not supported: RFC 6093 lets data flow as normal).

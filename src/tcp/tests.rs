@@ -1964,6 +1964,29 @@ fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
     assert_eq!(p.a.stats().paws_drops, 1);
 }
 
+/// A blind segment in the window whose ACK acknowledges bytes never sent is dropped, and its TSval with it: were
+/// TS.Recent taken from it first, a TSval far ahead would make every real segment after it look old to PAWS (the
+/// attack Linux closed by updating TS.Recent only after tcp_ack accepted the segment).
+#[test]
+fn a_segment_with_an_unacceptable_ack_does_not_move_ts_recent() {
+    let mut p = established();
+    let synack = p.log.iter().find(|s| s.from == Side::B).unwrap().seg.clone();
+    let recent = synack.tsval();
+    let with_ts = |a: &Connection, tsval: u32, data: &[u8]| Seg {
+        payload: data.to_vec(),
+        options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
+        ..from_peer(a)
+    };
+    let forged = Seg { ack_number: p.a.snd_nxt() + 1_000_000, ..with_ts(&p.a, recent.wrapping_add(1 << 30), &[7; 20]) };
+    let out = exchange(&mut p.a, p.now, &forged);
+    assert_eq!(out.len(), 1, "the forged segment gets an ACK: {out:?}");
+    assert_eq!(p.a.recv_queue_len(), 0, "and its data is not taken");
+    let real = with_ts(&p.a, recent.wrapping_add(1), b"ok");
+    exchange(&mut p.a, p.now, &real);
+    assert_eq!(read_all(&mut p.a), b"ok");
+    assert_eq!(p.a.stats().paws_drops, 0);
+}
+
 #[test]
 fn time_wait_accepts_reopen_for_a_newer_timestamp_or_the_same_one_and_a_higher_seq() {
     let syn = |a: &Connection, seq: SeqNumber, ts: Option<u32>| Seg {
