@@ -181,14 +181,21 @@ impl Traffic {
     }
 }
 
-/// What only a connection that met loss, reordering or a misbehaving peer needs: allocated by the first such event
-/// (the first retransmission, duplicate ACK, out-of-order segment, challenge ACK...) and kept, as its counters are.
+/// What only a connection that met loss, reordering, a closed window or a misbehaving peer needs: allocated by the
+/// first such event (the first retransmission, duplicate ACK, out-of-order segment, challenge ACK, window of zero...)
+/// and kept, as its counters are.
 #[derive(Debug, Default, Clone)]
 struct Rare {
     /// The rare counters ([`ConnectionStats`] less the segment and byte counts, which live in [`Traffic`]).
     stats: ConnectionStats,
     /// When the last rate-limited ACK (challenge, or for an invalid bare segment) went out.
     last_invalid_ack: Option<Instant>,
+    /// Zero-window probes sent since the last acceptable ACK (Linux's icsk_probes_out): apart from the persist
+    /// timer's backoff, which only an open window or new data acknowledged ends.
+    probes_unanswered: u32,
+    /// When an acceptable ACK last came while the peer's window was closed (and left it closed): while SND.WND is 0
+    /// this is when the peer was last heard from.
+    closed_window_heard: Option<Instant>,
 }
 
 /// Something owed to the peer that is not data: a probe.
@@ -297,7 +304,8 @@ pub struct Connection {
     cc: Congestion,
     /// Consecutive retransmission timeouts without progress.
     retries: u32,
-    /// Unanswered zero-window or keep-alive probes.
+    /// Unanswered keep-alive probes, or zero-window probes since the window closed (the persist timer's backoff;
+    /// unanswered ones are counted in [`Rare`]).
     probes: u32,
 
     /// Deadlines per [`TimerKind`], [`NO_DEADLINE`] where a timer does not run (an `Option<Instant>` would take
@@ -893,6 +901,7 @@ impl Connection {
             self.snd_una = seg.ack_number;
             self.syn_acked = true;
             self.set_send_window(seg.seq_number, seg.ack_number, usize::from(seg.window_len));
+            self.heard_from_peer(now);
             self.rcv_adv = self.rcv_nxt + self.recv_buf.free().min(65535);
             self.retries = 0;
             self.rtt.reset_backoff();
@@ -1130,6 +1139,7 @@ impl Connection {
             self.sack_loss_detection(newly_sacked);
         }
         self.update_send_window(seq, ack, wnd);
+        self.heard_from_peer(now);
         if self.fin_acked {
             match self.state {
                 State::FinWait1 => {
@@ -1321,6 +1331,23 @@ impl Connection {
         }
     }
 
+    /// An acceptable ACK came: the peer is there. Its probes are answered (Linux's tcp_ack clears icsk_probes_out on
+    /// every one), and, while its window stays closed, when it was heard is noted for the retransmission timer.
+    fn heard_from_peer(&mut self, now: Instant) {
+        if self.snd_wnd == 0 {
+            let rare = self.rare_mut();
+            rare.probes_unanswered = 0;
+            rare.closed_window_heard = Some(now);
+        } else if let Some(rare) = self.rare.as_deref_mut() {
+            rare.probes_unanswered = 0;
+        }
+    }
+
+    /// Whether, its window closed, the peer was heard from at or after `since`.
+    fn heard_with_closed_window_since(&self, since: Instant) -> bool {
+        self.rare.as_deref().and_then(|r| r.closed_window_heard).is_some_and(|t| t >= since)
+    }
+
     /// SND.WND and its guards SND.WL1, SND.WL2 (RFC 9293 §3.10.7.4, fifth check).
     fn update_send_window(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: usize) {
         if self.snd_wl1.diff(seq) < 0 || (self.snd_wl1 == seq && self.snd_wl2.diff(ack) <= 0) {
@@ -1445,6 +1472,19 @@ impl Connection {
                 self.on_retransmit_timeout(now);
             }
             TimerKind::Persist => {
+                if self.snd_wnd == 0 {
+                    // RFC 1122 §4.2.2.17: probing goes on for as long as the peer answers; one that stopped
+                    // answering (gone, or the path to it) is given up after `data_retries` unanswered probes, as
+                    // Linux's tcp_probe_timer gives up after tcp_retries2. Without this a peer that closed its
+                    // window and vanished held the connection, and its send buffer, for ever.
+                    let limit = self.cfg.data_retries;
+                    let rare = self.rare_mut();
+                    if rare.probes_unanswered >= limit {
+                        self.enter_closed(CloseReason::TimedOut);
+                        return;
+                    }
+                    rare.probes_unanswered += 1;
+                }
                 self.probe = Some(Probe::Window);
                 self.probes = self.probes.saturating_add(1);
             }
@@ -1459,6 +1499,7 @@ impl Connection {
     }
 
     fn on_retransmit_timeout(&mut self, now: Instant) {
+        let mut counted = true;
         match self.state {
             State::SynSent | State::SynReceived => {
                 if self.retries >= self.cfg.syn_retries {
@@ -1477,6 +1518,11 @@ impl Connection {
                     self.enter_closed(CloseReason::TimedOut);
                     return;
                 }
+                // Against a closed window a resend is a window probe (a bare FIN, say, that an old Linux drops
+                // for want of room and answers with its window still 0): while the peer answers it is there, and,
+                // as Linux's tcp_retransmit_timer, the timeout is not counted against `data_retries`. Silent for
+                // `rto_max`, it is counted again.
+                counted = !(self.snd_wnd == 0 && self.heard_with_closed_window_since(now - self.cfg.rto_max));
                 // RFC 5681 §3.1: one segment's window; go back to SND.UNA and resend from there. RFC 6675 §5.1 (and
                 // RFC 2018 §8, in case the peer reneged): the scoreboard starts again; SACK blocks that come with
                 // the ACKs of the resend refill it, and what they name is skipped.
@@ -1490,7 +1536,9 @@ impl Connection {
             _ => return,
         }
         self.stats_mut().rto_timeouts += 1;
-        self.retries += 1;
+        if counted {
+            self.retries += 1;
+        }
         self.rtt.back_off();
         self.set_rtt_timing(None);
         // RFC 6298 (5.6): the timer starts again now, with the backed-off RTO, not only once the resend goes out.
@@ -2088,7 +2136,7 @@ impl Connection {
     /// challenge ACK may go now.
     fn invalid_ack_allowed(&mut self, now: Instant) -> bool {
         let interval = self.cfg.invalid_ack_interval;
-        let rare = self.rare.get_or_insert_with(Box::default);
+        let rare = self.rare_mut();
         match rare.last_invalid_ack {
             Some(t) if now - t < interval => {
                 rare.stats.acks_rate_limited += 1;
@@ -2173,7 +2221,12 @@ impl Connection {
 
     /// The rare counters, allocated on the first count.
     fn stats_mut(&mut self) -> &mut ConnectionStats {
-        &mut self.rare.get_or_insert_with(Box::default).stats
+        &mut self.rare_mut().stats
+    }
+
+    /// The rare parts, allocated on first need.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     fn set_timer(&mut self, kind: TimerKind, deadline: Option<Instant>) {

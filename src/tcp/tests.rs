@@ -1514,6 +1514,76 @@ fn zero_window_persist_probes_back_off_until_the_reader_reopens_the_window() {
     assert!(all == data);
 }
 
+/// RFC 1122 §4.2.2.17: a closed window is probed for as long as the peer answers, however long that is; once
+/// nothing comes back, the connection is given up after `data_retries` unanswered probes (Linux's tcp_probe_timer
+/// after tcp_retries2), not probed for ever with its send buffer held.
+#[test]
+fn zero_window_probing_gives_up_when_the_peer_stops_answering() {
+    let small = Config { recv_buffer_bytes: 4096, ..cfg_no_sack() };
+    let mut p = Pair::established(cfg_no_sack(), small);
+    assert_eq!(p.a.send(&pattern(20_000, 7)), Ok(20_000));
+    p.flush();
+    while p.a.snd_wnd() > 0 {
+        p.advance().unwrap();
+    }
+    p.advance_to(p.now + secs(3600));
+    assert_eq!(p.a.state(), State::Established, "answered probes keep the connection");
+    let answered = p.a.stats().window_probes;
+    assert!(answered > 2 * u64::from(p.a.config().data_retries), "{answered} probes in an hour");
+
+    p.set_loss(|_, _| true);
+    let silent_from = p.now;
+    while p.a.state() != State::Closed && p.now < silent_from + secs(2 * 3600) {
+        p.advance().expect("the persist timer runs");
+    }
+    assert_eq!(p.a.close_reason(), Some(CloseReason::TimedOut), "still {:?} after 2 h of silence", p.a.state());
+    assert_eq!(p.a.stats().window_probes - answered, u64::from(p.a.config().data_retries));
+    assert_eq!(events(&mut p.a).last(), Some(&Event::Closed(CloseReason::TimedOut)));
+}
+
+/// A bare FIN sent into a closed window: an old Linux drops it for want of room and answers every copy with its
+/// window still 0. The peer is there, so, as Linux's tcp_retransmit_timer, these timeouts are not counted against
+/// `data_retries`; once the peer falls silent for `rto_max` they are counted again.
+#[test]
+fn retransmissions_into_a_closed_window_the_peer_answers_do_not_time_out() {
+    let mut p = established();
+    p.a.send(b"fills the last of the window").unwrap();
+    transmit(&mut p.a, p.now);
+    let full = Seg { window_len: 0, ..from_peer(&p.a) };
+    exchange(&mut p.a, p.now, &full);
+    assert_eq!((p.a.snd_wnd(), p.a.send_queue_len()), (0, 0));
+    p.a.close().unwrap();
+    let fin = transmit(&mut p.a, p.now);
+    assert!(fin.len() == 1 && fin[0].flags.fin(), "{fin:?}");
+
+    // Runs `a`'s timers until `until`; `answer` says whether the peer answers what `a` sends.
+    let run = |p: &mut Pair, until: Instant, answer: bool| {
+        while p.a.state() != State::Closed && p.a.poll_at().is_some_and(|t| t <= until) {
+            p.now = p.a.poll_at().unwrap();
+            for kind in TimerKind::ALL {
+                if p.a.timer(kind).is_some_and(|t| t <= p.now) {
+                    p.a.on_timer(p.now, kind);
+                }
+            }
+            for seg in transmit(&mut p.a, p.now) {
+                assert!(seg.flags.fin(), "only the FIN goes: {seg:?}");
+                if answer {
+                    let still_full = Seg { ack_number: p.a.snd_una(), window_len: 0, ..from_peer(&p.a) };
+                    exchange(&mut p.a, p.now, &still_full);
+                }
+            }
+        }
+    };
+    let start = p.now;
+    run(&mut p, start + secs(20 * 60), true);
+    assert_eq!(p.a.state(), State::FinWait1, "closed after {:?}", p.now - start);
+    assert!(p.a.stats().rto_timeouts > u64::from(p.a.config().data_retries));
+
+    let silent_from = p.now;
+    run(&mut p, silent_from + secs(20 * 60), false);
+    assert_eq!(p.a.close_reason(), Some(CloseReason::TimedOut), "still {:?}", p.a.state());
+}
+
 #[test]
 fn out_of_order_segments_are_reassembled() {
     let mut p = established();
