@@ -35,7 +35,11 @@ const MAX_WINDOW_SCALE: u8 = 14;
 /// How far (in the peer's timestamp ticks) a segment's TSval may lag TS.Recent before PAWS calls it old.
 const PAWS_WINDOW_TICKS: i32 = 1;
 /// The most duplicate ACKs owed between two calls of `poll_transmit` (one per out-of-order segment).
-const MAX_DUP_ACKS_OWED: u32 = 64;
+const MAX_DUP_ACKS_OWED: u8 = 64;
+/// RFC 7323 §5.5: TS.Recent not updated for 24 days is invalid (Linux's TCP_PAWS_24DAYS). A peer's clock ticking
+/// once a millisecond moves 2^31 ticks in 24.8 days, past which every segment of a connection idle that long would
+/// look old to PAWS and be dropped.
+const PAWS_IDLE_SECS: u32 = 24 * 24 * 60 * 60;
 
 /// The mark of a timer that does not run.
 const NO_DEADLINE: Instant = Instant::MAX;
@@ -52,6 +56,11 @@ const EV_CLOSED: u8 = 16;
 /// `u32::MAX`.
 fn narrow(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `now` in whole seconds, wrapping every 136 years: enough to tell a 24-day idle (as Linux's ts_recent_stamp).
+fn whole_secs(now: Instant) -> u32 {
+    (now.total_micros() / 1_000_000) as u32
 }
 
 /// The window scale we offer with `cfg`: the least shift that lets the receive buffer be advertised.
@@ -283,6 +292,8 @@ pub struct Connection {
     ts_enabled: bool,
     ts_offset: u32,
     ts_recent: u32,
+    /// When TS.Recent was last set, in whole seconds of `now` (wrapping): past [`PAWS_IDLE_SECS`] it is invalid.
+    ts_recent_secs: u32,
     /// Our TSval when the retransmission timer last fired: an echo older than this spans a timeout.
     ts_at_rto: Option<u32>,
     last_ack_sent: SeqNumber,
@@ -302,8 +313,8 @@ pub struct Connection {
     rtt_timed: SeqNumber,
     rtt_sent_at: Instant,
     cc: Congestion,
-    /// Consecutive retransmission timeouts without progress.
-    retries: u32,
+    /// Consecutive retransmission timeouts without progress (saturating: a limit past 65,535 is never reached).
+    retries: u16,
     /// Unanswered keep-alive probes, or zero-window probes since the window closed (the persist timer's backoff;
     /// unanswered ones are counted in [`Rare`]).
     probes: u32,
@@ -314,7 +325,7 @@ pub struct Connection {
     ack_now: bool,
     /// Out-of-order segments that arrived since the last poll: each is owed its own duplicate ACK (RFC 5681
     /// §4.2), which `ack_now` alone would merge into one.
-    dup_acks_owed: u32,
+    dup_acks_owed: u8,
     unacked_bytes: u32,
     send_syn: bool,
     fast_retransmit: bool,
@@ -380,6 +391,7 @@ impl Connection {
             ts_enabled: false,
             ts_offset,
             ts_recent: 0,
+            ts_recent_secs: 0,
             ts_at_rto: None,
             last_ack_sent: SeqNumber(0),
             send_buf: SendBuffer::new(cfg.send_buffer_bytes.max(1)),
@@ -447,7 +459,7 @@ impl Connection {
         c.rcv_nxt = syn.seq_number + 1;
         c.rcv_adv = c.rcv_nxt;
         c.last_ack_sent = c.rcv_nxt;
-        c.negotiate(&syn.options);
+        c.negotiate(&syn.options, now);
         // The window in a SYN is never scaled (RFC 7323 §2.2).
         c.set_send_window(syn.seq_number, iss, usize::from(syn.window_len));
         c.send_syn = true;
@@ -475,13 +487,16 @@ impl Connection {
         c.state = State::SynReceived;
         c.irs = irs;
         c.rcv_nxt = irs + 1;
-        c.negotiate(&TcpOptions {
-            mss: Some(opts.mss),
-            window_scale: opts.window_scale,
-            sack_permitted: opts.sack_permitted,
-            timestamp: ack.options.timestamp.filter(|_| opts.timestamps).map(|(val, _)| (val, 0)),
-            ..TcpOptions::default()
-        });
+        c.negotiate(
+            &TcpOptions {
+                mss: Some(opts.mss),
+                window_scale: opts.window_scale,
+                sack_permitted: opts.sack_permitted,
+                timestamp: ack.options.timestamp.filter(|_| opts.timestamps).map(|(val, _)| (val, 0)),
+                ..TcpOptions::default()
+            },
+            now,
+        );
         // What the SYN-ACK did: SND.NXT past our SYN, the window it offered.
         c.snd_nxt = iss + 1;
         c.snd_max = c.snd_nxt;
@@ -893,7 +908,7 @@ impl Connection {
         self.irs = seg.seq_number;
         self.rcv_nxt = seg.seq_number + 1;
         self.last_ack_sent = self.rcv_nxt;
-        self.negotiate(&seg.options);
+        self.negotiate(&seg.options, now);
         self.last_activity(now);
         if flags.ack() {
             // Our SYN is acknowledged: ESTABLISHED.
@@ -936,8 +951,8 @@ impl Connection {
 
         // PAWS (RFC 7323 §5.3): a timestamp older than TS.Recent marks an old duplicate. One tick of tolerance, as
         // Linux's TCP_PAWS_WINDOW: a segment reordered across a clock tick is not old, and dropping it would turn
-        // reordering into loss.
-        if self.ts_enabled && !flags.rst() {
+        // reordering into loss. A TS.Recent idle for 24 days judges nothing (§5.5).
+        if self.ts_enabled && !flags.rst() && self.ts_recent_valid(now) {
             if let Some((tsval, _)) = seg.options.timestamp {
                 if (tsval.wrapping_sub(self.ts_recent) as i32) < -PAWS_WINDOW_TICKS {
                     self.stats_mut().paws_drops += 1;
@@ -1012,11 +1027,13 @@ impl Connection {
         // TS.Recent follows segments that start at or before the last ACK we sent (RFC 7323 §4.3), and only once
         // their ACK is acceptable: a blind segment in the window with a made-up ACK and a TSval far ahead would
         // otherwise carry TS.Recent past the peer's clock, and PAWS would drop every real segment after it (Linux
-        // calls tcp_replace_ts_recent only after tcp_ack accepted the ACK).
+        // calls tcp_replace_ts_recent only after tcp_ack accepted the ACK). One invalid for its age (§5.5) is
+        // replaced whatever the TSval, as Linux's tcp_paws_check allows.
         if self.ts_enabled {
             if let Some((tsval, _)) = seg.options.timestamp {
-                if seq.diff(self.last_ack_sent) <= 0 && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
-                    self.ts_recent = tsval;
+                let newer = (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 || !self.ts_recent_valid(now);
+                if seq.diff(self.last_ack_sent) <= 0 && newer {
+                    self.set_ts_recent(tsval, now);
                 }
             }
         }
@@ -1502,7 +1519,7 @@ impl Connection {
         let mut counted = true;
         match self.state {
             State::SynSent | State::SynReceived => {
-                if self.retries >= self.cfg.syn_retries {
+                if u32::from(self.retries) >= self.cfg.syn_retries {
                     let reason = if self.passive { CloseReason::ReturnedToListen } else { CloseReason::TimedOut };
                     self.enter_closed(reason);
                     return;
@@ -1514,7 +1531,7 @@ impl Connection {
                 if self.snd_una == self.snd_max {
                     return;
                 }
-                if self.retries >= self.cfg.data_retries {
+                if u32::from(self.retries) >= self.cfg.data_retries {
                     self.enter_closed(CloseReason::TimedOut);
                     return;
                 }
@@ -1537,7 +1554,7 @@ impl Connection {
         }
         self.stats_mut().rto_timeouts += 1;
         if counted {
-            self.retries += 1;
+            self.retries = self.retries.saturating_add(1);
         }
         self.rtt.back_off();
         self.set_rtt_timing(None);
@@ -2061,8 +2078,19 @@ impl Connection {
         (now.total_millis() as u32).wrapping_add(self.ts_offset)
     }
 
-    /// Option negotiation from the peer's SYN (RFC 9293 §3.7.1 MSS, RFC 7323 window scale and timestamps).
-    fn negotiate(&mut self, opts: &TcpOptions) {
+    /// TS.Recent is `tsval`, set at `now`.
+    fn set_ts_recent(&mut self, tsval: u32, now: Instant) {
+        self.ts_recent = tsval;
+        self.ts_recent_secs = whole_secs(now);
+    }
+
+    /// Whether TS.Recent may still judge segments at `now`: it was set less than 24 days ago (RFC 7323 §5.5).
+    fn ts_recent_valid(&self, now: Instant) -> bool {
+        whole_secs(now).wrapping_sub(self.ts_recent_secs) < PAWS_IDLE_SECS
+    }
+
+    /// Option negotiation from the peer's SYN (RFC 9293 §3.7.1 MSS, RFC 7323 window scale and timestamps), at `now`.
+    fn negotiate(&mut self, opts: &TcpOptions, now: Instant) {
         match (self.cfg.window_scaling, opts.window_scale) {
             (true, Some(shift)) => {
                 self.snd_wscale = shift.min(MAX_WINDOW_SCALE);
@@ -2077,7 +2105,7 @@ impl Connection {
         self.ts_enabled = self.cfg.timestamps && opts.timestamp.is_some();
         self.sack_enabled = self.cfg.sack && opts.sack_permitted;
         if let Some((tsval, _)) = opts.timestamp {
-            self.ts_recent = tsval;
+            self.set_ts_recent(tsval, now);
         }
         let peer_mss = opts.mss.map_or(DEFAULT_PEER_MSS, usize::from).max(MIN_PEER_MSS);
         let ts_len = if self.ts_enabled { TIMESTAMP_OPTION_LEN } else { 0 };

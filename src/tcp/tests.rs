@@ -2034,6 +2034,38 @@ fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
     assert_eq!(p.a.stats().paws_drops, 1);
 }
 
+/// RFC 7323 §5.5: after 24 days without an update TS.Recent is invalid (Linux's TCP_PAWS_24DAYS). The peer's clock
+/// may have moved 2^31 ticks on meanwhile, and its new segments, looking old, would otherwise be dropped for good.
+/// The time TS.Recent was set survives the compact record of the idle connection.
+#[test]
+fn ts_recent_idle_for_24_days_no_longer_judges_segments() {
+    let mut p = established();
+    let synack = p.log.iter().find(|s| s.from == Side::B).unwrap().seg.clone();
+    let recent = synack.tsval();
+    let with_ts = |a: &Connection, tsval: u32, data: &[u8]| Seg {
+        payload: data.to_vec(),
+        options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
+        ..from_peer(a)
+    };
+    let day = secs(24 * 60 * 60);
+    let wrapped = recent.wrapping_add(0x8000_0100);
+    p.a = through_compact(p.a);
+    p.now += day * 23;
+    let too_soon = with_ts(&p.a, wrapped, b"too soon");
+    exchange(&mut p.a, p.now, &too_soon);
+    assert_eq!((p.a.recv_queue_len(), p.a.stats().paws_drops), (0, 1), "23 days: PAWS still judges");
+    p.a = through_compact(p.a);
+    p.now += day * 2;
+    let late = with_ts(&p.a, wrapped, b"after 25 days");
+    exchange(&mut p.a, p.now, &late);
+    assert_eq!(read_all(&mut p.a), b"after 25 days");
+    assert_eq!(p.a.stats().paws_drops, 1);
+    // The segment set TS.Recent anew, and PAWS judges by it again.
+    let old = with_ts(&p.a, wrapped.wrapping_sub(2), b"old");
+    exchange(&mut p.a, p.now, &old);
+    assert_eq!((p.a.recv_queue_len(), p.a.stats().paws_drops), (0, 2));
+}
+
 /// A blind segment in the window whose ACK acknowledges bytes never sent is dropped, and its TSval with it: were
 /// TS.Recent taken from it first, a TSval far ahead would make every real segment after it look old to PAWS (the
 /// attack Linux closed by updating TS.Recent only after tcp_ack accepted the segment).
