@@ -103,7 +103,8 @@ pub struct Congestion {
     ssthresh: u32,
     smss: u32,
     dupacks: u32,
-    /// The highest sequence number sent when recovery began (RFC 6582 `recover`).
+    /// The highest sequence number sent when recovery began (RFC 6582 `recover`); outside recovery, once the ACKs
+    /// pass it, one below SND.UNA.
     recover: SeqNumber,
     in_recovery: bool,
     /// The recovery is RFC 6675's: the connection sends by `pipe` and its scoreboard; ACKs neither inflate nor
@@ -235,7 +236,7 @@ impl Congestion {
     }
 
     /// The recovery point: SND.MAX when the last recovery or timeout began (RFC 6582 `recover`, RFC 6675
-    /// `RecoveryPoint`).
+    /// `RecoveryPoint`), or, once the ACKs have passed that, one below the latest.
     pub fn recovery_point(&self) -> SeqNumber {
         self.recover
     }
@@ -300,6 +301,14 @@ impl Congestion {
             }
             self.set_cwnd(cwnd.max(self.mss()));
             return AckAction::Retransmit;
+        }
+        // Outside recovery `recover` only answers "does this ACK cover more than the last recovery point?" (RFC 6582
+        // §3.2 step 2, RFC 6675 §5's RecoveryPoint), and once the ACK is past it the answer stays yes. Left behind, it
+        // would fall 2^31 behind SND.UNA after 2 GiB sent without loss, the comparison would wrap, and fast
+        // retransmit, the window cut of a SACK recovery and the end of that recovery would all be lost. Kept one
+        // below the latest ACK, it gives the same answers and cannot age.
+        if ack.diff(self.recover) > 0 {
+            self.recover = ack - 1;
         }
         if self.window() < self.ssthresh() {
             // Slow start with appropriate byte counting, L = 1 SMSS (RFC 5681 §3.1, RFC 3465).
@@ -454,6 +463,40 @@ mod tests {
         assert!(c.in_sack_recovery());
         assert_eq!((c.ssthresh(), c.window()), (4000, 1000));
         assert_eq!(c.recovery_point(), SeqNumber(18_001));
+    }
+
+    /// Past 2 GiB acknowledged without loss an ISN-old `recover` would lie more than 2^31 behind SND.UNA, where the
+    /// wrapping comparison calls it ahead: no fast retransmit, no SACK window cut, a recovery that never ends.
+    #[test]
+    fn recover_follows_the_acks_so_loss_after_gigabytes_is_still_recovered() {
+        for algorithm in [Algorithm::NewReno, Algorithm::Cubic] {
+            let mut c = Congestion::with_algorithm(algorithm, 1000, 10, SeqNumber(0));
+            let mut una = SeqNumber(1);
+            for _ in 0..3 {
+                una += 1 << 30;
+                c.on_new_ack(Instant::ZERO, Duration::ZERO, una, 1 << 30, 1 << 30);
+            }
+            let snd_max = una + 10_000;
+
+            let mut reno = c.clone();
+            assert_eq!(reno.on_duplicate_ack(una, 10_000, snd_max), AckAction::None);
+            assert_eq!(reno.on_duplicate_ack(una, 10_000, snd_max), AckAction::None);
+            assert_eq!(reno.on_duplicate_ack(una, 10_000, snd_max), AckAction::Retransmit, "{algorithm:?}");
+            assert!(reno.in_recovery());
+            reno.on_new_ack(Instant::ZERO, Duration::ZERO, snd_max, 10_000, 10_000);
+            assert!(!reno.in_recovery(), "{algorithm:?}: the full ACK ends recovery");
+
+            let mut sack = c.clone();
+            let before = sack.window();
+            sack.enter_sack_recovery(una, 10_000, snd_max);
+            assert!(sack.in_sack_recovery());
+            assert!(sack.window() < before, "{algorithm:?}: the window is cut ({} of {before})", sack.window());
+            assert_eq!(sack.recovery_point(), snd_max);
+            sack.on_new_ack(Instant::ZERO, Duration::ZERO, una + 3000, 3000, 10_000);
+            assert!(sack.in_sack_recovery(), "{algorithm:?}: a partial ACK does not end it");
+            sack.on_new_ack(Instant::ZERO, Duration::ZERO, snd_max, 7000, 7000);
+            assert!(!sack.in_recovery(), "{algorithm:?}: an ACK of SND.MAX ends it");
+        }
     }
 
     #[test]

@@ -35,7 +35,11 @@ const MAX_WINDOW_SCALE: u8 = 14;
 /// How far (in the peer's timestamp ticks) a segment's TSval may lag TS.Recent before PAWS calls it old.
 const PAWS_WINDOW_TICKS: i32 = 1;
 /// The most duplicate ACKs owed between two calls of `poll_transmit` (one per out-of-order segment).
-const MAX_DUP_ACKS_OWED: u32 = 64;
+const MAX_DUP_ACKS_OWED: u8 = 64;
+/// RFC 7323 §5.5: TS.Recent not updated for 24 days is invalid (Linux's TCP_PAWS_24DAYS). A peer's clock ticking
+/// once a millisecond moves 2^31 ticks in 24.8 days, past which every segment of a connection idle that long would
+/// look old to PAWS and be dropped.
+const PAWS_IDLE_SECS: u32 = 24 * 24 * 60 * 60;
 
 /// The mark of a timer that does not run.
 const NO_DEADLINE: Instant = Instant::MAX;
@@ -52,6 +56,11 @@ const EV_CLOSED: u8 = 16;
 /// `u32::MAX`.
 fn narrow(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `now` in whole seconds, wrapping every 136 years: enough to tell a 24-day idle (as Linux's ts_recent_stamp).
+fn whole_secs(now: Instant) -> u32 {
+    (now.total_micros() / 1_000_000) as u32
 }
 
 /// The window scale we offer with `cfg`: the least shift that lets the receive buffer be advertised.
@@ -181,14 +190,21 @@ impl Traffic {
     }
 }
 
-/// What only a connection that met loss, reordering or a misbehaving peer needs: allocated by the first such event
-/// (the first retransmission, duplicate ACK, out-of-order segment, challenge ACK...) and kept, as its counters are.
+/// What only a connection that met loss, reordering, a closed window or a misbehaving peer needs: allocated by the
+/// first such event (the first retransmission, duplicate ACK, out-of-order segment, challenge ACK, window of zero...)
+/// and kept, as its counters are.
 #[derive(Debug, Default, Clone)]
 struct Rare {
     /// The rare counters ([`ConnectionStats`] less the segment and byte counts, which live in [`Traffic`]).
     stats: ConnectionStats,
     /// When the last rate-limited ACK (challenge, or for an invalid bare segment) went out.
     last_invalid_ack: Option<Instant>,
+    /// Zero-window probes sent since the last acceptable ACK (Linux's icsk_probes_out): apart from the persist
+    /// timer's backoff, which only an open window or new data acknowledged ends.
+    probes_unanswered: u32,
+    /// When an acceptable ACK last came while the peer's window was closed (and left it closed): while SND.WND is 0
+    /// this is when the peer was last heard from.
+    closed_window_heard: Option<Instant>,
 }
 
 /// Something owed to the peer that is not data: a probe.
@@ -276,6 +292,8 @@ pub struct Connection {
     ts_enabled: bool,
     ts_offset: u32,
     ts_recent: u32,
+    /// When TS.Recent was last set, in whole seconds of `now` (wrapping): past [`PAWS_IDLE_SECS`] it is invalid.
+    ts_recent_secs: u32,
     /// Our TSval when the retransmission timer last fired: an echo older than this spans a timeout.
     ts_at_rto: Option<u32>,
     last_ack_sent: SeqNumber,
@@ -295,9 +313,10 @@ pub struct Connection {
     rtt_timed: SeqNumber,
     rtt_sent_at: Instant,
     cc: Congestion,
-    /// Consecutive retransmission timeouts without progress.
-    retries: u32,
-    /// Unanswered zero-window or keep-alive probes.
+    /// Consecutive retransmission timeouts without progress (saturating: a limit past 65,535 is never reached).
+    retries: u16,
+    /// Unanswered keep-alive probes, or zero-window probes since the window closed (the persist timer's backoff;
+    /// unanswered ones are counted in [`Rare`]).
     probes: u32,
 
     /// Deadlines per [`TimerKind`], [`NO_DEADLINE`] where a timer does not run (an `Option<Instant>` would take
@@ -306,7 +325,7 @@ pub struct Connection {
     ack_now: bool,
     /// Out-of-order segments that arrived since the last poll: each is owed its own duplicate ACK (RFC 5681
     /// §4.2), which `ack_now` alone would merge into one.
-    dup_acks_owed: u32,
+    dup_acks_owed: u8,
     unacked_bytes: u32,
     send_syn: bool,
     fast_retransmit: bool,
@@ -372,6 +391,7 @@ impl Connection {
             ts_enabled: false,
             ts_offset,
             ts_recent: 0,
+            ts_recent_secs: 0,
             ts_at_rto: None,
             last_ack_sent: SeqNumber(0),
             send_buf: SendBuffer::new(cfg.send_buffer_bytes.max(1)),
@@ -439,7 +459,7 @@ impl Connection {
         c.rcv_nxt = syn.seq_number + 1;
         c.rcv_adv = c.rcv_nxt;
         c.last_ack_sent = c.rcv_nxt;
-        c.negotiate(&syn.options);
+        c.negotiate(&syn.options, now);
         // The window in a SYN is never scaled (RFC 7323 §2.2).
         c.set_send_window(syn.seq_number, iss, usize::from(syn.window_len));
         c.send_syn = true;
@@ -467,13 +487,16 @@ impl Connection {
         c.state = State::SynReceived;
         c.irs = irs;
         c.rcv_nxt = irs + 1;
-        c.negotiate(&TcpOptions {
-            mss: Some(opts.mss),
-            window_scale: opts.window_scale,
-            sack_permitted: opts.sack_permitted,
-            timestamp: ack.options.timestamp.filter(|_| opts.timestamps).map(|(val, _)| (val, 0)),
-            ..TcpOptions::default()
-        });
+        c.negotiate(
+            &TcpOptions {
+                mss: Some(opts.mss),
+                window_scale: opts.window_scale,
+                sack_permitted: opts.sack_permitted,
+                timestamp: ack.options.timestamp.filter(|_| opts.timestamps).map(|(val, _)| (val, 0)),
+                ..TcpOptions::default()
+            },
+            now,
+        );
         // What the SYN-ACK did: SND.NXT past our SYN, the window it offered.
         c.snd_nxt = iss + 1;
         c.snd_max = c.snd_nxt;
@@ -885,7 +908,7 @@ impl Connection {
         self.irs = seg.seq_number;
         self.rcv_nxt = seg.seq_number + 1;
         self.last_ack_sent = self.rcv_nxt;
-        self.negotiate(&seg.options);
+        self.negotiate(&seg.options, now);
         self.last_activity(now);
         if flags.ack() {
             // Our SYN is acknowledged: ESTABLISHED.
@@ -893,6 +916,7 @@ impl Connection {
             self.snd_una = seg.ack_number;
             self.syn_acked = true;
             self.set_send_window(seg.seq_number, seg.ack_number, usize::from(seg.window_len));
+            self.heard_from_peer(now);
             self.rcv_adv = self.rcv_nxt + self.recv_buf.free().min(65535);
             self.retries = 0;
             self.rtt.reset_backoff();
@@ -927,8 +951,8 @@ impl Connection {
 
         // PAWS (RFC 7323 §5.3): a timestamp older than TS.Recent marks an old duplicate. One tick of tolerance, as
         // Linux's TCP_PAWS_WINDOW: a segment reordered across a clock tick is not old, and dropping it would turn
-        // reordering into loss.
-        if self.ts_enabled && !flags.rst() {
+        // reordering into loss. A TS.Recent idle for 24 days judges nothing (§5.5).
+        if self.ts_enabled && !flags.rst() && self.ts_recent_valid(now) {
             if let Some((tsval, _)) = seg.options.timestamp {
                 if (tsval.wrapping_sub(self.ts_recent) as i32) < -PAWS_WINDOW_TICKS {
                     self.stats_mut().paws_drops += 1;
@@ -987,14 +1011,6 @@ impl Connection {
         if !flags.ack() {
             return;
         }
-        // TS.Recent follows segments that start at or before the last ACK we sent (RFC 7323 §4.3).
-        if self.ts_enabled {
-            if let Some((tsval, _)) = seg.options.timestamp {
-                if seq.diff(self.last_ack_sent) <= 0 && (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 {
-                    self.ts_recent = tsval;
-                }
-            }
-        }
         if self.state == State::SynReceived {
             if seg.ack_number.diff(self.snd_una) > 0 && seg.ack_number.diff(self.snd_max) <= 0 {
                 self.enter_established(now);
@@ -1007,6 +1023,19 @@ impl Connection {
         self.last_activity(now);
         if self.state != State::TimeWait && !self.process_ack(now, seq, seg, pool) {
             return;
+        }
+        // TS.Recent follows segments that start at or before the last ACK we sent (RFC 7323 §4.3), and only once
+        // their ACK is acceptable: a blind segment in the window with a made-up ACK and a TSval far ahead would
+        // otherwise carry TS.Recent past the peer's clock, and PAWS would drop every real segment after it (Linux
+        // calls tcp_replace_ts_recent only after tcp_ack accepted the ACK). One invalid for its age (§5.5) is
+        // replaced whatever the TSval, as Linux's tcp_paws_check allows.
+        if self.ts_enabled {
+            if let Some((tsval, _)) = seg.options.timestamp {
+                let newer = (tsval.wrapping_sub(self.ts_recent) as i32) >= 0 || !self.ts_recent_valid(now);
+                if seq.diff(self.last_ack_sent) <= 0 && newer {
+                    self.set_ts_recent(tsval, now);
+                }
+            }
         }
 
         // Seventh, the segment text (URG, the sixth, is not supported: RFC 6093 lets data flow as normal).
@@ -1127,6 +1156,7 @@ impl Connection {
             self.sack_loss_detection(newly_sacked);
         }
         self.update_send_window(seq, ack, wnd);
+        self.heard_from_peer(now);
         if self.fin_acked {
             match self.state {
                 State::FinWait1 => {
@@ -1318,6 +1348,23 @@ impl Connection {
         }
     }
 
+    /// An acceptable ACK came: the peer is there. Its probes are answered (Linux's tcp_ack clears icsk_probes_out on
+    /// every one), and, while its window stays closed, when it was heard is noted for the retransmission timer.
+    fn heard_from_peer(&mut self, now: Instant) {
+        if self.snd_wnd == 0 {
+            let rare = self.rare_mut();
+            rare.probes_unanswered = 0;
+            rare.closed_window_heard = Some(now);
+        } else if let Some(rare) = self.rare.as_deref_mut() {
+            rare.probes_unanswered = 0;
+        }
+    }
+
+    /// Whether, its window closed, the peer was heard from at or after `since`.
+    fn heard_with_closed_window_since(&self, since: Instant) -> bool {
+        self.rare.as_deref().and_then(|r| r.closed_window_heard).is_some_and(|t| t >= since)
+    }
+
     /// SND.WND and its guards SND.WL1, SND.WL2 (RFC 9293 §3.10.7.4, fifth check).
     fn update_send_window(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: usize) {
         if self.snd_wl1.diff(seq) < 0 || (self.snd_wl1 == seq && self.snd_wl2.diff(ack) <= 0) {
@@ -1442,6 +1489,19 @@ impl Connection {
                 self.on_retransmit_timeout(now);
             }
             TimerKind::Persist => {
+                if self.snd_wnd == 0 {
+                    // RFC 1122 §4.2.2.17: probing goes on for as long as the peer answers; one that stopped
+                    // answering (gone, or the path to it) is given up after `data_retries` unanswered probes, as
+                    // Linux's tcp_probe_timer gives up after tcp_retries2. Without this a peer that closed its
+                    // window and vanished held the connection, and its send buffer, for ever.
+                    let limit = self.cfg.data_retries;
+                    let rare = self.rare_mut();
+                    if rare.probes_unanswered >= limit {
+                        self.enter_closed(CloseReason::TimedOut);
+                        return;
+                    }
+                    rare.probes_unanswered += 1;
+                }
                 self.probe = Some(Probe::Window);
                 self.probes = self.probes.saturating_add(1);
             }
@@ -1456,9 +1516,10 @@ impl Connection {
     }
 
     fn on_retransmit_timeout(&mut self, now: Instant) {
+        let mut counted = true;
         match self.state {
             State::SynSent | State::SynReceived => {
-                if self.retries >= self.cfg.syn_retries {
+                if u32::from(self.retries) >= self.cfg.syn_retries {
                     let reason = if self.passive { CloseReason::ReturnedToListen } else { CloseReason::TimedOut };
                     self.enter_closed(reason);
                     return;
@@ -1470,10 +1531,15 @@ impl Connection {
                 if self.snd_una == self.snd_max {
                     return;
                 }
-                if self.retries >= self.cfg.data_retries {
+                if u32::from(self.retries) >= self.cfg.data_retries {
                     self.enter_closed(CloseReason::TimedOut);
                     return;
                 }
+                // Against a closed window a resend is a window probe (a bare FIN, say, that an old Linux drops
+                // for want of room and answers with its window still 0): while the peer answers it is there, and,
+                // as Linux's tcp_retransmit_timer, the timeout is not counted against `data_retries`. Silent for
+                // `rto_max`, it is counted again.
+                counted = !(self.snd_wnd == 0 && self.heard_with_closed_window_since(now - self.cfg.rto_max));
                 // RFC 5681 §3.1: one segment's window; go back to SND.UNA and resend from there. RFC 6675 §5.1 (and
                 // RFC 2018 §8, in case the peer reneged): the scoreboard starts again; SACK blocks that come with
                 // the ACKs of the resend refill it, and what they name is skipped.
@@ -1487,7 +1553,9 @@ impl Connection {
             _ => return,
         }
         self.stats_mut().rto_timeouts += 1;
-        self.retries += 1;
+        if counted {
+            self.retries = self.retries.saturating_add(1);
+        }
         self.rtt.back_off();
         self.set_rtt_timing(None);
         // RFC 6298 (5.6): the timer starts again now, with the backed-off RTO, not only once the resend goes out.
@@ -2010,8 +2078,19 @@ impl Connection {
         (now.total_millis() as u32).wrapping_add(self.ts_offset)
     }
 
-    /// Option negotiation from the peer's SYN (RFC 9293 §3.7.1 MSS, RFC 7323 window scale and timestamps).
-    fn negotiate(&mut self, opts: &TcpOptions) {
+    /// TS.Recent is `tsval`, set at `now`.
+    fn set_ts_recent(&mut self, tsval: u32, now: Instant) {
+        self.ts_recent = tsval;
+        self.ts_recent_secs = whole_secs(now);
+    }
+
+    /// Whether TS.Recent may still judge segments at `now`: it was set less than 24 days ago (RFC 7323 §5.5).
+    fn ts_recent_valid(&self, now: Instant) -> bool {
+        whole_secs(now).wrapping_sub(self.ts_recent_secs) < PAWS_IDLE_SECS
+    }
+
+    /// Option negotiation from the peer's SYN (RFC 9293 §3.7.1 MSS, RFC 7323 window scale and timestamps), at `now`.
+    fn negotiate(&mut self, opts: &TcpOptions, now: Instant) {
         match (self.cfg.window_scaling, opts.window_scale) {
             (true, Some(shift)) => {
                 self.snd_wscale = shift.min(MAX_WINDOW_SCALE);
@@ -2026,7 +2105,7 @@ impl Connection {
         self.ts_enabled = self.cfg.timestamps && opts.timestamp.is_some();
         self.sack_enabled = self.cfg.sack && opts.sack_permitted;
         if let Some((tsval, _)) = opts.timestamp {
-            self.ts_recent = tsval;
+            self.set_ts_recent(tsval, now);
         }
         let peer_mss = opts.mss.map_or(DEFAULT_PEER_MSS, usize::from).max(MIN_PEER_MSS);
         let ts_len = if self.ts_enabled { TIMESTAMP_OPTION_LEN } else { 0 };
@@ -2085,7 +2164,7 @@ impl Connection {
     /// challenge ACK may go now.
     fn invalid_ack_allowed(&mut self, now: Instant) -> bool {
         let interval = self.cfg.invalid_ack_interval;
-        let rare = self.rare.get_or_insert_with(Box::default);
+        let rare = self.rare_mut();
         match rare.last_invalid_ack {
             Some(t) if now - t < interval => {
                 rare.stats.acks_rate_limited += 1;
@@ -2170,7 +2249,12 @@ impl Connection {
 
     /// The rare counters, allocated on the first count.
     fn stats_mut(&mut self) -> &mut ConnectionStats {
-        &mut self.rare.get_or_insert_with(Box::default).stats
+        &mut self.rare_mut().stats
+    }
+
+    /// The rare parts, allocated on first need.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     fn set_timer(&mut self, kind: TimerKind, deadline: Option<Instant>) {

@@ -1514,6 +1514,76 @@ fn zero_window_persist_probes_back_off_until_the_reader_reopens_the_window() {
     assert!(all == data);
 }
 
+/// RFC 1122 §4.2.2.17: a closed window is probed for as long as the peer answers, however long that is; once
+/// nothing comes back, the connection is given up after `data_retries` unanswered probes (Linux's tcp_probe_timer
+/// after tcp_retries2), not probed for ever with its send buffer held.
+#[test]
+fn zero_window_probing_gives_up_when_the_peer_stops_answering() {
+    let small = Config { recv_buffer_bytes: 4096, ..cfg_no_sack() };
+    let mut p = Pair::established(cfg_no_sack(), small);
+    assert_eq!(p.a.send(&pattern(20_000, 7)), Ok(20_000));
+    p.flush();
+    while p.a.snd_wnd() > 0 {
+        p.advance().unwrap();
+    }
+    p.advance_to(p.now + secs(3600));
+    assert_eq!(p.a.state(), State::Established, "answered probes keep the connection");
+    let answered = p.a.stats().window_probes;
+    assert!(answered > 2 * u64::from(p.a.config().data_retries), "{answered} probes in an hour");
+
+    p.set_loss(|_, _| true);
+    let silent_from = p.now;
+    while p.a.state() != State::Closed && p.now < silent_from + secs(2 * 3600) {
+        p.advance().expect("the persist timer runs");
+    }
+    assert_eq!(p.a.close_reason(), Some(CloseReason::TimedOut), "still {:?} after 2 h of silence", p.a.state());
+    assert_eq!(p.a.stats().window_probes - answered, u64::from(p.a.config().data_retries));
+    assert_eq!(events(&mut p.a).last(), Some(&Event::Closed(CloseReason::TimedOut)));
+}
+
+/// A bare FIN sent into a closed window: an old Linux drops it for want of room and answers every copy with its
+/// window still 0. The peer is there, so, as Linux's tcp_retransmit_timer, these timeouts are not counted against
+/// `data_retries`; once the peer falls silent for `rto_max` they are counted again.
+#[test]
+fn retransmissions_into_a_closed_window_the_peer_answers_do_not_time_out() {
+    let mut p = established();
+    p.a.send(b"fills the last of the window").unwrap();
+    transmit(&mut p.a, p.now);
+    let full = Seg { window_len: 0, ..from_peer(&p.a) };
+    exchange(&mut p.a, p.now, &full);
+    assert_eq!((p.a.snd_wnd(), p.a.send_queue_len()), (0, 0));
+    p.a.close().unwrap();
+    let fin = transmit(&mut p.a, p.now);
+    assert!(fin.len() == 1 && fin[0].flags.fin(), "{fin:?}");
+
+    // Runs `a`'s timers until `until`; `answer` says whether the peer answers what `a` sends.
+    let run = |p: &mut Pair, until: Instant, answer: bool| {
+        while p.a.state() != State::Closed && p.a.poll_at().is_some_and(|t| t <= until) {
+            p.now = p.a.poll_at().unwrap();
+            for kind in TimerKind::ALL {
+                if p.a.timer(kind).is_some_and(|t| t <= p.now) {
+                    p.a.on_timer(p.now, kind);
+                }
+            }
+            for seg in transmit(&mut p.a, p.now) {
+                assert!(seg.flags.fin(), "only the FIN goes: {seg:?}");
+                if answer {
+                    let still_full = Seg { ack_number: p.a.snd_una(), window_len: 0, ..from_peer(&p.a) };
+                    exchange(&mut p.a, p.now, &still_full);
+                }
+            }
+        }
+    };
+    let start = p.now;
+    run(&mut p, start + secs(20 * 60), true);
+    assert_eq!(p.a.state(), State::FinWait1, "closed after {:?}", p.now - start);
+    assert!(p.a.stats().rto_timeouts > u64::from(p.a.config().data_retries));
+
+    let silent_from = p.now;
+    run(&mut p, silent_from + secs(20 * 60), false);
+    assert_eq!(p.a.close_reason(), Some(CloseReason::TimedOut), "still {:?}", p.a.state());
+}
+
 #[test]
 fn out_of_order_segments_are_reassembled() {
     let mut p = established();
@@ -1962,6 +2032,61 @@ fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
     exchange(&mut p.a, p.now, &reordered);
     assert_eq!(read_all(&mut p.a), b"late");
     assert_eq!(p.a.stats().paws_drops, 1);
+}
+
+/// RFC 7323 §5.5: after 24 days without an update TS.Recent is invalid (Linux's TCP_PAWS_24DAYS). The peer's clock
+/// may have moved 2^31 ticks on meanwhile, and its new segments, looking old, would otherwise be dropped for good.
+/// The time TS.Recent was set survives the compact record of the idle connection.
+#[test]
+fn ts_recent_idle_for_24_days_no_longer_judges_segments() {
+    let mut p = established();
+    let synack = p.log.iter().find(|s| s.from == Side::B).unwrap().seg.clone();
+    let recent = synack.tsval();
+    let with_ts = |a: &Connection, tsval: u32, data: &[u8]| Seg {
+        payload: data.to_vec(),
+        options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
+        ..from_peer(a)
+    };
+    let day = secs(24 * 60 * 60);
+    let wrapped = recent.wrapping_add(0x8000_0100);
+    p.a = through_compact(p.a);
+    p.now += day * 23;
+    let too_soon = with_ts(&p.a, wrapped, b"too soon");
+    exchange(&mut p.a, p.now, &too_soon);
+    assert_eq!((p.a.recv_queue_len(), p.a.stats().paws_drops), (0, 1), "23 days: PAWS still judges");
+    p.a = through_compact(p.a);
+    p.now += day * 2;
+    let late = with_ts(&p.a, wrapped, b"after 25 days");
+    exchange(&mut p.a, p.now, &late);
+    assert_eq!(read_all(&mut p.a), b"after 25 days");
+    assert_eq!(p.a.stats().paws_drops, 1);
+    // The segment set TS.Recent anew, and PAWS judges by it again.
+    let old = with_ts(&p.a, wrapped.wrapping_sub(2), b"old");
+    exchange(&mut p.a, p.now, &old);
+    assert_eq!((p.a.recv_queue_len(), p.a.stats().paws_drops), (0, 2));
+}
+
+/// A blind segment in the window whose ACK acknowledges bytes never sent is dropped, and its TSval with it: were
+/// TS.Recent taken from it first, a TSval far ahead would make every real segment after it look old to PAWS (the
+/// attack Linux closed by updating TS.Recent only after tcp_ack accepted the segment).
+#[test]
+fn a_segment_with_an_unacceptable_ack_does_not_move_ts_recent() {
+    let mut p = established();
+    let synack = p.log.iter().find(|s| s.from == Side::B).unwrap().seg.clone();
+    let recent = synack.tsval();
+    let with_ts = |a: &Connection, tsval: u32, data: &[u8]| Seg {
+        payload: data.to_vec(),
+        options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
+        ..from_peer(a)
+    };
+    let forged = Seg { ack_number: p.a.snd_nxt() + 1_000_000, ..with_ts(&p.a, recent.wrapping_add(1 << 30), &[7; 20]) };
+    let out = exchange(&mut p.a, p.now, &forged);
+    assert_eq!(out.len(), 1, "the forged segment gets an ACK: {out:?}");
+    assert_eq!(p.a.recv_queue_len(), 0, "and its data is not taken");
+    let real = with_ts(&p.a, recent.wrapping_add(1), b"ok");
+    exchange(&mut p.a, p.now, &real);
+    assert_eq!(read_all(&mut p.a), b"ok");
+    assert_eq!(p.a.stats().paws_drops, 0);
 }
 
 #[test]

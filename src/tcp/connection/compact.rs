@@ -82,6 +82,7 @@ pub struct Compact {
     rcv_adv: u32,
     ts_offset: u32,
     ts_recent: u32,
+    ts_recent_secs: u32,
     ts_at_rto: u32,
     peer_fin: u32,
     rtt_timed: u32,
@@ -98,7 +99,6 @@ pub struct Compact {
     snd_wscale: u8,
     rcv_wscale: u8,
     reordering: u8,
-    retries: u8,
     probes: u8,
     backoff: u8,
 }
@@ -170,7 +170,6 @@ impl Connection {
             && self.traffic.segs_out <= u64::from(u32::MAX)
             && self.smss <= u32::from(u16::MAX)
             && self.rcv_mss <= u32::from(u16::MAX)
-            && self.retries <= u32::from(u8::MAX)
             && self.probes <= u32::from(u8::MAX)
             && self.rtt.backoff() <= u32::from(u8::MAX)
             && {
@@ -178,6 +177,8 @@ impl Connection {
                 srtt <= u64::from(u32::MAX) && rttvar <= u64::from(u32::MAX)
             }
             && self.cc.is_quiescent(self.smss)
+            // No timeout since the last ACK of new data (which is all of it): the record keeps no count.
+            && self.retries == 0
             // Nothing is being timed (all sent is acknowledged, so only an ACK lost on the way could leave it), and
             // the RTO is what SRTT, RTTVAR and the settings give: the record keeps neither.
             && self.rtt_sent_at == NO_DEADLINE
@@ -259,6 +260,7 @@ impl Connection {
             rcv_adv: self.rcv_adv.0,
             ts_offset: self.ts_offset,
             ts_recent: self.ts_recent,
+            ts_recent_secs: self.ts_recent_secs,
             ts_at_rto: self.ts_at_rto.unwrap_or(0),
             peer_fin: self.peer_fin.map_or(0, |s| s.0),
             rtt_timed: self.rtt_timed.0,
@@ -276,7 +278,6 @@ impl Connection {
             snd_wscale: self.snd_wscale,
             rcv_wscale: self.rcv_wscale,
             reordering: self.reordering,
-            retries: self.retries as u8,
             probes: self.probes as u8,
             backoff: backoff as u8,
         }
@@ -327,6 +328,7 @@ impl Connection {
             ts_enabled: flag(TS_ENABLED),
             ts_offset: c.ts_offset,
             ts_recent: c.ts_recent,
+            ts_recent_secs: c.ts_recent_secs,
             ts_at_rto: flag(TS_AT_RTO).then_some(c.ts_at_rto),
             last_ack_sent: SeqNumber(c.rcv_nxt),
             send_buf: SendBuffer::new(cfg.send_buffer_bytes.max(1)),
@@ -344,7 +346,7 @@ impl Connection {
                 (c.cwnd, c.ssthresh, SeqNumber(c.recover), c.avoidance_acked),
                 u32::from(c.smss),
             ),
-            retries: u32::from(c.retries),
+            retries: 0,
             probes: u32::from(c.probes),
             timers,
             ack_now: false,
