@@ -9,7 +9,7 @@
 # ratios; with --plots DIR it writes results.json and results.md there, and bench/plot.rs (plotters, `cargo run
 # --example plot`) draws the SVG plots from them. Removes every namespace and process it made, even on failure. Root.
 #
-#   scripts/bench.sh                      # every workload, 5 s each, 3 times (about 7 minutes after the build)
+#   scripts/bench.sh                      # every workload, 5 s each, 3 times (about 12 minutes after the build)
 #   scripts/bench.sh --quick              # echo-1, echo-64, cps for 2 s each, 3 times (about 70 s): fails when an
 #                                         # xtcp/kernel ratio is under its floor (FLOORS in bench/e2e.py)
 #   BENCH_BIN=target/ci/xtcp scripts/bench.sh   # an xtcp already built (default: a release build, with LTO)

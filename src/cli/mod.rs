@@ -99,7 +99,7 @@ pub struct NetArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: Mode,
     /// Record every frame xtcp receives and sends to FILE (pcap, 64 MiB at most; with several cores one file per
-    /// core, FILE-coreN): tcpdump on the interface cannot see frames XDP redirected. AF_XDP only.
+    /// core, -coreN before the extension): tcpdump on the interface cannot see frames XDP redirected. AF_XDP only.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
     /// Seed for the stack's random choices [default: from the system's random source].
