@@ -153,6 +153,8 @@ struct TxSide {
     max_frame_len: usize,
     /// Copy mode: every submission needs a `sendto`.
     kick_always: bool,
+    /// The kernel says when it needs a `sendto` (need_wakeup); without that flag every submission gets one.
+    wakeup_flag: bool,
     /// Frames one copy-mode `sendto` sends.
     budget_frames: u32,
     stats: XskStats,
@@ -277,6 +279,7 @@ impl XskDevice {
                     ring_frames: cfg.tx_ring_frames,
                     max_frame_len,
                     kick_always: mode == BindMode::Copy,
+                    wakeup_flag: cfg.need_wakeup,
                     budget_frames: DEFAULT_TX_BUDGET_FRAMES,
                     stats: XskStats::default(),
                 },
@@ -518,21 +521,17 @@ impl TxSide {
     fn flush(&mut self) {
         self.submit();
         if self.kick_always {
-            // Copy mode sends only inside sendto, at most `budget_frames` per call.
-            let max_kicks = self.ring_frames / self.budget_frames + 1;
-            let mut unsent = self.unsent();
-            for _ in 0..max_kicks {
-                if unsent == 0 {
+            // Copy mode sends only inside sendto, at most `budget_frames` per call: as many calls as that takes.
+            // Whether a call sent anything cannot be told from the ring: kernels before 6.17 publish its consumer
+            // index only once every descriptor they looked at is sent, so after a call that stopped at the budget
+            // it has not moved. Only a ring seen empty ends the calls early (a busy device costs at most these).
+            for _ in 0..self.unsent().div_ceil(self.budget_frames) {
+                self.kick();
+                if self.unsent() == 0 {
                     break;
                 }
-                self.kick();
-                let now_unsent = self.unsent();
-                if now_unsent >= unsent {
-                    break; // no progress (the device is busy): the next flush tries again
-                }
-                unsent = now_unsent;
             }
-        } else if self.tx.needs_wakeup() && self.unsent() > 0 {
+        } else if (!self.wakeup_flag || self.tx.needs_wakeup()) && self.unsent() > 0 {
             self.kick();
         }
         self.reclaim();
