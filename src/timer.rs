@@ -25,7 +25,7 @@
 //!
 //! 11 levels × 6 bits = 66 bits, so the span covers every `u64` deadline, up to and including `u64::MAX`: there is
 //! no "beyond the span", no clamping and no re-cascading of far entries. (The 2-hour keepalive, 7,200,000 ms, sits
-//! at level 3 at most.)
+//! at level 4 at most: level 3 unless its deadline crosses a multiple of 2^24 ms.)
 //!
 //! Each level keeps a 64-bit bitmap of occupied slots. Finding the next slot to process is a `trailing_zeros` per
 //! level, so advancing over an idle gap of hours, or years, costs a few bitmap reads, not a loop over milliseconds.

@@ -58,6 +58,12 @@ fn narrow(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// `d`, or the timer wheel's tick (1 ms) if shorter: a timer that re-arms itself when it fires (keep-alive) must not
+/// come due again in the same tick, or one pass over the due timers would never end.
+fn at_least_a_tick(d: Duration) -> Duration {
+    d.max(Duration::from_millis(1))
+}
+
 /// `now` in whole seconds, wrapping every 136 years: enough to tell a 24-day idle (as Linux's ts_recent_stamp).
 fn whole_secs(now: Instant) -> u32 {
     (now.total_micros() / 1_000_000) as u32
@@ -1572,7 +1578,7 @@ impl Connection {
         }
         if self.snd_una != self.snd_max || !self.send_buf.is_empty() {
             // Data in flight: the retransmission timer watches the peer.
-            self.set_timer(TimerKind::Keepalive, Some(now + ka.idle));
+            self.set_timer(TimerKind::Keepalive, Some(now + at_least_a_tick(ka.idle)));
             return;
         }
         if self.probes >= ka.probes {
@@ -1581,7 +1587,7 @@ impl Connection {
         }
         self.probes += 1;
         self.probe = Some(Probe::Keepalive);
-        self.set_timer(TimerKind::Keepalive, Some(now + ka.interval));
+        self.set_timer(TimerKind::Keepalive, Some(now + at_least_a_tick(ka.interval)));
     }
 
     // ----- Output -----
@@ -2222,7 +2228,7 @@ impl Connection {
         if let Some(ka) = self.cfg.keepalive {
             if matches!(self.state, State::Established | State::CloseWait) {
                 self.probes = 0;
-                self.set_timer(TimerKind::Keepalive, Some(now + ka.idle));
+                self.set_timer(TimerKind::Keepalive, Some(now + at_least_a_tick(ka.idle)));
             }
         }
     }

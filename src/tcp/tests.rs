@@ -1315,6 +1315,20 @@ fn keepalive_with_peer_gone_times_out_after_the_configured_probes() {
 }
 
 #[test]
+fn a_keepalive_of_zero_rearms_a_tick_later_not_in_the_same_tick() {
+    // Zero idle and interval: each firing re-arms the timer; due again at the same instant, one pass over the
+    // engine's due timers would run it for ever.
+    let ka = Keepalive { idle: ms(0), interval: ms(0), probes: 3 };
+    let mut p = Pair::established(Config { keepalive: Some(ka), ..cfg() }, cfg());
+    p.set_loss(|_, _| true);
+    p.a.send(b"in flight").unwrap();
+    for _ in 0..5 {
+        let t = p.advance().expect("a timer runs");
+        assert!(p.a.timer(TimerKind::Keepalive).is_none_or(|k| k > t), "re-armed at {t}");
+    }
+}
+
+#[test]
 fn keepalive_with_peer_alive_is_answered_and_keeps_the_connection() {
     let ka = Keepalive { idle: secs(60), interval: secs(5), probes: 2 };
     let mut p = Pair::established(Config { keepalive: Some(ka), ..cfg() }, cfg());
