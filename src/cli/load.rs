@@ -316,6 +316,7 @@ fn run_xdp(
         }
     };
     let hooks = Hooks { ready: Some(&ready), ..Hooks::default() };
+    super::xdp::warn_unserved_queues("load", &cores_cfg);
     let make = |core: usize| {
         let load = Load::new(shares[core].clone()).expect("a share of a valid configuration is valid");
         Progress::new(load, if core == 0 { bar.clone() } else { None })

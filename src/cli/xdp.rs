@@ -9,6 +9,7 @@ use std::time::Duration;
 use xtcp::engine::control::ControlConfig;
 use xtcp::engine::shard::{CoreInfo, CoresConfig, CoresReport};
 use xtcp::engine::{StackConfig, SynCookieMode};
+use xtcp::nic::afxdp::shared::XTCP_MAX_QUEUES;
 use xtcp::nic::afxdp::{self, BindMode};
 use xtcp::nic::neigh::Neighbors;
 use xtcp::nic::DeviceStats;
@@ -62,13 +63,7 @@ pub fn cores_config(
         }
     }
     let queues = afxdp::interface_rx_queues(iface).unwrap_or(1);
-    let cores = net.cores.map(|c| c as u32).unwrap_or(queues.saturating_sub(net.queue).max(1));
-    if cores == 0 || net.queue + cores > queues {
-        return Err(format!(
-            "{iface} has {queues} rx queues: --queue {} with --cores {cores} does not fit — lower them",
-            net.queue
-        ));
-    }
+    let cores = plan_cores(iface, queues, net.queue, net.cores.map(u32::from))?;
     let mac = afxdp::interface_mac(iface).map_err(|e| format!("reading {iface}'s MAC address: {e}"))?;
     let mut stack = StackConfig::new(mac, ip, net.seed.unwrap_or_else(system_seed));
     if net.seed.is_none() {
@@ -117,6 +112,90 @@ pub fn cores_config(
         cfg.neighbors.push((peer, peer_mac));
     }
     Ok(cfg)
+}
+
+/// How many cores serve `iface`'s `queues` rx queues from queue `first`: `cores` as given, else one per queue from
+/// `first`. Queues that do not exist, or that the steering program does not serve (`XTCP_MAX_QUEUES`), are a
+/// one-line error saying what to do.
+fn plan_cores(iface: &str, queues: u32, first: u32, cores: Option<u32>) -> Result<u32, String> {
+    let max = XTCP_MAX_QUEUES;
+    if first >= queues {
+        return Err(format!("{iface} has {queues} rx queues: --queue {first} is not one of them — lower it"));
+    }
+    if first >= max {
+        return Err(format!("xtcp serves rx queues 0-{} at most: --queue {first} is beyond them — lower it", max - 1));
+    }
+    let Some(cores) = cores else {
+        if queues > max {
+            return Err(format!(
+                "{iface} has {queues} rx queues; xtcp serves at most {max} — set --cores {} and steer the rest onto \
+                 those with `ethtool -L {iface} combined {max}` or `ethtool -X {iface} equal {max}`",
+                max - first
+            ));
+        }
+        return Ok(queues - first);
+    };
+    if cores == 0 || first + cores > queues {
+        return Err(format!(
+            "{iface} has {queues} rx queues: --queue {first} with --cores {cores} does not fit — lower them"
+        ));
+    }
+    if first + cores > max {
+        return Err(format!(
+            "xtcp serves rx queues 0-{} at most: --queue {first} with --cores {cores} reaches queue {} — lower them",
+            max - 1,
+            first + cores - 1
+        ));
+    }
+    Ok(cores)
+}
+
+/// Says once, on stderr, which of the interface's rx queues get no socket from `cfg`'s cores.
+pub fn warn_unserved_queues(name: &str, cfg: &CoresConfig) {
+    // A NIC with Toeplitz RSS sends the replies of xtcp's own connections to their core's queue: with no listening
+    // port, no segment of xtcp's lands elsewhere.
+    if cfg.ports.is_empty() && cfg.rss.is_some() {
+        return;
+    }
+    let (Ok(queues), Some(cores)) = (afxdp::interface_rx_queues(&cfg.ifname), cfg.cores) else { return };
+    if let Some(warning) = unserved_queues(&cfg.ifname, queues, cfg.first_queue, cores as u32) {
+        eprintln!("xtcp {name}: warning: {warning}");
+    }
+}
+
+/// The warning for `iface`'s rx queues (`queues` of them) outside the cores' `first..first + cores`: segments for
+/// xtcp that arrive there find no socket and pass to the kernel, which resets their connections. `None` when every
+/// queue has a core.
+fn unserved_queues(iface: &str, queues: u32, first: u32, cores: u32) -> Option<String> {
+    let end = first.saturating_add(cores);
+    let span = |a: u32, b: u32| if a == b { a.to_string() } else { format!("{a}-{b}") };
+    let mut unserved = Vec::new();
+    if first > 0 {
+        unserved.push(span(0, first.min(queues) - 1));
+    }
+    if end < queues {
+        unserved.push(span(end, queues - 1));
+    }
+    if unserved.is_empty() {
+        return None;
+    }
+    let all = (queues <= XTCP_MAX_QUEUES).then_some(queues);
+    let todo = match (first, all) {
+        (0, Some(all)) => {
+            format!("`ethtool -L {iface} combined {end}` (or `ethtool -X {iface} equal {end}`), or --cores {all}")
+        }
+        (0, None) => format!("`ethtool -L {iface} combined {end}` (or `ethtool -X {iface} equal {end}`)"),
+        (_, Some(all)) => format!("steer flows off them (`ethtool -X {iface}`), or --queue 0 --cores {all}"),
+        (_, None) => format!("steer flows off them (`ethtool -X {iface}`)"),
+    };
+    let count = first.min(queues) + queues.saturating_sub(end);
+    Some(format!(
+        "{iface} has {queues} rx queues and xtcp serves {}: segments for xtcp arriving on {} {} find no socket and \
+         go to the kernel, which resets their connections — {todo}",
+        span(first, end - 1),
+        if count == 1 { "queue" } else { "queues" },
+        unserved.join(" and ")
+    ))
 }
 
 /// What `net`'s flags set in every core's stack: the next hop, the limits, SYN cookies, compaction, and the TCP
@@ -397,6 +476,47 @@ mod tests {
         assert!(note.contains("overlaps the kernel's ip_local_port_range (1024-65535)"), "{note}");
         let err = source_ports((32768, 60999), Some(61000..=61199), &[61100]).unwrap_err();
         assert!(err.contains("listen on 61100 in --ephemeral-ports 61000-61199"), "{err}");
+    }
+
+    #[test]
+    fn cores_fit_the_queues_and_the_steering_programs_limit_or_say_what_to_do() {
+        let plan = |queues, first, cores| plan_cores("eth1", queues, first, cores);
+        assert_eq!(plan(8, 0, None), Ok(8), "one core per queue");
+        assert_eq!(plan(8, 2, None), Ok(6));
+        assert_eq!(plan(8, 0, Some(3)), Ok(3));
+        assert_eq!(plan(64, 0, None), Ok(64));
+        assert_eq!(plan(96, 0, Some(64)), Ok(64), "asked for: the rest are warned about");
+        let err = plan(96, 0, None).unwrap_err();
+        assert_eq!(
+            err,
+            "eth1 has 96 rx queues; xtcp serves at most 64 — set --cores 64 and steer the rest onto those with \
+             `ethtool -L eth1 combined 64` or `ethtool -X eth1 equal 64`"
+        );
+        assert!(plan(96, 4, None).unwrap_err().contains("set --cores 60"));
+        assert!(plan(96, 4, Some(61)).unwrap_err().contains("--queue 4 with --cores 61 reaches queue 64"));
+        assert!(plan(96, 64, Some(1)).unwrap_err().contains("--queue 64 is beyond them"));
+        assert!(plan(8, 8, None).unwrap_err().contains("--queue 8 is not one of them"));
+        assert!(plan(8, 4, Some(5)).unwrap_err().contains("does not fit"));
+        assert!(plan(8, 0, Some(0)).unwrap_err().contains("does not fit"));
+    }
+
+    #[test]
+    fn queues_without_a_core_are_named_with_what_to_do() {
+        assert_eq!(unserved_queues("eth1", 8, 0, 8), None);
+        assert_eq!(unserved_queues("eth1", 1, 0, 1), None);
+        let w = unserved_queues("eth1", 8, 0, 2).unwrap();
+        assert_eq!(
+            w,
+            "eth1 has 8 rx queues and xtcp serves 0-1: segments for xtcp arriving on queues 2-7 find no socket and go \
+             to the kernel, which resets their connections — `ethtool -L eth1 combined 2` (or `ethtool -X eth1 \
+             equal 2`), or --cores 8"
+        );
+        let w = unserved_queues("eth1", 96, 0, 64).unwrap();
+        assert!(w.contains("serves 0-63") && w.contains("queues 64-95") && !w.contains("--cores"), "{w}");
+        let w = unserved_queues("veth0", 3, 1, 2).unwrap();
+        assert!(w.contains("serves 1-2") && w.contains("queue 0 find") && w.contains("--queue 0 --cores 3"), "{w}");
+        let w = unserved_queues("eth1", 8, 2, 1).unwrap();
+        assert!(w.contains("serves 2") && w.contains("queues 0-1 and 3-7"), "{w}");
     }
 
     #[test]

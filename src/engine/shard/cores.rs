@@ -103,6 +103,19 @@ pub enum CoresError {
     /// The ephemeral range is too small for the cores.
     #[error(transparent)]
     Partition(#[from] PartitionError),
+    /// No cores, or more queues than the steering program serves.
+    #[error(
+        "{cores} cores from rx queue {first_queue}: xtcp serves from 1 to {max} queues, numbered below {max} \
+         (XTCP_MAX_QUEUES) — run fewer cores or from a lower queue"
+    )]
+    Queues {
+        /// Core 0's queue.
+        first_queue: u32,
+        /// Cores asked for.
+        cores: usize,
+        /// Queues the steering program's maps hold.
+        max: u32,
+    },
     /// A pcap file could not be created.
     #[error("creating {path}: {source}")]
     Pcap {
@@ -314,6 +327,10 @@ where
 {
     let wrap = hooks.wrap;
     let cores = core_count(cfg)?;
+    let max = afxdp::shared::XTCP_MAX_QUEUES;
+    if cores == 0 || cfg.first_queue as usize + cores > max as usize {
+        return Err(CoresError::Queues { first_queue: cfg.first_queue, cores, max });
+    }
     let ephemeral = &cfg.stack.ephemeral_ports;
     let partition =
         if ephemeral.is_empty() { PortPartition::empty(cores)? } else { PortPartition::new(ephemeral.clone(), cores)? };
