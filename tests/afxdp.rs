@@ -288,3 +288,51 @@ except ConnectionRefusedError:
     let stack = child.expect_line("STACK", Duration::from_secs(5));
     assert!(stack.contains("rst_sent: 0,"), "xtcp saw the unsteered port's SYN: {stack}");
 }
+
+// ----- (c) Fragments: the steering program's memory of xtcp's datagrams, run in the kernel on test frames -----
+
+/// An Ethernet/IPv4 frame carrying TCP `payload` from 10.77.0.2 to 10.77.0.1 with identification `id` and the flags
+/// and offset field `frag` (checksums left zero: the steering program reads none).
+fn ipv4_fragment(id: u16, frag: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let total = (20 + payload.len()) as u16;
+    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, (id >> 8) as u8, id as u8]);
+    f.extend_from_slice(&[(frag >> 8) as u8, frag as u8, 64, 6, 0, 0, 10, 77, 0, 2, 10, 77, 0, 1]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A first fragment (more fragments, offset 0) to TCP port `port`: 24 bytes of a SYN's header.
+fn first_fragment(id: u16, port: u16) -> Vec<u8> {
+    let mut tcp = [0u8; 24];
+    tcp[..4].copy_from_slice(&[0x9f, 0xa7, (port >> 8) as u8, port as u8]);
+    tcp[12] = 6 << 4;
+    tcp[13] = 0x02;
+    ipv4_fragment(id, 0x2000, &tcp)
+}
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn a_kernel_datagram_that_reuses_an_id_of_xtcps_keeps_its_later_fragments() {
+    if child_role().is_some() {
+        return;
+    }
+    // Loaded, not attached: BPF_PROG_TEST_RUN runs it on each frame (no traffic), as if on rx queue 0, where no
+    // socket sits, so "ours" shows as `no_socket` (and XDP_PASS) and "the kernel's" as `passed`.
+    let mut steering = Steering::load(&[Ipv4Addr::new(10, 77, 0, 1)], [ECHO_PORT]).expect("load");
+    let later = ipv4_fragment(0x4242, 24 / 8, b"fragment");
+    let mut step = |frame: &[u8]| {
+        assert_eq!(steering.test_run(frame).expect("test run"), 2, "XDP_PASS");
+        let c = steering.counters(0).unwrap();
+        (c.no_socket, c.passed)
+    };
+    assert_eq!(step(&first_fragment(0x4242, ECHO_PORT)), (1, 0), "xtcp's first fragment");
+    assert_eq!(step(&later), (2, 0), "its later fragment follows it");
+    // The ID wraps: a datagram of the kernel's (port 22) with the same source, destination and ID.
+    assert_eq!(step(&first_fragment(0x4242, 22)), (2, 1), "the kernel's first fragment");
+    assert_eq!(step(&later), (2, 2), "its later fragment goes to the kernel too, not to xtcp");
+    assert_eq!(step(&ipv4_fragment(0x4343, 24 / 8, b"fragment")), (2, 3), "a datagram never seen: the kernel's");
+    // xtcp's again under the same ID: remembered again.
+    assert_eq!(step(&first_fragment(0x4242, ECHO_PORT)), (3, 3));
+    assert_eq!(step(&later), (4, 3));
+}

@@ -1164,3 +1164,15 @@ fn recv_with_reads_in_place_across_the_ring_wrap_and_keeps_what_it_leaves() {
         .run(Instant::from_secs(70), |stacks, _| stacks[0].connection(client).is_ok_and(|c| c.send_queue_len() == 0));
     assert!(acked);
 }
+
+#[test]
+fn a_stack_with_no_ephemeral_ports_opens_nothing_and_still_accepts() {
+    let mut cfg = common::configs(14)[1].clone();
+    cfg.ephemeral_ports = std::ops::RangeInclusive::new(1, 0);
+    let (mut s, mut dev) = scripted_server(cfg);
+    assert_eq!(s.connect(SocketAddrV4::new(common::CLIENT_IP, 80)), Err(xtcp::engine::StackError::NoPort));
+    assert_eq!(s.connection_count(), 0);
+    dev.rx.push_back(common::client_frame_to(SERVER_IP, &syn(44000, 1)));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(sent_segments(&dev.tx)[0].0, TcpFlags::SYN | TcpFlags::ACK, "the listener still answers");
+}

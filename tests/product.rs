@@ -418,6 +418,72 @@ const DEVICE_DROPS: [&str; 9] = [
 /// A peer that fragments: `xtcp echo` (the product's path, reassembly inside the hand-off) answers a SYN that came
 /// in two IPv4 fragments, built and sent from the kernel's namespace on a raw socket, and `xtcp stat` counts the
 /// reassembly.
+/// A kernel echo server on ADDR PORT, one message per connection; says LISTENING once it listens.
+const KERNEL_ECHO_SERVER: &str = "
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+print('LISTENING', flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(c.recv(100))
+    c.close()
+";
+
+/// Five kernel connections to ADDR PORT, each sending a message and reading its echo; prints the source ports.
+const KERNEL_ECHO_CLIENT: &str = "
+import socket, sys
+ports = []
+for i in range(5):
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    ports.append(c.getsockname()[1])
+    c.sendall(b'kernel %d' % i)
+    assert c.recv(100) == b'kernel %d' % i
+    c.close()
+print('OK', *ports)
+";
+
+#[test]
+#[ignore = "needs root: run scripts/test.sh"]
+fn with_the_kernels_port_range_widened_load_refuses_and_echo_leaves_the_kernel_every_other_port() {
+    let ns = Netns::up("pwide");
+    // The kernel may take any source port from 1024 up: none is left for xtcp's own connections.
+    run(ns.in_ns("NS_XTCP", "sysctl").args(["-qw", "net.ipv4.ip_local_port_range=1024 65535"]));
+    let (ip, peer) = (ns.var("IP_XTCP").to_owned(), ns.var("IP_KERNEL").to_owned());
+    let target = format!("{peer}:7");
+    let mut load = ns.in_ns("NS_XTCP", XTCP);
+    let out = load.args(["load", "--iface", ns.var("IF_XTCP"), "--target", &target]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("ip_local_port_range (1024-65535) leaves no ports"), "{err}");
+    assert!(err.contains("sysctl -w net.ipv4.ip_local_port_range=\"32768 60999\""), "{err}");
+
+    // A server opens no connection: it takes its listening port and nothing else.
+    let server = serve(&ns, &["echo", "--port", "7014"]);
+    let echo = run_text(ns.in_kernel_ns("python3").args(["-c", KERNEL_ECHO_CLIENT, &ip, "7014"]));
+    assert!(echo.starts_with("OK "), "xtcp echo: {echo}");
+    // The kernel on xtcp's side still has its own connections on the shared address: accepted on another port,
+    // and opened from source ports anywhere in 1024-65535 (before, all of them were steered to xtcp, which reset
+    // them).
+    let mut listener = ns.in_ns("NS_XTCP", "python3");
+    listener.args(["-c", KERNEL_ECHO_SERVER, &ip, "8014"]);
+    let listener = ChildGuard::spawn(listener);
+    listener.expect_line("LISTENING", Duration::from_secs(10));
+    let accepted = run_text(ns.in_kernel_ns("python3").args(["-c", KERNEL_ECHO_CLIENT, &ip, "8014"]));
+    assert!(accepted.starts_with("OK "), "the kernel's server: {accepted}");
+    let mut remote = ns.in_kernel_ns("python3");
+    remote.args(["-c", KERNEL_ECHO_SERVER, &peer, "8015"]);
+    let remote = ChildGuard::spawn(remote);
+    remote.expect_line("LISTENING", Duration::from_secs(10));
+    let opened = run_text(ns.in_ns("NS_XTCP", "python3").args(["-c", KERNEL_ECHO_CLIENT, &peer, "8015"]));
+    assert!(opened.starts_with("OK "), "the kernel's client: {opened}");
+    drop((listener, remote));
+    interrupt(server);
+}
+
 #[test]
 #[ignore = "needs root: run scripts/test.sh"]
 fn xtcp_echo_answers_a_syn_sent_in_two_ipv4_fragments() {

@@ -108,7 +108,8 @@ static __always_inline enum verdict classify(struct cursor *c, const struct xtcp
 	/* Fragments: xtcp reassembles (src/nic/defrag.rs). The first fragment carries the ports and goes where they
 	 * say; when it goes to xtcp its datagram is remembered, and the later fragments, which carry no ports, follow
 	 * it. A later fragment of a datagram not remembered (the kernel's, or one whose first fragment has not come
-	 * yet) goes to the kernel. */
+	 * yet) goes to the kernel. A first fragment that goes to the kernel forgets the key: the 16-bit ID wraps, and
+	 * an entry left from an earlier datagram of xtcp's would take this one's later fragments. */
 	frag.saddr = ip->saddr;
 	frag.daddr = daddr;
 	frag.id = ip->id;
@@ -133,11 +134,13 @@ static __always_inline enum verdict classify(struct cursor *c, const struct xtcp
 	port = bpf_ntohs(ports->dest);
 	if (!first_fragment && !pull(c, sizeof(struct tcphdr) - sizeof(*ports)))
 		return MALFORMED;
-	if (!((cfg->ports[port / XTCP_PORT_WORD_BITS] >> (port % XTCP_PORT_WORD_BITS)) & 1))
-		return NOT_OURS;
 	/* The address last: the scan's loop then follows every packet access, which keeps the verifier's bounds. */
-	if (!our_address(cfg, daddr))
+	if (!((cfg->ports[port / XTCP_PORT_WORD_BITS] >> (port % XTCP_PORT_WORD_BITS)) & 1) ||
+	    !our_address(cfg, daddr)) {
+		if (first_fragment)
+			bpf_map_delete_elem(&XTCP_MAP_FRAGS, &frag);
 		return NOT_OURS;
+	}
 	if (first_fragment)
 		bpf_map_update_elem(&XTCP_MAP_FRAGS, &frag, &one, BPF_ANY);
 	return OURS;

@@ -96,8 +96,9 @@ pub struct LoadArgs {
     #[arg(long = "sources", value_name = "N", conflicts_with = "sources",
           value_parser = number_in::<u8>(1, xtcp::engine::MAX_LOCAL_ADDRESSES as u64))]
     pub source_count: Option<u8>,
-    /// xtcp's source ports, LO-HI, on every source address [default: the ports above the kernel's
-    /// ip_local_port_range]. --stack xdp only: the kernel's are net.ipv4.ip_local_port_range.
+    /// xtcp's source ports, LO-HI, on every source address [default: the ports beside the kernel's
+    /// ip_local_port_range where no kernel socket listens]. --stack xdp only: the kernel's are
+    /// net.ipv4.ip_local_port_range.
     #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
     pub ephemeral_ports: Option<RangeInclusive<u16>>,
     /// Print the report as JSON (and no progress bar).
@@ -202,13 +203,6 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
         bar
     });
     let stop = stop_on_signals()?;
-    let what = match args.net.stack {
-        StackKind::Xdp => "xtcp over AF_XDP",
-        StackKind::Kernel => "the kernel's TCP",
-    };
-    if !args.json {
-        eprintln!("xtcp load: {:?} load on {} with {what}", args.mode, args.target);
-    }
     let report = match args.net.stack {
         StackKind::Xdp => run_xdp(args, &cfg, sources, bar.clone(), &stop)?,
         StackKind::Kernel => {
@@ -222,6 +216,9 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
             }
             let kernel_cfg = KernelConfig { sources: sources.unwrap_or_default(), ..args.net.kernel_config(ip) };
             let mut stack = KernelStack::new(kernel_cfg).map_err(|e| format!("starting --stack kernel: {e}"))?;
+            if !args.json {
+                eprintln!("xtcp load: {}", preamble(args));
+            }
             let mut app = Progress::new(Load::new(cfg).map_err(|e| e.to_string())?, bar.clone());
             run_kernel(&mut stack, &mut app, &stop, args.net.run_options());
             app.load.report()
@@ -239,6 +236,15 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
         return Err(format!("no request completed — is {} serving? ({} errors)", args.target, report.errors.total()));
     }
     Ok(())
+}
+
+/// What the load is, said once it is set up (so that a set-up error is the only line).
+fn preamble(args: &LoadArgs) -> String {
+    let what = match args.net.stack {
+        StackKind::Xdp => "xtcp over AF_XDP",
+        StackKind::Kernel => "the kernel's TCP",
+    };
+    format!("{:?} load on {} with {what}", args.mode, args.target)
 }
 
 /// `cfg` shared between at most `cores` cores, one configuration each: connections, requests and rate split as
@@ -280,7 +286,8 @@ fn run_xdp(
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<Report, String> {
     use xtcp::engine::shard::{CoreInfo, Hooks};
-    let mut cores_cfg = super::xdp::cores_config("load", &args.net, &[], Some(*args.target.ip()))?;
+    let active = super::xdp::ActiveOpens { peer: *args.target.ip(), ports: args.ephemeral_ports.clone() };
+    let mut cores_cfg = super::xdp::cores_config("load", &args.net, &[], Some(&active))?;
     if let Some((first, rest)) = sources.as_deref().and_then(|s| s.split_first()) {
         // Every core opens from every address, each from its own slice of the same ports.
         cores_cfg.stack.ip = *first;
@@ -290,19 +297,26 @@ fn run_xdp(
     let shares = shares(cfg, cores_cfg.cores.unwrap_or(1));
     let cores = shares.len();
     cores_cfg.cores = Some(cores);
-    if let Some(ports) = &args.ephemeral_ports {
-        if ports.len() < cores {
-            return Err(format!("--ephemeral-ports {ports:?} has fewer ports than the {cores} cores — widen it"));
-        }
-        cores_cfg.stack.ephemeral_ports = ports.clone();
+    let ports = &cores_cfg.stack.ephemeral_ports;
+    let min = xtcp::engine::shard::PortPartition::MIN_PORTS_PER_CORE as usize;
+    if ports.len() < min * cores {
+        return Err(format!(
+            "{} source ports ({}-{}) give {cores} cores fewer than {min} each — run fewer --cores, or give more \
+             with --ephemeral-ports LO-HI",
+            ports.len(),
+            ports.start(),
+            ports.end()
+        ));
     }
     let quiet = args.json;
     let ready = |infos: &[CoreInfo], cpus: usize| {
         if !quiet {
+            eprintln!("xtcp load: {}", preamble(args));
             eprintln!("xtcp load: {}", super::xdp::describe(infos, cpus));
         }
     };
     let hooks = Hooks { ready: Some(&ready), ..Hooks::default() };
+    super::xdp::warn_unserved_queues("load", &cores_cfg);
     let make = |core: usize| {
         let load = Load::new(shares[core].clone()).expect("a share of a valid configuration is valid");
         Progress::new(load, if core == 0 { bar.clone() } else { None })

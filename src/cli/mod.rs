@@ -323,15 +323,33 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Whether a kernel socket listens on TCP `port` (any address) in this network namespace.
+/// The TCP ports kernel sockets listen on in this network namespace, for IPv4: listeners on an IPv4 address, and
+/// IPv6 ones on `::` or an IPv4-mapped address (a dual-stack socket takes IPv4 connections too), ascending.
 #[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
-pub fn kernel_listens_on(port: u16) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
-    table.lines().skip(1).any(|l| {
+pub fn kernel_listening_ports() -> Vec<u16> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let (v4, v6) = (read("/proc/net/tcp"), read("/proc/net/tcp6"));
+    let mut ports: Vec<u16> = listening_ports(&v4).chain(listening_ports(&v6)).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The ports of the IPv4-reachable listeners (state `0A`) in a `/proc/net/tcp` or `/proc/net/tcp6` table: every
+/// IPv4 one, and IPv6 ones whose address is `::` or IPv4-mapped (`::ffff:a.b.c.d`, written `0000FFFF` in its
+/// third word in either byte order).
+#[cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(dead_code))]
+fn listening_ports(table: &str) -> impl Iterator<Item = u16> + '_ {
+    table.lines().skip(1).filter_map(|l| {
         let mut f = l.split_whitespace();
-        let local = f.nth(1).unwrap_or("");
-        let state = f.nth(1).unwrap_or("");
-        state == "0A" && local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+        let (addr, port) = f.nth(1)?.rsplit_once(':')?;
+        let state = f.nth(1)?;
+        let ipv4_reachable = addr.len() == 8
+            || addr.bytes().all(|b| b == b'0')
+            || (addr.len() == 32
+                && addr[..16].bytes().all(|b| b == b'0')
+                && matches!(&addr[16..24], "0000FFFF" | "FFFF0000"));
+        (state == "0A" && ipv4_reachable).then(|| u16::from_str_radix(port, 16).ok()).flatten()
     })
 }
 
@@ -429,6 +447,26 @@ mod tests {
         assert_eq!(kernel(&[]), None, "the system's default");
         assert_eq!(kernel(&["--congestion", "cubic"]), Some(Algorithm::Cubic));
         assert_eq!(kernel(&["--congestion", "newreno"]), Some(Algorithm::NewReno));
+    }
+
+    #[test]
+    fn kernel_listeners_reachable_over_ipv4_are_read_from_both_tables() {
+        // Lines as /proc/net/tcp and tcp6 print them (host byte order, here little-endian), trailing fields cut.
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1
+   1: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2
+   2: 0201A8C0:D431 0101A8C0:0016 01 00000000:00000000 00:00000000 00000000     0        0 3
+";
+        assert_eq!(listening_ports(v4).collect::<Vec<_>>(), [22, 5432], "the established connection is no listener");
+        let v6 = "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000
+   1: 0000000000000000FFFF00000100007F:0CEA 00000000000000000000000000000000:0000 0A 00000000:00000000
+   2: 00000000000000000000000001000000:2383 00000000000000000000000000000000:0000 0A 00000000:00000000
+   3: 000080FE00000000FF0000000100A8C0:1A0A 00000000000000000000000000000000:0000 0A 00000000:00000000
+";
+        assert_eq!(listening_ports(v6).collect::<Vec<_>>(), [8080, 3306], "::1 and a link-local address are not IPv4");
+        assert_eq!(listening_ports("header only\n").count(), 0);
+        assert_eq!(listening_ports("h\n   0: garbage\n").count(), 0);
     }
 
     #[test]

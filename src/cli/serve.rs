@@ -36,6 +36,7 @@ where
         println!("xtcp {name}: serving {ip}:{port} on {iface}, {}; Ctrl-C stops", super::xdp::describe(infos, cpus));
     };
     let hooks = Hooks { ready: Some(&ready), ..Hooks::default() };
+    super::xdp::warn_unserved_queues(name, &cfg);
     let report = run_cores_with(&cfg, |_| make(), &hooks, &stop).map_err(|e| e.to_string())?;
     super::xdp::summary(name, &report);
     Ok(())

@@ -68,7 +68,8 @@ pub struct StackConfig {
     pub max_buffer_bytes: usize,
     /// Listening ports allowed.
     pub max_listeners: usize,
-    /// Source ports for active opens.
+    /// Source ports for active opens; empty for a stack that only accepts (its `connect` fails with
+    /// [`StackError::NoPort`]).
     pub ephemeral_ports: RangeInclusive<u16>,
     /// Which of those an active open may use (the multi-core engine keeps replies on the opening core's queue
     /// with it); `None` allows all.
@@ -647,6 +648,9 @@ impl Stack {
     /// later timestamp or sequence number (RFC 6191), which a port taken again within the same millisecond may
     /// not have — its SYN would be answered with an ACK and wait a second to be resent.
     fn free_port(&mut self, ip: Ipv4Addr, remote: SocketAddrV4) -> Option<u16> {
+        if self.cfg.ephemeral_ports.is_empty() {
+            return None;
+        }
         let (lo, hi) = (*self.cfg.ephemeral_ports.start(), *self.cfg.ephemeral_ports.end());
         let span = u32::from(hi.saturating_sub(lo)) + 1;
         let offset = self.hasher.hash_one((ip, remote)) as u32;

@@ -59,6 +59,16 @@ impl PortPartition {
     /// The fewest ephemeral ports a core may have (its concurrent connections to one peer address and port).
     pub const MIN_PORTS_PER_CORE: u32 = 64;
 
+    /// No ports for `cores` cores: every slice is empty and no port has an owner, so every frame stays on the core
+    /// whose queue it arrived on. For cores that only accept connections (their `StackConfig::ephemeral_ports`
+    /// empty).
+    pub fn empty(cores: usize) -> Result<PortPartition, PartitionError> {
+        if cores == 0 || cores > usize::from(u16::MAX) {
+            return Err(PartitionError::TooFewPorts { ports: 0, cores, min: Self::MIN_PORTS_PER_CORE });
+        }
+        Ok(PortPartition { first: 0, ports_per_core: 0, cores: cores as u32 })
+    }
+
     /// Cuts `range` into `cores` equal slices (the remainder, fewer than `cores` ports, goes unused).
     pub fn new(range: RangeInclusive<u16>, cores: usize) -> Result<PortPartition, PartitionError> {
         let ports = if range.is_empty() { 0 } else { u32::from(*range.end()) - u32::from(*range.start()) + 1 };
@@ -75,8 +85,11 @@ impl PortPartition {
         self.cores as usize
     }
 
-    /// Core `core`'s slice: the source ports of its active opens.
+    /// Core `core`'s slice: the source ports of its active opens (empty for [`PortPartition::empty`]).
     pub fn range(&self, core: usize) -> RangeInclusive<u16> {
+        if self.ports_per_core == 0 {
+            return RangeInclusive::new(1, 0);
+        }
         let start = u32::from(self.first) + core as u32 * self.ports_per_core;
         let end = start + self.ports_per_core - 1;
         start.min(65535) as u16..=end.min(65535) as u16
@@ -86,7 +99,7 @@ impl PortPartition {
     #[inline]
     pub fn owner(&self, port: u16) -> Option<usize> {
         let offset = u32::from(port.checked_sub(self.first)?);
-        let core = offset / self.ports_per_core;
+        let core = offset.checked_div(self.ports_per_core)?;
         (core < self.cores).then_some(core as usize)
     }
 }

@@ -25,7 +25,9 @@ pub struct CoresConfig {
     /// The interface to serve on.
     pub ifname: String,
     /// Every core's stack settings: address, TCP settings, limits. Each core gets its own slice of
-    /// `ephemeral_ports` ([`PortPartition`]) and a seed derived from `seed` ([`core_seed`]).
+    /// `ephemeral_ports` ([`PortPartition`]), which the steering program takes from the kernel whole, and a seed
+    /// derived from `seed` ([`core_seed`]). An empty `ephemeral_ports` is for cores that only accept connections:
+    /// no port beyond `ports` is steered, and the kernel keeps every other one.
     pub stack: StackConfig,
     /// Cores to run, on queues `first_queue..first_queue + cores`; `None` takes every rx queue from `first_queue`.
     pub cores: Option<usize>,
@@ -101,6 +103,19 @@ pub enum CoresError {
     /// The ephemeral range is too small for the cores.
     #[error(transparent)]
     Partition(#[from] PartitionError),
+    /// No cores, or more queues than the steering program serves.
+    #[error(
+        "{cores} cores from rx queue {first_queue}: xtcp serves from 1 to {max} queues, numbered below {max} \
+         (XTCP_MAX_QUEUES) — run fewer cores or from a lower queue"
+    )]
+    Queues {
+        /// Core 0's queue.
+        first_queue: u32,
+        /// Cores asked for.
+        cores: usize,
+        /// Queues the steering program's maps hold.
+        max: u32,
+    },
     /// A pcap file could not be created.
     #[error("creating {path}: {source}")]
     Pcap {
@@ -312,13 +327,21 @@ where
 {
     let wrap = hooks.wrap;
     let cores = core_count(cfg)?;
-    let partition = PortPartition::new(cfg.stack.ephemeral_ports.clone(), cores)?;
+    let max = afxdp::shared::XTCP_MAX_QUEUES;
+    if cores == 0 || cfg.first_queue as usize + cores > max as usize {
+        return Err(CoresError::Queues { first_queue: cfg.first_queue, cores, max });
+    }
+    let ephemeral = &cfg.stack.ephemeral_ports;
+    let partition =
+        if ephemeral.is_empty() { PortPartition::empty(cores)? } else { PortPartition::new(ephemeral.clone(), cores)? };
     let (cpus, cpu_count) = cpu_plan(cores);
     let mut steering = Steering::load_and_attach(&cfg.ifname, &cfg.stack.local_addresses(), cfg.ports.iter().copied())
         .map_err(|source| CoresError::AfXdp { core: 0, source })?;
-    steering
-        .allow_ports(*partition.range(0).start()..=*partition.range(cores - 1).end())
-        .map_err(|source| CoresError::AfXdp { core: 0, source })?;
+    if !ephemeral.is_empty() {
+        steering
+            .allow_ports(*partition.range(0).start()..=*partition.range(cores - 1).end())
+            .map_err(|source| CoresError::AfXdp { core: 0, source })?;
+    }
     let mut devices = Vec::with_capacity(cores);
     for core in 0..cores {
         let xsk_cfg = XskConfig { queue: cfg.first_queue + core as u32, ..cfg.xsk };

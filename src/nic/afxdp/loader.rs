@@ -210,6 +210,19 @@ impl Steering {
         Ok(sum)
     }
 
+    /// Runs the program once in the kernel on `frame` (`BPF_PROG_TEST_RUN`), as if it had arrived on rx queue 0 of
+    /// the namespace's loopback, attached or not: its XDP action (`XDP_PASS` where it would redirect to an empty
+    /// XSKMAP slot). Its counters and fragment memory change as for a received frame. Needs root.
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<u32> {
+        let prog = self
+            .object
+            .progs_mut()
+            .find(|p| p.name() == XTCP_PROG_STEER)
+            .ok_or(AfXdpError::Missing(XTCP_PROG_STEER))?;
+        let input = libbpf_rs::ProgramInput { data_in: Some(frame), ..Default::default() };
+        prog.test_run(input).map(|out| out.return_value).map_err(bpf("run the XDP program on a test frame"))
+    }
+
     /// The counters of every queue, summed.
     pub fn total_counters(&self) -> Result<QueueCounters> {
         let mut sum = QueueCounters::default();
