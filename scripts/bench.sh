@@ -95,7 +95,10 @@ stop_extras() {
     for pid in "${extra_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     extra_pids=()
 }
+# Ctrl-C and SIGTERM are ignored from the start: the INT trap's `exit 130` would end this EXIT trap before the
+# namespaces and the work directory are removed (a second Ctrl-C still reaches the servers, which then exit at once).
 cleanup() {
+    trap '' INT TERM
     stop_extras
     if [ -n "$server" ]; then
         kill -INT "$server" 2>/dev/null || true

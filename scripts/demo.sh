@@ -9,21 +9,38 @@
 #
 #   scripts/demo.sh                 # about 90 s after the build
 #   DEMO_SECS=20 scripts/demo.sh    # longer runs
-#   scripts/demo.sh --sim           # no root or veth: watch one connection's life over the simulated link
+#   scripts/demo.sh --sim           # no root or veth: watch one connection's life over the simulated link (as
+#                                   # another user: built without AF_XDP, in target/sim; tcpdump if it is there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 if [ "${1:-}" = "--sim" ]; then
     shift
-    ensure_rust
-    cargo build --release --locked
+    if [ "$(id -u)" -eq 0 ]; then
+        # As the other paths do: what the build and the capture's reading need, and the demo's own build.
+        # shellcheck disable=SC2086 # the package list is words
+        ensure_packages $BUILD_PACKAGES tcpdump
+        ensure_rust
+        cargo build --release --locked
+        bin=./target/release/xtcp
+    else
+        # No root to install packages: the simulation needs no AF_XDP, so xtcp is built without it (no clang,
+        # libbpf or libelf), into a target directory of its own, where it does not replace the demo's build.
+        ensure_rust
+        cargo build --release --locked --no-default-features --bin xtcp --target-dir target/sim
+        bin=./target/sim/release/xtcp
+    fi
     pcap=$(mktemp /tmp/xtcp-demo.XXXXXX.pcap)
     trap 'rm -f "$pcap"' EXIT
-    ./target/release/xtcp demo --sim --pcap "$pcap" "$@"
+    "$bin" demo --sim --pcap "$pcap" "$@"
     echo
-    echo "== the same frames, as tcpdump reads the pcap"
-    tcpdump -nr "$pcap" 2>/dev/null
+    if command -v tcpdump >/dev/null; then
+        echo "== the same frames, as tcpdump reads the pcap"
+        tcpdump -nr "$pcap" 2>/dev/null
+    else
+        echo "(tcpdump is not installed: apt-get install tcpdump, and this shows the same frames as tcpdump reads them)"
+    fi
     exit 0
 fi
 
@@ -42,13 +59,26 @@ server_cpu=$((cpus > 1 ? 1 : 0))
 
 name="demo$$"
 work=$(mktemp -d /tmp/xtcp-demo.XXXXXX)
-server=""
+# The server's pid, set by start_serving (scripts/lib.sh) as soon as it starts the server: a Ctrl-C while it waits
+# for the server to serve finds it here too.
+SERVER_PID=""
+# Every step runs whatever the server's exit status: one that crashed, or exits 130 on a second Ctrl-C, must not
+# leave the namespaces and the work directory behind. Ctrl-C and SIGTERM are ignored from here on, as the INT
+# trap's `exit 130` would end this EXIT trap before its end (a second Ctrl-C still reaches the server, which then
+# exits at once).
 cleanup() {
-    [ -n "$server" ] && kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    trap '' INT TERM
+    if [ -n "$SERVER_PID" ]; then
+        kill -INT "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
     scripts/netns.sh down "$name"
     rm -rf "$work"
 }
 trap cleanup EXIT
+# After Ctrl-C, which `xtcp load` catches to print its summary and exit 0, the demo stops instead of going on with
+# the next workload.
+trap 'exit 130' INT TERM
 eval "$(scripts/netns.sh up "$name")"
 
 # serve STACK COMMAND ARGS...: starts the server in xtcp's namespace and waits until it says it serves.
@@ -56,13 +86,16 @@ serve() {
     local stack=$1
     shift
     start_serving "$NS_XTCP" "$server_cpu" "$work/server.log" "$bin" "$@" --stack "$stack" --iface "$IF_XTCP"
-    server=$SERVER_PID
 }
 
 stop_server() {
-    kill -INT "$server"
-    wait "$server" || true
-    server=""
+    if ! kill -INT "$SERVER_PID" 2>/dev/null; then
+        echo "error: the server ended during the run:" >&2
+        cat "$work/server.log" >&2
+        exit 1
+    fi
+    wait "$SERVER_PID" || true
+    SERVER_PID=""
 }
 
 # measure LABEL STACK SERVER-ARGS -- LOAD-ARGS: one server, one load run from the kernel's namespace, JSON saved.

@@ -50,7 +50,9 @@ RUN_PACKAGES="iproute2 ethtool iputils-ping python3 tcpdump netcat-openbsd curl 
 
 # start_serving NS CPU LOG COMMAND...: runs COMMAND in the background inside namespace NS, pinned to CPU, its output
 # in LOG, and waits (10 s at most) until it says it is serving; its pid is then in SERVER_PID. When it does not
-# start, prints its log and exits (the caller's EXIT trap cleans up).
+# start, stops it if it still runs (SIGTERM, SIGKILL 5 s later), prints its log and exits: the callers take
+# SERVER_PID into their cleanup only once it serves, so a process left here would keep running (an XDP program
+# attached) in a namespace their EXIT trap deletes.
 start_serving() {
     local ns=$1 cpu=$2 log=$3
     shift 3
@@ -61,6 +63,13 @@ start_serving() {
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
     done
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
     echo "error: $* did not start:" >&2
     cat "$log" >&2
     exit 1

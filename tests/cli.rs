@@ -1,10 +1,15 @@
 //! The `xtcp` command: its errors, and `xtcp echo` serving a kernel client over AF_XDP until SIGINT or SIGTERM.
 #![cfg_attr(not(all(feature = "afxdp", target_os = "linux")), allow(unused_imports))]
 
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+mod common_afxdp;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Lines};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+use common_afxdp::ChildGuard;
 
 const XTCP: &str = env!("CARGO_BIN_EXE_xtcp");
 
@@ -146,27 +151,38 @@ impl Drop for Netns {
     }
 }
 
-/// `xtcp echo` on `port` in xtcp's namespace, its stdout read line by line; checks the serving line.
+/// How long a test waits for a child's next stdout line before it fails (the children are killed on drop).
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
-fn echo_server(ns: &Netns, port: u16) -> (Child, Lines<BufReader<ChildStdout>>) {
-    let mut server = Command::new("ip")
+const LINE_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// The child's next stdout line, whatever it says; fails the test after [`LINE_TIMEOUT`] or when the child closed
+/// its stdout.
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+fn next_line(child: &ChildGuard) -> String {
+    child.expect_where("next line", LINE_TIMEOUT, |_| true)
+}
+
+/// `xtcp echo` on `port` in xtcp's namespace, killed on drop, its stdout read line by line; checks the serving line.
+#[cfg(all(feature = "afxdp", target_os = "linux"))]
+fn echo_server(ns: &Netns, port: u16) -> ChildGuard {
+    let server = Command::new("ip")
         .args(["netns", "exec", ns.var("NS_XTCP"), XTCP, "echo", "--iface", ns.var("IF_XTCP")])
         .args(["--port", &port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a line").unwrap();
+    let server = ChildGuard::new(server);
+    let first = next_line(&server);
     assert!(first.contains(&format!("serving {}:{port}", ns.var("IP_XTCP"))), "{first}");
-    (server, lines)
+    server
 }
 
-/// A kernel client in the other namespace: echoes 100 KiB through `port` (prints ECHOED), then keeps its connection
-/// open until xtcp's FIN arrives (prints FIN) and — if `close_on_fin` — closes its side; else it holds it, so xtcp
-/// waits out its shutdown grace in FIN_WAIT_2.
+/// A kernel client in the other namespace, killed on drop: echoes 100 KiB through `port` (prints ECHOED), then keeps
+/// its connection open until xtcp's FIN arrives (prints FIN) and — if `close_on_fin` — closes its side; else it holds
+/// it, so xtcp waits out its shutdown grace in FIN_WAIT_2.
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
-fn holding_client(ns: &Netns, port: u16, close_on_fin: bool) -> (Child, Lines<BufReader<ChildStdout>>) {
+fn holding_client(ns: &Netns, port: u16, close_on_fin: bool) -> ChildGuard {
     let script = format!(
         "import socket,time\ns=socket.create_connection(('{}',{port}),timeout=5)\nd=bytes(range(256))*400\n\
          s.sendall(d)\nr=b''\nwhile len(r)<len(d):\n    c=s.recv(65536)\n    assert c\n    r+=c\nassert r==d\n\
@@ -175,14 +191,13 @@ fn holding_client(ns: &Netns, port: u16, close_on_fin: bool) -> (Child, Lines<Bu
         ns.var("IP_XTCP"),
         if close_on_fin { "True" } else { "False" }
     );
-    let mut client = Command::new("ip")
+    let client = Command::new("ip")
         .args(["netns", "exec", ns.var("NS_KERNEL"), "python3", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(client.stdout.take().unwrap()).lines();
-    (client, lines)
+    ChildGuard::new(client)
 }
 
 /// The interface's details in xtcp's namespace (`prog/xdp` while an XDP program is attached).
@@ -235,15 +250,15 @@ fn exit_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
 #[cfg(all(feature = "afxdp", target_os = "linux"))]
 fn echo_stops_cleanly_on(tag: &str, name: &str) {
     let ns = Netns::up(tag);
-    let (mut server, lines) = echo_server(&ns, 7777);
+    let mut server = echo_server(&ns, 7777);
     assert!(xtcp_link(&ns).contains("prog/xdp"), "attached while serving");
-    let (mut client, mut said) = holding_client(&ns, 7777, true);
-    assert_eq!(said.next().map(Result::unwrap).as_deref(), Some("ECHOED"), "the client's echo");
-    signal(&server, name);
-    assert_eq!(said.next().map(Result::unwrap).as_deref(), Some("FIN"), "the client sees xtcp's FIN after {name}");
-    let status = exit_within(&mut server, Duration::from_secs(10));
-    let _ = client.wait();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut client = holding_client(&ns, 7777, true);
+    assert_eq!(next_line(&client), "ECHOED", "the client's echo");
+    signal(&server.child, name);
+    assert_eq!(next_line(&client), "FIN", "the client sees xtcp's FIN after {name}");
+    let status = exit_within(&mut server.child, Duration::from_secs(10));
+    let _ = exit_within(&mut client.child, Duration::from_secs(10));
+    let rest = server.rest(Duration::from_secs(5));
     let status = status.unwrap_or_else(|| panic!("xtcp echo did not stop on {name}"));
     assert!(status.success(), "{name}: {status:?}");
     assert!(rest.iter().any(|l| l.contains("stopped:")), "{name}: no summary: {rest:?}");
@@ -272,19 +287,18 @@ fn sigterm_stops_echo_as_ctrl_c_does() {
 fn a_second_signal_exits_at_once() {
     let ns = Netns::up("cl2");
     for (port, first, second) in [(7001, "TERM", "TERM"), (7002, "INT", "TERM"), (7003, "TERM", "INT")] {
-        let (mut server, lines) = echo_server(&ns, port);
-        let (mut client, mut said) = holding_client(&ns, port, false);
-        assert_eq!(said.next().map(Result::unwrap).as_deref(), Some("ECHOED"));
-        signal(&server, first);
-        assert_eq!(said.next().map(Result::unwrap).as_deref(), Some("FIN"), "FIN after SIG{first}");
+        let mut server = echo_server(&ns, port);
+        let client = holding_client(&ns, port, false);
+        assert_eq!(next_line(&client), "ECHOED");
+        signal(&server.child, first);
+        assert_eq!(next_line(&client), "FIN", "FIN after SIG{first}");
         // Draining now: the peer holds its side open, so the first signal alone would end the run in 2 s.
-        signal(&server, second);
+        signal(&server.child, second);
         let sent = Instant::now();
-        let status = exit_within(&mut server, Duration::from_secs(5));
+        let status = exit_within(&mut server.child, Duration::from_secs(5));
         let took = sent.elapsed();
-        let _ = client.kill();
-        let _ = client.wait();
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        drop(client);
+        let rest = server.rest(Duration::from_secs(5));
         let status = status.unwrap_or_else(|| panic!("SIG{first} then SIG{second}: xtcp echo did not exit"));
         assert!(took < Duration::from_millis(1000), "SIG{first} then SIG{second}: exit took {took:?}");
         assert_eq!(status.code(), Some(130), "SIG{first} then SIG{second}");

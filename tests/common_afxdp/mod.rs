@@ -165,6 +165,16 @@ impl ChildGuard {
         }
     }
 
+    /// The stdout lines still to come, until the child closes its stdout or `timeout` passes.
+    pub fn rest(&self, timeout: Duration) -> Vec<String> {
+        let deadline = StdInstant::now() + timeout;
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(StdInstant::now())) {
+            rest.push(line);
+        }
+        rest
+    }
+
     /// Waits for the child to end; kills it and panics after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = StdInstant::now() + timeout;
