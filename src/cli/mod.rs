@@ -136,8 +136,9 @@ pub struct NetArgs {
     pub congestion: Option<Congestion>,
 }
 
-/// `--compact-after`: a duration, or `off`.
+/// `--compact-after`: a duration, or `off` (read by the AF_XDP stack only).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "afxdp"), allow(dead_code))]
 pub struct CompactAfter(pub Option<Duration>);
 
 fn parse_compact_after(s: &str) -> Result<CompactAfter, String> {
