@@ -293,4 +293,8 @@ fn a_client_that_stops_reading_for_a_while_still_gets_every_byte_back() {
     });
     assert!(finished, "stalled: {} of {} bytes came back", got.len(), data.len());
     assert!(got == data);
+    // The windows did close: the echo probed the client's (and maybe the client the echo's).
+    let probes: u64 =
+        world.stacks.iter().map(|s| s.tcp_totals().iter().find(|t| t.0 == "window_probes").unwrap().1).sum();
+    assert!(probes > 0, "no zero-window probe: the windows never closed");
 }
