@@ -90,6 +90,19 @@ fn child_bind_modes() {
     let copy = XskConfig { mode: BindMode::Copy, ..XskConfig::DEFAULT };
     let dev = XskDevice::open(&ifname, &copy, &steering).expect("copy mode works everywhere");
     println!("COPY_OK {:?} tx_budget={}", dev.mode(), dev.tx_budget_frames());
+    // The queue binds again right after its socket closes (the kernel lets the old one go in deferred work).
+    drop(dev);
+    let mut reopened = 0;
+    for _ in 0..10 {
+        match XskDevice::open(&ifname, &copy, &steering) {
+            Ok(dev) => {
+                reopened += 1;
+                drop(dev);
+            }
+            Err(e) => println!("REOPEN_ERR {e}"),
+        }
+    }
+    println!("REOPENED {reopened}");
 }
 
 #[test]
@@ -107,6 +120,8 @@ fn forced_zero_copy_fails_on_veth_and_forced_copy_works() {
     );
     let copy = child.expect_line("COPY_OK", Duration::from_secs(20));
     assert!(copy.contains("Copy"), "{copy}");
+    let reopened = child.expect_line("REOPEN", Duration::from_secs(60));
+    assert_eq!(reopened, "REOPENED 10", "a queue whose socket just closed would not bind again");
     assert!(child.wait(Duration::from_secs(20)).success());
 }
 

@@ -177,6 +177,14 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> AfXdpError {
 }
 
 /// The OS error behind an xsk-rs error, or the error itself.
+/// How long `open` waits for a queue another socket still holds (see there).
+const BUSY_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The OS error code behind an xsk-rs error, if any.
+fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    e.source().and_then(|s| s.downcast_ref::<io::Error>()).and_then(io::Error::raw_os_error)
+}
+
 fn xsk_err(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> AfXdpError {
     let source = match e.source().and_then(|s| s.downcast_ref::<io::Error>()) {
         Some(os) => match os.raw_os_error() {
@@ -239,9 +247,26 @@ impl XskDevice {
                 .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
                 .bind_flags(bind)
                 .build();
-            // SAFETY: xsk-rs requires XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD when a shared UMEM's (interface, queue) is
-            // already bound; we set it always (our own program steers), and this UMEM is fresh and not shared.
-            let created = unsafe { Socket::new(sock_cfg, &umem, &interface, cfg.queue) };
+            // A socket of a process that just exited can hold the queue a little longer: the kernel lets its pool
+            // go in deferred work, and until then a bind answers EBUSY. Wait for that, briefly, rather than fail a
+            // server restarted at once.
+            let mut busy_until = None;
+            let created = loop {
+                // SAFETY: xsk-rs requires XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD when a shared UMEM's (interface,
+                // queue) is already bound; we set it always (our own program steers), and this UMEM is fresh and
+                // not shared.
+                let created = unsafe { Socket::new(sock_cfg, &umem, &interface, cfg.queue) };
+                match created {
+                    Err(e) if os_error(&e) == Some(libc::EBUSY) => {
+                        let until = *busy_until.get_or_insert_with(|| std::time::Instant::now() + BUSY_QUEUE_WAIT);
+                        if std::time::Instant::now() >= until {
+                            break Err(e);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    created => break created,
+                }
+            };
             let (tx, rx, fq_cq) = match created {
                 Ok(parts) => parts,
                 Err(e) => {
