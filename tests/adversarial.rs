@@ -18,8 +18,9 @@
 //! sniffed on the same socket.
 //!
 //! Every test checks xtcp's counters afterwards (the xtcp child writes them as JSON, with its connection count,
-//! every 20 ms), that a normal kernel client still gets its echo, and that no connection is left over; each prints
-//! one summary line (`INJECT`, `FLAGS`, `MALFORMED`, `FLOOD`) for `docs/security.md`.
+//! every 20 ms, and a snapshot is read once xtcp counted a sync frame sent after the probes: see
+//! [`World::xtcp_stats`]), that a normal kernel client still gets its echo, and that no connection is left over;
+//! each prints one summary line (`INJECT`, `FLAGS`, `MALFORMED`, `FLOOD`) for `docs/security.md`.
 #![cfg(all(feature = "afxdp", target_os = "linux"))]
 
 mod common_afxdp;
@@ -29,7 +30,7 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -61,6 +62,12 @@ const FLOOD_FIRST_HOST: u8 = 128;
 /// connection may be answered.
 const ANSWER_WAIT: Duration = Duration::from_millis(300);
 const RATE_LIMITED_WAIT: Duration = Duration::from_millis(600);
+/// The destination MAC of the sync frames ([`World::sync_frame`]): unicast, locally administered, nobody's.
+const SYNC_MAC: [u8; 6] = [0x02, 0x5c, 0x00, 0x00, 0x00, 0x01];
+/// The sync frames' source port (no probe uses it).
+const SYNC_PORT: u16 = 9999;
+/// The longest xtcp may take to count a sync frame (it takes microseconds; its snapshot is written every 20 ms).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tests of this binary run one at a time (two cores; the flood wants them).
 fn serial() -> MutexGuard<'static, ()> {
@@ -157,6 +164,8 @@ struct World {
     probe_ip: Ipv4Addr,
     xtcp_mac: EthernetAddress,
     peer_mac: EthernetAddress,
+    /// Sync frames sent so far ([`World::xtcp_stats`]).
+    syncs_sent: AtomicU64,
 }
 
 impl World {
@@ -199,6 +208,7 @@ impl World {
             tmp,
             xtcp_ip,
             probe_ip,
+            syncs_sent: AtomicU64::new(0),
         }
     }
 
@@ -234,10 +244,25 @@ impl World {
         }
     }
 
-    fn xtcp_stats(&self) -> Value {
-        // Two snapshot periods: whatever just happened is in.
-        std::thread::sleep(Duration::from_millis(50));
-        self.xtcp_stats_when(Duration::from_secs(5), |_| true)
+    /// xtcp's snapshot once it holds every frame the peer's side sent xtcp before this call: `prober` sends a sync
+    /// frame ([`World::sync_frame`]) and the snapshot is taken once xtcp counted it. Frames cross veth to xtcp in
+    /// the order they were sent (one queue), so everything sent before the sync frame was handled before it.
+    fn xtcp_stats(&self, prober: &RawSocket) -> Value {
+        let n = self.syncs_sent.fetch_add(1, Ordering::Relaxed) + 1;
+        prober.send(&self.sync_frame());
+        let v = self.xtcp_stats_when(SYNC_TIMEOUT, |v| drops(v, "not_for_us") >= n);
+        // The sync frames are the only frames xtcp gets that are not for it: a count past them would mean the wait
+        // above ended early.
+        assert_eq!(drops(&v, "not_for_us"), n, "xtcp should have counted {n} sync frames as not_for_us: {v}");
+        v
+    }
+
+    /// A frame that reaches xtcp and that xtcp counts one way only: a SYN to xtcp's port and address (what the
+    /// steering program looks at), sent to another MAC ([`SYNC_MAC`]), so xtcp drops it as `not_for_us` and
+    /// answers nothing.
+    fn sync_frame(&self) -> Vec<u8> {
+        let e = Ends { dst_mac: EthernetAddress(SYNC_MAC), ..self.probe_ends(SYNC_PORT, XTCP_PORT) };
+        frame(&e, &syn(&e, 0, b""))
     }
 
     /// Waits until xtcp holds `n` connections; returns the snapshot that says so (asserting it does).
@@ -749,7 +774,7 @@ fn blind_rst_syn_and_data_injection_gets_challenge_acks_and_the_connection_survi
     let w = World::up("ai");
     let prober = w.prober();
     let mut flows = open_flows(&w, &prober);
-    let before = w.xtcp_stats();
+    let before = w.xtcp_stats(&prober);
     // (name, flags, offset from RCV.NXT, offset from SND.NXT, payload, what xtcp should answer)
     let psh_ack = TcpFlags::PSH | TcpFlags::ACK;
     let probes: Vec<Injection> = vec![
@@ -802,7 +827,7 @@ fn blind_rst_syn_and_data_injection_gets_challenge_acks_and_the_connection_survi
             mismatches.push(format!("{}'s connection did not survive: {e}", server_name(f.server.port())));
         }
     }
-    let after = w.xtcp_stats();
+    let after = w.xtcp_stats(&prober);
     close_flows(&w, flows);
     w.assert_both_serve("the injections");
     let acks = after["challenge_acks"].as_u64().unwrap() - before["challenge_acks"].as_u64().unwrap();
@@ -829,7 +854,7 @@ fn illegal_flag_combinations_are_answered_as_linux_answers_them() {
     let _serial = serial();
     let w = World::up("af");
     let prober = w.prober();
-    let before = w.xtcp_stats();
+    let before = w.xtcp_stats(&prober);
     let (fin, syn_f, rst, psh, ack, urg) =
         (TcpFlags::FIN, TcpFlags::SYN, TcpFlags::RST, TcpFlags::PSH, TcpFlags::ACK, TcpFlags::URG);
     let mut report = Vec::new();
@@ -897,10 +922,10 @@ fn illegal_flag_combinations_are_answered_as_linux_answers_them() {
         }
     }
     println!("illegal flag combinations:\n{}", report.join("\n"));
-    let challenges = w.xtcp_stats()["challenge_acks"].as_u64().unwrap();
+    let challenges = w.xtcp_stats(&prober)["challenge_acks"].as_u64().unwrap();
     close_flows(&w, flows);
     w.assert_both_serve("the flag probes");
-    let after = w.xtcp_stats();
+    let after = w.xtcp_stats(&prober);
     println!(
         "FLAGS probes={} rst_sent={} no_connection_drops={} challenge_acks_counted={}",
         listener_probes.len() + conn_probes.len(),
@@ -940,7 +965,7 @@ fn malformed_frames_are_dropped_and_counted_and_the_servers_keep_serving() {
     let _serial = serial();
     let w = World::up("am");
     let prober = w.prober();
-    let before = w.xtcp_stats();
+    let before = w.xtcp_stats(&prober);
     let mut report = Vec::new();
     let mut mismatches = Vec::new();
     type Build = Box<dyn Fn(&Ends) -> Vec<Vec<u8>>>;
@@ -1121,31 +1146,36 @@ fn malformed_frames_are_dropped_and_counted_and_the_servers_keep_serving() {
         report.push(judge(name, &answers[0], &answers[1], expect, &mut mismatches));
         cleanup.extend(reset_half_opens(&w, &segs));
     }
-    // A frame over the MTU (1500): the peer's side is raised to 2000 to send it; veth drops it on the way in
-    // (`ENOBUFS` to the sender), before XDP or the kernel's stack see it, so neither server can answer.
-    let if_k = w.ns.var("IF_KERNEL");
-    let rx_before = counter(&w.xtcp_stats(), "rx_frames").unwrap();
-    run(w.ns.in_kernel_ns("ip").args(["link", "set", "dev", if_k, "mtu", "2000"]));
+    // A frame over the MTU xtcp opened its socket with (1500): a SYN carrying 1600 bytes, 1658 in all. At MTU 1500
+    // veth drops it on the way in (`ENOBUFS` to the sender), before XDP or either stack could see it; so for this
+    // probe both ends of the veth are raised to 2000, after xtcp opened (its own MTU stays 1500), and the frame
+    // reaches both servers. Neither checks a received frame against the MTU (the interface is what bounds what
+    // comes in): each takes the SYN and answers it, its data not acknowledged, as for `syn_with_data`.
+    let (if_k, if_x) = (w.ns.var("IF_KERNEL"), w.ns.var("IF_XTCP"));
+    let set_mtu = |mtu: &str| {
+        run(w.ns.in_kernel_ns("ip").args(["link", "set", "dev", if_k, "mtu", mtu]));
+        run(w.ns.in_ns("NS_XTCP", "ip").args(["link", "set", "dev", if_x, "mtu", mtu]));
+    };
+    let rx_before = counter(&w.xtcp_stats(&prober), "rx_frames").unwrap();
+    set_mtu("2000");
     let big = vec![0x61u8; 1600];
-    let over_mtu: Vec<String> = [XTCP_PORT, KERNEL_PORT]
-        .iter()
-        .map(|&port| {
-            sport += 1;
-            let e = w.probe_ends(sport, port);
-            let sent = prober.try_send(&frame(&e, &syn(&e, isn, &big)));
-            let segs = prober.collect(ANSWER_WAIT);
-            let seen = answer(&segs, e.dst, e.src, &[("probe_seq+1", isn + 1)]);
-            match sent {
-                Ok(()) => seen,
-                Err(err) => format!("{seen} (the sender got: {err})"),
-            }
-        })
-        .collect();
-    run(w.ns.in_kernel_ns("ip").args(["link", "set", "dev", if_k, "mtu", "1500"]));
-    let rx_after = counter(&w.xtcp_stats(), "rx_frames").unwrap();
-    report.push(judge("over_mtu_1658_bytes", &over_mtu[0], &over_mtu[1], &Expect::SameAsLinux, &mut mismatches));
-    if rx_after != rx_before {
-        mismatches.push(format!("the over-MTU frame reached xtcp: rx_frames {rx_before} -> {rx_after}"));
+    let mut over_mtu = Vec::new();
+    for port in [XTCP_PORT, KERNEL_PORT] {
+        sport += 1;
+        let e = w.probe_ends(sport, port);
+        let f = frame(&e, &syn(&e, isn, &big));
+        assert_eq!(f.len(), 1658);
+        let segs = prober.exchange(&[f], ANSWER_WAIT);
+        over_mtu.push(answer(&segs, e.dst, e.src, &[("probe_seq+1", isn + 1)]));
+        cleanup.extend(reset_half_opens(&w, &segs));
+    }
+    set_mtu("1500");
+    let rx_after = counter(&w.xtcp_stats(&prober), "rx_frames").unwrap();
+    let both_answer = Expect::Both("S. ack=probe_seq+1");
+    report.push(judge("over_mtu_1658_bytes", &over_mtu[0], &over_mtu[1], &both_answer, &mut mismatches));
+    // Two frames in between: the probe and the second snapshot's sync frame.
+    if rx_after != rx_before + 2 {
+        mismatches.push(format!("the over-MTU frame did not reach xtcp once: rx_frames {rx_before} -> {rx_after}"));
     }
     println!("malformed frames to the listeners:\n{}", report.join("\n"));
     for f in &cleanup {
@@ -1153,7 +1183,7 @@ fn malformed_frames_are_dropped_and_counted_and_the_servers_keep_serving() {
     }
     w.expect_xtcp_connections(0, Duration::from_secs(3));
     w.assert_both_serve("the malformed frames");
-    let after = w.xtcp_stats();
+    let after = w.xtcp_stats(&prober);
     let d = |r| drops_delta(&after, &before, r);
     println!(
         "MALFORMED probes={} bad_checksum={} malformed={} unsupported={} fragment={} malformed_options={} rx_frames={}",
@@ -1381,10 +1411,11 @@ fn syn_flood_from_spoofed_sources_leaves_legitimate_clients_served() {
     }
     let _serial = serial();
     let w = World::up("as");
+    let prober = w.prober();
     w.assert_both_serve("start-up");
-    let before = w.xtcp_stats();
+    let before = w.xtcp_stats(&prober);
     let x = flood_run(&w, XTCP_PORT);
-    let after = w.xtcp_stats();
+    let after = w.xtcp_stats(&prober);
     let k = flood_run(&w, KERNEL_PORT);
     let cookies = delta(&after, &before, "syn_cookies_sent");
     let cookies_valid = delta(&after, &before, "syn_cookies_valid");

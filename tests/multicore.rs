@@ -388,7 +388,8 @@ fn kernel_holder() {
 }
 
 /// `XTCP_THREADS` kernel connections to `XTCP_ADDR`, each sending 64-byte messages one at a time and reading the
-/// echo for `XTCP_SECS`. Prints `RATE per_sec=N n=N`.
+/// echo for `XTCP_SECS`. Prints `RATE per_sec=N n=N n_min=N` (`n_min`: the fewest echoes on one connection); any
+/// failed or wrong echo panics.
 fn kernel_rate_client() {
     let addr: SocketAddrV4 = child_env("XTCP_ADDR").parse().unwrap();
     let threads: usize = child_env("XTCP_THREADS").parse().unwrap();
@@ -419,8 +420,13 @@ fn kernel_rate_client() {
         .collect();
     let results: Vec<(u64, f64)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
     let n: u64 = results.iter().map(|r| r.0).sum();
+    let n_min = results.iter().map(|r| r.0).min().unwrap_or(0);
     let secs = results.iter().map(|r| r.1).fold(0.0, f64::max);
-    println!("RATE per_sec={:.0} n={n} secs={secs:.2} wall={:.2}", n as f64 / secs, t0.elapsed().as_secs_f64());
+    println!(
+        "RATE per_sec={:.0} n={n} n_min={n_min} secs={secs:.2} wall={:.2}",
+        n as f64 / secs,
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 /// Every child role of this file: `echo`, `client` (xtcp's side); `kernel-echo`, `kernel-client`, `kernel-holder`,
@@ -578,8 +584,43 @@ fn stop_closes_every_cores_connections_with_a_fin() {
     }
 }
 
-/// Prints (never asserts) echo transactions per second — 64-byte messages, one in flight per connection, 8 kernel
-/// connections — against xtcp's echo on one core (veth with one queue) and on two (two queues).
+/// How many times the two-core run of [`echo_transactions_per_second_one_core_and_two`] is made when every
+/// connection landed on one queue. The kernel's side picks each connection's queue from a random per-socket hash, so
+/// with 8 connections that happens in 2 runs of 256; such a run measured one core, not two, and is made again with
+/// new connections. Three in a row: about 1 in 2 million.
+const SPREAD_RUNS: usize = 3;
+
+/// One run of [`echo_transactions_per_second_one_core_and_two`]: xtcp's echo on `cores` cores (veth with as many
+/// queues), `threads` kernel connections for `secs`. Returns the client's `RATE` line and each core's accepted
+/// connections, once both sides ended without error, every connection was accepted, and each made at least one
+/// echo.
+fn echo_rate_run(cores: usize, threads: u64, secs: &str) -> (String, Vec<u64>) {
+    let ns = Netns::up_with("mr", &["--queues", &cores.to_string()]);
+    let env = [("XTCP_CONNS", threads.to_string()), ("XTCP_CORES", cores.to_string())];
+    let mut xtcp = ns.spawn_child_in("NS_XTCP", "child_multicore", "echo", &env);
+    xtcp.expect_line("READY", Duration::from_secs(20));
+    let env = [
+        ("XTCP_ADDR", format!("{}:{ECHO_PORT}", ns.var("IP_XTCP"))),
+        ("XTCP_THREADS", threads.to_string()),
+        ("XTCP_SECS", secs.to_owned()),
+    ];
+    let mut kernel = ns.spawn_child_in("NS_KERNEL", "child_multicore", "kernel-rate", &env);
+    let rate = kernel.expect_line("RATE", Duration::from_secs(60));
+    assert!(kernel.wait(Duration::from_secs(10)).success(), "the kernel client failed: {rate}");
+    let (core_lines, _) = core_lines(&xtcp, cores, Duration::from_secs(20));
+    assert!(xtcp.wait(Duration::from_secs(10)).success(), "the xtcp child failed");
+    let accepted: Vec<u64> = core_lines.iter().map(|l| field(l, "accepted")).collect();
+    assert_eq!(accepted.iter().sum::<u64>(), threads, "every connection accepted: {core_lines:?}");
+    assert!(field(&rate, "n") > 0, "{cores} core(s): no echo measured: {rate}");
+    assert!(field(&rate, "n_min") > 0, "{cores} core(s): a connection made no echo: {rate}");
+    assert_eq!(sum(&core_lines, "aborted"), 0, "{core_lines:?}");
+    (rate, accepted)
+}
+
+/// Prints echo transactions per second — 64-byte messages, one in flight per connection, 8 kernel connections —
+/// against xtcp's echo on one core (veth with one queue) and on two (two queues). It asserts what makes the two
+/// figures comparable, never a speed: each run measured echoes on every connection, and in the two-core run each
+/// core accepted connections.
 #[test]
 #[ignore = "needs root: run scripts/test.sh"]
 fn echo_transactions_per_second_one_core_and_two() {
@@ -588,27 +629,24 @@ fn echo_transactions_per_second_one_core_and_two() {
     }
     let _serial = serial();
     let secs = std::env::var("XTCP_SECS").unwrap_or_else(|_| "3".to_owned());
-    let threads = std::env::var("XTCP_THREADS").unwrap_or_else(|_| "8".to_owned());
+    let threads: u64 = std::env::var("XTCP_THREADS").map_or(8, |v| v.parse().expect("XTCP_THREADS: a number"));
+    assert!(threads >= 2, "XTCP_THREADS={threads}: two cores need two connections or more");
     let mut lines = Vec::new();
     for cores in [1usize, 2] {
-        let ns = Netns::up_with("mr", &["--queues", &cores.to_string()]);
-        let env = [("XTCP_CONNS", threads.clone()), ("XTCP_CORES", cores.to_string())];
-        let mut xtcp = ns.spawn_child_in("NS_XTCP", "child_multicore", "echo", &env);
-        xtcp.expect_line("READY", Duration::from_secs(20));
-        let env = [
-            ("XTCP_ADDR", format!("{}:{ECHO_PORT}", ns.var("IP_XTCP"))),
-            ("XTCP_THREADS", threads.clone()),
-            ("XTCP_SECS", secs.clone()),
-        ];
-        let mut kernel = ns.spawn_child_in("NS_KERNEL", "child_multicore", "kernel-rate", &env);
-        let rate = kernel.expect_line("RATE", Duration::from_secs(60));
-        assert!(kernel.wait(Duration::from_secs(10)).success());
-        let (core_lines, _) = core_lines(&xtcp, cores, Duration::from_secs(20));
-        assert!(xtcp.wait(Duration::from_secs(10)).success(), "the xtcp child failed");
-        lines.push(format!(
-            "{cores} core(s): {rate}  accepted per core {:?}",
-            core_lines.iter().map(|l| field(l, "accepted")).collect::<Vec<_>>()
-        ));
+        let mut runs = 1;
+        let (rate, accepted) = loop {
+            let (rate, accepted) = echo_rate_run(cores, threads, &secs);
+            if accepted.iter().all(|&a| a > 0) || runs == SPREAD_RUNS {
+                break (rate, accepted);
+            }
+            println!("{cores} cores: every connection on one queue, accepted per core {accepted:?}: once more");
+            runs += 1;
+        };
+        assert!(
+            accepted.iter().all(|&a| a > 0),
+            "{cores} cores: a core accepted no connection in {SPREAD_RUNS} runs: {accepted:?}"
+        );
+        lines.push(format!("{cores} core(s): {rate}  accepted per core {accepted:?}"));
     }
     println!("echo transactions/s, {threads} kernel connections, 64-byte messages, {secs} s:");
     for l in lines {

@@ -228,9 +228,22 @@ impl Tcpdump {
         Tcpdump { child, out }
     }
 
-    /// Stops the capture (SIGINT, so it flushes) and returns its lines.
-    pub fn stop(mut self) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(200));
+    /// The whole lines captured so far (tcpdump writes each as it sees its packet: `-l`, `--immediate-mode`).
+    pub fn lines(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.out).expect("read the capture");
+        // A line still being written is left for the next read.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole.lines().map(str::to_owned).collect()
+    }
+
+    /// Waits until `done` holds for the lines captured so far (polled every 20 ms, for at most `timeout`), then
+    /// stops the capture (SIGINT, so it flushes) and returns its lines. After `timeout` it stops anyway: the caller's
+    /// assertions then say what is missing.
+    pub fn stop_when(mut self, timeout: Duration, mut done: impl FnMut(&[String]) -> bool) -> Vec<String> {
+        let deadline = StdInstant::now() + timeout;
+        while !done(&self.lines()) && StdInstant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
         std::fs::read_to_string(&self.out).expect("read the capture").lines().map(str::to_owned).collect()
