@@ -55,11 +55,15 @@ pub fn cores_config(
             .ok_or_else(|| format!("{iface} has no IPv4 address — add one: `ip addr add ADDR/LEN dev {iface}`"))?,
     };
     let kernel_listeners = kernel_listening_ports();
+    let kernel_range = kernel_port_range();
     for &port in listen_ports {
         if kernel_listeners.contains(&port) {
             return Err(format!(
                 "port {port} has a kernel listener; xtcp would take its traffic — stop it or choose another --port"
             ));
+        }
+        if let Some(warning) = in_kernel_range(port, kernel_range) {
+            eprintln!("xtcp {name}: warning: {warning}");
         }
     }
     let queues = afxdp::interface_rx_queues(iface).unwrap_or(1);
@@ -283,6 +287,18 @@ fn device_drops<'a>(devices: impl IntoIterator<Item = &'a DeviceStats>) -> Optio
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// A warning when listening `port` lies in the kernel's range `(lo, hi)`: allowed, since the kernel may never pick
+/// it, but a kernel connection that takes it as its source port would lose its replies to xtcp.
+fn in_kernel_range(port: u16, (lo, hi): (u16, u16)) -> Option<String> {
+    (lo..=hi).contains(&port).then(|| {
+        format!(
+            "port {port} is in the kernel's ip_local_port_range ({lo}-{hi}): a kernel connection that takes it as \
+             its source port loses its replies to xtcp — choose a port outside it, or narrow \
+             net.ipv4.ip_local_port_range"
+        )
+    })
+}
+
 /// The kernel's `net.ipv4.ip_local_port_range`: the source ports of its own connections.
 fn kernel_port_range() -> (u16, u16) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -449,6 +465,15 @@ mod tests {
         assert_eq!(gap_beside((1024, 65535)), None, "the kernel takes every port: no sharing");
         assert_eq!(gap_beside((1050, 65500)), None, "36 and 26 ports are too few for one core");
         assert_eq!(gap_beside((500, 65535)), None);
+    }
+
+    #[test]
+    fn a_listening_port_in_the_kernels_range_is_warned_of() {
+        assert_eq!(in_kernel_range(80, (32768, 60999)), None);
+        assert_eq!(in_kernel_range(61000, (32768, 60999)), None);
+        let w = in_kernel_range(40000, (32768, 60999)).unwrap();
+        assert!(w.contains("port 40000") && w.contains("(32768-60999)") && !w.contains('\n'), "{w}");
+        assert!(in_kernel_range(32768, (32768, 60999)).is_some() && in_kernel_range(60999, (32768, 60999)).is_some());
     }
 
     #[test]
