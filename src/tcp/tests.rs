@@ -164,6 +164,20 @@ fn exchange(c: &mut Connection, now: Instant, seg: &Seg) -> Vec<Seg> {
     transmit(c, now)
 }
 
+/// The TSval of the peer's SYN-ACK (B's), which A holds as TS.Recent once established.
+fn peer_syn_tsval(p: &Pair) -> u32 {
+    p.log.iter().find(|s| s.from == Side::B).unwrap().seg.tsval()
+}
+
+/// [`from_peer`] carrying `data` and a timestamp option with `tsval`.
+fn with_ts(c: &Connection, tsval: u32, data: &[u8]) -> Seg {
+    Seg {
+        payload: data.to_vec(),
+        options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
+        ..from_peer(c)
+    }
+}
+
 /// A segment from `c`'s peer that fits `c`'s numbers: SEQ = RCV.NXT, ACK = SND.NXT, ACK set, no options, a
 /// 65535 window. Tests change fields with struct update syntax.
 fn from_peer(c: &Connection) -> Seg {
@@ -2025,13 +2039,7 @@ fn mss_negotiation_defaults_to_536_takes_the_minimum_and_leaves_room_for_timesta
 #[test]
 fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
     let mut p = established();
-    let synack = p.log.iter().find(|s| s.from == Side::B).unwrap().seg.clone();
-    let recent = synack.tsval();
-    let with_ts = |a: &Connection, tsval: u32, data: &[u8]| Seg {
-        payload: data.to_vec(),
-        options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
-        ..from_peer(a)
-    };
+    let recent = peer_syn_tsval(&p);
     // One tick behind is reordering, not age (Linux's TCP_PAWS_WINDOW); two is old.
     let old = with_ts(&p.a, recent.wrapping_sub(2), b"stale");
     let out = exchange(&mut p.a, p.now, &old);
@@ -2054,13 +2062,7 @@ fn paws_drops_a_segment_with_an_old_timestamp_and_acks() {
 #[test]
 fn ts_recent_idle_for_24_days_no_longer_judges_segments() {
     let mut p = established();
-    let synack = p.log.iter().find(|s| s.from == Side::B).unwrap().seg.clone();
-    let recent = synack.tsval();
-    let with_ts = |a: &Connection, tsval: u32, data: &[u8]| Seg {
-        payload: data.to_vec(),
-        options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
-        ..from_peer(a)
-    };
+    let recent = peer_syn_tsval(&p);
     let day = secs(24 * 60 * 60);
     let wrapped = recent.wrapping_add(0x8000_0100);
     p.a = through_compact(p.a);
@@ -2086,13 +2088,7 @@ fn ts_recent_idle_for_24_days_no_longer_judges_segments() {
 #[test]
 fn a_segment_with_an_unacceptable_ack_does_not_move_ts_recent() {
     let mut p = established();
-    let synack = p.log.iter().find(|s| s.from == Side::B).unwrap().seg.clone();
-    let recent = synack.tsval();
-    let with_ts = |a: &Connection, tsval: u32, data: &[u8]| Seg {
-        payload: data.to_vec(),
-        options: TcpOptions { timestamp: Some((tsval, 0)), ..TcpOptions::default() },
-        ..from_peer(a)
-    };
+    let recent = peer_syn_tsval(&p);
     let forged = Seg { ack_number: p.a.snd_nxt() + 1_000_000, ..with_ts(&p.a, recent.wrapping_add(1 << 30), &[7; 20]) };
     let out = exchange(&mut p.a, p.now, &forged);
     assert_eq!(out.len(), 1, "the forged segment gets an ACK: {out:?}");
