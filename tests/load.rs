@@ -421,15 +421,20 @@ fn one_way_sends_complete_when_the_discard_server_has_read_everything() {
     }
 }
 
+/// A 4 MiB one-way send over a 20 Mbit/s link (1.7 s) with a 500 ms timeout and no reconnects, to a discard
+/// server: the world, its control, the load and the server.
+fn slow_send(seed: u64) -> (SimWorld, Rc<Control>, Load, Echo) {
+    let link = LinkConfig { latency: LATENCY, rate_bits_per_sec: Some(20_000_000), ..LinkConfig::default() };
+    let (w, ctl) = world_over(link, seed);
+    let cfg = LoadConfig { request_timeout_ms: 500, reconnects_max: 0, ..send_config(1, 1, 4 << 20) };
+    (w, ctl, Load::new(cfg).unwrap(), Echo::discard(ECHO_PORT))
+}
+
 #[test]
 fn a_one_way_send_longer_than_the_timeout_completes_while_it_makes_progress() {
     // 4 MiB over 20 Mbit/s takes 1.7 s, more than three times the 500 ms timeout; the 256 KiB send buffer drains
     // in about 0.1 s, so the wait for the server's FIN after ours is well within it.
-    let link = LinkConfig { latency: LATENCY, rate_bits_per_sec: Some(20_000_000), ..LinkConfig::default() };
-    let (mut w, ctl) = world_over(link, 13);
-    let cfg = LoadConfig { request_timeout_ms: 500, reconnects_max: 0, ..send_config(1, 1, 4 << 20) };
-    let mut load = Load::new(cfg).unwrap();
-    let mut server = Echo::discard(ECHO_PORT);
+    let (mut w, ctl, mut load, mut server) = slow_send(13);
     let finished = drive(&mut w, &ctl, &mut load, &mut server, Instant::from_secs(60), |_, _| {});
     assert!(finished, "{}", load.report().to_text());
     let r = load.report();
@@ -441,11 +446,7 @@ fn a_one_way_send_longer_than_the_timeout_completes_while_it_makes_progress() {
 #[test]
 fn a_one_way_send_that_stops_moving_times_out_from_its_last_progress() {
     // The link goes down for good at 1 s, halfway through a 4 MiB transfer that has moved all along.
-    let link = LinkConfig { latency: LATENCY, rate_bits_per_sec: Some(20_000_000), ..LinkConfig::default() };
-    let (mut w, ctl) = world_over(link, 14);
-    let cfg = LoadConfig { request_timeout_ms: 500, reconnects_max: 0, ..send_config(1, 1, 4 << 20) };
-    let mut load = Load::new(cfg).unwrap();
-    let mut server = Echo::discard(ECHO_PORT);
+    let (mut w, ctl, mut load, mut server) = slow_send(14);
     let finished = drive(&mut w, &ctl, &mut load, &mut server, Instant::from_secs(60), |now, ctl| {
         ctl.partitioned.set(now >= Instant::from_secs(1));
     });
