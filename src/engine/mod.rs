@@ -981,10 +981,9 @@ impl Stack {
     /// Whether `seg` from `src` to `dst` is for a connection in TIME_WAIT that does not take it as a reopening SYN.
     fn meets_time_wait(&self, src: Ipv4Addr, dst: Ipv4Addr, seg: &TcpRepr<'_>) -> bool {
         let tuple = FourTuple { local_ip: dst, local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
-        let listening = self.listeners.contains_key(&seg.dst_port);
         self.lookup(&tuple)
             .and_then(|i| self.connection(ConnId { index: i, generation: self.slots[i as usize].generation }).ok())
-            .is_some_and(|c| c.state() == State::TimeWait && !reopens(&c, seg, listening))
+            .is_some_and(|c| c.state() == State::TimeWait && !reopens(&c, seg, &self.listeners))
     }
 
     /// `src_mac` is the frame's sender: where replies go when the neighbour table does not say (see
@@ -1001,11 +1000,10 @@ impl Stack {
         let tuple = FourTuple { local_ip: dst, local_port: seg.dst_port, remote: SocketAddrV4::new(src, seg.src_port) };
         if let Some(index) = self.lookup(&tuple) {
             self.wake(index);
-            let listening = self.listeners.contains_key(&seg.dst_port);
             let memory_full = self.memory_full(seg);
             let e = self.slots[index as usize].live_mut().expect("table points at a connection");
             let time_wait = e.conn.state() == State::TimeWait;
-            if !(time_wait && reopens(&e.conn, seg, listening)) {
+            if !(time_wait && reopens(&e.conn, seg, &self.listeners)) {
                 if time_wait && seg.flags.syn() && !seg.flags.ack() && !seg.flags.rst() {
                     self.counters.time_wait_refused += 1;
                 }
@@ -1636,11 +1634,12 @@ fn without_data<'a>(seg: &TcpRepr<'a>) -> TcpRepr<'a> {
 }
 
 /// Whether `seg` ends the TIME_WAIT connection `conn` for a new incarnation: RFC 6191 says it may
-/// ([`Connection::accepts_reopen`]) and a listener on its port (`listening`) is there to take it. Linux reopens
-/// only then (`tcp_v4_rcv`, `TCP_TW_SYN`); with no listener the SYN stays with TIME_WAIT, which answers it with
-/// an ACK, instead of ending the connection only to find nobody to hand the SYN to and answer RST.
-fn reopens(conn: &Connection, seg: &TcpRepr<'_>, listening: bool) -> bool {
-    listening && conn.accepts_reopen(seg)
+/// ([`Connection::accepts_reopen`]) and one of `listeners` is on its port to take it. Linux reopens only then
+/// (`tcp_v4_rcv`, `TCP_TW_SYN`); with no listener the SYN stays with TIME_WAIT, which answers it with an ACK,
+/// instead of ending the connection only to find nobody to hand the SYN to and answer RST. (Asked only in
+/// TIME_WAIT: no listener look-up per segment.)
+fn reopens(conn: &Connection, seg: &TcpRepr<'_>, listeners: &HashMap<u16, Listener>) -> bool {
+    conn.accepts_reopen(seg) && listeners.contains_key(&seg.dst_port)
 }
 
 /// An IPv4 header whose checksum is not to be verified (a peer that leaves it to offload).
