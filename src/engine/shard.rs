@@ -59,20 +59,18 @@ impl PortPartition {
     /// The fewest ephemeral ports a core may have (its concurrent connections to one peer address and port).
     pub const MIN_PORTS_PER_CORE: u32 = 64;
 
-    /// No ports for `cores` cores: every slice is empty and no port has an owner, so every frame stays on the core
-    /// whose queue it arrived on. For cores that only accept connections (their `StackConfig::ephemeral_ports`
-    /// empty).
-    pub fn empty(cores: usize) -> Result<PortPartition, PartitionError> {
-        if cores == 0 || cores > usize::from(u16::MAX) {
-            return Err(PartitionError::TooFewPorts { ports: 0, cores, min: Self::MIN_PORTS_PER_CORE });
-        }
-        Ok(PortPartition { first: 0, ports_per_core: 0, cores: cores as u32 })
-    }
-
-    /// Cuts `range` into `cores` equal slices (the remainder, fewer than `cores` ports, goes unused).
+    /// Cuts `range` into `cores` equal slices (the remainder, fewer than `cores` ports, goes unused). An empty
+    /// `range` gives every core an empty slice and no port an owner, so every frame stays on the core whose queue it
+    /// arrived on: for cores that only accept connections (their `StackConfig::ephemeral_ports` empty).
     pub fn new(range: RangeInclusive<u16>, cores: usize) -> Result<PortPartition, PartitionError> {
-        let ports = if range.is_empty() { 0 } else { u32::from(*range.end()) - u32::from(*range.start()) + 1 };
         let min = Self::MIN_PORTS_PER_CORE;
+        if range.is_empty() {
+            if cores == 0 || cores > usize::from(u16::MAX) {
+                return Err(PartitionError::TooFewPorts { ports: 0, cores, min });
+            }
+            return Ok(PortPartition { first: 0, ports_per_core: 0, cores: cores as u32 });
+        }
+        let ports = u32::from(*range.end()) - u32::from(*range.start()) + 1;
         let per = if cores == 0 { 0 } else { ports / cores as u32 };
         if cores == 0 || cores > usize::from(u16::MAX) || per < min {
             return Err(PartitionError::TooFewPorts { ports, cores, min });
@@ -85,7 +83,7 @@ impl PortPartition {
         self.cores as usize
     }
 
-    /// Core `core`'s slice: the source ports of its active opens (empty for [`PortPartition::empty`]).
+    /// Core `core`'s slice: the source ports of its active opens (empty for an empty range).
     pub fn range(&self, core: usize) -> RangeInclusive<u16> {
         if self.ports_per_core == 0 {
             return RangeInclusive::new(1, 0);

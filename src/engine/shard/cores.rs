@@ -332,8 +332,7 @@ where
         return Err(CoresError::Queues { first_queue: cfg.first_queue, cores, max });
     }
     let ephemeral = &cfg.stack.ephemeral_ports;
-    let partition =
-        if ephemeral.is_empty() { PortPartition::empty(cores)? } else { PortPartition::new(ephemeral.clone(), cores)? };
+    let partition = PortPartition::new(ephemeral.clone(), cores)?;
     let (cpus, cpu_count) = cpu_plan(cores);
     let mut steering = Steering::load_and_attach(&cfg.ifname, &cfg.stack.local_addresses(), cfg.ports.iter().copied())
         .map_err(|source| CoresError::AfXdp { core: 0, source })?;
