@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use super::files::StaticFiles;
-use super::{App, Sockets};
+use super::{has_token, App, Sockets};
 use crate::engine::{ConnId, ConnMap, StackEvent};
 use crate::time::Instant;
 
@@ -274,12 +274,6 @@ struct Server<'a> {
     cfg: &'a HttpConfig,
     body: &'a Arc<[u8]>,
     canned: &'a [Vec<u8>; 2],
-}
-
-/// Whether a header value holds `token` as one of its comma-separated elements, ignoring ASCII case (RFC 9110
-/// §7.6.1), with no allocation.
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// The request methods we answer.

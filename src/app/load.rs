@@ -1213,14 +1213,13 @@ fn http_request(
 
 const RESPONSE_HEADERS_MAX: usize = 64;
 
-/// Whether the `Connection` headers list `option`: a comma-separated token, compared ignoring ASCII case (RFC 9110,
-/// section 7.6.1), so that `Connection: Keep-Alive, Upgrade` has `keep-alive` and `X-Not-Close` has no `close`.
+/// Whether the `Connection` headers list `option` (see [`super::has_token`]): `Connection: Keep-Alive, Upgrade`
+/// has `keep-alive` and `X-Not-Close` has no `close`.
 fn connection_has(headers: &[httparse::Header<'_>], option: &str) -> bool {
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
+        .any(|h| super::has_token(h.value, option.as_bytes()))
 }
 
 /// Parses the responses in `c.input`, pushing each one fully read to `out`. False when the input is not HTTP.

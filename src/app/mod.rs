@@ -115,6 +115,12 @@ pub trait App<S: ?Sized = Stack> {
     }
 }
 
+/// Whether an HTTP header value holds `token` as one of its comma-separated elements, ignoring ASCII case (RFC 9110
+/// §7.6.1), with no allocation: the server's and the load generator's reading of `Connection`.
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// Hands every pending event of `stack` to `app`, then calls its tick. Returns how many events there were.
 pub fn dispatch<S: Sockets + ?Sized>(stack: &mut S, now: Instant, app: &mut dyn App<S>) -> usize {
     let mut n = 0;
